@@ -1,0 +1,1 @@
+"""tinymnist harness: data, recipes, one training engine, gates, results and the command line."""

@@ -1,0 +1,173 @@
+"""Command line: ``python -m harness {train,models} ...``; ``main(argv)`` returns the exit code.
+
+Exit codes: 0 every gate passed, 1 a gate failed (or a run diverged), 2 bad usage or bad data,
+130 interrupted (Ctrl-C) with the partial results written.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from statistics import mean, pstdev
+
+EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    pass
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be a positive integer")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _step(text: str) -> int:
+    from harness.recipes import RECIPES
+
+    value = _int(text)
+    if value not in RECIPES:
+        raise argparse.ArgumentTypeError(f"unknown step {value}; known steps: "
+                                         f"{', '.join(map(str, sorted(RECIPES)))}")
+    return value
+
+
+def _writable_dir(text: str) -> Path:
+    path = Path(text)
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text}: cannot create or write this folder "
+                                         f"({probe} is not a writable folder); choose another --out")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m harness", description="tinymnist: tiny CNNs on MNIST, gated.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a step's recipe under fixed seeds and check its gate")
+    t.add_argument("--step", type=_step, required=True, help="which step's recipe (see `models`)")
+    t.add_argument("--seeds", type=_int, nargs="+", help="seeds to run (default: the recipe's seeds)")
+    t.add_argument("--epochs", type=_positive_int, help="override the recipe's epochs (gates assume its own)")
+    t.add_argument("--batch-size", type=_positive_int, help="override the recipe's batch size")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--data-root", help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./data)")
+    t.add_argument("--out", type=_writable_dir, default=Path("results"), help="results folder (default results/)")
+    t.add_argument("--resume", action="store_true", help="continue each seed from its last epoch checkpoint")
+    t.add_argument("--dry-run", action="store_true", help="smoke run: 1 epoch of 3 batches, gate not checked")
+    t.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
+
+    sub.add_parser("models", help="list registered models with their parameter counts")
+    return p
+
+
+def cmd_models(args) -> int:
+    from models import count_params, create_model, list_models
+
+    for name in list_models():
+        print(f"{name:16s} {count_params(create_model(name)):>9,d}")
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    from dataclasses import replace
+
+    import torch
+
+    from harness.data import load_mnist
+    from harness.engine import Interrupted, resolve_device, train
+    from harness.gates import check_seeds
+    from harness.recipes import get_recipe
+
+    recipe = get_recipe(args.step)
+    if args.batch_size:
+        recipe = replace(recipe, batch_size=args.batch_size)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    seeds = tuple(args.seeds) if args.seeds else recipe.seeds
+    data = load_mnist(args.data_root, device)
+    epochs = 1 if args.dry_run else args.epochs
+    runs = {}
+    print(f"step {recipe.step}: {recipe.name} | model {recipe.model} | seeds {list(seeds)} | "
+          f"device {device.type} | threads {torch.get_num_threads()}", flush=True)
+    for seed in seeds:
+        try:
+            r = train(recipe, seed, data, device, out_dir=args.out, epochs=epochs, resume=args.resume,
+                      max_batches=3 if args.dry_run else None, eval_limit=500 if args.dry_run else None,
+                      progress=not args.quiet, gate=not args.dry_run)
+        except Interrupted as e:
+            done = len(e.result.epochs)
+            print(f"\ninterrupted: step {recipe.step} seed {seed} after {done} complete epoch(s); "
+                  f"partial results in {e.path}. Resume with: python -m harness train --step {recipe.step} "
+                  f"--seeds {' '.join(map(str, seeds))} --out {args.out} --resume"
+                  + (f" --epochs {args.epochs}" if args.epochs else ""), file=sys.stderr)
+            return EXIT_INTERRUPTED
+        runs[seed] = r
+        if not args.quiet:
+            for e in r.epochs:
+                print(f"  seed {seed} epoch {e.epoch:2d}  train {e.train_loss:.4f} {e.train_acc:6.2f}%  "
+                      f"test {e.test_loss:.4f} {e.test_acc:6.2f}%  lr {e.lr:.5f}  {e.seconds:5.1f}s "
+                      f"({e.images_per_second:,.0f} img/s)")
+        last = r.epochs[-1].test_acc if r.epochs else float("nan")
+        mark = ("smoke" if args.dry_run else "PASS") if r.gate["passed"] else "FAIL"
+        extra = f" diverged at {r.diverged_at}" if r.diverged_at else ""
+        print(f"seed {seed}: {r.status}{extra}, {r.params:,} params, final test {last:.2f}%, "
+              f"{r.wall_seconds:.0f}s -> {mark}", flush=True)
+    from harness.gates import Verdict
+
+    verdicts = {s: Verdict(**r.gate) for s, r in runs.items()}
+    finals = {s: r.epochs[-1].test_acc for s, r in runs.items() if r.epochs}
+    step_verdict = (Verdict(all(v.passed for v in verdicts.values()), []) if args.dry_run else
+                    check_seeds(recipe.expect, recipe.step, finals, verdicts, recipe.seeds))
+    if finals:
+        f = list(finals.values())
+        print(f"step {recipe.step}: final test accuracy over seeds {sorted(finals)}: mean {mean(f):.2f}, "
+              f"min {min(f):.2f}, max {max(f):.2f}, std {pstdev(f):.3f}")
+    for reason in step_verdict.reasons:
+        print(f"GATE FAILED: {reason}", file=sys.stderr)
+    verdict = ("SMOKE OK (gate not checked)" if step_verdict.passed else "SMOKE FAILED") if args.dry_run \
+        else ("PASS" if step_verdict.passed else "FAIL")
+    print(f"step {recipe.step}: {verdict}", flush=True)
+    return EXIT_OK if step_verdict.passed else EXIT_GATE
+
+
+COMMANDS = {"train": cmd_train, "models": cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.data import DataError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed usage and the error
+        return int(e.code or 0)
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        parser.error_message = str(e)
+        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except DataError as e:
+        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted before training started; nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,305 @@
+"""One training engine: ``train(recipe, seed, device) -> RunResult``. It prints nothing but a progress bar.
+
+Every random draw of epoch e comes from generators seeded by (seed, e): the permutation, the augmentation
+and dropout. A run is then a pure function of its seed, and a resumed run replays exactly what an
+uninterrupted one would have done.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.data import MNISTTensors, augment
+from harness.gates import Verdict, check_run
+from harness.recipes import Recipe
+from harness.results import (EpochStats, RunResult, atomic_torch_save, git_sha, load_result, result_path,
+                             save_result)
+from models import count_params, create_model
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training; carries the partial result that was written."""
+
+    def __init__(self, result: RunResult, path: Path | None):
+        super().__init__("interrupted")
+        self.result, self.path = result, path
+
+
+def get_lr(recipe: Recipe, step: int, total_steps: int) -> float:
+    """Learning rate for optimizer step ``step`` of ``total_steps``: a pure function, no scheduler state."""
+    if recipe.schedule == "constant":
+        return recipe.lr
+    if recipe.schedule == "onecycle":
+        # Linear rise from lr/25 over warmup_frac of the steps, then cosine down to lr/1e4 (as OneCycleLR).
+        warm = max(1, round(recipe.warmup_frac * total_steps))
+        start, end = recipe.lr / 25, recipe.lr / 1e4
+        if step < warm:
+            return start + (recipe.lr - start) * step / warm
+        t = min(1.0, (step - warm) / max(1, total_steps - 1 - warm))
+        return end + (recipe.lr - end) * 0.5 * (1 + math.cos(math.pi * t))
+    raise ValueError(f"unknown schedule {recipe.schedule!r}")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available on this machine; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def set_deterministic(device: torch.device) -> None:
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        # warn_only: an op without a deterministic CUDA kernel warns instead of stopping a nightly run.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
+
+
+def build_model(recipe: Recipe, seed: int, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = create_model(recipe.model, **recipe.model_kwargs).to(device)
+    if getattr(model, "channels_last", False):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                               nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def _prepare(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if getattr(model, "channels_last", False) else x
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+             ) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (percent) over every image of (x, y)."""
+    model.eval()
+    loss = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for i in range(0, len(x), batch_size):
+        out = model(_prepare(model, x[i:i + batch_size]))
+        loss += F.cross_entropy(out, y[i:i + batch_size], reduction="sum").double()
+        correct += (out.argmax(1) == y[i:i + batch_size]).sum()
+    return loss.item() / len(x), 100.0 * correct.item() / len(x)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_path(out_dir, step: int, seed: int) -> Path:
+    return result_path(out_dir, step, seed, ".ckpt")
+
+
+def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.device = "cpu", *,
+          out_dir: str | os.PathLike | None = None, epochs: int | None = None, resume: bool = False,
+          max_batches: int | None = None, eval_limit: int | None = None, progress: bool = False,
+          gate: bool = True) -> RunResult:
+    """Train ``recipe`` with ``seed`` on ``data`` (already on ``device``) and return the result.
+
+    With ``out_dir``: a checkpoint after every epoch, and at the end ``step{N}/seed{S}.json`` and the final
+    weights ``seed{S}.pt``. ``max_batches``/``eval_limit`` cut epochs short for smoke runs; then ``gate``
+    should be False, since a few batches prove nothing about accuracy.
+    """
+    device = torch.device(device)
+    set_deterministic(device)
+    n_epochs = recipe.epochs if epochs is None else epochs
+    if epochs is not None and epochs != recipe.epochs:
+        from dataclasses import replace
+        recipe = replace(recipe, epochs=epochs)
+    test_x, test_y = data.test_x[:eval_limit], data.test_y[:eval_limit]
+    n_train = len(data.train_x)
+    batches = math.ceil(n_train / recipe.batch_size)
+    if max_batches is not None:
+        batches = min(batches, max_batches)
+    total_steps = n_epochs * batches
+
+    model = build_model(recipe, seed, device)
+    opt = build_optimizer(recipe, model)
+    history: list[EpochStats] = []
+    start_epoch, wall_before = 1, 0.0
+    ckpt = checkpoint_path(out_dir, recipe.step, seed) if out_dir is not None else None
+
+    if resume and out_dir is not None:
+        done = result_path(out_dir, recipe.step, seed)
+        if done.exists() and (ckpt is None or not ckpt.exists()):
+            prev = load_result(done)
+            if prev.status == "completed" and prev.recipe == recipe.to_dict():
+                return prev
+        if ckpt is not None and ckpt.exists():
+            state = torch.load(ckpt, map_location=device, weights_only=False)
+            if state["recipe"] != recipe.to_dict() or state["seed"] != seed:
+                raise ValueError(f"{ckpt}: checkpoint is for another recipe or seed; "
+                                 "delete it or pass the same --step, --seeds and --epochs")
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            _set_rng_state(state["rng"])
+            history = [EpochStats(**e) for e in state["history"]]
+            start_epoch, wall_before = state["epoch"] + 1, state["wall_seconds"]
+
+    status, diverged_at = "completed", None
+    threads = torch.get_num_threads()
+    params = count_params(model)
+    t_run = time.perf_counter()
+
+    def finish(status: str) -> RunResult:
+        test_acc = [e.test_acc for e in history]
+        verdict = (check_run(recipe.expect, recipe.step, seed, params, test_acc, status, n_epochs) if gate
+                   else Verdict(status == "completed", ["gate not checked: smoke run"]
+                                + ([f"run {status}"] if status != "completed" else [])))
+        result = RunResult(
+            step=recipe.step, seed=seed, params=params, recipe=recipe.to_dict(), epochs=history,
+            gate=verdict.to_dict(), status=status, device=device.type, device_name=device_name(device),
+            threads=threads, torch=torch.__version__, git_sha=git_sha(), planned_epochs=n_epochs,
+            train_images=min(n_train, batches * recipe.batch_size), test_images=len(test_x),
+            wall_seconds=wall_before + time.perf_counter() - t_run, diverged_at=diverged_at)
+        if out_dir is not None:
+            if status == "completed":
+                atomic_torch_save(result_path(out_dir, recipe.step, seed, ".pt"),
+                                  {"model": model.state_dict(), "recipe": recipe.to_dict(), "seed": seed})
+            save_result(out_dir, result)
+            if status == "completed" and ckpt is not None:
+                ckpt.unlink(missing_ok=True)
+        return result
+
+    try:
+        for epoch in range(start_epoch, n_epochs + 1):
+            gen = epoch_generator(seed, epoch, device)
+            torch.manual_seed(epoch_seed(seed, epoch))  # dropout draws from the global generator
+            perm = torch.randperm(n_train, generator=gen, device=device)
+            losses = torch.zeros(batches, device=device)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            seen = 0
+            # On CUDA a per-batch finiteness check would sync every step; checking every 32 batches still
+            # names the exact batch, from the stored losses.
+            check_every = 1 if device.type == "cpu" else 32
+            model.train()
+            _sync(device)
+            t0 = time.perf_counter()
+            bar = _bar(progress, batches, f"step {recipe.step} seed {seed} epoch {epoch}/{n_epochs}")
+            for b in range(batches):
+                idx = perm[b * recipe.batch_size:(b + 1) * recipe.batch_size]
+                x, y = data.train_x[idx], data.train_y[idx]
+                if recipe.max_degrees or recipe.max_shift:
+                    x = augment(x, gen, recipe.max_degrees, recipe.max_shift)
+                lr = get_lr(recipe, (epoch - 1) * batches + b, total_steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                out = model(_prepare(model, x))
+                loss = F.cross_entropy(out, y, label_smoothing=recipe.label_smoothing)
+                losses[b] = loss.detach()
+                if (b + 1) % check_every == 0 or b == batches - 1:
+                    bad = ~torch.isfinite(losses[:b + 1])
+                    if bad.any():
+                        first = int(bad.nonzero()[0])
+                        diverged_at = {"epoch": epoch, "batch": first + 1, "loss": str(losses[first].item())}
+                        bar.close()
+                        return finish("diverged")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                correct += (out.argmax(1) == y).sum()
+                seen += len(y)
+                bar.update(1)
+            _sync(device)
+            train_seconds = time.perf_counter() - t0
+            bar.close()
+            train_loss = (losses * _batch_sizes(n_train, recipe.batch_size, batches, device)).sum().item() / seen
+            train_acc = 100.0 * correct.item() / seen
+            t1 = time.perf_counter()
+            test_loss, test_acc = evaluate(model, test_x, test_y)
+            eval_seconds = time.perf_counter() - t1
+            history.append(EpochStats(epoch=epoch, train_loss=train_loss, train_acc=train_acc,
+                                      test_loss=test_loss, test_acc=test_acc, lr=lr,
+                                      seconds=train_seconds, eval_seconds=eval_seconds,
+                                      images_per_second=seen / train_seconds))
+            if ckpt is not None:
+                atomic_torch_save(ckpt, {
+                    "recipe": recipe.to_dict(), "seed": seed, "epoch": epoch, "model": model.state_dict(),
+                    "optimizer": opt.state_dict(), "optimizer_step": epoch * batches,
+                    "rng": _rng_state(), "data_order": {"seed": seed, "next_epoch": epoch + 1},
+                    "history": [asdict(e) for e in history],
+                    "wall_seconds": wall_before + time.perf_counter() - t_run})
+    except KeyboardInterrupt:
+        result = finish("interrupted")
+        raise Interrupted(result, result_path(out_dir, recipe.step, seed) if out_dir is not None else None)
+    return finish(status)
+
+
+def _batch_sizes(n: int, bs: int, batches: int, device: torch.device) -> torch.Tensor:
+    sizes = torch.full((batches,), float(bs), device=device)
+    sizes[-1] = min(bs, n - (batches - 1) * bs)
+    return sizes
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(progress: bool, total: int, desc: str):
+    if not (progress and sys.stderr.isatty()):
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, unit="batch")

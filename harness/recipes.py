@@ -1,0 +1,88 @@
+"""The seed's four steps as frozen recipes. Each is the previous one with ``dataclasses.replace``, so the
+one change a step makes is the one line that derives it.
+
+Data order: a fresh permutation of all 60,000 training images each epoch, drawn from a generator seeded
+by (seed, epoch); every image is seen once per epoch; the last short batch is kept. Evaluation: the full
+10,000-image test set after every epoch, never augmented, never used to select anything.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a run must show to pass. None switches a check off. Accuracies in percent."""
+    max_params: int | None = None            # strictly fewer parameters than this
+    min_best_test: float | None = None       # best test accuracy over the epochs, for each seed
+    min_last_k: float | None = None          # test accuracy in each of the last `last_k` epochs, each seed
+    last_k: int = 3
+    min_final: float | None = None           # final-epoch test accuracy, each seed
+    min_mean_final: float | None = None      # mean over the seeds of the final-epoch test accuracy
+
+
+@dataclass(frozen=True)
+class Recipe:
+    step: int
+    name: str
+    model: str
+    model_kwargs: dict = field(default_factory=dict)
+    epochs: int = 15
+    batch_size: int = 128
+    optimizer: str = "sgd"                   # sgd (momentum, nesterov) or adamw
+    lr: float = 0.01                         # constant lr, or the peak of a schedule
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "constant"               # constant | onecycle (see harness.engine.get_lr)
+    warmup_frac: float = 0.2                 # onecycle: share of the steps spent rising to the peak
+    label_smoothing: float = 0.0
+    max_degrees: float = 0.0                 # augmentation: rotation U(-d, d) per image
+    max_shift: float = 0.0                   # augmentation: shift U(-s, s) of the image size per axis
+    seeds: tuple[int, ...] = (0, 1, 2)
+    expect: Expectation = Expectation()
+    seed_reference: dict = field(default_factory=dict)  # the seed write-up's published figures
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["seeds"] = list(self.seeds)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        d = dict(d)
+        d["expect"] = Expectation(**d.get("expect", {}))
+        d["seeds"] = tuple(d.get("seeds", (0, 1, 2)))
+        return cls(**d)
+
+
+STEP1 = Recipe(
+    step=1, name="plain conv stack, data pipeline, normalization", model="step1",
+    expect=Expectation(min_best_test=99.0),
+    seed_reference=dict(params=147658, best_train=99.81, best_test=99.14),
+)
+STEP2 = replace(
+    STEP1, step=2, name="fewer channels, BatchNorm after every conv, Global Average Pooling", model="step2",
+    expect=Expectation(max_params=10_000, min_best_test=99.2),
+    seed_reference=dict(params=8952, best_train=99.35, best_test=99.38),
+)
+STEP3 = replace(
+    STEP2, step=3, name="+ dropout, + image augmentation (rotation, shifts)", model="step3",
+    max_degrees=7.0, max_shift=0.08,          # +-7 degrees, +-2.2 pixels
+    expect=replace(STEP2.expect, min_best_test=99.3),
+    seed_reference=dict(params=8952, best_train=99.14, best_test=99.41),
+)
+STEP4 = replace(
+    STEP3, step=4, name="+ learning-rate scheduler", model="step4",
+    schedule="onecycle", lr=0.05,             # one cycle: rise to 0.05, then cosine down to ~0
+    expect=replace(STEP3.expect, min_best_test=None, min_last_k=99.40, last_k=3),
+    seed_reference=dict(params=8952, best_train=99.22, best_test=99.47),
+)
+
+RECIPES: dict[int, Recipe] = {r.step: r for r in (STEP1, STEP2, STEP3, STEP4)}
+
+
+def get_recipe(step: int) -> Recipe:
+    if step not in RECIPES:
+        raise KeyError(f"unknown step {step}; known steps: {', '.join(map(str, sorted(RECIPES)))}")
+    return RECIPES[step]

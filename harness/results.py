@@ -1,0 +1,132 @@
+"""Versioned JSON results and atomic file writes (temporary file in the same folder, fsync, rename)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half of one.
+
+    The temporary name is unique per writer, so two processes writing into one folder cannot collide.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def atomic_torch_save(path: str | os.PathLike, obj) -> None:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        sha = out.stdout.strip()
+        if not sha:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    lr: float            # learning rate at the epoch's last step
+    seconds: float       # training, this epoch
+    eval_seconds: float  # evaluation on the test set, timed apart
+    images_per_second: float
+
+
+@dataclass
+class RunResult:
+    step: int
+    seed: int
+    params: int
+    recipe: dict
+    epochs: list[EpochStats]
+    gate: dict
+    status: str                      # completed | diverged | interrupted
+    device: str
+    device_name: str
+    threads: int
+    torch: str
+    git_sha: str
+    planned_epochs: int
+    train_images: int
+    test_images: int
+    wall_seconds: float
+    diverged_at: dict | None = None  # {"epoch": e, "batch": b, "loss": "nan"}
+    schema_version: int = SCHEMA_VERSION
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def test_acc(self) -> list[float]:
+        return [e.test_acc for e in self.epochs]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunResult":
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"results schema {d.get('schema_version')!r}, this harness reads {SCHEMA_VERSION}")
+        d = dict(d)
+        d["epochs"] = [EpochStats(**e) for e in d["epochs"]]
+        return cls(**d)
+
+
+def result_path(out_dir: str | os.PathLike, step: int, seed: int, suffix: str = ".json") -> Path:
+    return Path(out_dir) / f"step{step}" / f"seed{seed}{suffix}"
+
+
+def save_result(out_dir: str | os.PathLike, result: RunResult) -> Path:
+    path = result_path(out_dir, result.step, result.seed)
+    atomic_write_json(path, result.to_dict())
+    return path
+
+
+def load_result(path: str | os.PathLike) -> RunResult:
+    return RunResult.from_dict(json.loads(Path(path).read_text()))
+
+
+def load_results(results_dir: str | os.PathLike) -> dict[int, list[RunResult]]:
+    """Every ``step*/seed*.json`` under a folder, grouped by step, sorted by seed."""
+    by_step: dict[int, list[RunResult]] = {}
+    for p in sorted(Path(results_dir).glob("step*/seed*.json")):
+        r = load_result(p)
+        by_step.setdefault(r.step, []).append(r)
+    return {s: sorted(rs, key=lambda r: r.seed) for s, rs in sorted(by_step.items())}
