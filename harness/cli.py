@@ -70,9 +70,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=_writable_dir, default=Path("results"), help="results folder (default results/)")
     t.add_argument("--resume", action="store_true", help="continue each seed from its last epoch checkpoint")
     t.add_argument("--dry-run", action="store_true", help="smoke run: 1 epoch of 3 batches, gate not checked")
+    t.add_argument("--train-subset", type=_positive_int, metavar="N",
+                   help="train on the first N training images only (quick checks; gate not checked)")
+    t.add_argument("--test-subset", type=_positive_int, metavar="N",
+                   help="evaluate on the first N test images only (quick checks; gate not checked)")
     t.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
 
     sub.add_parser("models", help="list registered models with their parameter counts")
+
+    e = sub.add_parser("export", help="export a trained checkpoint to ONNX (dynamo exporter, dynamic batch)")
+    e.add_argument("--step", type=_step, required=True, help="the step the checkpoint was trained for")
+    e.add_argument("--checkpoint", required=True, help="results/stepN/seedS.pt written by `train`")
+    e.add_argument("--out", required=True, help="where to write the .onnx file")
+
+    v = sub.add_parser("evaluate", help="test accuracy of an exported model through onnxruntime")
+    v.add_argument("--onnx", required=True, help="the .onnx file written by `export`")
+    v.add_argument("--data-root", help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./data)")
+    v.add_argument("--threads", type=_positive_int, help="onnxruntime intra-op threads (default: its own)")
+
+    r = sub.add_parser("report", help="write REPORT.md and plots from a results folder")
+    r.add_argument("results", help="folder with step*/seed*.json (e.g. results/)")
+    r.add_argument("--out", type=_writable_dir, required=True, help="folder for REPORT.md and its images")
+    r.add_argument("--bench", nargs="*", default=[], help="pytest-benchmark JSON files to add as tables")
+
+    c = sub.add_parser("compare", help="compare two results folders; exit 1 on a regression")
+    c.add_argument("baseline", help="results folder of the reference run (e.g. reports/baseline)")
+    c.add_argument("new", help="results folder of the run under test")
+    c.add_argument("--max-acc-drop", type=float, default=0.10, help="points of last-3 mean accuracy (0.10)")
+    c.add_argument("--max-throughput-drop", type=float, default=0.10, help="fraction of throughput (0.10)")
     return p
 
 
@@ -103,6 +128,9 @@ def cmd_train(args) -> int:
         raise UsageError(str(e)) from None
     seeds = tuple(args.seeds) if args.seeds else recipe.seeds
     data = load_mnist(args.data_root, device)
+    smoke = args.dry_run or bool(args.train_subset) or bool(args.test_subset)
+    if args.train_subset or args.test_subset:
+        data = data.subset(args.train_subset or len(data.train_x), args.test_subset or len(data.test_x))
     epochs = 1 if args.dry_run else args.epochs
     runs = {}
     print(f"step {recipe.step}: {recipe.name} | model {recipe.model} | seeds {list(seeds)} | "
@@ -111,7 +139,7 @@ def cmd_train(args) -> int:
         try:
             r = train(recipe, seed, data, device, out_dir=args.out, epochs=epochs, resume=args.resume,
                       max_batches=3 if args.dry_run else None, eval_limit=500 if args.dry_run else None,
-                      progress=not args.quiet, gate=not args.dry_run)
+                      progress=not args.quiet, gate=not smoke)
         except Interrupted as e:
             done = len(e.result.epochs)
             print(f"\ninterrupted: step {recipe.step} seed {seed} after {done} complete epoch(s); "
@@ -126,7 +154,7 @@ def cmd_train(args) -> int:
                       f"test {e.test_loss:.4f} {e.test_acc:6.2f}%  lr {e.lr:.5f}  {e.seconds:5.1f}s "
                       f"({e.images_per_second:,.0f} img/s)")
         last = r.epochs[-1].test_acc if r.epochs else float("nan")
-        mark = ("smoke" if args.dry_run else "PASS") if r.gate["passed"] else "FAIL"
+        mark = ("smoke" if smoke else "PASS") if r.gate["passed"] else "FAIL"
         extra = f" diverged at {r.diverged_at}" if r.diverged_at else ""
         print(f"seed {seed}: {r.status}{extra}, {r.params:,} params, final test {last:.2f}%, "
               f"{r.wall_seconds:.0f}s -> {mark}", flush=True)
@@ -134,7 +162,7 @@ def cmd_train(args) -> int:
 
     verdicts = {s: Verdict(**r.gate) for s, r in runs.items()}
     finals = {s: r.epochs[-1].test_acc for s, r in runs.items() if r.epochs}
-    step_verdict = (Verdict(all(v.passed for v in verdicts.values()), []) if args.dry_run else
+    step_verdict = (Verdict(all(v.passed for v in verdicts.values()), []) if smoke else
                     check_seeds(recipe.expect, recipe.step, finals, verdicts, recipe.seeds))
     if finals:
         f = list(finals.values())
@@ -142,17 +170,84 @@ def cmd_train(args) -> int:
               f"min {min(f):.2f}, max {max(f):.2f}, std {pstdev(f):.3f}")
     for reason in step_verdict.reasons:
         print(f"GATE FAILED: {reason}", file=sys.stderr)
-    verdict = ("SMOKE OK (gate not checked)" if step_verdict.passed else "SMOKE FAILED") if args.dry_run \
+    verdict = ("SMOKE OK (gate not checked)" if step_verdict.passed else "SMOKE FAILED") if smoke \
         else ("PASS" if step_verdict.passed else "FAIL")
     print(f"step {recipe.step}: {verdict}", flush=True)
     return EXIT_OK if step_verdict.passed else EXIT_GATE
 
 
-COMMANDS = {"train": cmd_train, "models": cmd_models}
+def cmd_export(args) -> int:
+    from harness.export import export_onnx, load_checkpoint, opset_of
+
+    if not args.out.endswith(".onnx"):
+        raise UsageError(f"--out {args.out}: give a path ending in .onnx")
+    model, recipe, seed = load_checkpoint(args.checkpoint, args.step)
+    path = export_onnx(model, args.out, metadata={"step": str(recipe.step), "seed": str(seed),
+                                                    "model": recipe.model})
+    print(f"wrote {path} (step {recipe.step}, seed {seed}, opset {opset_of(path)}, dynamic batch); "
+          "onnx.checker passed")
+    return EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from harness.data import load_mnist
+    from harness.export import onnx_logits, onnx_session
+
+    session = onnx_session(args.onnx, args.threads)
+    data = load_mnist(args.data_root, "cpu")
+    pred = onnx_logits(session, data.test_x).argmax(1)
+    acc = 100.0 * float(np.mean(pred == data.test_y.numpy()))
+    print(f"{args.onnx}: test accuracy {acc:.2f}% on {len(pred):,} images (onnxruntime "
+          f"{session.get_providers()[0]})")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from harness.report import build_report
+
+    for p in [args.results, *args.bench]:
+        if not Path(p).exists():
+            raise UsageError(f"{p}: no such file or folder")
+    try:
+        path = build_report(args.results, args.out, args.bench)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{args.results}: a results file cannot be read ({e}); regenerate it with "
+                         "python -m harness train") from None
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from harness.compare import compare
+
+    for p in (args.baseline, args.new):
+        if not Path(p).is_dir():
+            raise UsageError(f"{p}: no such results folder")
+    try:
+        lines, regressions = compare(args.baseline, args.new, args.max_acc_drop, args.max_throughput_drop)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"a results file cannot be read ({e}); regenerate it with python -m harness train") \
+            from None
+    print("\n".join(lines))
+    for reg in regressions:
+        print(f"REGRESSION: {reg}", file=sys.stderr)
+    print(f"{len(regressions)} regression(s)" if regressions else "no regression")
+    return EXIT_GATE if regressions else EXIT_OK
+
+
+COMMANDS = {"train": cmd_train, "models": cmd_models, "export": cmd_export, "evaluate": cmd_evaluate,
+            "report": cmd_report, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:
     from harness.data import DataError
+    from harness.export import ExportError
 
     parser = build_parser()
     try:
@@ -165,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error_message = str(e)
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except DataError as e:
+    except (DataError, ExportError) as e:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -89,6 +89,20 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
     return torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
 
 
+def epoch_permutation(seed: int, epoch: int, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Generator]:
+    """The epoch's order over all n training images, and the generator that then draws its augmentation."""
+    gen = epoch_generator(seed, epoch, device)
+    return torch.randperm(n, generator=gen, device=device), gen
+
+
+def get_batch(data: MNISTTensors, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = data.train_x[idx], data.train_y[idx]
+    if recipe.max_degrees or recipe.max_shift:
+        x = augment(x, gen, recipe.max_degrees, recipe.max_shift)
+    return x, y
+
+
 def build_model(recipe: Recipe, seed: int, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = create_model(recipe.model, **recipe.model_kwargs).to(device)
@@ -221,9 +235,8 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
 
     try:
         for epoch in range(start_epoch, n_epochs + 1):
-            gen = epoch_generator(seed, epoch, device)
+            perm, gen = epoch_permutation(seed, epoch, n_train, device)
             torch.manual_seed(epoch_seed(seed, epoch))  # dropout draws from the global generator
-            perm = torch.randperm(n_train, generator=gen, device=device)
             losses = torch.zeros(batches, device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
             seen = 0
@@ -235,10 +248,7 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
             t0 = time.perf_counter()
             bar = _bar(progress, batches, f"step {recipe.step} seed {seed} epoch {epoch}/{n_epochs}")
             for b in range(batches):
-                idx = perm[b * recipe.batch_size:(b + 1) * recipe.batch_size]
-                x, y = data.train_x[idx], data.train_y[idx]
-                if recipe.max_degrees or recipe.max_shift:
-                    x = augment(x, gen, recipe.max_degrees, recipe.max_shift)
+                x, y = get_batch(data, perm[b * recipe.batch_size:(b + 1) * recipe.batch_size], recipe, gen)
                 lr = get_lr(recipe, (epoch - 1) * batches + b, total_steps)
                 for group in opt.param_groups:
                     group["lr"] = lr

@@ -68,7 +68,7 @@ def _cbr(cin: int, cout: int, k: int, dropout: float, padding: int = 0) -> list[
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=padding, bias=False),
                                nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
     if dropout > 0:
-        layers.append(nn.Dropout2d(dropout))
+        layers.append(nn.Dropout(dropout))
     return layers
 
 
@@ -79,8 +79,10 @@ class GapNet(nn.Module):
         d = cfg.dropout
         layers: list[nn.Module] = []
         cin = 1
+        # Dropout only after the pool: on the 26x26 and 24x24 maps its masks cost 13.6 of 36.5 ms per
+        # training batch (2 cores, batch 128), and a full-resolution dropout trained to 99.39 (seed 0) there.
         for c in cfg.block1:
-            layers += _cbr(cin, c, 3, d)
+            layers += _cbr(cin, c, 3, 0.0)
             cin = c
         layers += _cbr(cin, cfg.transition, 1, 0.0) + [nn.MaxPool2d(2)]
         cin = cfg.transition

@@ -1,0 +1,47 @@
+"""Shared fixtures for the benchmark suite, and the machine facts every saved run carries."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.conftest import data_root  # noqa: E402
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    import onnxruntime
+
+    from harness.engine import device_name
+
+    machine_info["torch"] = torch.__version__
+    machine_info["onnxruntime"] = onnxruntime.__version__
+    machine_info["torch_threads"] = torch.get_num_threads()
+    machine_info["cpu_model"] = device_name(torch.device("cpu"))
+    machine_info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    machine_info["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
+
+
+@pytest.fixture(scope="session")
+def mnist_root():
+    root = data_root()
+    if root is None:
+        pytest.skip("MNIST not found: set MNIST_ROOT to the folder holding MNIST/raw/")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_cpu(mnist_root):
+    from harness.data import load_mnist
+
+    return load_mnist(mnist_root, "cpu", download=False)
+
+
+@pytest.fixture(scope="session")
+def mnist_cuda(mnist_root):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    from harness.data import load_mnist
+
+    return load_mnist(mnist_root, "cuda", download=False)

@@ -1,0 +1,306 @@
+"""``python -m harness report RESULTS_DIR --out DIR``: REPORT.md and its PNGs, built from results JSON only.
+
+Every number and every Analysis line is computed here from the runs; nothing in the output is typed by hand.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from statistics import mean
+
+from harness.recipes import Recipe
+from harness.results import RunResult, atomic_write_bytes, load_results
+from harness.stats import Spread, first_stable_epoch, last_k_mean
+
+TARGET = 99.4
+OVERFIT_GAP = 0.3  # train minus test, in points, above which a step is called over-fitting
+
+
+def step_summary(runs: list[RunResult]) -> dict:
+    """Every figure the report and compare use for one step, over its seeds."""
+    recipe = Recipe.from_dict(runs[0].recipe)
+    done = [r for r in runs if r.epochs]
+    k = recipe.expect.last_k
+    n_ep = min(len(r.epochs) for r in done) if done else 0
+    per_epoch = [{
+        "epoch": i + 1,
+        "train": mean(r.epochs[i].train_acc for r in done),
+        "test": mean(r.epochs[i].test_acc for r in done),
+        "gap": mean(r.epochs[i].train_acc - r.epochs[i].test_acc for r in done),
+    } for i in range(n_ep)]
+    best_test = [(max(r.test_acc), r.test_acc.index(max(r.test_acc)) + 1, r.seed) for r in done]
+    return {
+        "step": recipe.step, "name": recipe.name, "model": recipe.model, "recipe": recipe,
+        "params": runs[0].params, "seeds": [r.seed for r in runs],
+        "passed": [r.seed for r in runs if r.gate["passed"]],
+        "reasons": [x for r in runs for x in r.gate["reasons"]],
+        "statuses": {r.seed: r.status for r in runs},
+        "best_train": Spread.of(max(e.train_acc for e in r.epochs) for r in done) if done else None,
+        "best_test": Spread.of(b[0] for b in best_test) if done else None,
+        "best_test_at": max(best_test) if done else None,
+        "final_test": Spread.of(r.test_acc[-1] for r in done) if done else None,
+        "final_train": Spread.of(r.epochs[-1].train_acc for r in done) if done else None,
+        "last_k": Spread.of(last_k_mean(r.test_acc, k) for r in done) if done else None,
+        "k": k,
+        "at_target": {r.seed: [e.epoch for e in r.epochs if e.test_acc >= TARGET] for r in done},
+        "last_k_at_target": sum(1 for r in done if len(r.test_acc) >= k and min(r.test_acc[-k:]) >= TARGET),
+        "stable_from": {r.seed: first_stable_epoch(r.test_acc, TARGET) for r in done},
+        "per_epoch": per_epoch,
+        "epoch_seconds": Spread.of(e.seconds for r in done for e in r.epochs) if done else None,
+        "eval_seconds": Spread.of(e.eval_seconds for r in done for e in r.epochs) if done else None,
+        "images_per_second": Spread.of(e.images_per_second for r in done for e in r.epochs) if done else None,
+        "wall_seconds": Spread.of(r.wall_seconds for r in runs),
+        "machines": sorted({f"{r.device} ({r.device_name}), {r.threads} threads" for r in runs}),
+        "torch": sorted({r.torch for r in runs}),
+        "git_sha": sorted({r.git_sha for r in runs}),
+        "epochs": n_ep,
+    }
+
+
+def analysis(s: dict) -> list[str]:
+    """Sentences derived from the numbers of one step."""
+    lines = []
+    budget = s["recipe"].expect.max_params
+    if budget:
+        lines.append(f"{s['params']:,} parameters: {'within' if s['params'] < budget else 'OVER'} the "
+                     f"{budget:,} budget.")
+    else:
+        lines.append(f"{s['params']:,} parameters: {s['params'] / 10_000:.1f}x the 10,000 budget of the mission.")
+    if s["per_epoch"]:
+        last = s["per_epoch"][-1]
+        if last["gap"] > OVERFIT_GAP:
+            lines.append(f"Over-fits: train {last['train']:.2f} vs test {last['test']:.2f} at epoch "
+                         f"{last['epoch']} (gap {last['gap']:+.2f}, mean of {len(s['seeds'])} seeds).")
+        elif last["gap"] < 0:
+            lines.append(f"No over-fitting: test {last['test']:.2f} is above train {last['train']:.2f} at epoch "
+                         f"{last['epoch']} (train is measured under augmentation/dropout; gap {last['gap']:+.2f}).")
+        else:
+            lines.append(f"Little over-fitting: train {last['train']:.2f} vs test {last['test']:.2f} at epoch "
+                         f"{last['epoch']} (gap {last['gap']:+.2f}).")
+        acc, ep, seed = s["best_test_at"]
+        lines.append(f"Best single epoch {acc:.2f} (seed {seed}, epoch {ep}); the final epoch averages "
+                     f"{s['final_test'].mean:.2f}, min {s['final_test'].min:.2f}.")
+        n = len(s["at_target"])
+        lines.append(f"≥ {TARGET} in each of the last {s['k']} epochs for {s['last_k_at_target']} of {n} seeds.")
+        stable = [v for v in s["stable_from"].values() if v is not None]
+        if stable:
+            lines.append(f"Stays ≥ {TARGET} from epoch {min(stable)} at best, {max(stable)} at worst, for "
+                         f"{len(stable)} of {n} seeds.")
+    ref = s["recipe"].seed_reference
+    if ref and s["best_test"]:
+        lines.append(f"Seed write-up: best test {ref['best_test']:.2f}; ours {s['best_test'].mean:.2f} mean of "
+                     f"best epochs ({s['best_test'].mean - ref['best_test']:+.2f}), "
+                     f"{s['final_test'].mean:.2f} at the final epoch.")
+    gate = "PASS" if len(s["passed"]) == len(s["seeds"]) else "FAIL"
+    lines.append(f"Gate: {gate} ({len(s['passed'])} of {len(s['seeds'])} seeds pass).")
+    return lines
+
+
+def _fmt(sp: Spread | None, digits: int = 2) -> str:
+    return "n/a" if sp is None else f"{sp.mean:.{digits}f} | {sp.min:.{digits}f} | {sp.max:.{digits}f} | {sp.std:.{digits}f}"
+
+
+def _step_section(s: dict) -> list[str]:
+    r: Recipe = s["recipe"]
+    e = r.expect
+    target = []
+    if e.max_params:
+        target.append(f"fewer than {e.max_params:,} parameters")
+    if e.min_best_test is not None:
+        target.append(f"best test accuracy ≥ {e.min_best_test:.2f}")
+    if e.min_last_k is not None:
+        target.append(f"test accuracy ≥ {e.min_last_k:.2f} in each of the last {e.last_k} epochs")
+    if e.min_final is not None:
+        target.append(f"final test accuracy ≥ {e.min_final:.2f}")
+    if e.min_mean_final is not None:
+        target.append(f"mean final test accuracy ≥ {e.min_mean_final:.2f}")
+    sched = r.schedule if r.schedule == "constant" else f"{r.schedule} (peak {r.lr})"
+    out = [
+        f"## Step {r.step}: {r.name}",
+        "",
+        f"**Target.** {'; '.join(target)}; for each of seeds {list(r.seeds)}, in {r.epochs} epochs.",
+        f"Recipe: model `{r.model}` {r.model_kwargs or ''}, batch {r.batch_size}, {r.optimizer} lr {r.lr} "
+        f"momentum {r.momentum}, schedule {sched}, augmentation "
+        + (f"rotation ±{r.max_degrees}°, shift ±{r.max_shift * 28:.1f} px" if r.max_degrees or r.max_shift
+           else "none") + ".",
+        "",
+        f"**Result** (seeds {s['seeds']}, {s['epochs']} epochs; mean | min | max | std over seeds):",
+        "",
+        "| figure | mean | min | max | std |",
+        "|---|---|---|---|---|",
+        f"| parameters | {s['params']:,} | | | |",
+        f"| best train accuracy | {_fmt(s['best_train'])} |",
+        f"| best test accuracy | {_fmt(s['best_test'])} |",
+        f"| final-epoch test accuracy | {_fmt(s['final_test'])} |",
+        f"| mean test accuracy, last {s['k']} epochs | {_fmt(s['last_k'])} |",
+        f"| training seconds per epoch | {_fmt(s['epoch_seconds'], 1)} |",
+        f"| evaluation seconds per epoch | {_fmt(s['eval_seconds'], 2)} |",
+        f"| training images per second | {_fmt(s['images_per_second'], 0)} |",
+        f"| wall seconds per run | {_fmt(s['wall_seconds'], 0)} |",
+        "",
+        f"Machine: {'; '.join(s['machines'])}; torch {', '.join(s['torch'])}; commit {', '.join(s['git_sha'])}.",
+        "",
+    ]
+    ref = r.seed_reference
+    if ref and s["best_test"]:
+        out += ["| vs the seed write-up | seed | ours (mean) | difference |", "|---|---|---|---|",
+                f"| parameters | {ref['params']:,} | {s['params']:,} | {s['params'] - ref['params']:+,} |",
+                f"| best train | {ref['best_train']:.2f} | {s['best_train'].mean:.2f} | "
+                f"{s['best_train'].mean - ref['best_train']:+.2f} |",
+                f"| best test | {ref['best_test']:.2f} | {s['best_test'].mean:.2f} | "
+                f"{s['best_test'].mean - ref['best_test']:+.2f} |", ""]
+    out += ["<details><summary>Per epoch (mean over seeds): train, test, gap; epochs at or above 99.4 per seed"
+            "</summary>", "", "| epoch | train | test | train − test |", "|---|---|---|---|"]
+    out += [f"| {p['epoch']} | {p['train']:.2f} | {p['test']:.2f} | {p['gap']:+.2f} |" for p in s["per_epoch"]]
+    out += [""] + [f"- seed {seed}: {eps if eps else 'none'}" for seed, eps in s["at_target"].items()]
+    out += ["", "</details>", "", "**Analysis.**", ""] + [f"- {line}" for line in analysis(s)]
+    if s["reasons"]:
+        out += [""] + [f"- gate failure: {x}" for x in s["reasons"]]
+    return out + [""]
+
+
+def _benchmark_section(bench: list[dict]) -> list[str]:
+    train = [b for b in bench if b.get("extra_info", {}).get("kind") == "train"]
+    infer = [b for b in bench if b.get("extra_info", {}).get("kind") == "inference"]
+    out = ["## Benchmarks", ""]
+    if train:
+        out += ["| training | step | device | pipeline | batch | images/s (median) | rounds |",
+                "|---|---|---|---|---|---|---|"]
+        for b in sorted(train, key=lambda b: (b["extra_info"]["step"], b["extra_info"]["device"], b["name"])):
+            x = b["extra_info"]
+            out.append(f"| {b['name']} | {x['step']} | {x['device']} | {x['pipeline']} | {x['batch']} | "
+                       f"{x['batch'] / b['stats']['median']:,.0f} | {b['stats']['rounds']} |")
+        out.append("")
+    if infer:
+        out += ["| inference | engine | batch | threads | median ms | images/s |", "|---|---|---|---|---|---|"]
+        for b in sorted(infer, key=lambda b: (b["extra_info"]["batch"], b["extra_info"]["engine"])):
+            x = b["extra_info"]
+            out.append(f"| {b['name']} | {x['engine']} | {x['batch']} | {x.get('threads', '')} | "
+                       f"{b['stats']['median'] * 1e3:.3f} | {x['batch'] / b['stats']['median']:,.0f} |")
+        out.append("")
+    return out
+
+
+def load_benchmarks(paths: list[str | os.PathLike]) -> tuple[list[dict], dict]:
+    benches, machine = [], {}
+    for p in paths:
+        d = json.loads(Path(p).read_text())
+        benches += d.get("benchmarks", [])
+        machine = d.get("machine_info", machine)
+    return benches, machine
+
+
+def plots(summaries: dict[int, dict], results: dict[int, list[RunResult]], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sorted(results)
+    names = []
+
+    def save(fig, name):
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        atomic_write_bytes(out / name, buf.getvalue())
+        names.append(name)
+
+    cols = min(len(steps), 3)
+    rows = -(-len(steps) // cols)
+    for what, fname, ylabel in (("acc", "accuracy.png", "accuracy (%)"), ("loss", "loss.png", "loss")):
+        fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
+        for ax, step in zip(axes.flat, steps):
+            for i, r in enumerate(results[step]):
+                ep = [e.epoch for e in r.epochs]
+                c = f"C{i}"
+                tr = [e.train_acc if what == "acc" else e.train_loss for e in r.epochs]
+                te = [e.test_acc if what == "acc" else e.test_loss for e in r.epochs]
+                ax.plot(ep, te, "-o", ms=3, color=c, label=f"test, seed {r.seed}")
+                ax.plot(ep, tr, "--", color=c, alpha=0.7, label=f"train, seed {r.seed}")
+            if what == "acc":
+                ax.axhline(TARGET, color="k", lw=1, ls=":", label="99.4")
+                ax.set_ylim(98.0, 100.0)
+            else:
+                ax.set_yscale("log")
+            ax.set_title(f"step {step}: {summaries[step]['params']:,} params")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(steps):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7, loc="lower right" if what == "acc" else "upper right")
+        save(fig, fname)
+
+    sched = [s for s in steps if summaries[s]["recipe"].schedule != "constant"]
+    if sched:
+        fig, ax = plt.subplots(figsize=(5.2, 3.2))
+        for s in sched:
+            r = results[s][0]
+            ax.plot([e.epoch for e in r.epochs], [e.lr for e in r.epochs], "-o", ms=3, label=f"step {s}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("learning rate (end of epoch)")
+        ax.set_title("learning-rate schedule")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        save(fig, "lr.png")
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for s in steps:
+        sm = summaries[s]
+        if sm["final_test"] is None:
+            continue
+        f = sm["final_test"]
+        ax.errorbar([sm["params"]], [f.mean], yerr=[[f.mean - f.min], [f.max - f.mean]], fmt="o", capsize=4,
+                    label=f"step {s}")
+        ax.annotate(f"step {s}", (sm["params"], f.mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.axhline(TARGET, color="k", lw=1, ls=":")
+    ax.axvline(10_000, color="r", lw=1, ls=":", label="10k budget")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("final-epoch test accuracy (%), mean and range")
+    ax.set_title("parameters vs accuracy")
+    ax.grid(alpha=0.3)
+    save(fig, "params_vs_accuracy.png")
+    return names
+
+
+def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                 bench_paths: list[str | os.PathLike] = ()) -> Path:
+    results = load_results(results_dir)
+    if not results:
+        raise FileNotFoundError(f"{results_dir}: no step*/seed*.json results; run python -m harness train first")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = {s: step_summary(rs) for s, rs in results.items()}
+    images = plots(summaries, results, out)
+    lines = ["# tinymnist report", "",
+             f"Generated by `python -m harness report {results_dir}` from {sum(map(len, results.values()))} "
+             "results files; do not edit by hand. Accuracies in percent on the 10,000 MNIST test images; "
+             "std is the sample standard deviation over seeds.", "",
+             "| step | change | params | seeds passing | best test (mean) | final test mean | final test min "
+             "| last-3 mean | s/epoch |", "|---|---|---|---|---|---|---|---|---|"]
+    for s, sm in summaries.items():
+        if sm["final_test"] is None:
+            lines.append(f"| {s} | {sm['name']} | {sm['params']:,} | 0/{len(sm['seeds'])} | | | | | |")
+            continue
+        lines.append(f"| {s} | {sm['name']} | {sm['params']:,} | {len(sm['passed'])}/{len(sm['seeds'])} | "
+                     f"{sm['best_test'].mean:.2f} | {sm['final_test'].mean:.2f} | {sm['final_test'].min:.2f} | "
+                     f"{sm['last_k'].mean:.2f} | {sm['epoch_seconds'].mean:.1f} |")
+    lines.append("")
+    for name in images:
+        lines += [f"![{name[:-4]}]({name})", ""]
+    for sm in summaries.values():
+        lines += _step_section(sm)
+    if bench_paths:
+        bench, machine = load_benchmarks(bench_paths)
+        lines += _benchmark_section(bench)
+        if machine:
+            lines += [f"Benchmark machine: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', ''))}, "
+                      f"python {machine.get('python_version', '')}.", ""]
+    path = out / "REPORT.md"
+    atomic_write_bytes(path, "\n".join(lines).encode())
+    return path

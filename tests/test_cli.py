@@ -1,0 +1,160 @@
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+from harness.data import FILES, DataError, load_mnist, write_idx
+
+
+def test_models_lists_counts(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "step1" in out and "147,658" in out and "8,952" in out
+
+
+def test_dry_run_smoke(mnist_root, tmp_path, capsys):
+    code = main(["train", "--step", "4", "--seeds", "0", "--dry-run", "--data-root", str(mnist_root),
+                 "--out", str(tmp_path), "--quiet"])
+    assert code == 0
+    r = json.loads((tmp_path / "step4" / "seed0.json").read_text())
+    assert r["status"] == "completed" and len(r["epochs"]) == 1 and r["test_images"] == 500
+    assert "SMOKE OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("step", [1, 2, 3])
+def test_dry_run_every_step(mnist_root, tmp_path, step):
+    assert main(["train", "--step", str(step), "--seeds", "1", "--dry-run", "--data-root", str(mnist_root),
+                 "--out", str(tmp_path), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--step", "9"], "unknown step 9"),
+    (["train", "--step", "x"], "'x' is not an integer"),
+    (["train", "--step", "4", "--epochs", "0"], "0 must be a positive integer"),
+    (["train", "--step", "4", "--epochs", "-3"], "-3 must be a positive integer"),
+    (["train", "--step", "4", "--batch-size", "0"], "0 must be a positive integer"),
+    (["train", "--step", "4", "--seeds", "a"], "'a' is not an integer"),
+    (["train", "--step", "4", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["train"], "the following arguments are required: --step"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cuda_without_cuda_exits_2(mnist_root, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", "--step", "4", "--device", "cuda", "--data-root", str(mnist_root),
+                 "--out", str(tmp_path)]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_unwritable_out_exits_2(tmp_path, capsys):
+    if os.geteuid() == 0:
+        target = "/proc/tinymnist-results"  # root can write anywhere a plain chmod would forbid
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        target = str(locked / "out")
+    assert main(["train", "--step", "4", "--out", target]) == 2
+    assert "choose another --out" in capsys.readouterr().err
+
+
+# --- bad data: each broken file is built in a temporary folder ---------------------------------------
+
+def _fake_mnist(root, n_train=60000, n_test=10000, **override):
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train_labels": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "test_labels": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    arrays.update(override)
+    for key, arr in arrays.items():
+        if arr is not None:
+            write_idx(raw / FILES[key][0], arr)
+    return raw
+
+
+def test_fake_dataset_loads(tmp_path):
+    _fake_mnist(tmp_path)
+    d = load_mnist(tmp_path, download=False)
+    assert d.train_x.shape == (60000, 1, 28, 28)
+
+
+def test_missing_files(tmp_path, capsys):
+    _fake_mnist(tmp_path, test_labels=None)
+    with pytest.raises(DataError, match="missing t10k-labels-idx1-ubyte.*point --data-root or MNIST_ROOT"):
+        load_mnist(tmp_path, download=False)
+    assert main(["train", "--step", "4", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte" in err and "nowhere" in err and "Traceback" not in err
+
+
+def test_truncated_file(tmp_path):
+    raw = _fake_mnist(tmp_path)
+    path = raw / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: truncated"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_wrong_magic(tmp_path):
+    raw = _fake_mnist(tmp_path)
+    path = raw / "t10k-labels-idx1-ubyte"
+    data = bytearray(path.read_bytes())
+    data[2] = 0x0D  # float32 type code
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: wrong magic number 0x00000d01"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_images_are_labels(tmp_path):
+    raw = _fake_mnist(tmp_path)
+    (raw / "train-images-idx3-ubyte").write_bytes((raw / "train-labels-idx1-ubyte").read_bytes())
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: wrong magic number 0x00000801"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_count_mismatch(tmp_path):
+    _fake_mnist(tmp_path, train_labels=np.zeros(59999, np.uint8))
+    with pytest.raises(DataError, match="60000 images but .*train-labels-idx1-ubyte holds 59999 labels"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_wrong_dimensions(tmp_path):
+    _fake_mnist(tmp_path, test_images=np.zeros((10000, 32, 32), np.uint8))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: images are \(32, 32\) pixels, expected 28x28"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_label_out_of_range(tmp_path, capsys):
+    labels = np.zeros(10000, np.uint8)
+    labels[1234] = 11
+    _fake_mnist(tmp_path, test_labels=labels)
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte: label 11 at index 1234 is outside 0-9"):
+        load_mnist(tmp_path, download=False)
+    out = tmp_path / "out"
+    assert main(["train", "--step", "2", "--data-root", str(tmp_path), "--out", str(out), "--device", "cpu"]) == 2
+    assert "outside 0-9" in capsys.readouterr().err
+    assert not out.exists() or not any(out.rglob("*.json"))  # stopped before any training
+
+
+def test_garbage_gz(tmp_path):
+    raw = _fake_mnist(tmp_path, train_labels=None)
+    (raw / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz: cannot be read"):
+        load_mnist(tmp_path, download=False)

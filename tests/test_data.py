@@ -1,0 +1,95 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from harness.data import BACKGROUND, augment, read_idx, write_idx
+from harness.engine import epoch_permutation, get_batch
+from harness.recipes import STEP3
+
+
+def test_dataset_normalized_once(mnist):
+    assert mnist.train_x.shape == (60000, 1, 28, 28) and mnist.test_x.shape == (10000, 1, 28, 28)
+    assert mnist.train_x.dtype == torch.float32
+    assert abs(mnist.train_x.mean().item()) < 1e-3 and abs(mnist.train_x.std().item() - 1) < 1e-3
+    assert mnist.train_y.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert mnist.test_y.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.mark.parametrize("epoch", [1, 2, 15])
+def test_epoch_permutation_covers_every_image_once(epoch):
+    perm, _ = epoch_permutation(0, epoch, 60000, torch.device("cpu"))
+    assert torch.equal(perm.sort().values, torch.arange(60000))
+
+
+def test_epochs_and_seeds_differ_in_order():
+    p = {(s, e): epoch_permutation(s, e, 1000, torch.device("cpu"))[0] for s in (0, 1) for e in (1, 2)}
+    assert not torch.equal(p[0, 1], p[0, 2]) and not torch.equal(p[0, 1], p[1, 1])
+    assert torch.equal(p[0, 1], epoch_permutation(0, 1, 1000, torch.device("cpu"))[0])
+
+
+def test_batch_keeps_labels(small_mnist):
+    perm, gen = epoch_permutation(3, 1, len(small_mnist.train_x), torch.device("cpu"))
+    idx = perm[:64]
+    x, y = get_batch(small_mnist, idx, STEP3, gen)
+    assert torch.equal(y, small_mnist.train_y[idx])
+    # Image i of the batch is image idx[i] augmented: the pairing with its label is kept.
+    _, gen2 = epoch_permutation(3, 1, len(small_mnist.train_x), torch.device("cpu"))
+    expected = augment(small_mnist.train_x[idx], gen2, STEP3.max_degrees, STEP3.max_shift)
+    assert torch.equal(x, expected) and not torch.equal(x, small_mnist.train_x[idx])
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 33), degrees=st.floats(0, 30), shift=st.floats(0, 0.2), seed=st.integers(0, 2**31))
+def test_augment_keeps_shape_dtype_and_is_seeded(n, degrees, shift, seed):
+    x = torch.randn(n, 1, 28, 28)
+    a = augment(x, _gen(seed), degrees, shift)
+    assert a.shape == x.shape and a.dtype == x.dtype and torch.isfinite(a).all()
+    assert torch.equal(a, augment(x, _gen(seed), degrees, shift))
+
+
+def test_zero_augmentation_is_identity():
+    x = torch.randn(16, 1, 28, 28)
+    assert torch.equal(augment(x, _gen(0), 0.0, 0.0), x)
+    # A tiny angle is still the input up to interpolation rounding.
+    torch.testing.assert_close(augment(x, _gen(0), 1e-9, 0.0), x, atol=1e-4, rtol=0)
+
+
+def test_augmentation_fills_with_black():
+    x = torch.full((4, 1, 28, 28), BACKGROUND)
+    torch.testing.assert_close(augment(x, _gen(0), 30.0, 0.2), x, atol=1e-5, rtol=0)
+
+
+def test_different_seeds_draw_differently():
+    x = torch.randn(8, 1, 28, 28)
+    assert not torch.equal(augment(x, _gen(0), 7, 0.1), augment(x, _gen(1), 7, 0.1))
+
+
+def test_rotation_moves_mass_as_expected():
+    # A single bright pixel right of centre, rotated by exactly the maximum angle, lands where geometry says.
+    x = torch.full((1, 1, 28, 28), BACKGROUND)
+    x[0, 0, 14, 20] = 3.0
+    g = _gen(0)
+    u = torch.rand(1, 3, generator=_gen(0)) * 2 - 1  # the draws augment() will make
+    out = augment(x, g, 10.0, 0.0)
+    angle = u[0, 0].item() * math.radians(10.0)
+    ys, xs = torch.nonzero(out[0, 0] > 0.5, as_tuple=True)
+    assert len(ys) > 0
+    assert abs(ys.float().mean().item() - 14 - (-(20 - 13.5) * math.sin(angle))) < 1.5
+
+
+@settings(max_examples=30, deadline=None)
+@given(arr=arrays(np.uint8, st.tuples(st.integers(0, 5), st.integers(1, 6), st.integers(1, 6))),
+       gz=st.booleans())
+def test_idx_round_trip(tmp_path_factory, arr, gz):
+    path = tmp_path_factory.mktemp("idx") / ("a.idx.gz" if gz else "a.idx")
+    write_idx(path, arr)
+    assert np.array_equal(read_idx(path), arr)

@@ -1,0 +1,119 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+from harness.engine import get_lr, train
+from harness.recipes import RECIPES, STEP2, STEP4
+from tests.conftest import REPO
+
+TINY = replace(STEP4, epochs=2, batch_size=64)
+
+
+def metrics(result):
+    return [(e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.lr) for e in result.epochs]
+
+
+def test_same_seed_same_metrics(small_mnist):
+    a = train(TINY, 0, small_mnist, gate=False)
+    b = train(TINY, 0, small_mnist, gate=False)
+    assert metrics(a) == metrics(b)
+    c = train(TINY, 1, small_mnist, gate=False)
+    assert metrics(a) != metrics(c)
+
+
+def test_result_and_files(small_mnist, tmp_path):
+    r = train(TINY, 5, small_mnist, out_dir=tmp_path, gate=False)
+    d = json.loads((tmp_path / "step4" / "seed5.json").read_text())
+    for key in ("step", "seed", "params", "recipe", "epochs", "gate", "device", "threads", "torch", "git_sha"):
+        assert key in d, key
+    assert d["params"] == 8952 and d["recipe"]["model"] == "step4" and len(d["epochs"]) == 2
+    assert set(d["epochs"][0]) >= {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
+    assert 0 <= d["epochs"][-1]["test_acc"] <= 100 and d["status"] == "completed"
+    saved = torch.load(tmp_path / "step4" / "seed5.pt", weights_only=False)
+    assert saved["recipe"] == r.recipe and "classifier.weight" in saved["model"]
+    assert not (tmp_path / "step4" / "seed5.ckpt").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_training_learns(small_mnist):
+    r = train(replace(STEP2, epochs=3, batch_size=32, lr=0.05), 0, small_mnist, gate=False)
+    assert r.epochs[-1].test_acc > 80 and r.epochs[-1].train_loss < r.epochs[0].train_loss
+
+
+def test_divergence_stops_at_once(small_mnist, tmp_path):
+    r = train(replace(STEP2, epochs=3, lr=1e6, batch_size=64), 0, small_mnist, out_dir=tmp_path)
+    assert r.status == "diverged" and not r.gate["passed"]
+    assert r.diverged_at["epoch"] == 1 and r.diverged_at["batch"] >= 1 and len(r.epochs) == 0
+    saved = json.loads((tmp_path / "step2" / "seed0.json").read_text())
+    assert saved["status"] == "diverged" and saved["gate"]["passed"] is False
+
+
+def test_onecycle_is_pure_and_shaped():
+    total = 100
+    lrs = [get_lr(STEP4, s, total) for s in range(total)]
+    assert lrs == [get_lr(STEP4, s, total) for s in range(total)]
+    peak = lrs.index(max(lrs))
+    assert max(lrs) == pytest.approx(STEP4.lr) and 15 <= peak <= 25
+    assert all(a <= b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))
+    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:]))
+    assert lrs[0] == pytest.approx(STEP4.lr / 25) and lrs[-1] == pytest.approx(STEP4.lr / 1e4)
+    assert all(get_lr(RECIPES[s], 7, total) == RECIPES[s].lr for s in (1, 2, 3))
+
+
+def _cli(out, *extra):
+    return [sys.executable, "-m", "harness", "train", "--step", "4", "--seeds", "3", "--epochs", "3",
+            "--train-subset", "6000", "--test-subset", "1000", "--out", str(out), "--quiet", *extra]
+
+
+def _env(mnist_root):
+    return {**os.environ, "MNIST_ROOT": str(mnist_root), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def test_sigkill_then_resume_is_bit_identical(mnist_root, tmp_path):
+    env = _env(mnist_root)
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    subprocess.run(_cli(ref), env=env, check=True, cwd=REPO, capture_output=True)
+
+    proc = subprocess.Popen(_cli(run), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run / "step4" / "seed3.ckpt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "the run never wrote its epoch-1 checkpoint"
+    killed_at = torch.load(ckpt, weights_only=False)["epoch"]
+    assert killed_at < 3 and not (run / "step4" / "seed3.json").exists()
+
+    subprocess.run(_cli(run, "--resume"), env=env, check=True, cwd=REPO, capture_output=True)
+    a = json.loads((ref / "step4" / "seed3.json").read_text())
+    b = json.loads((run / "step4" / "seed3.json").read_text())
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
+    assert [[e[k] for k in keys] for e in a["epochs"]] == [[e[k] for k in keys] for e in b["epochs"]]
+    wa = torch.load(ref / "step4" / "seed3.pt", weights_only=False)["model"]
+    wb = torch.load(run / "step4" / "seed3.pt", weights_only=False)["model"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_sigint_writes_partial_result_and_says_how_to_resume(mnist_root, tmp_path):
+    proc = subprocess.Popen(_cli(tmp_path), env=_env(mnist_root), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / "step4" / "seed3.ckpt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    saved = json.loads((tmp_path / "step4" / "seed3.json").read_text())
+    assert saved["status"] == "interrupted" and saved["gate"]["passed"] is False
+    assert len(saved["epochs"]) >= 1 and math.isfinite(saved["epochs"][0]["test_acc"])

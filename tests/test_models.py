@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from models import count_params, create_model, list_models
+
+# The seed table's parameter counts. A model registered without an entry here fails test_every_model_has_count.
+EXPECTED_PARAMS = {"step1": 147_658, "step2": 8_952, "step3": 8_952, "step4": 8_952}
+
+
+def test_every_model_has_count():
+    assert set(list_models()) == set(EXPECTED_PARAMS)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_param_count(name):
+    assert count_params(create_model(name)) == EXPECTED_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("batch", [1, 7])
+def test_output_shape(name, batch):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    out = model(torch.randn(batch, 1, 28, 28))
+    assert out.shape == (batch, 10)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_parameter_gets_gradient(name):
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(7, 1, 28, 28)), torch.arange(7))
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+
+
+def test_unknown_model_is_clear():
+    with pytest.raises(KeyError, match="unknown model 'nope'; registered: step1"):
+        create_model("nope")
+
+
+def test_dropout_is_an_argument():
+    assert create_model("step2").cfg.dropout == 0.0
+    assert create_model("step3").cfg.dropout > 0
+    assert create_model("step2", dropout=0.1).cfg.dropout == 0.1

@@ -1,0 +1,130 @@
+import re
+
+import pytest
+
+from harness.cli import main
+from harness.compare import compare
+from tests.synth import RAMP, make_result, step4_runs, write_results
+
+
+@pytest.fixture
+def results(tmp_path):
+    runs = step4_runs() + [make_result(1, s, [98.0, 98.9, 99.1 + 0.02 * s], train=[98.5, 99.5, 99.8])
+                           for s in range(3)]
+    return write_results(tmp_path / "results", runs)
+
+
+def test_report_sections_and_figures(results, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", str(results), "--out", str(out)]) == 0
+    md = (out / "REPORT.md").read_text()
+    for section in ("## Step 1:", "## Step 4:", "**Target.**", "**Result**", "**Analysis.**",
+                    "vs the seed write-up"):
+        assert section in md, section
+    # Step 4 final epochs 99.55, 99.48, 99.50: mean 99.51, min 99.48, max 99.55, sample std 0.035.
+    assert "| final-epoch test accuracy | 99.51 | 99.48 | 99.55 | 0.04 |" in md
+    # last-3 means: 99.50, 99.433, 99.477 -> 99.47
+    assert re.search(r"\| mean test accuracy, last 3 epochs \| 99\.47 \| 99\.43 \| 99\.50 \|", md)
+    assert "≥ 99.4 in each of the last 3 epochs for 3 of 3 seeds." in md
+    assert "Over-fits: train 99.80 vs test 99.12 at epoch 3 (gap +0.68, mean of 3 seeds)." in md
+    assert "Gate: PASS (3 of 3 seeds pass)." in md
+    assert "Seed write-up: best test 99.47; ours 99.51 mean of best epochs (+0.04)" in md  # 99.55, 99.48, 99.50
+    for png in ("accuracy.png", "loss.png", "lr.png", "params_vs_accuracy.png"):
+        assert (out / png).stat().st_size > 5000, png
+        assert f"]({png})" in md
+
+
+def test_report_benchmark_tables(results, tmp_path):
+    import json
+
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"machine_info": {"cpu": {"brand_raw": "Test CPU"}}, "benchmarks": [
+        {"name": "test_train[4-harness]", "stats": {"median": 0.0128, "rounds": 5},
+         "extra_info": {"kind": "train", "step": 4, "device": "cpu", "pipeline": "harness", "batch": 128}},
+        {"name": "test_infer[ort-1]", "stats": {"median": 0.0002, "rounds": 9},
+         "extra_info": {"kind": "inference", "engine": "onnxruntime", "batch": 1, "threads": 2}},
+    ]}))
+    out = tmp_path / "r"
+    assert main(["report", str(results), "--out", str(out), "--bench", str(bench)]) == 0
+    md = (out / "REPORT.md").read_text()
+    assert "| test_train[4-harness] | 4 | cpu | harness | 128 | 10,000 | 5 |" in md
+    assert "| test_infer[ort-1] | onnxruntime | 1 | 2 | 0.200 | 5,000 |" in md
+
+
+def test_report_bad_input(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "bad" / "step4").mkdir(parents=True)
+    (tmp_path / "bad" / "step4" / "seed0.json").write_text('{"schema_version": 99}')
+    assert main(["report", str(tmp_path / "bad"), "--out", str(tmp_path / "o")]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def _pair(tmp_path, old, new):
+    return write_results(tmp_path / "old", old), write_results(tmp_path / "new", new)
+
+
+def test_compare_no_regression(tmp_path, capsys):
+    a, b = _pair(tmp_path, step4_runs(), step4_runs())
+    lines, regs = compare(a, b)
+    assert regs == [] and any("| 4 | last-3 mean test acc | 99.47 | 99.47 | +0.00 | ok |" in l for l in lines)
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "no regression" in capsys.readouterr().out
+
+
+def test_compare_accuracy_drop(tmp_path):
+    worse = ((99.40, 99.41, 99.42),) * 3  # last-3 mean 99.41 vs 99.47: -0.06, within 0.10
+    a, b = _pair(tmp_path, step4_runs(), step4_runs(worse))
+    assert compare(a, b)[1] == []
+    worse = ((99.30, 99.41, 99.40),) * 3  # fails the gate too, and -0.10 ... let the mean rule decide alone:
+    base = [make_result(4, s, RAMP + [99.6, 99.6, 99.6]) for s in range(3)]
+    drop = [make_result(4, s, RAMP + [99.45, 99.45, 99.45]) for s in range(3)]  # -0.15, gates pass
+    a, b = _pair(tmp_path / "x", base, drop)
+    regs = compare(a, b)[1]
+    assert len(regs) == 1 and "last-3 mean test accuracy 99.45 vs 99.60 (-0.15" in regs[0]
+
+
+def test_compare_gate_failure(tmp_path, capsys):
+    bad = ((99.45, 99.50, 99.55), (99.40, 99.39, 99.70), (99.47, 99.46, 99.50))
+    a, b = _pair(tmp_path, step4_runs(), step4_runs(bad))
+    regs = compare(a, b)[1]
+    assert len(regs) == 1 and "seeds [1] fail the gate" in regs[0]
+    assert main(["compare", str(a), str(b)]) == 1
+    assert "REGRESSION" in capsys.readouterr().err
+
+
+def test_compare_throughput(tmp_path):
+    a, b = _pair(tmp_path, step4_runs(), step4_runs(ips=8_900.0))  # -11%
+    regs = compare(a, b)[1]
+    assert len(regs) == 1 and "training throughput 8,900 vs 10,000 images/s (-11.0%" in regs[0]
+    a, b = _pair(tmp_path / "ok", step4_runs(), step4_runs(ips=9_100.0))  # -9%
+    assert compare(a, b)[1] == []
+    a, b = _pair(tmp_path / "other", step4_runs(), step4_runs(ips=5_000.0, device_name="Other CPU"))
+    lines, regs = compare(a, b)
+    assert regs == [] and any("skipped: different machine" in l for l in lines)
+
+
+def test_compare_benchmark_json(tmp_path):
+    import json
+
+    def bench(folder, median):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "bench.json").write_text(json.dumps({"machine_info": {"cpu": {"brand_raw": "X"}}, "benchmarks": [
+            {"name": "t", "fullname": "benchmarks/x.py::t", "stats": {"median": median},
+             "extra_info": {"batch": 100}}]}))
+
+    a, b = _pair(tmp_path, step4_runs(), step4_runs())
+    bench(a, 0.010)
+    bench(b, 0.012)  # 10,000/s -> 8,333/s: -16.7%
+    regs = compare(a, b)[1]
+    assert len(regs) == 1 and "benchmark benchmarks/x.py::t" in regs[0]
+
+
+def test_compare_missing_step_and_bad_dirs(tmp_path, capsys):
+    a, b = _pair(tmp_path, step4_runs() + [make_result(1, 0, [99.1] * 3)], step4_runs())
+    regs = compare(a, b)[1]
+    assert regs == [f"step 1: no results in {b}"]
+    assert main(["compare", str(tmp_path / "nope"), str(b)]) == 2
+    assert "no such results folder" in capsys.readouterr().err
