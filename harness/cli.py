@@ -9,7 +9,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from statistics import mean, pstdev
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -61,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a step's recipe under fixed seeds and check its gate")
-    t.add_argument("--step", type=_step, required=True, help="which step's recipe (see `models`)")
+    t.add_argument("--step", type=_step, nargs="+", required=True,
+                   help="which steps' recipes, run in order (e.g. --step 1 2 3 4)")
     t.add_argument("--seeds", type=_int, nargs="+", help="seeds to run (default: the recipe's seeds)")
     t.add_argument("--epochs", type=_positive_int, help="override the recipe's epochs (gates assume its own)")
     t.add_argument("--batch-size", type=_positive_int, help="override the recipe's batch size")
@@ -110,27 +110,45 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from dataclasses import replace
-
     import torch
 
     from harness.data import load_mnist
-    from harness.engine import Interrupted, resolve_device, train
-    from harness.gates import check_seeds
-    from harness.recipes import get_recipe
+    from harness.engine import resolve_device
 
-    recipe = get_recipe(args.step)
-    if args.batch_size:
-        recipe = replace(recipe, batch_size=args.batch_size)
     try:
         device = resolve_device(args.device)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    seeds = tuple(args.seeds) if args.seeds else recipe.seeds
-    data = load_mnist(args.data_root, device)
-    smoke = args.dry_run or bool(args.train_subset) or bool(args.test_subset)
+    data = load_mnist(args.data_root, device)  # validated once, before any training starts
     if args.train_subset or args.test_subset:
         data = data.subset(args.train_subset or len(data.train_x), args.test_subset or len(data.test_x))
+    codes = []
+    for step in args.step:
+        code = _train_step(args, step, data, device, torch)
+        if code == EXIT_INTERRUPTED:
+            return code
+        codes.append(code)
+    if len(codes) > 1:
+        failed = [s for s, c in zip(args.step, codes) if c != EXIT_OK]
+        smoke = args.dry_run or bool(args.train_subset) or bool(args.test_subset)
+        ok = "all smoke runs OK (gates not checked)" if smoke else "all gates PASS"
+        print(f"steps {args.step}: " + (f"FAIL (steps {failed})" if failed else ok))
+    return max(codes)
+
+
+def _train_step(args, step, data, device, torch) -> int:
+    from dataclasses import replace
+
+    from harness.engine import Interrupted, train
+    from harness.gates import Verdict, check_seeds
+    from harness.recipes import get_recipe
+    from harness.stats import Spread
+
+    recipe = get_recipe(step)
+    if args.batch_size:
+        recipe = replace(recipe, batch_size=args.batch_size)
+    seeds = tuple(args.seeds) if args.seeds else recipe.seeds
+    smoke = args.dry_run or bool(args.train_subset) or bool(args.test_subset)
     epochs = 1 if args.dry_run else args.epochs
     runs = {}
     print(f"step {recipe.step}: {recipe.name} | model {recipe.model} | seeds {list(seeds)} | "
@@ -158,16 +176,13 @@ def cmd_train(args) -> int:
         extra = f" diverged at {r.diverged_at}" if r.diverged_at else ""
         print(f"seed {seed}: {r.status}{extra}, {r.params:,} params, final test {last:.2f}%, "
               f"{r.wall_seconds:.0f}s -> {mark}", flush=True)
-    from harness.gates import Verdict
-
     verdicts = {s: Verdict(**r.gate) for s, r in runs.items()}
     finals = {s: r.epochs[-1].test_acc for s, r in runs.items() if r.epochs}
     step_verdict = (Verdict(all(v.passed for v in verdicts.values()), []) if smoke else
                     check_seeds(recipe.expect, recipe.step, finals, verdicts, recipe.seeds))
     if finals:
-        f = list(finals.values())
-        print(f"step {recipe.step}: final test accuracy over seeds {sorted(finals)}: mean {mean(f):.2f}, "
-              f"min {min(f):.2f}, max {max(f):.2f}, std {pstdev(f):.3f}")
+        print(f"step {recipe.step}: final test accuracy over seeds {sorted(finals)}: "
+              f"{Spread.of(finals.values()).fmt()}")
     for reason in step_verdict.reasons:
         print(f"GATE FAILED: {reason}", file=sys.stderr)
     verdict = ("SMOKE OK (gate not checked)" if step_verdict.passed else "SMOKE FAILED") if smoke \
