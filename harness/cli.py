@@ -45,13 +45,17 @@ def _step(text: str) -> int:
 
 
 def _writable_dir(text: str) -> Path:
+    """Create the folder now and prove it writable, so a bad --out fails before minutes of training."""
+    import tempfile
+
     path = Path(text)
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise argparse.ArgumentTypeError(f"{text}: cannot create or write this folder "
-                                         f"({probe} is not a writable folder); choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{text}: cannot create or write this folder ({e.strerror}); "
+                                         "choose another --out") from None
     return path
 
 

@@ -1,8 +1,8 @@
 """The step networks. Sizes live in config dataclasses; parameter counts are computed, never typed in.
 
 Step 1 (147,658 params): a plain conv stack with no BatchNorm and a dense head. The convolutions are thin
-(8-64 channels, pooled early) so the full-resolution layers stay cheap; 128,080 of the parameters sit in the
-1600->80 dense layer over a 5x5 map, which is exactly where a model like this over-fits.
+(8-40 channels) so the full-resolution layers stay cheap; 128,200 of the parameters (87%) sit in the
+640->200 dense layer over the final 4x4 map, which is exactly where a model like this over-fits.
 
 Steps 2-4 (8,952 params): BatchNorm after every convolution but the classifier, a 1x1 transition before the
 single max-pool, and Global Average Pooling then a 1x1 convolution instead of a dense head. Dropout is a
@@ -20,15 +20,18 @@ from models.registry import register_model
 
 @dataclass(frozen=True)
 class PlainConfig:
-    # 28 -conv-> 26 -pool-> 13 -conv-> 11 -> 9 -> 7 -> 5, then dense layers.
-    channels: tuple[int, ...] = (8, 12, 12, 24, 64)
-    hidden: int = 80
+    # Two blocks of two valid 3x3 convs, each block closed by a 2x2 max-pool:
+    # 28 -> 26 -> 24 -pool-> 12 -> 10 -> 8 -pool-> 4, then a dense head over the 4x4 map.
+    block1: tuple[int, ...] = (8, 16)
+    block2: tuple[int, ...] = (32, 40)
+    hidden: int = 200
     num_classes: int = 10
 
 
 class PlainNet(nn.Module):
-    # Measured on 2 Sapphire Rapids cores, batch 128, fp32 train step: channels_last 7.3 ms vs 17.6 ms
-    # contiguous. The BatchNorm nets run slower in channels_last (43 vs 25 ms), so they keep the default.
+    # Measured on 2 Sapphire Rapids cores, batch 128, fp32 train step: 13.6 ms in channels_last vs 17.7 ms
+    # contiguous for this net; the BatchNorm nets run slower in channels_last (43 vs 25 ms per step), so
+    # they keep the default layout.
     channels_last = True
 
     def __init__(self, cfg: PlainConfig = PlainConfig()):
@@ -36,13 +39,12 @@ class PlainNet(nn.Module):
         self.cfg = cfg
         layers: list[nn.Module] = []
         cin, size = 1, 28
-        for i, c in enumerate(cfg.channels):
-            layers += [nn.Conv2d(cin, c, 3), nn.ReLU(inplace=True)]
-            size -= 2
-            if i == 0:  # pool straight after the first conv: later convs then run on 13x13 and smaller
-                layers.append(nn.MaxPool2d(2))
-                size //= 2
-            cin = c
+        for block in (cfg.block1, cfg.block2):
+            for c in block:
+                layers += [nn.Conv2d(cin, c, 3), nn.ReLU(inplace=True)]
+                cin, size = c, size - 2
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.Flatten(), nn.Linear(cin * size * size, cfg.hidden), nn.ReLU(inplace=True),

@@ -1,0 +1,103 @@
+"""ONNX export and parity with PyTorch on all 10,000 test images.
+
+The fast suite exports a step-4 model trained briefly on a subset; `.ci/run` sets TINYMNIST_CHECKPOINT to
+the real 15-epoch step-4 checkpoint and runs the same parity test on it (`-m slow`).
+"""
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.cli import main
+from harness.engine import train
+from harness.export import export_onnx, load_checkpoint, onnx_logits, onnx_session, opset_of, torch_logits
+from harness.recipes import STEP1, STEP4
+
+
+@pytest.fixture(scope="module")
+def checkpoint(mnist, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt")
+    train(replace(STEP4, epochs=2, batch_size=32), 0, mnist.subset(2048, 10000), out_dir=out, gate=False)
+    return out / "step4" / "seed0.pt"
+
+
+def _parity(ckpt: Path, mnist, tmp: Path):
+    model, recipe, _ = load_checkpoint(ckpt, 4)
+    path = export_onnx(model, tmp / "m.onnx")
+    assert opset_of(path) == 18
+    session = onnx_session(path)
+    x, y = mnist.test_x, mnist.test_y.numpy()
+    ours, ref = onnx_logits(session, x), torch_logits(model, x)
+    assert ours.shape == ref.shape == (10000, 10)
+    assert np.array_equal(ours.argmax(1), ref.argmax(1))
+    assert np.abs(ours - ref).max() < 1e-4
+    assert (ours.argmax(1) == y).mean() == (ref.argmax(1) == y).mean()
+    for batch in (1, 7, 1000):
+        out = onnx_logits(session, x[:batch], batch_size=batch)
+        assert out.shape == (batch, 10)
+    return (ref.argmax(1) == y).mean() * 100
+
+
+def test_parity_on_full_test_set(checkpoint, mnist, tmp_path):
+    acc = _parity(checkpoint, mnist, tmp_path)
+    assert acc > 50  # a real, if brief, training run: the parity is on a model that predicts something
+
+
+@pytest.mark.slow
+def test_parity_on_real_checkpoint(mnist, tmp_path):
+    ckpt = os.environ.get("TINYMNIST_CHECKPOINT")
+    if not ckpt:
+        pytest.skip("set TINYMNIST_CHECKPOINT to a trained step-4 seedS.pt")
+    acc = _parity(Path(ckpt), mnist, tmp_path)
+    assert acc >= 99.4
+
+
+def test_step1_exports_too(tmp_path):
+    torch.manual_seed(0)
+    from models import create_model
+
+    model = create_model(STEP1.model).eval()
+    session = onnx_session(export_onnx(model, tmp_path / "s1.onnx"))
+    x = torch.randn(7, 1, 28, 28)
+    assert np.abs(onnx_logits(session, x) - torch_logits(model, x)).max() < 1e-4
+
+
+def test_eval_form_dropout_off(checkpoint, tmp_path):
+    model, _, _ = load_checkpoint(checkpoint)
+    session = onnx_session(export_onnx(model, tmp_path / "m.onnx"))
+    x = torch.randn(16, 1, 28, 28)
+    np.testing.assert_array_equal(onnx_logits(session, x), onnx_logits(session, x))
+
+
+def test_cli_export_and_evaluate(checkpoint, mnist_root, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--step", "4", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    assert "opset 18" in capsys.readouterr().out
+    assert main(["evaluate", "--onnx", str(out), "--data-root", str(mnist_root)]) == 0
+    text = capsys.readouterr().out
+    model, _, _ = load_checkpoint(checkpoint)
+    from harness.data import load_mnist
+
+    d = load_mnist(mnist_root)
+    ref = (torch_logits(model, d.test_x).argmax(1) == d.test_y.numpy()).mean() * 100
+    assert f"test accuracy {ref:.2f}%" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["export", "--step", "4", "--checkpoint", "nope.pt", "--out", "x.onnx"], "nope.pt: no such checkpoint"),
+    (["export", "--step", "4", "--checkpoint", "{ckpt}", "--out", "x.txt"], "give a path ending in .onnx"),
+    (["export", "--step", "2", "--checkpoint", "{ckpt}", "--out", "{tmp}/x.onnx"], "is for step 4, not --step 2"),
+    (["evaluate", "--onnx", "nope.onnx"], "nope.onnx: no such ONNX file"),
+    (["export", "--step", "4", "--checkpoint", "{junk}", "--out", "{tmp}/x.onnx"], "not a tinymnist checkpoint"),
+    (["evaluate", "--onnx", "{junk}"], "onnxruntime cannot load it"),
+])
+def test_bad_export_input(argv, message, checkpoint, tmp_path, capsys):
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00garbage")
+    argv = [a.format(ckpt=checkpoint, tmp=tmp_path, junk=junk) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
