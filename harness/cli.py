@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on the first N training images only (quick checks; gate not checked)")
     t.add_argument("--test-subset", type=_positive_int, metavar="N",
                    help="evaluate on the first N test images only (quick checks; gate not checked)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="experiment: override a recipe field (JSON value), e.g. --set lr=0.05; recorded in "
+                        "the results, gate unchanged")
     t.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
 
     sub.add_parser("models", help="list registered models with their parameter counts")
@@ -96,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("results", help="folder with step*/seed*.json (e.g. results/)")
     r.add_argument("--out", type=_writable_dir, required=True, help="folder for REPORT.md and its images")
     r.add_argument("--bench", nargs="*", default=[], help="pytest-benchmark JSON files to add as tables")
+
+    g = sub.add_parser("log", help="experiment log (markdown) from a folder of experiment result folders")
+    g.add_argument("experiments", help="folder whose sub-folders are --out folders of `train` runs")
+    g.add_argument("--out", required=True, help="markdown file to write, e.g. reports/experiments.md")
 
     c = sub.add_parser("compare", help="compare two results folders; exit 1 on a regression")
     c.add_argument("baseline", help="results folder of the reference run (e.g. reports/baseline)")
@@ -123,12 +130,13 @@ def cmd_train(args) -> int:
         device = resolve_device(args.device)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    recipes = [_recipe(args, step) for step in args.step]  # bad --set or model: fail before loading data
     data = load_mnist(args.data_root, device)  # validated once, before any training starts
     if args.train_subset or args.test_subset:
         data = data.subset(args.train_subset or len(data.train_x), args.test_subset or len(data.test_x))
     codes = []
-    for step in args.step:
-        code = _train_step(args, step, data, device, torch)
+    for recipe in recipes:
+        code = _train_step(args, recipe, data, device, torch)
         if code == EXIT_INTERRUPTED:
             return code
         codes.append(code)
@@ -140,17 +148,30 @@ def cmd_train(args) -> int:
     return max(codes)
 
 
-def _train_step(args, step, data, device, torch) -> int:
+def _recipe(args, step: int):
     from dataclasses import replace
 
-    from harness.engine import Interrupted, train
-    from harness.gates import Verdict, check_seeds
-    from harness.recipes import get_recipe
-    from harness.stats import Spread
+    from harness.recipes import get_recipe, with_overrides
+    from models import create_model
 
     recipe = get_recipe(step)
     if args.batch_size:
         recipe = replace(recipe, batch_size=args.batch_size)
+    try:
+        recipe = with_overrides(recipe, args.set)
+        create_model(recipe.model, **recipe.model_kwargs)  # a bad --set model or model_kwargs fails here
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from None
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
+    return recipe
+
+
+def _train_step(args, recipe, data, device, torch) -> int:
+    from harness.engine import Interrupted, train
+    from harness.gates import Verdict, check_seeds
+    from harness.stats import Spread
+
     seeds = tuple(args.seeds) if args.seeds else recipe.seeds
     smoke = args.dry_run or bool(args.train_subset) or bool(args.test_subset)
     epochs = 1 if args.dry_run else args.epochs
@@ -240,6 +261,19 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_log(args) -> int:
+    from harness.experiments import build_log
+
+    if not Path(args.experiments).is_dir():
+        raise UsageError(f"{args.experiments}: no such folder")
+    try:
+        path = build_log(args.experiments, args.out)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
 def cmd_compare(args) -> int:
     from harness.compare import compare
 
@@ -261,7 +295,7 @@ def cmd_compare(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "models": cmd_models, "export": cmd_export, "evaluate": cmd_evaluate,
-            "report": cmd_report, "compare": cmd_compare}
+            "report": cmd_report, "compare": cmd_compare, "log": cmd_log}
 
 
 def main(argv: list[str] | None = None) -> int:

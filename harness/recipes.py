@@ -79,6 +79,44 @@ STEP4 = replace(
     seed_reference=dict(params=8952, best_train=99.22, best_test=99.47),
 )
 
+# Fields an experiment may override from the command line (`train --set lr=0.05`); the step, its seeds and
+# its expectation are what a recipe is judged by, so they are not among them.
+TUNABLE = ("model", "model_kwargs", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
+           "weight_decay", "schedule", "warmup_frac", "label_smoothing", "max_degrees", "max_shift")
+
+
+def _coerce(item: str, key: str, current, value):
+    if isinstance(current, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(current, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(current, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(current))
+    if not ok:
+        raise ValueError(f"--set {item}: {key} takes a {type(current).__name__}, got {value!r}")
+    return value
+
+
+def with_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
+    """``["lr=0.05", "model_kwargs={\"dropout\": 0.1}"]`` applied to ``recipe``; values are JSON, else text."""
+    import json
+
+    changes = {}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep or key not in TUNABLE:
+            raise ValueError(f"--set {item}: expected KEY=VALUE with KEY one of {', '.join(TUNABLE)}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        changes[key] = _coerce(item, key, getattr(recipe, key), value)
+    return replace(recipe, **changes)
+
+
 RECIPES: dict[int, Recipe] = {r.step: r for r in (STEP1, STEP2, STEP3, STEP4)}
 
 

@@ -65,6 +65,11 @@ class GapConfig:
     num_classes: int = 10
 
 
+def _config(cls, kwargs: dict):
+    # Sizes may arrive as JSON lists (recipes, --set); the frozen configs keep tuples.
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
+
+
 def _cbr(cin: int, cout: int, k: int, dropout: float, padding: int = 0) -> list[nn.Module]:
     # No conv bias: the BatchNorm shift that follows makes it redundant.
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=padding, bias=False),
@@ -107,17 +112,17 @@ STEP3_DROPOUT = 0.05
 
 @register_model
 def step1(**kwargs) -> nn.Module:
-    return PlainNet(PlainConfig(**kwargs))
+    return PlainNet(_config(PlainConfig, kwargs))
 
 
 @register_model
 def step2(**kwargs) -> nn.Module:
-    return GapNet(GapConfig(**kwargs))
+    return GapNet(_config(GapConfig, kwargs))
 
 
 @register_model
 def step3(**kwargs) -> nn.Module:
-    return GapNet(GapConfig(**{"dropout": STEP3_DROPOUT, **kwargs}))
+    return GapNet(_config(GapConfig, {"dropout": STEP3_DROPOUT, **kwargs}))
 
 
 @register_model

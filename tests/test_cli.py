@@ -151,3 +151,26 @@ def test_garbage_gz(tmp_path):
     (raw / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz: cannot be read"):
         load_mnist(tmp_path, download=False)
+
+
+def test_set_overrides_are_recorded(mnist_root, tmp_path):
+    assert main(["train", "--step", "4", "--seeds", "0", "--dry-run", "--data-root", str(mnist_root),
+                 "--out", str(tmp_path), "--quiet", "--set", "lr=0.05", "--set",
+                 'model_kwargs={"dropout": 0.1}']) == 0
+    r = json.loads((tmp_path / "step4" / "seed0.json").read_text())
+    assert r["recipe"]["lr"] == 0.05 and r["recipe"]["model_kwargs"] == {"dropout": 0.1}
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("lr=x", "lr takes a float"),
+    ("step=5", "expected KEY=VALUE with KEY one of"),
+    ("batch_size=1.5", "batch_size takes a int"),
+    ("model=nope", "unknown model 'nope'"),
+    ('model_kwargs={"width": 3}', "unexpected keyword argument 'width'"),
+])
+def test_bad_set_exits_2_before_data(assignment, message, tmp_path, capsys):
+    # --data-root points nowhere: the error must be about --set, found before any data is read.
+    assert main(["train", "--step", "4", "--set", assignment, "--data-root", str(tmp_path / "none"),
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -128,3 +128,25 @@ def test_compare_missing_step_and_bad_dirs(tmp_path, capsys):
     assert regs == [f"step 1: no results in {b}"]
     assert main(["compare", str(tmp_path / "nope"), str(b)]) == 2
     assert "no such results folder" in capsys.readouterr().err
+
+
+def test_experiment_log(tmp_path):
+    import json
+
+    from harness.results import save_result
+    from tests.synth import make_result
+
+    exp = tmp_path / "exp"
+    for name, lr in (("a-base", None), ("b-lr05", 0.05)):
+        for s in range(3):
+            r = make_result(4, s, RAMP + [99.40 + 0.01 * s, 99.45, 99.50])
+            if lr:
+                r.recipe["lr"] = lr
+            save_result(exp / name, r)
+    (exp / "notes.json").write_text(json.dumps({"b-lr05": "no better than 0.1"}))
+    out = tmp_path / "experiments.md"
+    assert main(["log", str(exp), "--out", str(out)]) == 0
+    md = out.read_text()
+    assert "| a-base | 4 | (the step's recipe) | 8,952 | 0: 99.40 99.45 99.50<br>1: 99.41 99.45 99.50" in md
+    assert "| b-lr05 | 4 | lr=0.05 | 8,952 |" in md and "| 99.40 | 99.50 (3) | 13, 13, 13 |" in md
+    assert md.rstrip().endswith("| 3/3 | no better than 0.1 |")
