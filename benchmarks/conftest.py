@@ -7,7 +7,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import data_root  # noqa: E402
+from tests.conftest import mnist, mnist_root  # noqa: E402,F401  (the same fixtures as the tests)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -21,21 +21,6 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["cpu_model"] = device_name(torch.device("cpu"))
     machine_info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     machine_info["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
-
-
-@pytest.fixture(scope="session")
-def mnist_root():
-    root = data_root()
-    if root is None:
-        pytest.skip("MNIST not found: set MNIST_ROOT to the folder holding MNIST/raw/")
-    return root
-
-
-@pytest.fixture(scope="session")
-def mnist_cpu(mnist_root):
-    from harness.data import load_mnist
-
-    return load_mnist(mnist_root, "cpu", download=False)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from benchmarks.pipelines import compare, conventional_batches, harness_batches,
 from harness.recipes import RECIPES
 
 
-def _bench_train(benchmark, data, step, device, pipeline_batches, pipeline):
+def _bench_train(benchmark, step, device, pipeline_batches, pipeline):
     recipe, train_step = make_trainer(step, device)
     batches = pipeline_batches(recipe)
 
@@ -27,19 +27,19 @@ def _bench_train(benchmark, data, step, device, pipeline_batches, pipeline):
 
 
 @pytest.mark.parametrize("step", sorted(RECIPES))
-def test_train_cpu(benchmark, mnist_cpu, step):
+def test_train_cpu(benchmark, mnist, step):
     dev = torch.device("cpu")
-    _bench_train(benchmark, mnist_cpu, step, dev, lambda r: harness_batches(mnist_cpu, r, dev), "harness")
+    _bench_train(benchmark, step, dev, lambda r: harness_batches(mnist, r, dev), "harness")
 
 
 @pytest.mark.parametrize("step", sorted(RECIPES))
 def test_train_cuda(benchmark, mnist_cuda, step):
     dev = torch.device("cuda")
-    _bench_train(benchmark, mnist_cuda, step, dev, lambda r: harness_batches(mnist_cuda, r, dev), "harness")
+    _bench_train(benchmark, step, dev, lambda r: harness_batches(mnist_cuda, r, dev), "harness")
 
 
 def test_train_cpu_conventional(benchmark, mnist_root):
-    _bench_train(benchmark, None, 4, torch.device("cpu"), lambda r: conventional_batches(mnist_root, r),
+    _bench_train(benchmark, 4, torch.device("cpu"), lambda r: conventional_batches(mnist_root, r),
                  "conventional DataLoader")
 
 

@@ -128,3 +128,19 @@ def step3(**kwargs) -> nn.Module:
 @register_model
 def step4(**kwargs) -> nn.Module:
     return step3(**kwargs)
+
+
+# Beyond the seed (issue 6): the same GapNet family, resized. Chosen from the runs logged in
+# reports/experiments.md; each keeps step 3's dropout.
+STEP5_TINY = GapConfig(block1=(8, 8), transition=8, block2=(10, 10, 10), head=16, dropout=STEP3_DROPOUT)
+STEP6_TOP = GapConfig(block1=(10, 12), transition=12, block2=(14, 16, 16), head=16, dropout=STEP3_DROPOUT)
+
+
+@register_model
+def step5(**kwargs) -> nn.Module:
+    return GapNet(_config(GapConfig, {**STEP5_TINY.__dict__, **kwargs}))
+
+
+@register_model
+def step6(**kwargs) -> nn.Module:
+    return GapNet(_config(GapConfig, {**STEP6_TOP.__dict__, **kwargs}))

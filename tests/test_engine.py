@@ -117,3 +117,18 @@ def test_sigint_writes_partial_result_and_says_how_to_resume(mnist_root, tmp_pat
     saved = json.loads((tmp_path / "step4" / "seed3.json").read_text())
     assert saved["status"] == "interrupted" and saved["gate"]["passed"] is False
     assert len(saved["epochs"]) >= 1 and math.isfinite(saved["epochs"][0]["test_acc"])
+
+
+def test_concurrent_runs_share_a_results_folder(mnist_root, tmp_path):
+    """Two processes writing into one folder at once (other seeds, and the same seed) leave valid files."""
+    env = _env(mnist_root)
+    cmds = [_cli(tmp_path, "--seeds", s, "--epochs", "1", "--train-subset", "1500") for s in ("3", "4", "3")]
+    procs = [subprocess.Popen(c, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for c in cmds]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    for seed in (3, 4):
+        d = json.loads((tmp_path / "step4" / f"seed{seed}.json").read_text())
+        assert d["seed"] == seed and d["status"] == "completed" and len(d["epochs"]) == 1
+        torch.load(tmp_path / "step4" / f"seed{seed}.pt", weights_only=False)
+    assert not [p for p in tmp_path.rglob("*.tmp")]
