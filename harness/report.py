@@ -120,7 +120,8 @@ def _step_section(s: dict) -> list[str]:
         f"## Step {r.step}: {r.name}",
         "",
         f"**Target.** {'; '.join(target)}; for each of seeds {list(r.seeds)}, in {r.epochs} epochs.",
-        f"Recipe: model `{r.model}` {r.model_kwargs or ''}, batch {r.batch_size}, {r.optimizer} lr {r.lr} "
+        f"Recipe: model `{r.model}`{f' {r.model_kwargs}' if r.model_kwargs else ''}, batch {r.batch_size}, "
+        f"{r.optimizer} lr {r.lr} "
         f"momentum {r.momentum}, schedule {sched}, augmentation "
         + (f"rotation ±{r.max_degrees}°, shift ±{r.max_shift * 28:.1f} px" if r.max_degrees or r.max_shift
            else "none") + ".",

@@ -45,7 +45,8 @@ def test_result_and_files(small_mnist, tmp_path):
 
 def test_training_learns(small_mnist):
     r = train(replace(STEP2, epochs=3, batch_size=32, lr=0.05), 0, small_mnist, gate=False)
-    assert r.epochs[-1].test_acc > 80 and r.epochs[-1].train_loss < r.epochs[0].train_loss
+    # 96 steps on 1,024 images: far from converged, far above chance (10%).
+    assert r.epochs[-1].test_acc > 50 and r.epochs[-1].train_loss < 0.5 * r.epochs[0].train_loss
 
 
 def test_divergence_stops_at_once(small_mnist, tmp_path):
@@ -70,7 +71,7 @@ def test_onecycle_is_pure_and_shaped():
 
 def _cli(out, *extra):
     return [sys.executable, "-m", "harness", "train", "--step", "4", "--seeds", "3", "--epochs", "3",
-            "--train-subset", "6000", "--test-subset", "1000", "--out", str(out), "--quiet", *extra]
+            "--train-subset", "3000", "--test-subset", "500", "--out", str(out), "--quiet", *extra]
 
 
 def _env(mnist_root):

@@ -1,0 +1,45 @@
+"""The nightly workflow parses, and every project command it calls exists."""
+import configparser
+import re
+import shlex
+
+import yaml
+
+from harness.cli import COMMANDS, build_parser
+from tests.conftest import REPO
+
+WORKFLOW = REPO / ".github" / "workflows" / "nightly.yml"
+
+
+def _runs():
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    return wf, [s["run"] for job in wf["jobs"].values() for s in job["steps"] if "run" in s]
+
+
+def test_workflow_shape():
+    wf, _ = _runs()
+    triggers = wf[True] if True in wf else wf["on"]  # YAML 1.1 reads the key `on` as True
+    assert "schedule" in triggers and triggers["schedule"][0]["cron"]
+    assert wf["jobs"]["train"]["strategy"]["matrix"]["step"] == [1, 2, 3, 4, 5, 6]
+    assert wf["jobs"]["report"]["needs"] == "train"
+    uploads = [s for job in wf["jobs"].values() for s in job["steps"] if "upload-artifact" in s.get("uses", "")]
+    assert len(uploads) == 2
+
+
+def test_every_called_command_exists(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # parsing --out creates the folder: keep it out of the checkout
+    _, runs = _runs()
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(REPO / "tox.ini")
+    envs = {s.split(":", 1)[1] for s in tox.sections() if s.startswith("testenv:")}
+    parser = build_parser()
+    seen = set()
+    for script in runs:
+        for m in re.finditer(r"tox (?:exec )?-e (\w+)", script):
+            assert m.group(1) in envs, m.group(0)
+        for m in re.finditer(r"python -m harness ([^\n]+)", script):
+            argv = [a for a in shlex.split(m.group(1).replace("${{ matrix.step }}", "4"))]
+            assert argv[0] in COMMANDS, argv
+            parser.parse_args(argv)  # raises SystemExit if malformed
+            seen.add(argv[0])
+    assert {"train", "report", "compare"} <= seen
