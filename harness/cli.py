@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("new", help="results folder of the run under test")
     c.add_argument("--max-acc-drop", type=float, default=0.10, help="points of last-3 mean accuracy (0.10)")
     c.add_argument("--max-throughput-drop", type=float, default=0.10, help="fraction of throughput (0.10)")
+    c.add_argument("--steps", type=_step, nargs="+", help="compare only these steps (default: all found)")
     return p
 
 
@@ -281,7 +282,8 @@ def cmd_compare(args) -> int:
         if not Path(p).is_dir():
             raise UsageError(f"{p}: no such results folder")
     try:
-        lines, regressions = compare(args.baseline, args.new, args.max_acc_drop, args.max_throughput_drop)
+        lines, regressions = compare(args.baseline, args.new, args.max_acc_drop, args.max_throughput_drop,
+                                     args.steps)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     except (ValueError, KeyError, TypeError) as e:

@@ -46,9 +46,13 @@ def _bench_throughput(folder: Path) -> tuple[dict[str, float], str]:
 
 
 def compare(baseline: str | os.PathLike, new: str | os.PathLike, max_acc_drop: float = MAX_ACC_DROP,
-            max_throughput_drop: float = MAX_THROUGHPUT_DROP) -> tuple[list[str], list[str]]:
+            max_throughput_drop: float = MAX_THROUGHPUT_DROP, steps: list[int] | None = None
+            ) -> tuple[list[str], list[str]]:
     """The printed table's lines and the regressions found (empty when nothing regressed)."""
     old_r, new_r = load_results(baseline), load_results(new)
+    if steps:
+        old_r = {s: r for s, r in old_r.items() if s in steps}
+        new_r = {s: r for s, r in new_r.items() if s in steps}
     if not old_r:
         raise FileNotFoundError(f"{baseline}: no step*/seed*.json results to compare against")
     if not new_r:

@@ -210,6 +210,7 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
 
     status, diverged_at = "completed", None
     threads = torch.get_num_threads()
+    commit = git_sha()  # the code that started the run, even if the checkout moves on while it trains
     params = count_params(model)
     t_run = time.perf_counter()
 
@@ -221,7 +222,7 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
         result = RunResult(
             step=recipe.step, seed=seed, params=params, recipe=recipe.to_dict(), epochs=history,
             gate=verdict.to_dict(), status=status, device=device.type, device_name=device_name(device),
-            threads=threads, torch=torch.__version__, git_sha=git_sha(), planned_epochs=n_epochs,
+            threads=threads, torch=torch.__version__, git_sha=commit, planned_epochs=n_epochs,
             train_images=min(n_train, batches * recipe.batch_size), test_images=len(test_x),
             wall_seconds=wall_before + time.perf_counter() - t_run, diverged_at=diverged_at)
         if out_dir is not None:

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from harness.gates import Verdict, check_seeds
 from harness.recipes import RECIPES, Recipe
 from harness.results import atomic_write_bytes, load_results
 from harness.stats import Spread, first_stable_epoch
@@ -46,7 +47,12 @@ def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike) -> Pat
             stable = [first_stable_epoch(r.test_acc) for r in done]
             stable_txt = ", ".join("never" if s is None else str(s) for s in stable)
             secs = Spread.of(e.seconds for r in done for e in r.epochs).mean if done else float("nan")
-            gate = f"{sum(r.gate['passed'] for r in runs)}/{len(runs)}"
+            expect = Recipe.from_dict(runs[0].recipe).expect
+            step_verdict = check_seeds(expect, step, {r.seed: r.test_acc[-1] for r in done},
+                                       {r.seed: Verdict(**r.gate) for r in runs})
+            gate = (f"{sum(r.gate['passed'] for r in runs)}/{len(runs)} seeds"
+                    + ("" if step_verdict.passed or not all(r.gate["passed"] for r in runs)
+                       else "; " + "; ".join(x.split(": ", 1)[1] for x in step_verdict.reasons)))
             lines.append(f"| {folder.name} | {step} | {diff} | {runs[0].params:,} | {seeds} | {low:.2f} | "
                          f"{final.mean:.2f} ({final.n}) | {stable_txt} | {secs:.1f} | {gate} | "
                          f"{notes.get(folder.name, '')} |" if final else

@@ -121,13 +121,17 @@ def with_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
 
 
 # Beyond the seed (issue 6): the step-4 recipe on resized networks, judged on the last epochs of every seed.
+# Batch 64 (twice the optimizer steps in the same 15 epochs) is the one recipe change; on seed 0 it moved the
+# last 3 epochs from 99.31-99.33 to 99.42-99.48 (step 5) and the final epoch from 99.53 to 99.57 (step 6).
 STEP5 = replace(
     STEP4, step=5, name="tiny: fewer than 5,000 parameters, >= 99.40 held in the last 3 epochs", model="step5",
+    batch_size=64,
     expect=Expectation(max_params=5_000, min_last_k=99.40, last_k=3),
     seed_reference={},
 )
 STEP6 = replace(
     STEP4, step=6, name="top: fewer than 10,000 parameters, mean final >= 99.60", model="step6",
+    batch_size=64,
     expect=Expectation(max_params=10_000, min_final=99.50, min_mean_final=99.60),
     seed_reference={},
 )

@@ -210,10 +210,11 @@ def plots(summaries: dict[int, dict], results: dict[int, list[RunResult]], out: 
         atomic_write_bytes(out / name, buf.getvalue())
         names.append(name)
 
-    cols = min(len(steps), 3)
+    cols = min(len(steps), 2)
     rows = -(-len(steps) // cols)
     for what, fname, ylabel in (("acc", "accuracy.png", "accuracy (%)"), ("loss", "loss.png", "loss")):
-        fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 3.8 * rows), squeeze=False,
+                                 layout="constrained")
         for ax, step in zip(axes.flat, steps):
             for i, r in enumerate(results[step]):
                 ep = [e.epoch for e in r.epochs]
@@ -250,16 +251,20 @@ def plots(summaries: dict[int, dict], results: dict[int, list[RunResult]], out: 
         save(fig, "lr.png")
 
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    for s in steps:
+    for i, s in enumerate(steps):
         sm = summaries[s]
         if sm["final_test"] is None:
             continue
         f = sm["final_test"]
         ax.errorbar([sm["params"]], [f.mean], yerr=[[f.mean - f.min], [f.max - f.mean]], fmt="o", capsize=4,
                     label=f"step {s}")
-        ax.annotate(f"step {s}", (sm["params"], f.mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        # Steps that share a network sit on one vertical line: alternate the labels above and below.
+        ax.annotate(f"step {s}", (sm["params"], f.mean), textcoords="offset points",
+                    xytext=(6, -12 if i % 2 else 4), fontsize=8)
     ax.axhline(TARGET, color="k", lw=1, ls=":")
-    ax.axvline(10_000, color="r", lw=1, ls=":", label="10k budget")
+    ax.axvline(10_000, color="r", lw=1, ls=":")
+    ax.annotate("10,000-parameter budget", (10_000, ax.get_ylim()[0]), textcoords="offset points",
+                xytext=(3, 3), fontsize=7, color="r")
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("final-epoch test accuracy (%), mean and range")

@@ -149,4 +149,9 @@ def test_experiment_log(tmp_path):
     md = out.read_text()
     assert "| a-base | 4 | (the step's recipe) | 8,952 | 0: 99.40 99.45 99.50<br>1: 99.41 99.45 99.50" in md
     assert "| b-lr05 | 4 | lr=0.05 | 8,952 |" in md and "| 99.40 | 99.50 (3) | 13, 13, 13 |" in md
-    assert md.rstrip().endswith("| 3/3 | no better than 0.1 |")
+    assert md.rstrip().endswith("| 3/3 seeds | no better than 0.1 |")
+
+
+def test_compare_selected_steps(tmp_path):
+    a, b = _pair(tmp_path, step4_runs(), step4_runs() + [make_result(1, 0, [98.0] * 3)])  # step 1 fails
+    assert compare(a, b)[1] and compare(a, b, steps=[4])[1] == []

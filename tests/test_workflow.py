@@ -28,7 +28,7 @@ def test_workflow_shape():
 
 def test_every_called_command_exists(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # parsing --out creates the folder: keep it out of the checkout
-    _, runs = _runs()
+    wf, runs = _runs()
     tox = configparser.ConfigParser(interpolation=None)
     tox.read(REPO / "tox.ini")
     envs = {s.split(":", 1)[1] for s in tox.sections() if s.startswith("testenv:")}
@@ -38,7 +38,10 @@ def test_every_called_command_exists(tmp_path, monkeypatch):
         for m in re.finditer(r"tox (?:exec )?-e (\w+)", script):
             assert m.group(1) in envs, m.group(0)
         for m in re.finditer(r"python -m harness ([^\n]+)", script):
-            argv = [a for a in shlex.split(m.group(1).replace("${{ matrix.step }}", "4"))]
+            line = m.group(1).replace("${{ matrix.step }}", "4")
+            for name, value in wf["env"].items():
+                line = line.replace(f"${name}", str(value))
+            argv = shlex.split(line)
             assert argv[0] in COMMANDS, argv
             parser.parse_args(argv)  # raises SystemExit if malformed
             seen.add(argv[0])
