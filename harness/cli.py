@@ -152,6 +152,7 @@ def cmd_train(args) -> int:
 def _recipe(args, step: int):
     from dataclasses import replace
 
+    from harness.engine import check_precision
     from harness.recipes import get_recipe, with_overrides
     from models import create_model
 
@@ -161,6 +162,7 @@ def _recipe(args, step: int):
     try:
         recipe = with_overrides(recipe, args.set)
         create_model(recipe.model, **recipe.model_kwargs)  # a bad --set model or model_kwargs fails here
+        check_precision(recipe)
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
     except KeyError as e:

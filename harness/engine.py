@@ -103,6 +103,11 @@ def get_batch(data: MNISTTensors, idx: torch.Tensor, recipe: Recipe, gen: torch.
     return x, y
 
 
+def check_precision(recipe: Recipe) -> None:
+    if recipe.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision {recipe.precision!r}: choose fp32 or bf16")
+
+
 def build_model(recipe: Recipe, seed: int, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = create_model(recipe.model, **recipe.model_kwargs).to(device)
@@ -173,6 +178,7 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
     should be False, since a few batches prove nothing about accuracy.
     """
     device = torch.device(device)
+    check_precision(recipe)
     set_deterministic(device)
     n_epochs = recipe.epochs if epochs is None else epochs
     if epochs is not None and epochs != recipe.epochs:
@@ -253,8 +259,9 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
                 lr = get_lr(recipe, (epoch - 1) * batches + b, total_steps)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                out = model(_prepare(model, x))
-                loss = F.cross_entropy(out, y, label_smoothing=recipe.label_smoothing)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
+                    out = model(_prepare(model, x))
+                loss = F.cross_entropy(out.float(), y, label_smoothing=recipe.label_smoothing)
                 losses[b] = loss.detach()
                 if (b + 1) % check_every == 0 or b == batches - 1:
                     bad = ~torch.isfinite(losses[:b + 1])

@@ -37,6 +37,7 @@ class Recipe:
     schedule: str = "constant"               # constant | onecycle (see harness.engine.get_lr)
     warmup_frac: float = 0.2                 # onecycle: share of the steps spent rising to the peak
     label_smoothing: float = 0.0
+    precision: str = "fp32"                  # fp32 | bf16 (autocast for the forward pass; weights stay fp32)
     max_degrees: float = 0.0                 # augmentation: rotation U(-d, d) per image
     max_shift: float = 0.0                   # augmentation: shift U(-s, s) of the image size per axis
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -85,7 +86,7 @@ STEP4 = replace(
 # Fields an experiment may override from the command line (`train --set lr=0.05`); the step, its seeds and
 # its expectation are what a recipe is judged by, so they are not among them.
 TUNABLE = ("model", "model_kwargs", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
-           "weight_decay", "schedule", "warmup_frac", "label_smoothing", "max_degrees", "max_shift")
+           "weight_decay", "schedule", "warmup_frac", "label_smoothing", "max_degrees", "max_shift", "precision")
 
 
 def _coerce(item: str, key: str, current, value):

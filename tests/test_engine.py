@@ -135,3 +135,11 @@ def test_concurrent_runs_share_a_results_folder(mnist_root, tmp_path):
         assert d["seed"] == seed and d["status"] == "completed" and len(d["epochs"]) == 1
         torch.load(tmp_path / "step4" / f"seed{seed}.pt", weights_only=False)
     assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_bf16_precision_is_deterministic(small_mnist):
+    bf16 = replace(TINY, precision="bf16")
+    a, b = train(bf16, 0, small_mnist, gate=False), train(bf16, 0, small_mnist, gate=False)
+    assert metrics(a) == metrics(b) and metrics(a) != metrics(train(TINY, 0, small_mnist, gate=False))
+    with pytest.raises(ValueError, match="precision 'fp16': choose fp32 or bf16"):
+        train(replace(TINY, precision="fp16"), 0, small_mnist)
