@@ -314,7 +314,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UsageError as e:
-        parser.error_message = str(e)
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (DataError, ExportError) as e:

@@ -12,7 +12,7 @@ import platform
 import random
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +182,6 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
     set_deterministic(device)
     n_epochs = recipe.epochs if epochs is None else epochs
     if epochs is not None and epochs != recipe.epochs:
-        from dataclasses import replace
         recipe = replace(recipe, epochs=epochs)
     test_x, test_y = data.test_x[:eval_limit], data.test_y[:eval_limit]
     n_train = len(data.train_x)
