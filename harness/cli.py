@@ -122,8 +122,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
-    import torch
-
     from harness.data import load_mnist
     from harness.engine import resolve_device
 
@@ -137,7 +135,7 @@ def cmd_train(args) -> int:
         data = data.subset(args.train_subset or len(data.train_x), args.test_subset or len(data.test_x))
     codes = []
     for recipe in recipes:
-        code = _train_step(args, recipe, data, device, torch)
+        code = _train_step(args, recipe, data, device)
         if code == EXIT_INTERRUPTED:
             return code
         codes.append(code)
@@ -170,7 +168,9 @@ def _recipe(args, step: int):
     return recipe
 
 
-def _train_step(args, recipe, data, device, torch) -> int:
+def _train_step(args, recipe, data, device) -> int:
+    import torch
+
     from harness.engine import Interrupted, train
     from harness.gates import Verdict, check_seeds
     from harness.stats import Spread

@@ -9,40 +9,23 @@ A regression (exit 1) is any of:
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from harness.report import step_summary
+from harness.report import load_benchmarks, machine_name, step_summary
 from harness.results import load_results
 
 MAX_ACC_DROP = 0.10
 MAX_THROUGHPUT_DROP = 0.10
 
 
-def _bench_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*.json")
-                  if not p.name.startswith("seed") and "benchmarks" in _peek(p))
-
-
-def _peek(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text())
-        return d if isinstance(d, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def _bench_throughput(folder: Path) -> tuple[dict[str, float], str]:
-    figures, machine = {}, ""
-    for p in _bench_files(folder):
-        d = _peek(p)
-        m = d.get("machine_info", {})
-        machine = f"{m.get('cpu', {}).get('brand_raw', m.get('processor', '?'))}"
-        for b in d["benchmarks"]:
-            per_call = b["extra_info"].get("batch", 1) if "extra_info" in b else 1
-            figures[b["fullname"] if "fullname" in b else b["name"]] = per_call / b["stats"]["median"]
-    return figures, machine
+    """Per-second figure of every benchmark in the folder's pytest-benchmark JSON files, and their machine."""
+    files = sorted(p for p in folder.rglob("*.json") if not p.name.startswith("seed"))
+    benches, machine = load_benchmarks(files, strict=False)
+    figures = {b.get("fullname", b["name"]): b.get("extra_info", {}).get("batch", 1) / b["stats"]["median"]
+               for b in benches}
+    return figures, machine_name(machine)
 
 
 def compare(baseline: str | os.PathLike, new: str | os.PathLike, max_acc_drop: float = MAX_ACC_DROP,

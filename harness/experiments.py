@@ -13,8 +13,8 @@ from pathlib import Path
 
 from harness.gates import Verdict, check_seeds
 from harness.recipes import RECIPES, Recipe
+from harness.report import step_summary
 from harness.results import atomic_write_bytes, load_results
-from harness.stats import Spread, first_stable_epoch
 
 
 def recipe_diff(recipe: dict, base: Recipe) -> str:
@@ -40,23 +40,23 @@ def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike) -> Pat
         for step, runs in load_results(folder).items():
             base = RECIPES.get(step)
             diff = recipe_diff(runs[0].recipe, base) if base else "(unknown step)"
-            seeds = "<br>".join(f"{r.seed}: " + " ".join(f"{a:.2f}" for a in r.test_acc[-3:]) for r in runs)
+            sm = step_summary(runs)  # the report's figures, so the log and REPORT.md cannot disagree
             done = [r for r in runs if r.epochs]
-            low = min(min(r.test_acc[-3:]) for r in done) if done else float("nan")
-            final = Spread.of(r.test_acc[-1] for r in done) if done else None
-            stable = [first_stable_epoch(r.test_acc) for r in done]
-            stable_txt = ", ".join("never" if s is None else str(s) for s in stable)
-            secs = Spread.of(e.seconds for r in done for e in r.epochs).mean if done else float("nan")
-            expect = Recipe.from_dict(runs[0].recipe).expect
-            step_verdict = check_seeds(expect, step, {r.seed: r.test_acc[-1] for r in done},
+            seeds = "<br>".join(f"{r.seed}: " + " ".join(f"{a:.2f}" for a in r.test_acc[-3:]) for r in runs)
+            step_verdict = check_seeds(sm["recipe"].expect, step, {r.seed: r.test_acc[-1] for r in done},
                                        {r.seed: Verdict(**r.gate) for r in runs})
-            gate = (f"{sum(r.gate['passed'] for r in runs)}/{len(runs)} seeds"
-                    + ("" if step_verdict.passed or not all(r.gate["passed"] for r in runs)
+            gate = (f"{len(sm['passed'])}/{len(runs)} seeds"
+                    + ("" if step_verdict.passed or len(sm["passed"]) < len(runs)
                        else "; " + "; ".join(x.split(": ", 1)[1] for x in step_verdict.reasons)))
-            lines.append(f"| {folder.name} | {step} | {diff} | {runs[0].params:,} | {seeds} | {low:.2f} | "
-                         f"{final.mean:.2f} ({final.n}) | {stable_txt} | {secs:.1f} | {gate} | "
-                         f"{notes.get(folder.name, '')} |" if final else
-                         f"| {folder.name} | {step} | {diff} | {runs[0].params:,} | | | | | | {gate} | |")
+            final = sm["final_test"]
+            if final is None:
+                lines.append(f"| {folder.name} | {step} | {diff} | {sm['params']:,} | | | | | | {gate} | |")
+            else:
+                low = min(min(r.test_acc[-3:]) for r in done)
+                stable = ", ".join("never" if v is None else str(v) for v in sm["stable_from"].values())
+                lines.append(f"| {folder.name} | {step} | {diff} | {sm['params']:,} | {seeds} | {low:.2f} | "
+                             f"{final.mean:.2f} ({final.n}) | {stable} | {sm['epoch_seconds'].mean:.1f} | {gate} | "
+                             f"{notes.get(folder.name, '')} |")
             count += 1
     if not count:
         raise FileNotFoundError(f"{root}: no experiment folders with step*/seed*.json")

@@ -183,13 +183,27 @@ def _benchmark_section(bench: list[dict]) -> list[str]:
     return out
 
 
-def load_benchmarks(paths: list[str | os.PathLike]) -> tuple[list[dict], dict]:
+def load_benchmarks(paths, strict: bool = True) -> tuple[list[dict], dict]:
+    """Benchmarks and machine info from pytest-benchmark JSON files. ``strict=False`` skips other JSON files."""
     benches, machine = [], {}
     for p in paths:
-        d = json.loads(Path(p).read_text())
-        benches += d.get("benchmarks", [])
+        try:
+            d = json.loads(Path(p).read_text())
+        except (OSError, ValueError) as e:
+            if strict:
+                raise ValueError(f"{p}: not readable as JSON ({e})") from None
+            continue
+        if not isinstance(d, dict) or "benchmarks" not in d:
+            if strict:
+                raise ValueError(f"{p}: not a pytest-benchmark JSON file (no 'benchmarks')")
+            continue
+        benches += d["benchmarks"]
         machine = d.get("machine_info", machine)
     return benches, machine
+
+
+def machine_name(machine: dict) -> str:
+    return machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?"))
 
 
 def plots(summaries: dict[int, dict], results: dict[int, list[RunResult]], out: Path) -> list[str]:
@@ -305,7 +319,7 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         bench, machine = load_benchmarks(bench_paths)
         lines += _benchmark_section(bench)
         if machine:
-            lines += [f"Benchmark machine: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', ''))}, "
+            lines += [f"Benchmark machine: {machine_name(machine)}, "
                       f"python {machine.get('python_version', '')}.", ""]
     path = out / "REPORT.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
