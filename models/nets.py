@@ -29,9 +29,9 @@ class PlainConfig:
 
 
 class PlainNet(nn.Module):
-    # Measured on 2 Sapphire Rapids cores, batch 128, fp32 train step: 13.6 ms in channels_last vs 17.7 ms
-    # contiguous for this net; the BatchNorm nets run slower in channels_last (43 vs 25 ms per step), so
-    # they keep the default layout.
+    # `python -m benchmarks.step_variants --model step1` (2 Sapphire Rapids cores, batch 128, fp32): 14.3 ms
+    # per training step in channels_last vs 22.0 contiguous. The BatchNorm nets run slower in channels_last
+    # (46.9 vs 25.6 ms for step4), so they keep the default layout.
     channels_last = True
 
     def __init__(self, cfg: PlainConfig = PlainConfig()):
@@ -86,8 +86,9 @@ class GapNet(nn.Module):
         d = cfg.dropout
         layers: list[nn.Module] = []
         cin = 1
-        # Dropout only after the pool: on the 26x26 and 24x24 maps its masks cost 13.6 of 36.5 ms per
-        # training batch (2 cores, batch 128), and a full-resolution dropout trained to 99.39 (seed 0) there.
+        # Dropout only after the pool: dropout after every conv ended step 4 at 99.37-99.39 on seed 0
+        # (reports/experiments.md, s4-dropout-all-layers); after the pool it costs no measurable time
+        # (`python -m benchmarks.step_variants`: 25.6 vs 25.8 ms per step without it).
         for c in cfg.block1:
             layers += _cbr(cin, c, 3, 0.0)
             cin = c
