@@ -60,11 +60,15 @@ def conventional_batches(root, recipe, workers: int = 2):
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from harness.data import MEAN, STD
+    from harness.data import MEAN, STD, DataError
 
     tf = transforms.Compose([transforms.RandomRotation(recipe.max_degrees or 7.0), transforms.ToTensor(),
                              transforms.Normalize((MEAN,), (STD,))])
-    ds = datasets.MNIST(root=str(root), train=True, download=False, transform=tf)
+    try:
+        ds = datasets.MNIST(root=str(root), train=True, download=False, transform=tf)
+    except RuntimeError as e:  # torchvision reads only the uncompressed files; the harness reads .gz too
+        raise DataError(f"{root}/MNIST/raw: the conventional pipeline (torchvision) needs the uncompressed IDX "
+                        f"files there ({e}); gunzip -k the .gz files in that folder") from None
     loader = DataLoader(ds, batch_size=recipe.batch_size, shuffle=True, num_workers=workers,
                         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
     while True:

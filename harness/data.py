@@ -113,6 +113,9 @@ class MNISTTensors:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
+    def to(self, device) -> "MNISTTensors":
+        return MNISTTensors(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)))
+
     def subset(self, n_train: int, n_test: int) -> "MNISTTensors":
         return MNISTTensors(self.train_x[:n_train], self.train_y[:n_train],
                             self.test_x[:n_test], self.test_y[:n_test])
@@ -158,19 +161,26 @@ def load_mnist(root: str | os.PathLike | None = None, device: str | torch.device
 BACKGROUND = (0.0 - MEAN) / STD
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, max_degrees: float, max_shift: float) -> torch.Tensor:
-    """Rotate each image by U(-max_degrees, max_degrees) and shift by U(-max_shift, max_shift) of its size.
+def augment(x: torch.Tensor, generator: torch.Generator, max_degrees: float, max_shift: float,
+            max_scale: float = 0.0) -> torch.Tensor:
+    """Rotate each image by U(-max_degrees, max_degrees), shift it by U(-max_shift, max_shift) of its size
+    and, with ``max_scale``, zoom it by U(1 - max_scale, 1 + max_scale).
 
     One affine_grid + grid_sample over the whole batch; the random draws come from ``generator`` only,
     so a run's augmentation is a pure function of its seed.
     """
-    if max_degrees == 0 and max_shift == 0:
+    if max_degrees == 0 and max_shift == 0 and max_scale == 0:
         return x  # exactly the input; grid_sample's identity is only exact to ~1e-5
     n = x.shape[0]
     u = torch.rand(n, 3, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
     angle = u[:, 0] * math.radians(max_degrees)
     shift = u[:, 1:] * (2 * max_shift)  # affine_grid works in [-1, 1] coordinates: the image spans 2 units
     cos, sin = torch.cos(angle), torch.sin(angle)
+    if max_scale:
+        # Drawn after the rotation and shift, so recipes without a zoom keep their exact draws. The grid
+        # maps output to input coordinates: dividing by the zoom enlarges the digit when zoom > 1.
+        zoom = 1 + (torch.rand(n, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * max_scale
+        cos, sin = cos / zoom, sin / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
                          torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)

@@ -76,6 +76,9 @@ def set_deterministic(device: torch.device) -> None:
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
+        # Full fp32 as on the CPU: TF32 convs and matmuls would make a GPU run a different experiment.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.deterministic = True
         # warn_only: an op without a deterministic CUDA kernel warns instead of stopping a nightly run.
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -98,8 +101,8 @@ def epoch_permutation(seed: int, epoch: int, n: int, device: torch.device) -> tu
 def get_batch(data: MNISTTensors, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator
               ) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = data.train_x[idx], data.train_y[idx]
-    if recipe.max_degrees or recipe.max_shift:
-        x = augment(x, gen, recipe.max_degrees, recipe.max_shift)
+    if recipe.max_degrees or recipe.max_shift or recipe.max_scale:
+        x = augment(x, gen, recipe.max_degrees, recipe.max_shift, recipe.max_scale)
     return x, y
 
 
@@ -114,6 +117,40 @@ def build_model(recipe: Recipe, seed: int, device: torch.device) -> torch.nn.Mod
     if getattr(model, "channels_last", False):
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+class WeightEMA:
+    """An exponential moving average of a model's weights and BatchNorm statistics, updated every step.
+
+    The decay ramps up as min(decay, (1 + t) / (10 + t)) so the first steps' random weights do not linger.
+    When a recipe turns it on, the average is the model that is evaluated, saved and exported.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        import copy
+
+        self.decay, self.updates = decay, 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        self._float = [(a, b) for a, b in pairs if a.is_floating_point()]
+        self._other = [(a, b) for a, b in pairs if not a.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_([a for a, _ in self._float], [b for _, b in self._float], 1 - d)
+        for a, b in self._other:
+            a.copy_(b)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = state["updates"]
 
 
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -192,6 +229,8 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
 
     model = build_model(recipe, seed, device)
     opt = build_optimizer(recipe, model)
+    ema = WeightEMA(model, recipe.ema) if recipe.ema > 0 else None
+    final = ema.model if ema is not None else model  # what is evaluated and saved
     history: list[EpochStats] = []
     start_epoch, wall_before = 1, 0.0
     ckpt = checkpoint_path(out_dir, recipe.step, seed) if out_dir is not None else None
@@ -209,6 +248,8 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
                                  "delete it or pass the same --step, --seeds and --epochs")
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
             _set_rng_state(state["rng"])
             history = [EpochStats(**e) for e in state["history"]]
             start_epoch, wall_before = state["epoch"] + 1, state["wall_seconds"]
@@ -233,7 +274,7 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
         if out_dir is not None:
             if status == "completed":
                 atomic_torch_save(result_path(out_dir, recipe.step, seed, ".pt"),
-                                  {"model": model.state_dict(), "recipe": recipe.to_dict(), "seed": seed})
+                                  {"model": final.state_dict(), "recipe": recipe.to_dict(), "seed": seed})
             save_result(out_dir, result)
             if status == "completed" and ckpt is not None:
                 ckpt.unlink(missing_ok=True)
@@ -272,6 +313,8 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if ema is not None:
+                    ema.update()
                 correct += (out.argmax(1) == y).sum()
                 seen += len(y)
                 bar.update(1)
@@ -281,7 +324,7 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
             train_loss = (losses * _batch_sizes(n_train, recipe.batch_size, batches, device)).sum().item() / seen
             train_acc = 100.0 * correct.item() / seen
             t1 = time.perf_counter()
-            test_loss, test_acc = evaluate(model, test_x, test_y)
+            test_loss, test_acc = evaluate(final, test_x, test_y)
             eval_seconds = time.perf_counter() - t1
             history.append(EpochStats(epoch=epoch, train_loss=train_loss, train_acc=train_acc,
                                       test_loss=test_loss, test_acc=test_acc, lr=lr,
@@ -290,7 +333,8 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
             if ckpt is not None:
                 atomic_torch_save(ckpt, {
                     "recipe": recipe.to_dict(), "seed": seed, "epoch": epoch, "model": model.state_dict(),
-                    "optimizer": opt.state_dict(), "optimizer_step": epoch * batches,
+                    "optimizer": opt.state_dict(), **({"ema": ema.state_dict()} if ema else {}),
+                    "optimizer_step": epoch * batches,
                     "rng": _rng_state(), "data_order": {"seed": seed, "next_epoch": epoch + 1},
                     "history": [asdict(e) for e in history],
                     "wall_seconds": wall_before + time.perf_counter() - t_run})

@@ -24,6 +24,13 @@ def recipe_diff(recipe: dict, base: Recipe) -> str:
     return ", ".join(changes) or "(the step's recipe)"
 
 
+def _device(run) -> str:
+    # Runs on a GPU and on the CPU are different experiments (other kernels, other rounding); say which.
+    if run.device == "cuda":
+        return f"{run.device_name.replace('NVIDIA ', '')}"
+    return f"cpu, {run.threads} thread{'s' if run.threads != 1 else ''}"
+
+
 def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     root = Path(experiments_dir)
     notes_file = root / "notes.json"
@@ -33,8 +40,8 @@ def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike) -> Pat
              "conclusions come from `notes.json` in that folder. Accuracies are test accuracy (%) on the 10,000 "
              "test images in each of the last 3 epochs; nothing is selected on the test set.", "",
              "| experiment | step | change from the step's recipe | params | seed: last 3 epochs | min of last 3 "
-             "| mean final (n) | stays ≥ 99.4 from | s/epoch | gate | conclusion |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| mean final (n) | stays ≥ 99.4 from | device | s/epoch | gate | conclusion |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     count = 0
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         for step, runs in load_results(folder).items():
@@ -49,13 +56,14 @@ def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike) -> Pat
                     + ("" if step_verdict.passed or len(sm["passed"]) < len(runs)
                        else "; " + "; ".join(x.split(": ", 1)[1] for x in step_verdict.reasons)))
             final = sm["final_test"]
+            device = ", ".join(sorted({_device(r) for r in runs}))
             if final is None:
-                lines.append(f"| {folder.name} | {step} | {diff} | {sm['params']:,} | | | | | | {gate} | |")
+                lines.append(f"| {folder.name} | {step} | {diff} | {sm['params']:,} | | | | | {device} | | {gate} | |")
             else:
                 low = min(min(r.test_acc[-3:]) for r in done)
                 stable = ", ".join("never" if v is None else str(v) for v in sm["stable_from"].values())
                 lines.append(f"| {folder.name} | {step} | {diff} | {sm['params']:,} | {seeds} | {low:.2f} | "
-                             f"{final.mean:.2f} ({final.n}) | {stable} | {sm['epoch_seconds'].mean:.1f} | {gate} | "
+                             f"{final.mean:.2f} ({final.n}) | {stable} | {device} | {sm['epoch_seconds'].mean:.1f} | {gate} | "
                              f"{notes.get(folder.name, '')} |")
             count += 1
     if not count:

@@ -37,9 +37,11 @@ class Recipe:
     schedule: str = "constant"               # constant | onecycle (see harness.engine.get_lr)
     warmup_frac: float = 0.2                 # onecycle: share of the steps spent rising to the peak
     label_smoothing: float = 0.0
+    ema: float = 0.0                         # decay of an exponential moving average of the weights; 0 = off
     precision: str = "fp32"                  # fp32 | bf16 (autocast for the forward pass; weights stay fp32)
     max_degrees: float = 0.0                 # augmentation: rotation U(-d, d) per image
     max_shift: float = 0.0                   # augmentation: shift U(-s, s) of the image size per axis
+    max_scale: float = 0.0                   # augmentation: zoom U(1-s, 1+s) per image
     seeds: tuple[int, ...] = (0, 1, 2)
     expect: Expectation = Expectation()
     seed_reference: dict = field(default_factory=dict)  # the seed write-up's published figures
@@ -86,7 +88,8 @@ STEP4 = replace(
 # Fields an experiment may override from the command line (`train --set lr=0.05`); the step, its seeds and
 # its expectation are what a recipe is judged by, so they are not among them.
 TUNABLE = ("model", "model_kwargs", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
-           "weight_decay", "schedule", "warmup_frac", "label_smoothing", "max_degrees", "max_shift", "precision")
+           "weight_decay", "schedule", "warmup_frac", "label_smoothing", "ema", "max_degrees", "max_shift",
+           "max_scale", "precision")
 
 
 def _coerce(item: str, key: str, current, value):

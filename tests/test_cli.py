@@ -174,3 +174,19 @@ def test_bad_set_exits_2_before_data(assignment, message, tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_pipelines_benchmark_needs_uncompressed_files(mnist_root, tmp_path, capsys):
+    import shutil
+
+    from benchmarks.pipelines import main as pipelines_main
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (mnist_root / "MNIST" / "raw").glob("*.gz"):
+        shutil.copy(f, raw)
+    if len(list(raw.iterdir())) < 4:
+        pytest.skip("the data folder holds no .gz files to copy")
+    assert pipelines_main(["--data-root", str(tmp_path), "--batches", "1", "--rounds", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "gunzip" in err and str(raw) in err

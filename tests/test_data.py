@@ -93,3 +93,20 @@ def test_idx_round_trip(tmp_path_factory, arr, gz):
     path = tmp_path_factory.mktemp("idx") / ("a.idx.gz" if gz else "a.idx")
     write_idx(path, arr)
     assert np.array_equal(read_idx(path), arr)
+
+
+def test_zoom_is_drawn_after_the_old_draws_and_enlarges():
+    x = torch.randn(8, 1, 28, 28)
+    # Without a zoom, the rotation and shift draws (and so every earlier recipe's data) are unchanged.
+    assert torch.equal(augment(x, _gen(0), 7, 0.1, 0.0), augment(x, _gen(0), 7, 0.1))
+    # A bright square grows under a zoom of at least 1.2 (max_scale 0.5 draws zooms in [0.5, 1.5]).
+    sq = torch.full((64, 1, 28, 28), BACKGROUND)
+    sq[:, :, 10:18, 10:18] = 3.0
+    out = augment(sq, _gen(1), 0.0, 0.0, 0.5)
+    g2 = _gen(1)
+    torch.rand(64, 3, generator=g2)  # the rotation and shift draws augment() makes first
+    zoom = 1 + (torch.rand(64, generator=g2) * 2 - 1) * 0.5
+    area = (out > 1.0).flatten(1).sum(1).float()
+    big, small = zoom > 1.2, zoom < 0.8
+    assert big.any() and small.any()
+    assert (area[big] > 64).all() and (area[small] < 64).all()

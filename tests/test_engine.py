@@ -143,3 +143,56 @@ def test_bf16_precision_is_deterministic(small_mnist):
     assert metrics(a) == metrics(b) and metrics(a) != metrics(train(TINY, 0, small_mnist, gate=False))
     with pytest.raises(ValueError, match="precision 'fp16': choose fp32 or bf16"):
         train(replace(TINY, precision="fp16"), 0, small_mnist)
+
+
+def test_weight_ema_is_the_model_evaluated_and_saved(small_mnist, tmp_path):
+    from harness.engine import WeightEMA
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightEMA(net, 0.9)
+    before = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net[1].num_batches_tracked += 5
+    ema.update()  # first update: ramped decay min(0.9, 2/11)
+    d = 2 / 11
+    torch.testing.assert_close(ema.model[0].weight, d * before["0.weight"] + (1 - d) * net[0].weight)
+    assert ema.model[1].num_batches_tracked == net[1].num_batches_tracked
+    assert not any(p.requires_grad for p in ema.model.parameters())
+
+    r = train(replace(TINY, ema=0.99), 0, small_mnist, out_dir=tmp_path, gate=False)
+    assert metrics(r) == metrics(train(replace(TINY, ema=0.99), 0, small_mnist, gate=False))
+    plain = train(TINY, 0, small_mnist, gate=False)
+    # Same training trajectory (train side), another evaluated model (test side).
+    assert [e.train_loss for e in r.epochs] == [e.train_loss for e in plain.epochs]
+    assert [e.test_loss for e in r.epochs] != [e.test_loss for e in plain.epochs]
+    from harness.engine import evaluate
+    from models import create_model
+
+    saved = torch.load(tmp_path / "step4" / "seed0.pt", weights_only=False)
+    net = create_model("step4")
+    net.load_state_dict(saved["model"])
+    assert evaluate(net, small_mnist.test_x, small_mnist.test_y) == (r.epochs[-1].test_loss, r.epochs[-1].test_acc)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_cuda_run_is_deterministic_and_learns(small_mnist):
+    data = small_mnist.to("cuda")
+    recipe = replace(STEP2, epochs=3, batch_size=32, max_degrees=7.0, max_shift=0.08, max_scale=0.1, ema=0.99)
+    a, b = train(recipe, 0, data, "cuda", gate=False), train(recipe, 0, data, "cuda", gate=False)
+    assert metrics(a) == metrics(b) and a.device == "cuda"
+    assert a.epochs[-1].train_acc > 70
+
+
+@cuda
+def test_cuda_cli_smoke(mnist_root, tmp_path):
+    from harness.cli import main
+
+    args = ["train", "--step", "4", "--seeds", "0", "--device", "cuda", "--data-root", str(mnist_root),
+            "--out", str(tmp_path), "--epochs", "2", "--train-subset", "2000", "--test-subset", "500", "--quiet"]
+    assert main(args) == 0  # subset runs are smoke runs: no gate, so 0 means completed
+    d = json.loads((tmp_path / "step4" / "seed0.json").read_text())
+    assert d["device"] == "cuda" and d["status"] == "completed" and len(d["epochs"]) == 2
