@@ -15,7 +15,6 @@ import argparse
 import itertools
 import sys
 import time
-from dataclasses import replace
 from statistics import median
 
 import torch
@@ -33,16 +32,14 @@ def _step_fn(model, opt, prepare, bf16: bool):
     return step
 
 
-def make_trainer(step: int, device: torch.device, precision: str | None = None):
-    from harness.engine import _prepare, build_model, build_optimizer
-    from harness.recipes import get_recipe
+def make_trainer(step: int, device: torch.device, overrides: list[str] = ()):
+    from harness.engine import _prepare, build_model, build_optimizer, training_forward
+    from harness.recipes import get_recipe, with_overrides
 
-    recipe = get_recipe(step)
-    if precision:
-        recipe = replace(recipe, precision=precision)
+    recipe = with_overrides(get_recipe(step), list(overrides))
     model = build_model(recipe, 0, device).train()
-    return recipe, _step_fn(model, build_optimizer(recipe, model), lambda x: _prepare(model, x),
-                            recipe.precision == "bf16")
+    return recipe, _step_fn(training_forward(model, recipe), build_optimizer(recipe, model),
+                            lambda x: _prepare(model, x), recipe.precision == "bf16")
 
 
 def harness_batches(data, recipe, device, seed: int = 0):
@@ -91,13 +88,13 @@ def timed(batches, train_step, n: int, device: torch.device) -> float:
 
 
 def compare(root, step: int = 4, batches: int = 100, rounds: int = 3, device: str = "cpu",
-            precision: str | None = None) -> dict:
+            overrides: list[str] = ()) -> dict:
     from harness.data import load_mnist
 
     dev = torch.device(device)
     data = load_mnist(root, dev, download=False)
-    recipe, fast_step = make_trainer(step, dev, precision)
-    _, slow_step = make_trainer(step, dev, precision)
+    recipe, fast_step = make_trainer(step, dev, overrides)
+    _, slow_step = make_trainer(step, dev, overrides)
     fast, slow = harness_batches(data, recipe, dev), conventional_batches(root, recipe)
     timed(fast, fast_step, 20, dev)           # warm-up, untimed: allocator, oneDNN kernels, worker start-up
     timed(slow, slow_step, 20, dev)
@@ -106,7 +103,7 @@ def compare(root, step: int = 4, batches: int = 100, rounds: int = 3, device: st
         ours.append(timed(fast, fast_step, batches, dev))
         theirs.append(timed(slow, slow_step, batches, dev))
     ratios = [a / b for a, b in zip(ours, theirs)]
-    return {"step": step, "device": device, "precision": recipe.precision, "threads": torch.get_num_threads(), "batch_size": recipe.batch_size,
+    return {"step": step, "device": device, "precision": recipe.precision, "compile": recipe.compile, "threads": torch.get_num_threads(), "batch_size": recipe.batch_size,
             "batches_per_round": batches, "rounds": rounds, "harness_img_s": ours, "conventional_img_s": theirs,
             "ratio_median": median(ratios), "ratio_min": min(ratios)}
 
@@ -120,15 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=100)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="override the recipe's precision")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the step's recipe for both pipelines, as in `train --set` (precision=bf16, "
+                        "compile=true)")
     args = p.parse_args(argv)
+    from harness.recipes import get_recipe, with_overrides
+
+    try:  # a bad --step or --set is reported before any data is read
+        with_overrides(get_recipe(args.step), args.set)
+    except (KeyError, ValueError) as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
     try:
         r = compare(resolve_root(args.data_root), args.step, args.batches, args.rounds, args.device,
-                    args.precision)
+                    args.set)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"step {r['step']} model, batch {r['batch_size']}, {r['device']} {r['precision']}, {r['threads']} threads, "
+    print(f"step {r['step']} model, batch {r['batch_size']}, {r['device']} {r['precision']}{' compiled' if r['compile'] else ''}, {r['threads']} threads, "
           f"{r['rounds']} alternating rounds of {r['batches_per_round']} batches")
     print(f"harness pipeline      : {median(r['harness_img_s']):8,.0f} img/s (median; rounds "
           f"{', '.join(f'{v:,.0f}' for v in r['harness_img_s'])})")

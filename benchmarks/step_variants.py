@@ -21,6 +21,7 @@ VARIANTS = {
     "fp32": dict(channels_last=False, bf16=False, kwargs={}),
     "fp32 channels_last": dict(channels_last=True, bf16=False, kwargs={}),
     "bf16 autocast": dict(channels_last=False, bf16=True, kwargs={}),
+    "bf16 channels_last": dict(channels_last=True, bf16=True, kwargs={}),
     "fp32 no dropout": dict(channels_last=False, bf16=False, kwargs={"dropout": 0.0}),
 }
 

@@ -153,6 +153,12 @@ class WeightEMA:
         self.updates = state["updates"]
 
 
+def training_forward(model: torch.nn.Module, recipe: Recipe):
+    """The module the training loop calls: the model itself, or its torch.compile'd twin sharing its weights.
+    Static shapes: the short last batch compiles once more instead of making every batch dynamic."""
+    return torch.compile(model, dynamic=False) if recipe.compile else model
+
+
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
@@ -229,6 +235,7 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
 
     model = build_model(recipe, seed, device)
     opt = build_optimizer(recipe, model)
+    forward = training_forward(model, recipe)
     ema = WeightEMA(model, recipe.ema) if recipe.ema > 0 else None
     final = ema.model if ema is not None else model  # what is evaluated and saved
     history: list[EpochStats] = []
@@ -300,7 +307,7 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
                 for group in opt.param_groups:
                     group["lr"] = lr
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
-                    out = model(_prepare(model, x))
+                    out = forward(_prepare(model, x))
                 loss = F.cross_entropy(out.float(), y, label_smoothing=recipe.label_smoothing)
                 losses[b] = loss.detach()
                 if (b + 1) % check_every == 0 or b == batches - 1:

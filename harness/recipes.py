@@ -39,6 +39,7 @@ class Recipe:
     label_smoothing: float = 0.0
     ema: float = 0.0                         # decay of an exponential moving average of the weights; 0 = off
     precision: str = "fp32"                  # fp32 | bf16 (autocast for the forward pass; weights stay fp32)
+    compile: bool = False                    # torch.compile the training forward (same math, fused kernels)
     max_degrees: float = 0.0                 # augmentation: rotation U(-d, d) per image
     max_shift: float = 0.0                   # augmentation: shift U(-s, s) of the image size per axis
     max_scale: float = 0.0                   # augmentation: zoom U(1-s, 1+s) per image
@@ -89,7 +90,7 @@ STEP4 = replace(
 # its expectation are what a recipe is judged by, so they are not among them.
 TUNABLE = ("model", "model_kwargs", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
            "weight_decay", "schedule", "warmup_frac", "label_smoothing", "ema", "max_degrees", "max_shift",
-           "max_scale", "precision")
+           "max_scale", "precision", "compile")
 
 
 def _coerce(item: str, key: str, current, value):
