@@ -4,6 +4,7 @@
 
 The evidence behind the layout and dropout choices in models/nets.py: variants are timed in alternating
 rounds after an untimed warm-up, on random data (only the network is timed), batch 128; the claim is the ratio.
+The last line times the harness's data path for a batch (indexing and augmentation) without the network.
 """
 from __future__ import annotations
 
@@ -56,6 +57,18 @@ def step_ms(model_name: str, variant: dict, steps: int, rounds: int) -> list[flo
     return times
 
 
+def data_ms(steps: int) -> list[float]:
+    """The harness's data path for one batch alone: index a resident tensor, augment (step 4's ranges)."""
+    from harness.data import augment
+
+    data, gen = torch.randn(60_000, 1, 28, 28), torch.Generator().manual_seed(0)
+    perm = torch.randperm(60_000, generator=gen)
+    t = time.perf_counter()
+    for i in range(steps):
+        augment(data[perm[i * 128:(i + 1) * 128]], gen, 7.0, 0.08)
+    return [(time.perf_counter() - t) / steps * 1e3]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.step_variants", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="step4")
@@ -66,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):  # alternate variants so machine noise hits all of them
         for name, v in VARIANTS.items():
             results[name] += step_ms(args.model, v, args.steps, 1)
+        results.setdefault("data path only", []).extend(data_ms(args.steps))
     base = median(results["fp32"])
     print(f"{args.model}, batch 128, {torch.get_num_threads()} threads, {args.rounds} alternating rounds "
           f"of {args.steps} steps (median ms per training step)")

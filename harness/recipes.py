@@ -39,7 +39,8 @@ class Recipe:
     label_smoothing: float = 0.0
     ema: float = 0.0                         # decay of an exponential moving average of the weights; 0 = off
     precision: str = "fp32"                  # fp32 | bf16 (autocast for the forward pass; weights stay fp32)
-    compile: bool = False                    # torch.compile the training forward (same math, fused kernels)
+    compile: bool = False                    # torch.compile the training forward: fused kernels; dropout
+                                             # masks then come from inductor's generator, not eager's
     max_degrees: float = 0.0                 # augmentation: rotation U(-d, d) per image
     max_shift: float = 0.0                   # augmentation: shift U(-s, s) of the image size per axis
     max_scale: float = 0.0                   # augmentation: zoom U(1-s, 1+s) per image
