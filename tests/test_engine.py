@@ -208,3 +208,25 @@ def test_compiled_forward_trains_like_eager(small_mnist):
     assert a.recipe["compile"] is True
     assert math.isclose(a.epochs[0].train_loss, b.epochs[0].train_loss, rel_tol=1e-3)
     assert math.isclose(a.epochs[0].test_loss, b.epochs[0].test_loss, rel_tol=1e-2)
+
+
+def test_resume_restores_the_weight_ema(small_mnist, tmp_path, monkeypatch):
+    import harness.engine as engine
+
+    recipe = replace(TINY, ema=0.99)
+    ref = train(recipe, 0, small_mnist, gate=False)
+    real, calls = engine.evaluate, []
+
+    def evaluate_then_interrupt(*args, **kwargs):  # Ctrl-C during epoch 2's evaluation
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", evaluate_then_interrupt)
+    with pytest.raises(engine.Interrupted):
+        train(recipe, 0, small_mnist, out_dir=tmp_path, gate=False)
+    assert "ema" in torch.load(tmp_path / "step4" / "seed0.ckpt", weights_only=False)
+    monkeypatch.setattr(engine, "evaluate", real)
+    resumed = train(recipe, 0, small_mnist, out_dir=tmp_path, resume=True, gate=False)
+    assert metrics(resumed) == metrics(ref)
