@@ -59,6 +59,7 @@ class PlainNet(nn.Module):
 class GapConfig:
     block1: tuple[int, ...] = (12, 12)       # 3x3 convs at 26 and 24 pixels
     transition: int = 12                     # 1x1 conv, then max-pool 24 -> 12
+    pooled: tuple[int, ...] = ()             # padded 3x3 convs at 12 pixels, after the pool (none in steps 2-6)
     block2: tuple[int, ...] = (14, 14, 14)   # 3x3 convs at 10, 8 and 6 pixels
     head: int = 16                           # padded 3x3 conv at 6 pixels, then GAP and 1x1 to classes
     dropout: float = 0.0
@@ -94,6 +95,9 @@ class GapNet(nn.Module):
             cin = c
         layers += _cbr(cin, cfg.transition, 1, 0.0) + [nn.MaxPool2d(2)]
         cin = cfg.transition
+        for c in cfg.pooled:
+            layers += _cbr(cin, c, 3, d, padding=1)
+            cin = c
         for c in cfg.block2:
             layers += _cbr(cin, c, 3, d)
             cin = c

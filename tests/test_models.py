@@ -48,3 +48,13 @@ def test_dropout_is_an_argument():
     assert create_model("step2").cfg.dropout == 0.0
     assert create_model("step3").cfg.dropout > 0
     assert create_model("step2", dropout=0.1).cfg.dropout == 0.1
+
+
+def test_pooled_convs_run_at_12_pixels_and_leave_other_nets_alone():
+    plain = create_model("step2")
+    net = create_model("step2", pooled=[12])
+    # One padded 3x3 conv (12 -> 12) and its BatchNorm: the grid stays 12x12, so nothing after it changes shape.
+    assert count_params(net) - count_params(plain) == 12 * 12 * 9 + 2 * 12
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    # Without it, the state-dict keys are the ones every saved checkpoint has.
+    assert list(create_model("step2", pooled=[]).state_dict()) == list(plain.state_dict())
