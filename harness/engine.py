@@ -6,6 +6,7 @@ uninterrupted one would have done.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import platform
@@ -127,8 +128,6 @@ class WeightEMA:
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
-        import copy
-
         self.decay, self.updates = decay, 0
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
