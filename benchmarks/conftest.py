@@ -24,9 +24,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 
 @pytest.fixture(scope="session")
-def mnist_cuda(mnist_root):
+def mnist_cuda(mnist):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
-    from harness.data import load_mnist
-
-    return load_mnist(mnist_root, "cuda", download=False)
+    return mnist.to("cuda")  # the tensors already read and checked, not the files again

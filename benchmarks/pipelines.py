@@ -74,16 +74,16 @@ def conventional_batches(root, recipe, workers: int = 2):
 
 def timed(batches, train_step, n: int, device: torch.device) -> float:
     """Images per second over ``n`` training steps, data preparation included."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    from harness.engine import sync
+
+    sync(device)
     t0, seen = time.perf_counter(), 0
     for _ in range(n):
         x, y = next(batches)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         train_step(x, y)
         seen += len(y)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     return seen / (time.perf_counter() - t0)
 
 

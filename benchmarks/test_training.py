@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from benchmarks.pipelines import compare, conventional_batches, harness_batches, make_trainer
+from harness.engine import sync
 from harness.recipes import RECIPES
 
 
@@ -16,8 +17,7 @@ def _bench_train(benchmark, step, device, pipeline_batches, pipeline):
     def one():
         x, y = next(batches)
         train_step(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
 
     for _ in range(20):  # untimed warm-up: kernels chosen, allocator and workers settled
         one()

@@ -133,15 +133,16 @@ class WeightEMA:
         for p in self.model.parameters():
             p.requires_grad_(False)
         pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
-        self._float = [(a, b) for a, b in pairs if a.is_floating_point()]
-        self._other = [(a, b) for a, b in pairs if not a.is_floating_point()]
+        self._avg = [a for a, b in pairs if a.is_floating_point()]
+        self._src = [b for a, b in pairs if a.is_floating_point()]
+        self._counters = [(a, b) for a, b in pairs if not a.is_floating_point()]  # num_batches_tracked
 
     @torch.no_grad()
     def update(self) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_([a for a, _ in self._float], [b for _, b in self._float], 1 - d)
-        for a, b in self._other:
+        torch._foreach_lerp_(self._avg, self._src, 1 - d)
+        for a, b in self._counters:
             a.copy_(b)
 
     def state_dict(self) -> dict:
@@ -185,7 +186,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return loss.item() / len(x), 100.0 * correct.item() / len(x)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer read next measures it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -296,8 +298,9 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
             # On CUDA a per-batch finiteness check would sync every step; checking every 32 batches still
             # names the exact batch, from the stored losses.
             check_every = 1 if device.type == "cpu" else 32
+            checked = 0  # losses[:checked] are known finite
             model.train()
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             bar = _bar(progress, batches, f"step {recipe.step} seed {seed} epoch {epoch}/{n_epochs}")
             for b in range(batches):
@@ -310,12 +313,13 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
                 loss = F.cross_entropy(out.float(), y, label_smoothing=recipe.label_smoothing)
                 losses[b] = loss.detach()
                 if (b + 1) % check_every == 0 or b == batches - 1:
-                    bad = ~torch.isfinite(losses[:b + 1])
+                    bad = ~torch.isfinite(losses[checked:b + 1])
                     if bad.any():
-                        first = int(bad.nonzero()[0])
+                        first = checked + int(bad.nonzero()[0])
                         diverged_at = {"epoch": epoch, "batch": first + 1, "loss": str(losses[first].item())}
                         bar.close()
                         return finish("diverged")
+                    checked = b + 1
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -324,7 +328,7 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
                 correct += (out.argmax(1) == y).sum()
                 seen += len(y)
                 bar.update(1)
-            _sync(device)
+            sync(device)
             train_seconds = time.perf_counter() - t0
             bar.close()
             train_loss = (losses * _batch_sizes(n_train, recipe.batch_size, batches, device)).sum().item() / seen
