@@ -101,6 +101,21 @@ def _fmt(sp: Spread | None, digits: int = 2) -> str:
     return "n/a" if sp is None else f"{sp.mean:.{digits}f} | {sp.min:.{digits}f} | {sp.max:.{digits}f} | {sp.std:.{digits}f}"
 
 
+def _augmentation(r: Recipe) -> str:
+    parts = ([f"rotation ±{r.max_degrees}°"] if r.max_degrees else []) \
+        + ([f"shift ±{r.max_shift * 28:.1f} px"] if r.max_shift else []) \
+        + ([f"zoom ×{1 - r.max_scale:g}-{1 + r.max_scale:g}"] if r.max_scale else [])
+    return ", ".join(parts) or "none"
+
+
+def _options(r: Recipe) -> str:
+    """The recipe's other settings where they differ from the defaults (EMA, precision, ...)."""
+    changed = [f"{k} {getattr(r, k)}" for k in ("nesterov", "weight_decay", "label_smoothing", "ema", "precision",
+                                                 "compile")
+               if getattr(r, k) != Recipe.__dataclass_fields__[k].default]
+    return f"; {', '.join(changed)}" if changed else ""
+
+
 def _step_section(s: dict) -> list[str]:
     r: Recipe = s["recipe"]
     e = r.expect
@@ -122,9 +137,7 @@ def _step_section(s: dict) -> list[str]:
         f"**Target.** {'; '.join(target)}; for each of seeds {list(r.seeds)}, in {r.epochs} epochs.",
         f"Recipe: model `{r.model}`{f' {r.model_kwargs}' if r.model_kwargs else ''}, batch {r.batch_size}, "
         f"{r.optimizer} lr {r.lr} "
-        f"momentum {r.momentum}, schedule {sched}, augmentation "
-        + (f"rotation ±{r.max_degrees}°, shift ±{r.max_shift * 28:.1f} px" if r.max_degrees or r.max_shift
-           else "none") + ".",
+        f"momentum {r.momentum}, schedule {sched}, augmentation {_augmentation(r)}{_options(r)}.",
         "",
         f"**Result** (seeds {s['seeds']}, {s['epochs']} epochs; mean | min | max | std over seeds):",
         "",
