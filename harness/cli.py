@@ -1,16 +1,20 @@
-"""Command line: ``python -m harness {train,models} ...``; ``main(argv)`` returns the exit code.
+"""Command line: ``python -m harness {train,models,export,evaluate,report,compare,log} ...``;
+``main(argv)`` returns the exit code, and each code means one thing:
 
-Exit codes: 0 every gate passed, 1 a gate failed (or a run diverged), 2 bad usage or bad data,
-130 interrupted (Ctrl-C) with the partial results written.
+0 pass; 1 a gate failed, a run diverged, or ``compare`` found a regression; 2 bad usage or bad data (one line
+naming the argument or file and the fix); 3 an internal error (one line, and the path of the saved
+traceback); 130 interrupted by Ctrl-C, 143 by SIGTERM (what was trained is written, and the resume command
+printed). A crash is never 1, so CI never reads a crash as a regression.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import shlex
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
+SEED_LIMIT = 2 ** 32  # torch's CPU generator keeps 32 bits of a seed: 2**32 would replay seed 0
 
 
 class UsageError(Exception):
@@ -32,6 +36,45 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _seed(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"seed {value} is outside [0, 2**32): larger seeds would alias "
+                                         "smaller ones; choose a seed in 0-4294967295")
+    return value
+
+
+def _seeds(text: str) -> list[int]:
+    """``7`` or a range ``0-31`` (both ends included)."""
+    lo, sep, hi = text.partition("-")
+    if not sep or not lo:
+        return [_seed(text)]
+    a, b = _seed(lo), _seed(hi)
+    if b < a:
+        raise argparse.ArgumentTypeError(f"seed range {text}: the end is below the start")
+    return list(range(a, b + 1))
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number >= 0")
+    return value
 
 
 def _step(text: str) -> int:
@@ -66,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a step's recipe under fixed seeds and check its gate")
     t.add_argument("--step", type=_step, nargs="+", required=True,
                    help="which steps' recipes, run in order (e.g. --step 1 2 3 4)")
-    t.add_argument("--seeds", type=_int, nargs="+", help="seeds to run (default: the recipe's seeds)")
+    t.add_argument("--seeds", type=_seeds, nargs="+",
+                   help="seeds to run, in [0, 2**32): numbers or ranges, e.g. 0-31 40 (default: the recipe's)")
     t.add_argument("--epochs", type=_positive_int, help="override the recipe's epochs (gates assume its own)")
     t.add_argument("--batch-size", type=_positive_int, help="override the recipe's batch size")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -107,8 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare two results folders; exit 1 on a regression")
     c.add_argument("baseline", help="results folder of the reference run (e.g. reports/baseline)")
     c.add_argument("new", help="results folder of the run under test")
-    c.add_argument("--max-acc-drop", type=float, default=0.10, help="points of last-3 mean accuracy (0.10)")
-    c.add_argument("--max-throughput-drop", type=float, default=0.10, help="fraction of throughput (0.10)")
+    c.add_argument("--alpha", type=_fraction, default=0.01,
+                   help="significance of the one-sided Welch t-test, used with >= 5 seeds a side (0.01)")
+    c.add_argument("--min-effect", type=_non_negative, default=0.05,
+                   help="smallest drop of the mean last-3 accuracy, in points, that counts as a regression (0.05)")
+    c.add_argument("--max-acc-drop", type=_non_negative, default=0.10,
+                   help="fewer than 5 seeds a side: points of mean last-3 accuracy that may be lost (0.10)")
+    c.add_argument("--max-throughput-drop", type=_fraction, default=0.10, help="fraction of throughput (0.10)")
     c.add_argument("--steps", type=_step, nargs="+", help="compare only these steps (default: all found)")
     return p
 
@@ -124,99 +173,116 @@ def cmd_models(args) -> int:
 def cmd_train(args) -> int:
     from harness.data import load_mnist
     from harness.engine import resolve_device
+    from harness.runner import sigterm_as_interrupt
 
     try:
         device = resolve_device(args.device)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    recipes = [_recipe(args, step) for step in args.step]  # bad --set or model: fail before loading data
+    recipes = [_recipe(args, step) for step in args.step]  # every bad value fails here, before the data
     data = load_mnist(args.data_root, device)  # validated once, before any training starts
     if args.train_subset or args.test_subset:
         data = data.subset(args.train_subset or len(data.train_x), args.test_subset or len(data.test_x))
     codes = []
-    for recipe in recipes:
-        code = _train_step(args, recipe, data, device)
-        if code == EXIT_INTERRUPTED:
-            return code
-        codes.append(code)
+    with sigterm_as_interrupt():
+        for recipe in recipes:
+            codes.append(_train_step(args, recipe, data, device))
     if len(codes) > 1:
         failed = [s for s, c in zip(args.step, codes) if c != EXIT_OK]
-        smoke = args.dry_run or bool(args.train_subset) or bool(args.test_subset)
-        ok = "all smoke runs OK (gates not checked)" if smoke else "all gates PASS"
+        ok = "all smoke runs OK (gates not checked)" if _smoke(args) else "all gates PASS"
         print(f"steps {args.step}: " + (f"FAIL (steps {failed})" if failed else ok))
     return max(codes)
 
 
+def _smoke(args) -> bool:
+    return bool(args.dry_run or args.train_subset or args.test_subset)
+
+
 def _recipe(args, step: int):
-    from dataclasses import replace
+    from harness.recipes import get_recipe, validate, with_overrides
 
-    from harness.engine import check_precision
-    from harness.recipes import get_recipe, with_overrides
-    from models import create_model
-
-    recipe = get_recipe(step)
+    sets = list(args.set)
+    # The flags are shorthands for --set, so every value goes through the one validation below.
+    if args.epochs:
+        sets.append(f"epochs={args.epochs}")
+    if args.dry_run:
+        sets.append("epochs=1")
     if args.batch_size:
-        recipe = replace(recipe, batch_size=args.batch_size)
+        sets.append(f"batch_size={args.batch_size}")
     try:
-        recipe = with_overrides(recipe, args.set)
-        create_model(recipe.model, **recipe.model_kwargs)  # a bad --set model or model_kwargs fails here
-        check_precision(recipe)
+        return validate(with_overrides(get_recipe(step), sets))
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
-    except KeyError as e:
-        raise UsageError(e.args[0]) from None
-    return recipe
 
 
 def _train_step(args, recipe, data, device) -> int:
     import torch
 
-    from harness.engine import Interrupted, train
-    from harness.gates import Verdict, check_seeds
-    from harness.stats import Spread
+    from harness.runner import RunInterrupted, run_step
+    from harness.stats import SeedStats
 
-    seeds = tuple(args.seeds) if args.seeds else recipe.seeds
-    smoke = args.dry_run or bool(args.train_subset) or bool(args.test_subset)
-    epochs = 1 if args.dry_run else args.epochs
-    runs = {}
-    print(f"step {recipe.step}: {recipe.name} | model {recipe.model} | seeds {list(seeds)} | "
+    seeds = _seed_list(args.seeds) if args.seeds else list(recipe.seeds)
+    smoke = _smoke(args)
+    print(f"step {recipe.step}: {recipe.name} | model {recipe.model} | seeds {_seed_text(seeds)} | "
           f"device {device.type} | threads {torch.get_num_threads()}", flush=True)
-    for seed in seeds:
-        try:
-            r = train(recipe, seed, data, device, out_dir=args.out, epochs=epochs, resume=args.resume,
-                      max_batches=3 if args.dry_run else None, eval_limit=500 if args.dry_run else None,
-                      progress=not args.quiet, gate=not smoke)
-        except Interrupted as e:
-            done = len(e.result.epochs)
-            print(f"\ninterrupted: step {recipe.step} seed {seed} after {done} complete epoch(s); "
-                  f"partial results in {e.path}. Resume with: python -m harness train --step {recipe.step} "
-                  f"--seeds {' '.join(map(str, seeds))} --out {args.out} --resume"
-                  + (f" --epochs {args.epochs}" if args.epochs else ""), file=sys.stderr)
-            return EXIT_INTERRUPTED
-        runs[seed] = r
+
+    def on_run(r) -> None:
         if not args.quiet:
             for e in r.epochs:
-                print(f"  seed {seed} epoch {e.epoch:2d}  train {e.train_loss:.4f} {e.train_acc:6.2f}%  "
+                print(f"  seed {r.seed} epoch {e.epoch:2d}  train {e.train_loss:.4f} {e.train_acc:6.2f}%  "
                       f"test {e.test_loss:.4f} {e.test_acc:6.2f}%  lr {e.lr:.5f}  {e.seconds:5.1f}s "
                       f"({e.images_per_second:,.0f} img/s)")
         last = r.epochs[-1].test_acc if r.epochs else float("nan")
         mark = ("smoke" if smoke else "PASS") if r.gate["passed"] else "FAIL"
         extra = f" diverged at {r.diverged_at}" if r.diverged_at else ""
-        print(f"seed {seed}: {r.status}{extra}, {r.params:,} params, final test {last:.2f}%, "
+        print(f"seed {r.seed}: {r.status}{extra}, {r.params:,} params, final test {last:.2f}%, "
               f"{r.wall_seconds:.0f}s -> {mark}", flush=True)
-    verdicts = {s: Verdict(**r.gate) for s, r in runs.items()}
-    finals = {s: r.epochs[-1].test_acc for s, r in runs.items() if r.epochs}
-    step_verdict = (Verdict(all(v.passed for v in verdicts.values()), []) if smoke else
-                    check_seeds(recipe.expect, recipe.step, finals, verdicts, recipe.seeds))
+
+    try:
+        runs, verdict = run_step(recipe, seeds, data, device, args.out, resume=args.resume, smoke=smoke,
+                                 max_batches=3 if args.dry_run else None, eval_limit=500 if args.dry_run else None,
+                                 progress=not args.quiet, on_run=on_run)
+    except RunInterrupted as e:
+        done = len(e.result.epochs)
+        where = (f"the completed result already in {args.out} is kept; this rerun's checkpoint is {e.path}"
+                 if e.kept_completed else f"partial results in {e.path}")
+        print(f"\ninterrupted ({e.signal_name}): step {recipe.step} seed {e.result.seed} after {done} complete "
+              f"epoch(s); {where}. Resume with: {resume_command(args._argv)}", file=sys.stderr)
+        return EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED
+    finals = [r.epochs[-1].test_acc for r in runs if r.epochs]
     if finals:
-        print(f"step {recipe.step}: final test accuracy over seeds {sorted(finals)}: "
-              f"{Spread.of(finals.values()).fmt()}")
-    for reason in step_verdict.reasons:
+        print(f"step {recipe.step}: final test accuracy over seeds {_seed_text([r.seed for r in runs if r.epochs])}: "
+              f"{SeedStats.of(finals).fmt()}")
+    for reason in verdict.reasons:
         print(f"GATE FAILED: {reason}", file=sys.stderr)
-    verdict = ("SMOKE OK (gate not checked)" if step_verdict.passed else "SMOKE FAILED") if smoke \
-        else ("PASS" if step_verdict.passed else "FAIL")
-    print(f"step {recipe.step}: {verdict}", flush=True)
-    return EXIT_OK if step_verdict.passed else EXIT_GATE
+    print(f"step {recipe.step}: {verdict.word}" + ("" if smoke else f" ({verdict_rate(runs, verdict)})"),
+          flush=True)
+    return EXIT_OK if verdict.passed else EXIT_GATE
+
+
+def verdict_rate(runs, verdict) -> str:
+    from harness.stats import Rate
+
+    return Rate.of(len(runs) - len(verdict.failed_seeds), len(runs)).fmt() + " pass their own checks"
+
+
+def _seed_list(groups: list[list[int]]) -> list[int]:
+    seen: dict[int, None] = {}
+    for g in groups:
+        for s in g:
+            seen.setdefault(s, None)
+    return list(seen)
+
+
+def _seed_text(seeds: list[int]) -> str:
+    if len(seeds) > 3 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return str(seeds)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that was run, shell-quoted, plus --resume: the same run, continued."""
+    return shlex.join(["python", "-m", "harness", *argv, *([] if "--resume" in argv else ["--resume"])])
 
 
 def cmd_export(args) -> int:
@@ -225,8 +291,12 @@ def cmd_export(args) -> int:
     if not args.out.endswith(".onnx"):
         raise UsageError(f"--out {args.out}: give a path ending in .onnx")
     model, recipe, seed = load_checkpoint(args.checkpoint, args.step)
-    path = export_onnx(model, args.out, metadata={"step": str(recipe.step), "seed": str(seed),
-                                                    "model": recipe.model})
+    try:
+        path = export_onnx(model, args.out, metadata={"step": str(recipe.step), "seed": str(seed),
+                                                        "model": recipe.model})
+    except OSError as e:
+        raise UsageError(f"--out {args.out}: cannot write the ONNX file ({e.strerror}); nothing was written "
+                         "there; choose another --out") from None
     print(f"wrote {path} (step {recipe.step}, seed {seed}, opset {opset_of(path)}, dynamic batch); "
           "onnx.checker passed")
     return EXIT_OK
@@ -236,9 +306,10 @@ def cmd_evaluate(args) -> int:
     import numpy as np
 
     from harness.data import load_mnist
-    from harness.export import onnx_logits, onnx_session
+    from harness.export import check_input, onnx_logits, onnx_session
 
     session = onnx_session(args.onnx, args.threads)
+    check_input(session, args.onnx)
     data = load_mnist(args.data_root, "cpu")
     pred = onnx_logits(session, data.test_x).argmax(1)
     acc = 100.0 * float(np.mean(pred == data.test_y.numpy()))
@@ -255,11 +326,8 @@ def cmd_report(args) -> int:
             raise UsageError(f"{p}: no such file or folder")
     try:
         path = build_report(args.results, args.out, args.bench)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:  # ResultsError is a ValueError naming the file
         raise UsageError(str(e)) from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{args.results}: a results file cannot be read ({e}); regenerate it with "
-                         "python -m harness train") from None
     print(f"wrote {path}")
     return EXIT_OK
 
@@ -271,26 +339,26 @@ def cmd_log(args) -> int:
         raise UsageError(f"{args.experiments}: no such folder")
     try:
         path = build_log(args.experiments, args.out)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"--out {args.out}: cannot write ({e.strerror}); choose another --out") from None
     print(f"wrote {path}")
     return EXIT_OK
 
 
 def cmd_compare(args) -> int:
-    from harness.compare import compare
+    from harness.compare import Thresholds, compare
 
     for p in (args.baseline, args.new):
         if not Path(p).is_dir():
             raise UsageError(f"{p}: no such results folder")
     try:
-        lines, regressions = compare(args.baseline, args.new, args.max_acc_drop, args.max_throughput_drop,
-                                     args.steps)
-    except FileNotFoundError as e:
+        lines, regressions = compare(args.baseline, args.new, Thresholds(
+            alpha=args.alpha, min_effect=args.min_effect, max_acc_drop=args.max_acc_drop,
+            max_throughput_drop=args.max_throughput_drop), args.steps)
+    except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"a results file cannot be read ({e}); regenerate it with python -m harness train") \
-            from None
     print("\n".join(lines))
     for reg in regressions:
         print(f"REGRESSION: {reg}", file=sys.stderr)
@@ -305,20 +373,42 @@ COMMANDS = {"train": cmd_train, "models": cmd_models, "export": cmd_export, "eva
 def main(argv: list[str] | None = None) -> int:
     from harness.data import DataError
     from harness.export import ExportError
+    from harness.results import ResultsError
+    from harness.runner import RunnerError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse has printed usage and the error
         return int(e.code or 0)
+    args._argv = argv
     try:
         return COMMANDS[args.command](args)
-    except UsageError as e:
+    except (UsageError, DataError, ExportError, RunnerError, ResultsError) as e:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (DataError, ExportError) as e:
-        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("\ninterrupted before training started; nothing written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:  # before or between runs: nothing half-written
+        from harness.runner import Terminated
+
+        print("\ninterrupted; no result was being written", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
+    except Exception as e:  # a bug, not a verdict: exit 3, one line, the traceback kept in a file
+        return _internal_error(parser.prog, args.command, e)
+
+
+def _internal_error(prog: str, command: str, error: Exception) -> int:
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(error))
+    try:
+        fd, path = tempfile.mkstemp(prefix="tinymnist-crash-", suffix=".txt")
+        with open(fd, "w") as f:
+            f.write(text)
+        where = f"traceback saved to {path}"
+    except OSError:
+        where = "the traceback could not be saved"
+    print(f"{prog} {command}: internal error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+          f" ({where}); please report it", file=sys.stderr)
+    return EXIT_INTERNAL

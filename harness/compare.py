@@ -1,22 +1,40 @@
 """``python -m harness compare BASELINE_DIR NEW_DIR``: flag accuracy, gate and throughput regressions.
 
-A regression (exit 1) is any of:
-- a step's mean over seeds of the last-3-epoch mean test accuracy drops by more than 0.10 points;
-- any seed of a gated step fails its gate in NEW;
-- a throughput figure drops by more than 10%: training images/s per step from the results, and every
-  benchmark in ``*.json`` pytest-benchmark files found in the two folders. Throughput is only compared
-  between runs on the same device name and thread count; otherwise the row says why it was skipped.
+Accuracy, per step, on the seeds' last-3-epoch mean test accuracy:
+- with at least 5 seeds on both sides, a one-sided Welch t-test: a regression when p < alpha (0.01) **and** the
+  mean drops by at least the minimum effect (0.05 points), so that neither noise nor a trivial drop fails CI;
+- with fewer, the old fixed rule: a regression when the mean drops by more than 0.10 points.
+Each row says which rule judged it, with p where it can be computed.
+
+Always a regression, whatever the statistics say: NEW's step fails its gate (``harness.verdict.judge``: a run
+not completed or short of epochs, a non-finite figure, a failing seed or mean); a baseline seed missing from
+NEW (when NEW reuses the baseline's seeds; a disjoint, fresh sample of seeds must be at least as large); a step
+missing from NEW. A recipe that differs from the baseline's gets its own row naming the changed fields.
+
+Throughput: a drop of more than 10% in training images/s per step, or in any benchmark of the pytest-benchmark
+``*.json`` files in the two folders, compared only between runs on the same machine.
 """
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness.report import load_benchmarks, machine_name, step_summary
+from harness.report import load_benchmarks, machine_name
 from harness.results import load_results
+from harness.stats import welch_drop_p
+from harness.summary import StepSummary, summarize
 
-MAX_ACC_DROP = 0.10
-MAX_THROUGHPUT_DROP = 0.10
+MIN_SEEDS_FOR_TEST = 5  # a t-test on fewer seeds a side has too little power to be worth its name
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    alpha: float = 0.01               # one-sided Welch t-test, >= MIN_SEEDS_FOR_TEST seeds a side
+    min_effect: float = 0.05          # points of mean last-3 accuracy: smaller drops are never regressions
+    max_acc_drop: float = 0.10        # points: the fixed rule, for fewer seeds
+    max_throughput_drop: float = 0.10  # fraction
 
 
 def _bench_throughput(folder: Path) -> tuple[dict[str, float], str]:
@@ -28,9 +46,36 @@ def _bench_throughput(folder: Path) -> tuple[dict[str, float], str]:
     return figures, machine_name(machine)
 
 
-def compare(baseline: str | os.PathLike, new: str | os.PathLike, max_acc_drop: float = MAX_ACC_DROP,
-            max_throughput_drop: float = MAX_THROUGHPUT_DROP, steps: list[int] | None = None
-            ) -> tuple[list[str], list[str]]:
+@dataclass(frozen=True)
+class AccuracyCheck:
+    rule: str          # what judged it, for the row
+    drop: float        # baseline mean minus NEW mean, in points (positive = worse)
+    p: float           # one-sided Welch p-value; nan where it cannot be computed
+    regression: bool
+
+
+def accuracy_check(old: StepSummary, new: StepSummary, t: Thresholds) -> AccuracyCheck | None:
+    """The accuracy judgement of one step; None when either side has no finished run."""
+    a, b = list(old.last_k_by_seed.values()), list(new.last_k_by_seed.values())
+    if not a or not b:
+        return None
+    drop = sum(a) / len(a) - sum(b) / len(b)
+    p = welch_drop_p(b, a) if len(a) >= 2 and len(b) >= 2 else math.nan
+    if len(a) >= MIN_SEEDS_FOR_TEST and len(b) >= MIN_SEEDS_FOR_TEST:
+        rule = f"Welch t-test, p {_p(p)} (alpha {t.alpha:g}), min effect {t.min_effect:.2f}"
+        bad = p < t.alpha and drop >= t.min_effect
+    else:
+        rule = f"fixed rule: drop <= {t.max_acc_drop:.2f} (n < {MIN_SEEDS_FOR_TEST}; p {_p(p)} for reference)"
+        bad = drop > t.max_acc_drop
+    return AccuracyCheck(rule, drop, p, bad or not math.isfinite(drop))
+
+
+def _p(p: float) -> str:
+    return "n/a" if math.isnan(p) else f"{p:.2g}"
+
+
+def compare(baseline: str | os.PathLike, new: str | os.PathLike, t: Thresholds = Thresholds(),
+            steps: list[int] | None = None) -> tuple[list[str], list[str]]:
     """The printed table's lines and the regressions found (empty when nothing regressed)."""
     old_r, new_r = load_results(baseline), load_results(new)
     if steps:
@@ -40,48 +85,58 @@ def compare(baseline: str | os.PathLike, new: str | os.PathLike, max_acc_drop: f
         raise FileNotFoundError(f"{baseline}: no step*/seed*.json results to compare against")
     if not new_r:
         raise FileNotFoundError(f"{new}: no step*/seed*.json results to compare")
-    lines = ["| step | figure | baseline | new | difference | verdict |", "|---|---|---|---|---|---|"]
+    lines = ["| step | figure | baseline | new | difference | rule | verdict |", "|---|---|---|---|---|---|---|"]
     regressions: list[str] = []
 
-    def row(step, figure, old, new, diff, bad, note=""):
+    def row(step, figure, old, new, diff, bad, rule="", note=""):
         verdict = "REGRESSION" if bad else (note or "ok")
-        lines.append(f"| {step} | {figure} | {old} | {new} | {diff} | {verdict} |")
+        lines.append(f"| {step} | {figure} | {old} | {new} | {diff} | {rule} | {verdict} |")
 
     for step in sorted(set(old_r) | set(new_r)):
         if step not in new_r:
             row(step, "runs", f"{len(old_r[step])} seeds", "missing", "", True)
             regressions.append(f"step {step}: no results in {new}")
             continue
-        n = step_summary(new_r[step])
-        failed = [r.seed for r in new_r[step] if not r.gate["passed"]]
-        row(step, "seeds passing gate", "", f"{len(n['passed'])}/{len(n['seeds'])}", "", bool(failed))
-        if failed:
-            regressions.append(f"step {step}: seeds {failed} fail the gate: " + "; ".join(n["reasons"]))
+        old_seeds = sorted(r.seed for r in old_r.get(step, []))
+        new_seeds = {r.seed for r in new_r[step]}
+        # NEW reusing the baseline's seeds must hold all of them; a fresh sample must be as large.
+        required = old_seeds if new_seeds & set(old_seeds) else []
+        n = summarize(new_r[step], required)
+        gate_reasons = list(n.verdict.reasons)
+        if old_seeds and not required and len(new_seeds) < len(old_seeds):
+            gate_reasons.append(f"step {step}: {len(new_seeds)} fresh seeds against the baseline's "
+                                f"{len(old_seeds)}; a smaller sample cannot stand for it")
+        row(step, "gate", "", f"{n.verdict.word}, {n.pass_rate.fmt()}", "", bool(gate_reasons), "harness.verdict")
+        if gate_reasons:
+            regressions.append("; ".join(gate_reasons))
         if step not in old_r:
-            row(step, "last-3 mean test acc", "missing", f"{n['last_k'].mean:.2f}" if n["last_k"] else "n/a", "",
-                False, "new step")
+            row(step, "last-3 mean test acc", "missing", f"{n.last_k.mean:.2f}" if n.last_k else "n/a", "",
+                False, note="new step")
             continue
-        o = step_summary(old_r[step])
-        if o["last_k"] and n["last_k"]:
-            d = n["last_k"].mean - o["last_k"].mean
-            bad = d < -max_acc_drop
-            row(step, f"last-{n['k']} mean test acc", f"{o['last_k'].mean:.2f}", f"{n['last_k'].mean:.2f}",
-                f"{d:+.2f}", bad)
-            if bad:
-                regressions.append(f"step {step}: last-{n['k']} mean test accuracy {n['last_k'].mean:.2f} vs "
-                                   f"{o['last_k'].mean:.2f} ({d:+.2f}, limit -{max_acc_drop:.2f})")
-        if o["images_per_second"] and n["images_per_second"]:
-            old_v, new_v = o["images_per_second"].mean, n["images_per_second"].mean
+        o = summarize(old_r[step])
+        changed = o.recipe.diff(n.recipe)
+        if changed:
+            row(step, "recipe", "", "", "; ".join(changed), False, note="changed: not the same experiment")
+        acc = accuracy_check(o, n, t)
+        if acc is not None and o.last_k is not None and n.last_k is not None:
+            row(step, f"last-{n.k} mean test acc", f"{o.last_k.mean:.2f} (n={o.last_k.n})",
+                f"{n.last_k.mean:.2f} (n={n.last_k.n})", f"{0.0 - acc.drop:+.2f}", acc.regression, acc.rule)
+            if acc.regression:
+                regressions.append(f"step {step}: last-{n.k} mean test accuracy {n.last_k.mean:.2f} vs "
+                                   f"{o.last_k.mean:.2f} ({0.0 - acc.drop:+.2f}; {acc.rule})")
+        if o.images_per_second and n.images_per_second:
+            old_v, new_v = o.images_per_second.mean, n.images_per_second.mean
             d = new_v / old_v - 1
-            if o["machines"] != n["machines"]:
+            if o.machines != n.machines:
                 row(step, "train images/s", f"{old_v:,.0f}", f"{new_v:,.0f}", f"{d:+.1%}", False,
-                    "skipped: different machine")
+                    note="skipped: different machine")
             else:
-                bad = d < -max_throughput_drop
-                row(step, "train images/s", f"{old_v:,.0f}", f"{new_v:,.0f}", f"{d:+.1%}", bad)
+                bad = d < -t.max_throughput_drop
+                row(step, "train images/s", f"{old_v:,.0f}", f"{new_v:,.0f}", f"{d:+.1%}", bad,
+                    f"drop <= {t.max_throughput_drop:.0%}")
                 if bad:
                     regressions.append(f"step {step}: training throughput {new_v:,.0f} vs {old_v:,.0f} images/s "
-                                       f"({d:+.1%}, limit -{max_throughput_drop:.0%})")
+                                       f"({d:+.1%}, limit -{t.max_throughput_drop:.0%})")
 
     old_b, old_m = _bench_throughput(Path(baseline))
     new_b, new_m = _bench_throughput(Path(new))
@@ -89,10 +144,11 @@ def compare(baseline: str | os.PathLike, new: str | os.PathLike, max_acc_drop: f
         d = new_b[name] / old_b[name] - 1
         if old_m != new_m:
             row("bench", name, f"{old_b[name]:,.0f}/s", f"{new_b[name]:,.0f}/s", f"{d:+.1%}", False,
-                "skipped: different machine")
+                note="skipped: different machine")
             continue
-        bad = d < -max_throughput_drop
-        row("bench", name, f"{old_b[name]:,.0f}/s", f"{new_b[name]:,.0f}/s", f"{d:+.1%}", bad)
+        bad = d < -t.max_throughput_drop
+        row("bench", name, f"{old_b[name]:,.0f}/s", f"{new_b[name]:,.0f}/s", f"{d:+.1%}", bad,
+            f"drop <= {t.max_throughput_drop:.0%}")
         if bad:
             regressions.append(f"benchmark {name}: {new_b[name]:,.0f} vs {old_b[name]:,.0f} per second ({d:+.1%})")
     return lines, regressions

@@ -1,4 +1,5 @@
-"""One training engine: ``train(recipe, seed, device) -> RunResult``. It prints nothing but a progress bar.
+"""One training engine: ``train(recipe, seed, data, device) -> Trained``. It only trains: no files, no
+resume decisions, no verdicts (those are harness.runner's). It prints nothing but a progress bar.
 
 Every random draw of epoch e comes from generators seeded by (seed, e): the permutation, the augmentation
 and dropout. A run is then a pure function of its seed, and a resumed run replays exactly what an
@@ -10,30 +11,42 @@ import copy
 import math
 import os
 import platform
-import random
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from harness.data import MNISTTensors, augment
-from harness.gates import Verdict, check_run
 from harness.recipes import Recipe
-from harness.results import (EpochStats, RunResult, atomic_torch_save, git_sha, load_result, result_path,
-                             save_result)
+from harness.results import EpochStats
 from models import count_params, create_model
 
 
-class Interrupted(Exception):
-    """Ctrl-C during training; carries the partial result that was written."""
+@dataclass
+class Trained:
+    """What one training run produced. Files, resume and verdicts are the runner's (harness.runner)."""
+    recipe: Recipe
+    seed: int
+    status: str                      # completed | diverged | interrupted
+    epochs: list[EpochStats]
+    params: int
+    wall_seconds: float
+    train_images: int
+    test_images: int
+    diverged_at: dict | None = None
+    state_dict: dict | None = None   # the final (evaluated) model's weights, when completed
 
-    def __init__(self, result: RunResult, path: Path | None):
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training; carries what was trained so far."""
+
+    def __init__(self, trained: Trained, cause: BaseException):
         super().__init__("interrupted")
-        self.result, self.path = result, path
+        self.trained, self.cause = trained, cause
 
 
 def get_lr(recipe: Recipe, step: int, total_steps: int) -> float:
@@ -105,11 +118,6 @@ def get_batch(data: MNISTTensors, idx: torch.Tensor, recipe: Recipe, gen: torch.
     if recipe.max_degrees or recipe.max_shift or recipe.max_scale:
         x = augment(x, gen, recipe.max_degrees, recipe.max_shift, recipe.max_scale)
     return x, y
-
-
-def check_precision(recipe: Recipe) -> None:
-    if recipe.precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision {recipe.precision!r}: choose fp32 or bf16")
 
 
 def build_model(recipe: Recipe, seed: int, device: torch.device) -> torch.nn.Module:
@@ -192,41 +200,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def checkpoint_path(out_dir, step: int, seed: int) -> Path:
-    return result_path(out_dir, step, seed, ".ckpt")
-
-
 def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.device = "cpu", *,
-          out_dir: str | os.PathLike | None = None, epochs: int | None = None, resume: bool = False,
           max_batches: int | None = None, eval_limit: int | None = None, progress: bool = False,
-          gate: bool = True) -> RunResult:
-    """Train ``recipe`` with ``seed`` on ``data`` (already on ``device``) and return the result.
+          start: dict | None = None, on_epoch: Callable[[dict], None] | None = None) -> Trained:
+    """Train ``recipe`` (validated) with ``seed`` on ``data`` (already on ``device``).
 
-    With ``out_dir``: a checkpoint after every epoch, and at the end ``step{N}/seed{S}.json`` and the final
-    weights ``seed{S}.pt``. ``max_batches``/``eval_limit`` cut epochs short for smoke runs; then ``gate``
-    should be False, since a few batches prove nothing about accuracy.
+    ``on_epoch`` receives a snapshot after every epoch (plain tensors and numbers: weights, optimizer, EMA,
+    metrics so far); passing one back as ``start`` continues from it exactly. No random state needs saving:
+    every draw of epoch e comes from generators seeded by (seed, e) when the epoch starts.
+    ``max_batches``/``eval_limit`` cut epochs short for smoke runs.
     """
     device = torch.device(device)
-    check_precision(recipe)
     set_deterministic(device)
-    n_epochs = recipe.epochs if epochs is None else epochs
-    if epochs is not None and epochs != recipe.epochs:
-        recipe = replace(recipe, epochs=epochs)
+    n_epochs = recipe.epochs
     test_x, test_y = data.test_x[:eval_limit], data.test_y[:eval_limit]
     n_train = len(data.train_x)
     batches = math.ceil(n_train / recipe.batch_size)
@@ -241,52 +227,24 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
     final = ema.model if ema is not None else model  # what is evaluated and saved
     history: list[EpochStats] = []
     start_epoch, wall_before = 1, 0.0
-    ckpt = checkpoint_path(out_dir, recipe.step, seed) if out_dir is not None else None
+    if start is not None:
+        model.load_state_dict(start["model"])
+        opt.load_state_dict(start["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(start["ema"])
+        history = [EpochStats(**e) for e in start["history"]]
+        start_epoch, wall_before = start["epoch"] + 1, start["wall_seconds"]
 
-    if resume and out_dir is not None:
-        done = result_path(out_dir, recipe.step, seed)
-        if done.exists() and (ckpt is None or not ckpt.exists()):
-            prev = load_result(done)
-            if prev.status == "completed" and prev.recipe == recipe.to_dict():
-                return prev
-        if ckpt is not None and ckpt.exists():
-            state = torch.load(ckpt, map_location=device, weights_only=False)
-            if state["recipe"] != recipe.to_dict() or state["seed"] != seed:
-                raise ValueError(f"{ckpt}: checkpoint is for another recipe or seed; "
-                                 "delete it or pass the same --step, --seeds and --epochs")
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            if ema is not None:
-                ema.load_state_dict(state["ema"])
-            _set_rng_state(state["rng"])
-            history = [EpochStats(**e) for e in state["history"]]
-            start_epoch, wall_before = state["epoch"] + 1, state["wall_seconds"]
-
-    status, diverged_at = "completed", None
-    threads = torch.get_num_threads()
-    commit = git_sha()  # the code that started the run, even if the checkout moves on while it trains
+    diverged_at = None
     params = count_params(model)
     t_run = time.perf_counter()
 
-    def finish(status: str) -> RunResult:
-        test_acc = [e.test_acc for e in history]
-        verdict = (check_run(recipe.expect, recipe.step, seed, params, test_acc, status, n_epochs) if gate
-                   else Verdict(status == "completed", ["gate not checked: smoke run"]
-                                + ([f"run {status}"] if status != "completed" else [])))
-        result = RunResult(
-            step=recipe.step, seed=seed, params=params, recipe=recipe.to_dict(), epochs=history,
-            gate=verdict.to_dict(), status=status, device=device.type, device_name=device_name(device),
-            threads=threads, torch=torch.__version__, git_sha=commit, planned_epochs=n_epochs,
-            train_images=min(n_train, batches * recipe.batch_size), test_images=len(test_x),
-            wall_seconds=wall_before + time.perf_counter() - t_run, diverged_at=diverged_at)
-        if out_dir is not None:
-            if status == "completed":
-                atomic_torch_save(result_path(out_dir, recipe.step, seed, ".pt"),
-                                  {"model": final.state_dict(), "recipe": recipe.to_dict(), "seed": seed})
-            save_result(out_dir, result)
-            if status == "completed" and ckpt is not None:
-                ckpt.unlink(missing_ok=True)
-        return result
+    def outcome(status: str) -> Trained:
+        return Trained(recipe=recipe, seed=seed, status=status, epochs=list(history), params=params,
+                       wall_seconds=wall_before + time.perf_counter() - t_run,
+                       train_images=min(n_train, batches * recipe.batch_size), test_images=len(test_x),
+                       diverged_at=diverged_at,
+                       state_dict=final.state_dict() if status == "completed" else None)
 
     try:
         for epoch in range(start_epoch, n_epochs + 1):
@@ -303,6 +261,7 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
             sync(device)
             t0 = time.perf_counter()
             bar = _bar(progress, batches, f"step {recipe.step} seed {seed} epoch {epoch}/{n_epochs}")
+            lr = recipe.lr
             for b in range(batches):
                 x, y = get_batch(data, perm[b * recipe.batch_size:(b + 1) * recipe.batch_size], recipe, gen)
                 lr = get_lr(recipe, (epoch - 1) * batches + b, total_steps)
@@ -318,7 +277,7 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
                         first = checked + int(bad.nonzero()[0])
                         diverged_at = {"epoch": epoch, "batch": first + 1, "loss": str(losses[first].item())}
                         bar.close()
-                        return finish("diverged")
+                        return outcome("diverged")
                     checked = b + 1
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -336,22 +295,22 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
             t1 = time.perf_counter()
             test_loss, test_acc = evaluate(final, test_x, test_y)
             eval_seconds = time.perf_counter() - t1
+            if not (math.isfinite(test_loss) and math.isfinite(train_loss)):
+                # The last optimizer step can leave non-finite weights that no training loss saw yet.
+                diverged_at = {"epoch": epoch, "batch": "evaluation", "loss": str(test_loss)}
+                return outcome("diverged")
             history.append(EpochStats(epoch=epoch, train_loss=train_loss, train_acc=train_acc,
                                       test_loss=test_loss, test_acc=test_acc, lr=lr,
                                       seconds=train_seconds, eval_seconds=eval_seconds,
                                       images_per_second=seen / train_seconds))
-            if ckpt is not None:
-                atomic_torch_save(ckpt, {
-                    "recipe": recipe.to_dict(), "seed": seed, "epoch": epoch, "model": model.state_dict(),
-                    "optimizer": opt.state_dict(), **({"ema": ema.state_dict()} if ema else {}),
-                    "optimizer_step": epoch * batches,
-                    "rng": _rng_state(), "data_order": {"seed": seed, "next_epoch": epoch + 1},
-                    "history": [asdict(e) for e in history],
-                    "wall_seconds": wall_before + time.perf_counter() - t_run})
-    except KeyboardInterrupt:
-        result = finish("interrupted")
-        raise Interrupted(result, result_path(out_dir, recipe.step, seed) if out_dir is not None else None)
-    return finish(status)
+            if on_epoch is not None:
+                on_epoch({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                          **({"ema": ema.state_dict()} if ema else {}), "optimizer_step": epoch * batches,
+                          "history": [asdict(e) for e in history],
+                          "wall_seconds": wall_before + time.perf_counter() - t_run})
+    except KeyboardInterrupt as e:
+        raise Interrupted(outcome("interrupted"), e) from None
+    return outcome("completed")
 
 
 def _batch_sizes(n: int, bs: int, batches: int, device: torch.device) -> torch.Tensor:

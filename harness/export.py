@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from harness.recipes import Recipe
+from harness.results import load_torch_data
 
 OPSET = 18
 
@@ -24,8 +25,8 @@ def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> tuple[t
     if not path.is_file():
         raise ExportError(f"{path}: no such checkpoint; train first (python -m harness train --step N) "
                           "and pass results/stepN/seedS.pt")
+    state = load_torch_data(path, fix="pass a seedS.pt written by `python -m harness train`")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
         recipe = Recipe.from_dict(state["recipe"])
         model = create_model(recipe.model, **recipe.model_kwargs)
         model.load_state_dict(state["model"])
@@ -73,6 +74,16 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     except Exception as e:
         raise ExportError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]}); "
                           "re-export it with python -m harness export") from None
+
+
+def check_input(session, path: str | os.PathLike) -> None:
+    """An ONNX model for this data takes (batch, 1, 28, 28) float images; say so before running it."""
+    inputs = session.get_inputs()
+    shape = inputs[0].shape if len(inputs) == 1 else None
+    if shape is None or len(shape) != 4 or list(shape[1:]) != [1, 28, 28] or inputs[0].type != "tensor(float)":
+        got = "several inputs" if shape is None else f"{inputs[0].type} {shape}"
+        raise ExportError(f"{path}: its input is {got}, not (batch, 1, 28, 28) float images; "
+                          "pass a model exported by python -m harness export")
 
 
 def onnx_logits(session, x: torch.Tensor | np.ndarray, batch_size: int = 1000) -> np.ndarray:

@@ -7,6 +7,8 @@ by (seed, epoch); every image is seen once per epoch; the last short batch is ke
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 
@@ -55,10 +57,21 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
+        """The recipe a results file recorded. Fields added since it was written take their defaults (which
+        reproduce the old behaviour); a field this version does not know is an error, not silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"recipe has fields this harness does not know: {', '.join(unknown)}")
         d = dict(d)
         d["expect"] = Expectation(**d.get("expect", {}))
         d["seeds"] = tuple(d.get("seeds", (0, 1, 2)))
         return cls(**d)
+
+    def diff(self, other: "Recipe") -> list[str]:
+        """``["lr 0.1 -> 0.05", ...]``: the fields where ``other`` differs from this recipe."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k} {json.dumps(a[k])} -> {json.dumps(b[k])}" for k in a if k != "seed_reference" and a[k] != b[k]]
 
 
 STEP1 = Recipe(
@@ -110,8 +123,6 @@ def _coerce(item: str, key: str, current, value):
 
 def with_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
     """``["lr=0.05", "model_kwargs={\"dropout\": 0.1}"]`` applied to ``recipe``; values are JSON, else text."""
-    import json
-
     changes = {}
     for item in assignments:
         key, sep, text = item.partition("=")
@@ -140,6 +151,73 @@ STEP6 = replace(
     expect=Expectation(max_params=10_000, min_final=99.50, min_mean_final=99.60),
     seed_reference={},
 )
+
+class RecipeError(ValueError):
+    """A recipe value outside its range; the message names the field and what it allows."""
+
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "onecycle")
+PRECISIONS = ("fp32", "bf16")
+NUM_CLASSES = 10
+
+
+def _in(name: str, value, low: float, high: float, high_open: bool = True, low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and \
+        (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise RecipeError(f"{name}={value!r} is outside its range: it must be a finite number in {span}")
+
+
+def _positive_sizes(name: str, value) -> None:
+    sizes = value if isinstance(value, (list, tuple)) else [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+        raise RecipeError(f"model_kwargs {name}={value!r}: layer sizes must be integers >= 1")
+
+
+def validate(recipe: Recipe) -> Recipe:
+    """Every value of ``recipe`` (after ``--set``) in its range, checked once before any data is read or any
+    training starts; a RecipeError names the first field that is not. Returns the recipe for chaining."""
+    _in("lr", recipe.lr, 0, math.inf, low_open=True)
+    _in("momentum", recipe.momentum, 0, 1)
+    _in("weight_decay", recipe.weight_decay, 0, math.inf)
+    _in("warmup_frac", recipe.warmup_frac, 0, 1)
+    _in("label_smoothing", recipe.label_smoothing, 0, 1)
+    _in("ema", recipe.ema, 0, 1)
+    _in("max_degrees", recipe.max_degrees, 0, 180, high_open=False)
+    _in("max_shift", recipe.max_shift, 0, 1)
+    _in("max_scale", recipe.max_scale, 0, 1)
+    for name in ("batch_size", "epochs"):
+        value = getattr(recipe, name)
+        if not isinstance(value, int) or value < 1:
+            raise RecipeError(f"{name}={value!r} is outside its range: it must be an integer >= 1")
+    for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS)):
+        if getattr(recipe, name) not in allowed:
+            raise RecipeError(f"{name}={getattr(recipe, name)!r} is not known: choose one of {', '.join(allowed)}")
+    if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum == 0):
+        raise RecipeError("nesterov=true needs optimizer sgd with momentum > 0")
+    kwargs = recipe.model_kwargs
+    if not isinstance(kwargs, dict):
+        raise RecipeError(f"model_kwargs={kwargs!r} must be a JSON object")
+    for name, value in kwargs.items():
+        if name == "dropout":
+            _in("model_kwargs dropout", value, 0, 1)
+        elif name == "num_classes":
+            if value != NUM_CLASSES:
+                raise RecipeError(f"model_kwargs num_classes={value!r}: MNIST has {NUM_CLASSES} classes")
+        else:
+            _positive_sizes(name, value)
+    from models import create_model
+
+    try:
+        create_model(recipe.model, **kwargs)
+    except KeyError as e:
+        raise RecipeError(e.args[0]) from None
+    except (TypeError, ValueError) as e:
+        raise RecipeError(f"model {recipe.model!r} with model_kwargs {kwargs}: {e}") from None
+    return recipe
+
 
 RECIPES: dict[int, Recipe] = {r.step: r for r in (STEP1, STEP2, STEP3, STEP4, STEP5, STEP6)}
 SEED_TABLE = (1, 2, 3, 4)  # the steps of the seed write-up, trained by `tox -e accuracy`

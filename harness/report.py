@@ -1,104 +1,74 @@
 """``python -m harness report RESULTS_DIR --out DIR``: REPORT.md and its PNGs, built from results JSON only.
 
-Every number and every Analysis line is computed here from the runs; nothing in the output is typed by hand.
+It only renders: every figure comes from ``harness.summary.StepSummary`` (statistics from ``harness.stats``,
+the verdict from ``harness.verdict.judge``); nothing in the output is typed by hand.
 """
 from __future__ import annotations
 
-import json
+import math
 import os
 from pathlib import Path
-from statistics import mean
 
 from harness.recipes import Recipe
-from harness.results import RunResult, atomic_write_bytes, load_results
-from harness.stats import Spread, first_stable_epoch, last_k_mean
+from harness.results import RunResult, atomic_write_bytes, load_benchmarks, load_results, machine_name
+from harness.stats import OLYMPIC_MIN_N, SeedStats
+from harness.summary import TARGET, StepSummary, summarize
 
-TARGET = 99.4
 OVERFIT_GAP = 0.3  # train minus test, in points, above which a step is called over-fitting
 
 
-def step_summary(runs: list[RunResult]) -> dict:
-    """Every figure the report and compare use for one step, over its seeds."""
-    recipe = Recipe.from_dict(runs[0].recipe)
-    done = [r for r in runs if r.epochs]
-    k = recipe.expect.last_k
-    n_ep = min(len(r.epochs) for r in done) if done else 0
-    per_epoch = [{
-        "epoch": i + 1,
-        "train": mean(r.epochs[i].train_acc for r in done),
-        "test": mean(r.epochs[i].test_acc for r in done),
-        "gap": mean(r.epochs[i].train_acc - r.epochs[i].test_acc for r in done),
-    } for i in range(n_ep)]
-    best_test = [(max(r.test_acc), r.test_acc.index(max(r.test_acc)) + 1, r.seed) for r in done]
-    return {
-        "step": recipe.step, "name": recipe.name, "model": recipe.model, "recipe": recipe,
-        "params": runs[0].params, "seeds": [r.seed for r in runs],
-        "passed": [r.seed for r in runs if r.gate["passed"]],
-        "reasons": [x for r in runs for x in r.gate["reasons"]],
-        "statuses": {r.seed: r.status for r in runs},
-        "best_train": Spread.of(max(e.train_acc for e in r.epochs) for r in done) if done else None,
-        "best_test": Spread.of(b[0] for b in best_test) if done else None,
-        "best_test_at": max(best_test) if done else None,
-        "final_test": Spread.of(r.test_acc[-1] for r in done) if done else None,
-        "final_train": Spread.of(r.epochs[-1].train_acc for r in done) if done else None,
-        "last_k": Spread.of(last_k_mean(r.test_acc, k) for r in done) if done else None,
-        "k": k,
-        "at_target": {r.seed: [e.epoch for e in r.epochs if e.test_acc >= TARGET] for r in done},
-        "last_k_at_target": sum(1 for r in done if len(r.test_acc) >= k and min(r.test_acc[-k:]) >= TARGET),
-        "stable_from": {r.seed: first_stable_epoch(r.test_acc, TARGET) for r in done},
-        "per_epoch": per_epoch,
-        "epoch_seconds": Spread.of(e.seconds for r in done for e in r.epochs) if done else None,
-        "eval_seconds": Spread.of(e.eval_seconds for r in done for e in r.epochs) if done else None,
-        "images_per_second": Spread.of(e.images_per_second for r in done for e in r.epochs) if done else None,
-        "wall_seconds": Spread.of(r.wall_seconds for r in runs),
-        "machines": sorted({f"{r.device} ({r.device_name}), {r.threads} threads" for r in runs}),
-        "torch": sorted({r.torch for r in runs}),
-        "git_sha": sorted({r.git_sha for r in runs}),
-        "epochs": n_ep,
-    }
-
-
-def analysis(s: dict) -> list[str]:
+def analysis(s: StepSummary) -> list[str]:
     """Sentences derived from the numbers of one step."""
     lines = []
-    budget = s["recipe"].expect.max_params
+    budget = s.recipe.expect.max_params
     if budget:
-        lines.append(f"{s['params']:,} parameters: {'within' if s['params'] < budget else 'OVER'} the "
+        lines.append(f"{s.params:,} parameters: {'within' if s.params < budget else 'OVER'} the "
                      f"{budget:,} budget.")
     else:
-        lines.append(f"{s['params']:,} parameters: {s['params'] / 10_000:.1f}x the 10,000 budget of the mission.")
-    if s["per_epoch"]:
-        last = s["per_epoch"][-1]
-        if last["gap"] > OVERFIT_GAP:
-            lines.append(f"Over-fits: train {last['train']:.2f} vs test {last['test']:.2f} at epoch "
-                         f"{last['epoch']} (gap {last['gap']:+.2f}, mean of {len(s['seeds'])} seeds).")
-        elif last["gap"] < 0:
-            lines.append(f"No over-fitting: test {last['test']:.2f} is above train {last['train']:.2f} at epoch "
-                         f"{last['epoch']} (train is measured under augmentation/dropout; gap {last['gap']:+.2f}).")
+        lines.append(f"{s.params:,} parameters: {s.params / 10_000:.1f}x the 10,000 budget of the mission.")
+    if s.per_epoch and s.best_at and s.final_test:
+        last = s.per_epoch[-1]
+        if last.gap > OVERFIT_GAP:
+            lines.append(f"Over-fits: train {last.train:.2f} vs test {last.test:.2f} at epoch "
+                         f"{last.epoch} (gap {last.gap:+.2f}, mean of {len(s.seeds)} seeds).")
+        elif last.gap < 0:
+            lines.append(f"No over-fitting: test {last.test:.2f} is above train {last.train:.2f} at epoch "
+                         f"{last.epoch} (train is measured under augmentation/dropout; gap {last.gap:+.2f}).")
         else:
-            lines.append(f"Little over-fitting: train {last['train']:.2f} vs test {last['test']:.2f} at epoch "
-                         f"{last['epoch']} (gap {last['gap']:+.2f}).")
-        acc, ep, seed = s["best_test_at"]
+            lines.append(f"Little over-fitting: train {last.train:.2f} vs test {last.test:.2f} at epoch "
+                         f"{last.epoch} (gap {last.gap:+.2f}).")
+        acc, ep, seed = s.best_at
         lines.append(f"Best single epoch {acc:.2f} (seed {seed}, epoch {ep}); the final epoch averages "
-                     f"{s['final_test'].mean:.2f}, min {s['final_test'].min:.2f}.")
-        n = len(s["at_target"])
-        lines.append(f"≥ {TARGET} in each of the last {s['k']} epochs for {s['last_k_at_target']} of {n} seeds.")
-        stable = [v for v in s["stable_from"].values() if v is not None]
+                     f"{s.final_test.mean:.2f}, min {s.final_test.min:.2f}.")
+        n = len(s.at_target)
+        lines.append(f"≥ {TARGET} in each of the last {s.k} epochs for {s.last_k_at_target} of {n} seeds.")
+        stable = [v for v in s.stable_from.values() if v is not None]
         if stable:
             lines.append(f"Stays ≥ {TARGET} from epoch {min(stable)} at best, {max(stable)} at worst, for "
                          f"{len(stable)} of {n} seeds.")
-    ref = s["recipe"].seed_reference
-    if ref and s["best_test"]:
-        lines.append(f"Seed write-up: best test {ref['best_test']:.2f}; ours {s['best_test'].mean:.2f} mean of "
-                     f"best epochs ({s['best_test'].mean - ref['best_test']:+.2f}), "
-                     f"{s['final_test'].mean:.2f} at the final epoch.")
-    gate = "PASS" if len(s["passed"]) == len(s["seeds"]) else "FAIL"
-    lines.append(f"Gate: {gate} ({len(s['passed'])} of {len(s['seeds'])} seeds pass).")
+    ref = s.recipe.seed_reference
+    if ref and s.best_test and s.final_test:
+        lines.append(f"Seed write-up: best test {ref['best_test']:.2f}; ours {s.best_test.mean:.2f} mean of "
+                     f"best epochs ({s.best_test.mean - ref['best_test']:+.2f}), "
+                     f"{s.final_test.mean:.2f} at the final epoch.")
+    lines.append(f"Gate: {s.verdict.word} ({s.pass_rate.fmt()} pass their own checks"
+                 + ("" if s.verdict.passed or s.verdict.failed_seeds else "; the step-level check fails") + ").")
     return lines
 
 
-def _fmt(sp: Spread | None, digits: int = 2) -> str:
-    return "n/a" if sp is None else f"{sp.mean:.{digits}f} | {sp.min:.{digits}f} | {sp.max:.{digits}f} | {sp.std:.{digits}f}"
+def _fmt(sp: SeedStats | None, digits: int = 2) -> str:
+    if sp is None:
+        return "n/a | | | |"
+    sd = "n/a" if math.isnan(sp.sd) else f"{sp.sd:.{digits}f}"
+    return f"{sp.mean:.{digits}f} | {sp.min:.{digits}f} | {sp.max:.{digits}f} | {sd}"
+
+
+def _stat_row(name: str, sp: SeedStats | None) -> str:
+    if sp is None:
+        return f"| {name} | 0 | | | | |"
+    sd = "n/a" if math.isnan(sp.sd) else f"{sp.sd:.3f}"
+    olympic = "" if sp.olympic is None else f"{sp.olympic:.3f}"
+    return f"| {name} | {sp.n} | {sp.mean:.3f} | {sd} | {sp.ci(3)} | {olympic} |"
 
 
 def _augmentation(r: Recipe) -> str:
@@ -116,8 +86,8 @@ def _options(r: Recipe) -> str:
     return f"; {', '.join(changed)}" if changed else ""
 
 
-def _step_section(s: dict) -> list[str]:
-    r: Recipe = s["recipe"]
+def _step_section(s: StepSummary) -> list[str]:
+    r: Recipe = s.recipe
     e = r.expect
     target = []
     if e.max_params:
@@ -139,38 +109,47 @@ def _step_section(s: dict) -> list[str]:
         f"{r.optimizer} lr {r.lr} "
         f"momentum {r.momentum}, schedule {sched}, augmentation {_augmentation(r)}{_options(r)}.",
         "",
-        f"**Result** (seeds {s['seeds']}, {s['epochs']} epochs; mean | min | max | std over seeds):",
+        f"**Result** (seeds {list(s.seeds)}, {s.epochs} epochs; mean | min | max | SD over seeds):",
         "",
-        "| figure | mean | min | max | std |",
+        "| figure | mean | min | max | SD |",
         "|---|---|---|---|---|",
-        f"| parameters | {s['params']:,} | | | |",
-        f"| best train accuracy | {_fmt(s['best_train'])} |",
-        f"| best test accuracy | {_fmt(s['best_test'])} |",
-        f"| final-epoch test accuracy | {_fmt(s['final_test'])} |",
-        f"| mean test accuracy, last {s['k']} epochs | {_fmt(s['last_k'])} |",
-        f"| training seconds per epoch | {_fmt(s['epoch_seconds'], 1)} |",
-        f"| evaluation seconds per epoch | {_fmt(s['eval_seconds'], 2)} |",
-        f"| training images per second | {_fmt(s['images_per_second'], 0)} |",
-        f"| wall seconds per run | {_fmt(s['wall_seconds'], 0)} |",
+        f"| parameters | {s.params:,} | | | |",
+        f"| best train accuracy | {_fmt(s.best_train)} |",
+        f"| best test accuracy | {_fmt(s.best_test)} |",
+        f"| final-epoch test accuracy | {_fmt(s.final_test)} |",
+        f"| mean test accuracy, last {s.k} epochs | {_fmt(s.last_k)} |",
+        f"| training seconds per epoch | {_fmt(s.epoch_seconds, 1)} |",
+        f"| evaluation seconds per epoch | {_fmt(s.eval_seconds, 2)} |",
+        f"| training images per second | {_fmt(s.images_per_second, 0)} |",
+        f"| wall seconds per run | {_fmt(s.wall_seconds, 0)} |",
         "",
-        f"Machine: {'; '.join(s['machines'])}; torch {', '.join(s['torch'])}; commit {', '.join(s['git_sha'])}.",
+        f"**Seed statistics** (n seeds; 95% CI of the mean from Student's t; olympic mean drops the best and "
+        f"the worst seed, from n = {OLYMPIC_MIN_N}). Gate pass rate: **{s.pass_rate.fmt()}** (Wilson interval).",
+        "",
+        "| figure | n | mean | SD | 95% CI | olympic mean |",
+        "|---|---|---|---|---|---|",
+        _stat_row(f"last-{s.k} mean test accuracy", s.last_k),
+        _stat_row("final-epoch test accuracy", s.final_test),
+        _stat_row("best test accuracy", s.best_test),
+        "",
+        f"Machine: {'; '.join(s.machines)}; torch {', '.join(s.torch)}; commit {', '.join(s.git_sha)}.",
         "",
     ]
     ref = r.seed_reference
-    if ref and s["best_test"]:
+    if ref and s.best_test and s.best_train:
         out += ["| vs the seed write-up | seed | ours (mean) | difference |", "|---|---|---|---|",
-                f"| parameters | {ref['params']:,} | {s['params']:,} | {s['params'] - ref['params']:+,} |",
-                f"| best train | {ref['best_train']:.2f} | {s['best_train'].mean:.2f} | "
-                f"{s['best_train'].mean - ref['best_train']:+.2f} |",
-                f"| best test | {ref['best_test']:.2f} | {s['best_test'].mean:.2f} | "
-                f"{s['best_test'].mean - ref['best_test']:+.2f} |", ""]
+                f"| parameters | {ref['params']:,} | {s.params:,} | {s.params - ref['params']:+,} |",
+                f"| best train | {ref['best_train']:.2f} | {s.best_train.mean:.2f} | "
+                f"{s.best_train.mean - ref['best_train']:+.2f} |",
+                f"| best test | {ref['best_test']:.2f} | {s.best_test.mean:.2f} | "
+                f"{s.best_test.mean - ref['best_test']:+.2f} |", ""]
     out += ["<details><summary>Per epoch (mean over seeds): train, test, gap; epochs at or above 99.4 per seed"
             "</summary>", "", "| epoch | train | test | train − test |", "|---|---|---|---|"]
-    out += [f"| {p['epoch']} | {p['train']:.2f} | {p['test']:.2f} | {p['gap']:+.2f} |" for p in s["per_epoch"]]
-    out += [""] + [f"- seed {seed}: {eps if eps else 'none'}" for seed, eps in s["at_target"].items()]
+    out += [f"| {p.epoch} | {p.train:.2f} | {p.test:.2f} | {p.gap:+.2f} |" for p in s.per_epoch]
+    out += [""] + [f"- seed {seed}: {eps if eps else 'none'}" for seed, eps in s.at_target.items()]
     out += ["", "</details>", "", "**Analysis.**", ""] + [f"- {line}" for line in analysis(s)]
-    if s["reasons"]:
-        out += [""] + [f"- gate failure: {x}" for x in s["reasons"]]
+    if s.verdict.reasons:
+        out += [""] + [f"- gate failure: {x}" for x in s.verdict.reasons]
     return out + [""]
 
 
@@ -196,30 +175,7 @@ def _benchmark_section(bench: list[dict]) -> list[str]:
     return out
 
 
-def load_benchmarks(paths, strict: bool = True) -> tuple[list[dict], dict]:
-    """Benchmarks and machine info from pytest-benchmark JSON files. ``strict=False`` skips other JSON files."""
-    benches, machine = [], {}
-    for p in paths:
-        try:
-            d = json.loads(Path(p).read_text())
-        except (OSError, ValueError) as e:
-            if strict:
-                raise ValueError(f"{p}: not readable as JSON ({e})") from None
-            continue
-        if not isinstance(d, dict) or "benchmarks" not in d:
-            if strict:
-                raise ValueError(f"{p}: not a pytest-benchmark JSON file (no 'benchmarks')")
-            continue
-        benches += d["benchmarks"]
-        machine = d.get("machine_info", machine)
-    return benches, machine
-
-
-def machine_name(machine: dict) -> str:
-    return machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?"))
-
-
-def plots(summaries: dict[int, dict], results: dict[int, list[RunResult]], out: Path) -> list[str]:
+def plots(summaries: dict[int, StepSummary], results: dict[int, list[RunResult]], out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,7 +211,7 @@ def plots(summaries: dict[int, dict], results: dict[int, list[RunResult]], out: 
                 ax.set_ylim(98.0, 100.0)
             else:
                 ax.set_yscale("log")
-            ax.set_title(f"step {step}: {summaries[step]['params']:,} params")
+            ax.set_title(f"step {step}: {summaries[step].params:,} params")
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
@@ -264,7 +220,7 @@ def plots(summaries: dict[int, dict], results: dict[int, list[RunResult]], out: 
         axes.flat[0].legend(fontsize=7, loc="lower right" if what == "acc" else "upper right")
         save(fig, fname)
 
-    sched = [s for s in steps if summaries[s]["recipe"].schedule != "constant"]
+    sched = [s for s in steps if summaries[s].recipe.schedule != "constant"]
     if sched:
         fig, ax = plt.subplots(figsize=(5.2, 3.2))
         for s in sched:
@@ -280,13 +236,13 @@ def plots(summaries: dict[int, dict], results: dict[int, list[RunResult]], out: 
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     for i, s in enumerate(steps):
         sm = summaries[s]
-        if sm["final_test"] is None:
+        if sm.final_test is None:
             continue
-        f = sm["final_test"]
-        ax.errorbar([sm["params"]], [f.mean], yerr=[[f.mean - f.min], [f.max - f.mean]], fmt="o", capsize=4,
+        f = sm.final_test
+        ax.errorbar([sm.params], [f.mean], yerr=[[f.mean - f.min], [f.max - f.mean]], fmt="o", capsize=4,
                     label=f"step {s}")
         # Steps that share a network sit on one vertical line: alternate the labels above and below.
-        ax.annotate(f"step {s}", (sm["params"], f.mean), textcoords="offset points",
+        ax.annotate(f"step {s}", (sm.params, f.mean), textcoords="offset points",
                     xytext=(6, -12 if i % 2 else 4), fontsize=8)
     ax.axhline(TARGET, color="k", lw=1, ls=":")
     ax.axvline(10_000, color="r", lw=1, ls=":")
@@ -298,6 +254,27 @@ def plots(summaries: dict[int, dict], results: dict[int, list[RunResult]], out: 
     ax.set_title("parameters vs accuracy")
     ax.grid(alpha=0.3)
     save(fig, "params_vs_accuracy.png")
+
+    # Every seed's last-k mean, one column per step, against each step's own threshold: how far the seeds
+    # spread, and how close the worst of them comes to the line, is what a mean alone hides.
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(steps), 3.6))
+    for i, s in enumerate(steps):
+        sm = summaries[s]
+        values = list(sm.last_k_by_seed.values())
+        if not values:
+            continue
+        jitter = [(j % 7 - 3) * 0.04 for j in range(len(values))]
+        ax.scatter([i + d for d in jitter], values, s=14, color=f"C{i}", zorder=3)
+        if sm.last_k is not None:
+            ax.hlines(sm.last_k.mean, i - 0.3, i + 0.3, color="k", lw=1.5)
+        line = sm.recipe.expect.min_last_k
+        if line is not None:
+            ax.hlines(line, i - 0.4, i + 0.4, color="r", lw=1, ls="--")
+    ax.set_xticks(range(len(steps)), [f"step {s}" for s in steps])
+    ax.set_ylabel(f"mean test accuracy, last {summaries[steps[0]].k} epochs (%)")
+    ax.set_title("every seed (dots), the mean (black), the gate's threshold (red)", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    save(fig, "seeds.png")
     return names
 
 
@@ -308,21 +285,22 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         raise FileNotFoundError(f"{results_dir}: no step*/seed*.json results; run python -m harness train first")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summaries = {s: step_summary(rs) for s, rs in results.items()}
+    summaries = {s: summarize(rs) for s, rs in results.items()}
     images = plots(summaries, results, out)
     lines = ["# tinymnist report", "",
              f"Generated by `python -m harness report {results_dir}` from {sum(map(len, results.values()))} "
              "results files; do not edit by hand. Accuracies in percent on the 10,000 MNIST test images; "
-             "std is the sample standard deviation over seeds.", "",
-             "| step | change | params | seeds passing | best test (mean) | final test mean | final test min "
-             "| last-3 mean | s/epoch |", "|---|---|---|---|---|---|---|---|---|"]
+             "SD is the sample standard deviation over seeds.", "",
+             "| step | change | params | gate | seeds passing (95% CI) | best test (mean) | final test mean "
+             "| final test min | last-3 mean (95% CI) | s/epoch |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s, sm in summaries.items():
-        if sm["final_test"] is None:
-            lines.append(f"| {s} | {sm['name']} | {sm['params']:,} | 0/{len(sm['seeds'])} | | | | | |")
+        if sm.final_test is None or sm.best_test is None or sm.last_k is None or sm.epoch_seconds is None:
+            lines.append(f"| {s} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.pass_rate.fmt()} "
+                         "| | | | | |")
             continue
-        lines.append(f"| {s} | {sm['name']} | {sm['params']:,} | {len(sm['passed'])}/{len(sm['seeds'])} | "
-                     f"{sm['best_test'].mean:.2f} | {sm['final_test'].mean:.2f} | {sm['final_test'].min:.2f} | "
-                     f"{sm['last_k'].mean:.2f} | {sm['epoch_seconds'].mean:.1f} |")
+        lines.append(f"| {s} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.pass_rate.fmt()} | "
+                     f"{sm.best_test.mean:.2f} | {sm.final_test.mean:.2f} | {sm.final_test.min:.2f} | "
+                     f"{sm.last_k.mean:.2f} ({sm.last_k.ci()}) | {sm.epoch_seconds.mean:.1f} |")
     lines.append("")
     for name in images:
         lines += [f"![{name[:-4]}]({name})", ""]

@@ -3,12 +3,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from harness.recipes import Recipe
+
+SCHEMA_VERSION = 2
+# Schema 1 (reports/baseline/) lacks `identity` and `population`; it stays readable, with their defaults.
+READABLE_SCHEMAS = (1, 2)
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be read; the message names it."""
 
 
 def _umask() -> int:
@@ -49,6 +58,35 @@ def atomic_torch_save(path: str | os.PathLike, obj) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def load_torch_data(path: str | os.PathLike, device="cpu", fix: str = "delete it") -> dict:
+    """A checkpoint or weights file as plain data (tensors, numbers, strings, lists, dicts).
+
+    ``weights_only=True``: a file that holds code is refused before any of it runs, and says so; a damaged
+    file is named. Every torch file the harness reads comes through here.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's weights-only unpickler names the object it refused ("GLOBAL posix.system"); anything else
+        # it cannot parse is a damaged or foreign file.
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if found:
+            raise ResultsError(f"{path}: refused: it holds Python code ({found.group(1)}), not only tensors and "
+                               f"numbers; nothing in it was run; {fix}") from None
+        raise ResultsError(f"{path}: not a torch checkpoint (unreadable pickle); {fix}") from None
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot be read ({e.strerror}); {fix}") from None
+    except Exception as e:  # a truncated zip, or not a torch file at all
+        raise ResultsError(f"{path}: damaged ({type(e).__name__}: {str(e).splitlines()[0][:100]}); {fix}") from None
+    if not isinstance(state, dict):
+        raise ResultsError(f"{path}: not a tinymnist file (holds a {type(state).__name__}); {fix}")
+    return state
 
 
 def git_sha() -> str:
@@ -99,6 +137,8 @@ class RunResult:
     diverged_at: dict | None = None  # {"epoch": e, "batch": b, "loss": "nan"}
     schema_version: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)
+    identity: dict = field(default_factory=dict)  # what makes two runs the same run (see harness.runner)
+    population: int = 1                          # how many seeds trained together with this one
 
     @property
     def test_acc(self) -> list[float]:
@@ -109,8 +149,9 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunResult":
-        if d.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"results schema {d.get('schema_version')!r}, this harness reads {SCHEMA_VERSION}")
+        if not isinstance(d, dict) or d.get("schema_version") not in READABLE_SCHEMAS:
+            got = d.get("schema_version") if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"results schema {got!r}, this harness reads {', '.join(map(str, READABLE_SCHEMAS))}")
         d = dict(d)
         d["epochs"] = [EpochStats(**e) for e in d["epochs"]]
         return cls(**d)
@@ -127,7 +168,15 @@ def save_result(out_dir: str | os.PathLike, result: RunResult) -> Path:
 
 
 def load_result(path: str | os.PathLike) -> RunResult:
-    return RunResult.from_dict(json.loads(Path(path).read_text()))
+    try:
+        result = RunResult.from_dict(json.loads(Path(path).read_text()))
+        Recipe.from_dict(result.recipe)  # a recipe this harness cannot read is a bad file, found here
+        return result
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot be read ({e.strerror})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ResultsError(f"{path}: not a tinymnist results file ({type(e).__name__}: {e}); "
+                           "regenerate it with python -m harness train") from None
 
 
 def load_results(results_dir: str | os.PathLike) -> dict[int, list[RunResult]]:
@@ -137,3 +186,26 @@ def load_results(results_dir: str | os.PathLike) -> dict[int, list[RunResult]]:
         r = load_result(p)
         by_step.setdefault(r.step, []).append(r)
     return {s: sorted(rs, key=lambda r: r.seed) for s, rs in sorted(by_step.items())}
+
+
+def load_benchmarks(paths, strict: bool = True) -> tuple[list[dict], dict]:
+    """Benchmarks and machine info from pytest-benchmark JSON files. ``strict=False`` skips other JSON files."""
+    benches, machine = [], {}
+    for p in paths:
+        try:
+            d = json.loads(Path(p).read_text())
+        except (OSError, ValueError) as e:
+            if strict:
+                raise ValueError(f"{p}: not readable as JSON ({e})") from None
+            continue
+        if not isinstance(d, dict) or "benchmarks" not in d:
+            if strict:
+                raise ValueError(f"{p}: not a pytest-benchmark JSON file (no 'benchmarks')")
+            continue
+        benches += d["benchmarks"]
+        machine = d.get("machine_info", machine)
+    return benches, machine
+
+
+def machine_name(machine: dict) -> str:
+    return machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?"))

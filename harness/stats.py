@@ -1,31 +1,100 @@
-"""Seed statistics, shared by the CLI, the report and compare: every figure is n seeds, mean, min, max, std."""
+"""Seed statistics: the one module that turns per-seed figures into claims. Built on ``scipy.stats``.
+
+Every accuracy claim is n seeds with mean, SD and a 95% confidence interval of the mean (Student t); the
+olympic mean (MLPerf's: drop the best and the worst seed) where n >= 5; a pass rate with its 95% Wilson
+interval; and, for ``compare``, a one-sided Welch t-test of two groups of seeds.
+"""
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
-from statistics import mean, stdev
+from typing import Iterable
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+OLYMPIC_MIN_N = 5  # below 5 seeds, dropping two of them leaves too little to average
 
 
 @dataclass(frozen=True)
-class Spread:
+class SeedStats:
+    """One figure (final accuracy, say) over n seeds."""
     n: int
     mean: float
+    sd: float        # sample standard deviation (n - 1); nan for one seed
     min: float
     max: float
-    std: float  # sample standard deviation (n - 1); 0 for a single seed
+    ci_low: float    # 95% t-interval of the mean; nan for one seed
+    ci_high: float
+    olympic: float | None  # mean without the lowest and the highest seed; None for n < 5
 
     @classmethod
-    def of(cls, values) -> "Spread":
-        v = [float(x) for x in values]
-        if not v:
+    def of(cls, values: Iterable[float]) -> "SeedStats":
+        v = np.asarray([float(x) for x in values], dtype=float)
+        if v.size == 0:
             raise ValueError("no values")
-        return cls(len(v), mean(v), min(v), max(v), stdev(v) if len(v) > 1 else 0.0)
+        n, mean = int(v.size), float(np.mean(v))
+        if n < 2 or not np.all(np.isfinite(v)):
+            sd = lo = hi = math.nan
+        else:
+            sd = float(np.std(v, ddof=1))
+            if sd == 0:  # every seed equal: the interval is the point (scipy would return nan)
+                lo = hi = mean
+            else:
+                lo, hi = (float(x) for x in stats.t.interval(CONFIDENCE, n - 1, loc=mean, scale=stats.sem(v)))
+        olympic = float(np.mean(np.sort(v)[1:-1])) if n >= OLYMPIC_MIN_N else None
+        return cls(n, mean, sd, float(np.min(v)), float(np.max(v)), lo, hi, olympic)
+
+    def ci(self, digits: int = 2) -> str:
+        return "n/a" if math.isnan(self.ci_low) else f"{self.ci_low:.{digits}f}-{self.ci_high:.{digits}f}"
 
     def fmt(self, digits: int = 2) -> str:
-        return f"{self.mean:.{digits}f} (min {self.min:.{digits}f}, std {self.std:.{digits}f}, n={self.n})"
+        sd = "n/a" if math.isnan(self.sd) else f"{self.sd:.{digits}f}"
+        return (f"mean {self.mean:.{digits}f} (95% CI {self.ci(digits)}, SD {sd}, min {self.min:.{digits}f}, "
+                f"n={self.n})")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """k successes of n trials, with the 95% Wilson score interval of the rate."""
+    k: int
+    n: int
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, k: int, n: int) -> "Rate":
+        if n == 0:
+            return cls(0, 0, math.nan, math.nan)
+        ci = stats.binomtest(k, n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+        return cls(k, n, float(ci.low), float(ci.high))
+
+    def fmt(self) -> str:
+        if self.n == 0:
+            return "0/0 seeds"
+        return f"{self.k}/{self.n} seeds, 95% CI {100 * self.low:.0f}-{100 * self.high:.0f}%"
+
+
+def welch_drop_p(new: Iterable[float], old: Iterable[float]) -> float:
+    """p-value of the one-sided Welch t-test that NEW's mean is below OLD's (unequal variances).
+
+    Two groups with no spread at all give no t statistic; then the answer is certain: 0 if NEW is lower, else 1.
+    """
+    a, b = np.asarray(list(new), dtype=float), np.asarray(list(old), dtype=float)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return math.nan
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return 0.0 if a.mean() < b.mean() else 1.0
+    with warnings.catch_warnings():
+        # Seeds that agree to the last digit make scipy warn of cancellation; the p-value is still right.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False, alternative="less").pvalue)
 
 
 def last_k_mean(test_acc: list[float], k: int = 3) -> float:
-    return mean(test_acc[-k:])
+    return float(np.mean(test_acc[-k:]))
 
 
 def first_stable_epoch(test_acc: list[float], threshold: float = 99.4) -> int | None:

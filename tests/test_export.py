@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.engine import train
+from harness.runner import RunPlan, run_seed
 from harness.export import export_onnx, load_checkpoint, onnx_logits, onnx_session, opset_of, torch_logits
 from harness.recipes import STEP1, STEP4
 
@@ -20,7 +20,8 @@ from harness.recipes import STEP1, STEP4
 @pytest.fixture(scope="module")
 def checkpoint(mnist, tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt")
-    train(replace(STEP4, epochs=2, batch_size=32), 0, mnist.subset(2048, 10000), out_dir=out, gate=False)
+    run_seed(RunPlan(replace(STEP4, epochs=2, batch_size=32), 0, torch.device("cpu"), smoke=True),
+             mnist.subset(2048, 10000), out)
     return out / "step4" / "seed0.pt"
 
 
@@ -66,10 +67,18 @@ def test_step1_exports_too(tmp_path):
 
 
 def test_eval_form_dropout_off(checkpoint, tmp_path):
+    """The exported graph is the eval form: PyTorch's eval-mode logits, not its training-mode ones (dropout
+    on, BatchNorm on batch statistics)."""
     model, _, _ = load_checkpoint(checkpoint)
     session = onnx_session(export_onnx(model, tmp_path / "m.onnx"))
     x = torch.randn(16, 1, 28, 28)
-    np.testing.assert_array_equal(onnx_logits(session, x), onnx_logits(session, x))
+    ours = onnx_logits(session, x)
+    np.testing.assert_allclose(ours, torch_logits(model, x), atol=1e-4, rtol=0)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        train_form = model.train()(x).numpy()
+    model.eval()
+    assert np.abs(ours - train_form).max() > 1e-2
 
 
 def test_cli_export_and_evaluate(checkpoint, mnist_root, tmp_path, capsys):
@@ -91,7 +100,7 @@ def test_cli_export_and_evaluate(checkpoint, mnist_root, tmp_path, capsys):
     (["export", "--step", "4", "--checkpoint", "{ckpt}", "--out", "x.txt"], "give a path ending in .onnx"),
     (["export", "--step", "2", "--checkpoint", "{ckpt}", "--out", "{tmp}/x.onnx"], "is for step 4, not --step 2"),
     (["evaluate", "--onnx", "nope.onnx"], "nope.onnx: no such ONNX file"),
-    (["export", "--step", "4", "--checkpoint", "{junk}", "--out", "{tmp}/x.onnx"], "not a tinymnist checkpoint"),
+    (["export", "--step", "4", "--checkpoint", "{junk}", "--out", "{tmp}/x.onnx"], "not a torch checkpoint"),
     (["evaluate", "--onnx", "{junk}"], "onnxruntime cannot load it"),
 ])
 def test_bad_export_input(argv, message, checkpoint, tmp_path, capsys):

@@ -27,9 +27,12 @@ def test_report_sections_and_figures(results, tmp_path):
     assert re.search(r"\| mean test accuracy, last 3 epochs \| 99\.47 \| 99\.43 \| 99\.50 \|", md)
     assert "≥ 99.4 in each of the last 3 epochs for 3 of 3 seeds." in md
     assert "Over-fits: train 99.80 vs test 99.12 at epoch 3 (gap +0.68, mean of 3 seeds)." in md
-    assert "Gate: PASS (3 of 3 seeds pass)." in md
+    assert "Gate: PASS (3/3 seeds, 95% CI 44-100% pass their own checks)." in md
+    # Seed statistics of the last-3 means 99.50, 99.433, 99.477: t-interval with 2 degrees of freedom.
+    assert "| last-3 mean test accuracy | 3 | 99.470 | 0.034 | 99.386-99.554 |  |" in md
+    assert "![seeds](seeds.png)" in md
     assert "Seed write-up: best test 99.47; ours 99.51 mean of best epochs (+0.04)" in md  # 99.55, 99.48, 99.50
-    for png in ("accuracy.png", "loss.png", "lr.png", "params_vs_accuracy.png"):
+    for png in ("accuracy.png", "loss.png", "lr.png", "params_vs_accuracy.png", "seeds.png"):
         assert (out / png).stat().st_size > 5000, png
         assert f"]({png})" in md
 
@@ -69,30 +72,109 @@ def _pair(tmp_path, old, new):
 def test_compare_no_regression(tmp_path, capsys):
     a, b = _pair(tmp_path, step4_runs(), step4_runs())
     lines, regs = compare(a, b)
-    assert regs == [] and any("| 4 | last-3 mean test acc | 99.47 | 99.47 | +0.00 | ok |" in l for l in lines)
+    assert regs == [] and any(l.startswith("| 4 | last-3 mean test acc | 99.47 (n=3) | 99.47 (n=3) | +0.00 | "
+                                           "fixed rule") for l in lines)
     assert main(["compare", str(a), str(b)]) == 0
     assert "no regression" in capsys.readouterr().out
 
 
-def test_compare_accuracy_drop(tmp_path):
+def test_compare_fixed_rule_below_five_seeds(tmp_path):
     worse = ((99.40, 99.41, 99.42),) * 3  # last-3 mean 99.41 vs 99.47: -0.06, within 0.10
     a, b = _pair(tmp_path, step4_runs(), step4_runs(worse))
     assert compare(a, b)[1] == []
-    worse = ((99.30, 99.41, 99.40),) * 3  # fails the gate too, and -0.10 ... let the mean rule decide alone:
     base = [make_result(4, s, RAMP + [99.6, 99.6, 99.6]) for s in range(3)]
     drop = [make_result(4, s, RAMP + [99.45, 99.45, 99.45]) for s in range(3)]  # -0.15, gates pass
     a, b = _pair(tmp_path / "x", base, drop)
     regs = compare(a, b)[1]
-    assert len(regs) == 1 and "last-3 mean test accuracy 99.45 vs 99.60 (-0.15" in regs[0]
+    assert len(regs) == 1 and "last-3 mean test accuracy 99.45 vs 99.60 (-0.15; fixed rule" in regs[0]
 
 
 def test_compare_gate_failure(tmp_path, capsys):
     bad = ((99.45, 99.50, 99.55), (99.40, 99.39, 99.70), (99.47, 99.46, 99.50))
     a, b = _pair(tmp_path, step4_runs(), step4_runs(bad))
     regs = compare(a, b)[1]
-    assert len(regs) == 1 and "seeds [1] fail the gate" in regs[0]
+    assert len(regs) == 1 and "step 4 seed 1: epoch 14 test accuracy 99.39 < 99.40" in regs[0]
     assert main(["compare", str(a), str(b)]) == 1
     assert "REGRESSION" in capsys.readouterr().err
+
+
+def test_compare_always_regressions(tmp_path):
+    """A missing seed, an unfinished or short run, a NaN: regressions whatever the means say."""
+    a = write_results(tmp_path / "old", step4_runs())
+    cases = {
+        "one of three seeds": step4_runs()[:1],
+        "interrupted": step4_runs()[:2] + [make_result(4, 2, RAMP + [99.5] * 3, status="interrupted")],
+        "short": step4_runs()[:2] + [make_result(4, 2, RAMP + [99.5] * 3, planned_epochs=20)],
+    }
+    nan = step4_runs()
+    nan[0].epochs[-1].test_acc = float("nan")
+    cases["nan"] = nan
+    two_nan = step4_runs()
+    for r in two_nan[:2]:
+        r.epochs[-1].test_acc = float("nan")
+    cases["two nan"] = two_nan
+    zero = step4_runs()[:2] + [make_result(4, 2, [], planned_epochs=0)]
+    cases["zero epochs"] = zero
+    for name, runs in cases.items():
+        b = write_results(tmp_path / name.replace(" ", "_"), runs)
+        assert compare(a, b)[1], name
+        assert main(["compare", str(a), str(b)]) == 1, name
+
+
+def test_compare_names_a_changed_recipe(tmp_path):
+    from dataclasses import replace
+
+    from harness.recipes import STEP4
+
+    other = replace(STEP4, lr=0.05)
+    new = [make_result(4, s, RAMP + list(l3), recipe=other) for s, l3 in
+           enumerate(((99.45, 99.50, 99.55), (99.40, 99.42, 99.48), (99.47, 99.46, 99.50)))]
+    a, b = _pair(tmp_path, step4_runs(), new)
+    lines, regs = compare(a, b)
+    assert regs == [] and any("| recipe |" in l and "lr 0.1 -> 0.05" in l for l in lines)
+
+
+# --- 16-seed populations: the statistical rule --------------------------------------------------------
+
+# Last-3 values spread like real step-4 seeds (SD 0.037 of the last-3 mean), all above the gate even 0.08
+# lower, so that the statistical rule alone decides.
+POP = [99.58 + 0.008 * ((7 * i) % 16 - 7.5) for i in range(16)]
+
+
+def _population(seeds, shift=0.0):
+    return [make_result(4, s, RAMP + [v + shift - 0.02, v + shift, v + shift + 0.02])
+            for s, v in zip(seeds, POP)]
+
+
+@pytest.mark.parametrize("case, seeds, shift, code", [
+    ("same values on other seeds", range(16, 32), 0.0, 0),
+    ("every seed 0.08 lower", range(16), -0.08, 1),
+    ("every seed 0.03 lower: under the minimum effect", range(16), -0.03, 0),
+    ("half the seeds missing", range(8), 0.0, 1),
+])
+def test_compare_populations(tmp_path, capsys, case, seeds, shift, code):
+    a = write_results(tmp_path / "old", _population(range(16)))
+    new = _population(seeds, shift)
+    b = write_results(tmp_path / "new", new)
+    assert main(["compare", str(a), str(b)]) == code, case
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    if case != "half the seeds missing":
+        acc_row = next(l for l in out.splitlines() if "last-3 mean test acc" in l)
+        assert "Welch t-test, p " in acc_row and acc_row.endswith("REGRESSION |" if code else "ok |")
+        assert "| gate |  | PASS, 16/16 seeds, 95% CI 81-100% |" in out
+    else:
+        assert "seeds [8, 9, 10, 11, 12, 13, 14, 15] missing" in err
+
+
+def test_compare_minimum_effect_and_alpha_flags(tmp_path):
+    a = write_results(tmp_path / "old", _population(range(16)))
+    b = write_results(tmp_path / "new", _population(range(16), -0.03))
+    # -0.03 on 16 seeds of SD 0.037: one-sided p = 0.015. Big enough once the minimum effect is 0.02, but
+    # significant only at alpha 0.05, not at the default 0.01.
+    assert main(["compare", str(a), str(b), "--min-effect", "0.02"]) == 0
+    assert main(["compare", str(a), str(b), "--min-effect", "0.02", "--alpha", "0.05"]) == 1
+    assert main(["compare", str(a), str(b), "--alpha", "2"]) == 2
 
 
 def test_compare_throughput(tmp_path):

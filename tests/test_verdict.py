@@ -1,0 +1,147 @@
+import json
+import math
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.cli import main
+from harness.recipes import RECIPES, STEP1, STEP4, STEP6, Expectation
+from harness.summary import summarize
+from harness.verdict import accuracy_reasons, judge
+from tests.conftest import REPO
+from tests.synth import RAMP, make_result, step4_runs, write_results
+
+GOOD = [98.0 + 0.1 * i for i in range(12)] + [99.45, 99.48, 99.50]
+
+
+def test_step4_pass():
+    assert accuracy_reasons(STEP4.expect, "s", 8952, GOOD) == []
+    v = judge(step4_runs())
+    assert v.passed and v.reasons == () and v.word == "PASS"
+
+
+def test_step4_fails_when_one_of_last_three_dips():
+    hist = GOOD[:-2] + [99.39] + GOOD[-1:]
+    assert accuracy_reasons(STEP4.expect, "step 4 seed 1", 8952, hist) == [
+        "step 4 seed 1: epoch 14 test accuracy 99.39 < 99.40 (each of the last 3 epochs must reach it)"]
+
+
+def test_step4_best_epoch_earlier_does_not_count():
+    assert accuracy_reasons(STEP4.expect, "s", 8952, GOOD[:-4] + [99.6, 99.3, 99.45, 99.45])
+
+
+def test_param_budget():
+    reasons = accuracy_reasons(STEP4.expect, "s", 10_000, GOOD)
+    assert "10,000 parameters, must be fewer than 10,000" in reasons[0]
+
+
+def test_step1_best_test():
+    assert accuracy_reasons(STEP1.expect, "s", 147658, [98.0, 99.01, 98.9]) == []
+    assert accuracy_reasons(STEP1.expect, "step 1 seed 2", 147658, [98.0, 98.99]) == [
+        "step 1 seed 2: best test accuracy 98.99 < 99.00"]
+
+
+def test_not_completed_or_short_never_passes():
+    diverged = make_result(4, 0, RAMP + [99.5] * 3, status="diverged")
+    assert not judge([diverged]).passed and "run diverged" in judge([diverged]).reasons[0]
+    short = make_result(4, 0, RAMP + [99.5] * 3, planned_epochs=16)
+    assert "only 15 of 16 planned epochs" in judge([short]).reasons[0]
+    zero = make_result(4, 0, [], planned_epochs=0)
+    assert not judge([zero], smoke=True).passed  # a 0-epoch "completed" run passes nothing, not even a smoke run
+
+
+def test_non_finite_figure_fails():
+    r = make_result(4, 0, RAMP + [99.5] * 3)
+    r.epochs[3].test_loss = math.nan
+    v = judge([r])
+    assert not v.passed and "non-finite figures: epoch 4 test_loss nan" in v.reasons[0]
+
+
+def test_one_failing_seed_fails_the_step():
+    runs = step4_runs(((99.45, 99.50, 99.55), (99.45, 99.50, 99.20), (99.47, 99.46, 99.50)))
+    v = judge(runs, required_seeds=(0, 1, 2))
+    assert not v.passed and v.failed_seeds == (1,)
+    assert v.reasons == ("step 4 seed 1: epoch 15 test accuracy 99.20 < 99.40 (each of the last 3 epochs must "
+                         "reach it)",)
+
+
+def test_missing_required_seed():
+    v = judge(step4_runs()[:2], required_seeds=(0, 1, 2))
+    assert not v.passed and v.missing_seeds == (2,) and v.failed_seeds == ()
+
+
+def _step6(finals):
+    return [make_result(6, s, RAMP + [99.5, 99.5, f], params=9000) for s, f in enumerate(finals)]
+
+
+def test_mean_rule():
+    assert judge(_step6([99.6, 99.7, 99.5])).passed
+    v = judge(_step6([99.57, 99.56, 99.55]))
+    assert v.reasons == ("step 6: mean final test accuracy 99.56 over seeds [0, 1, 2] < 99.60",)
+    assert v.failed_seeds == ()  # every seed passes its own checks; the step does not
+    assert not judge(_step6([99.9])).passed  # the mean rule needs the recipe's seeds
+
+
+def test_mixed_recipes_are_not_one_step():
+    runs = step4_runs()
+    runs[1] = make_result(4, 1, RAMP + [99.5] * 3, recipe=replace(STEP4, lr=0.05))
+    assert "2 different recipes" in judge(runs).reasons[-1]
+
+
+def test_recipes_state_their_expectation():
+    for r in RECIPES.values():
+        assert r.epochs <= 15 and r.expect != Expectation(), r.step
+    assert STEP4.expect.min_last_k == 99.40 and STEP4.seeds == (0, 1, 2)
+
+
+S6 = REPO / "reports" / "experiments" / "s6-bs64"
+
+
+def test_step6_below_its_mean_fails_in_report_compare_and_log(tmp_path, capsys):
+    """Step 6 with finals 99.57, 99.56, 99.55 (mean 99.56 < 99.60): train fails it, and so must everything."""
+    from harness.results import load_results
+
+    runs = load_results(S6)[6]
+    assert [round(r.test_acc[-1], 2) for r in runs] == [99.57, 99.56, 99.55]
+    assert all(r.gate["passed"] for r in runs)  # the per-seed files say pass: they must not be read back
+    assert not summarize(runs).verdict.passed
+    assert main(["report", str(S6), "--out", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "REPORT.md").read_text()
+    assert "Gate: FAIL" in md and "Gate: PASS" not in md
+    assert main(["compare", str(S6), str(S6)]) == 1
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "s6").symlink_to(S6, target_is_directory=True)
+    assert main(["log", str(exp), "--out", str(tmp_path / "log.md")]) == 0
+    assert "FAIL, 3/3 seeds; mean final test accuracy 99.56" in (tmp_path / "log.md").read_text()
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_schema_1_results_stay_readable():
+    d = json.loads((REPO / "reports" / "baseline" / "step4" / "seed0.json").read_text())
+    assert d["schema_version"] == 1
+    from harness.results import load_results
+
+    s = summarize(load_results(REPO / "reports" / "baseline")[4])
+    assert s.verdict.passed and s.last_k is not None and s.last_k.n == 3
+
+
+acc = st.floats(90, 100, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hist=st.lists(acc, min_size=1, max_size=15), i=st.integers(0, 14), bump=st.floats(0, 5),
+       step=st.sampled_from(sorted(RECIPES)))
+def test_verdict_is_monotone(hist, i, bump, step):
+    """Raising any epoch's accuracy never turns a pass into a fail."""
+    e = RECIPES[step].expect
+    before = not accuracy_reasons(e, "s", 8952, hist)
+    raised = list(hist)
+    raised[i % len(hist)] = min(100.0, raised[i % len(hist)] + bump)
+    after = not accuracy_reasons(e, "s", 8952, raised)
+    assert after or not before
+
+
+def test_step6_recipe_has_a_mean_rule():
+    assert STEP6.expect.min_mean_final == 99.60
