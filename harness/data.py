@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,8 @@ def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.nda
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot be read ({e}); replace it with an intact copy") from None
+    except (OSError, EOFError, zlib.error) as e:  # a flipped byte in a .gz is a CRC or zlib error
+        raise DataError(f"{path}: cannot be read ({type(e).__name__}: {e}); replace it with an intact copy") from None
     if len(data) < 4:
         raise DataError(f"{path}: truncated ({len(data)} bytes, no IDX header); replace it with an intact copy")
     magic = int.from_bytes(data[:4], "big")

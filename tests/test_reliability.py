@@ -1,0 +1,381 @@
+"""Reliability, one class of fault at a time: a checkpoint is data, nothing completed is lost, a resume is the
+same run or refused, every bad value is found before training, exit codes mean one thing each, divergence is
+caught everywhere. Most tests drive ``main(argv)`` on a tiny subset, as a user or a CI runner would."""
+import errno
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import harness.data
+from harness.cli import main
+from tests.conftest import REPO
+
+TINY = ["--step", "4", "--epochs", "2", "--train-subset", "256", "--test-subset", "128", "--set", "batch_size=64",
+        "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture
+def fast_data(small_mnist, monkeypatch):
+    """load_mnist answers from memory: these tests are about the harness around the data, not reading it."""
+    monkeypatch.setattr(harness.data, "load_mnist", lambda *a, **k: small_mnist)
+    return small_mnist
+
+
+def _train(out, *extra):
+    return main(["train", *TINY, "--seeds", "0", "--out", str(out), *extra])
+
+
+def _files(out):
+    return {p.name: p.read_bytes() for p in (Path(out) / "step4").iterdir() if p.suffix in (".json", ".pt")}
+
+
+# --- 1. A checkpoint is data -----------------------------------------------------------------------------
+
+class Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
+
+
+def test_a_malicious_checkpoint_runs_no_code(fast_data, tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Evil(marker), "recipe": {}}, evil)
+    assert main(["export", "--step", "4", "--checkpoint", str(evil), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "refused: it holds Python code (posix.system)" in err and "nothing in it was run" in err
+    # The same file as a training checkpoint under --resume.
+    (tmp_path / "out" / "step4").mkdir(parents=True)
+    torch.save({"identity": Evil(marker)}, tmp_path / "out" / "step4" / "seed0.ckpt")
+    assert _train(tmp_path / "out", "--resume") == 2
+    assert "refused" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_a_damaged_checkpoint_is_named(fast_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _train(out, "--epochs", "1") == 0
+    ckpt = out / "step4" / "seed0.ckpt"
+    ckpt.write_bytes((out / "step4" / "seed0.pt").read_bytes()[:300])  # truncated
+    assert _train(out, "--resume", "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert "seed0.ckpt: damaged" in err and "Traceback" not in err
+
+
+# --- 2. Nothing completed is lost ------------------------------------------------------------------------
+
+def test_resume_over_a_completed_result_with_other_settings_is_refused(fast_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _train(out) == 0
+    before = _files(out)
+    assert _train(out, "--resume", "--epochs", "3") == 2
+    err = capsys.readouterr().err
+    assert "--resume over a completed result with other settings (recipe epochs 2 -> 3)" in err
+    assert _files(out) == before
+    assert _train(out, "--resume") == 0  # the same settings: the completed result, as it was
+    assert _files(out) == before
+
+
+def test_an_interrupted_rerun_keeps_the_completed_pair(fast_data, tmp_path, monkeypatch, capsys):
+    import harness.engine as engine
+
+    out = tmp_path / "out"
+    assert _train(out) == 0
+    before = _files(out)
+
+    def interrupt(*a, **k):  # Ctrl-C in the rerun's first epoch
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "get_batch", interrupt)
+    assert _train(out) == 130
+    err = capsys.readouterr().err
+    assert "the completed result already in" in err and "is kept" in err
+    assert _files(out) == before
+
+
+def test_a_second_writer_is_refused_and_named(fast_data, tmp_path, capsys):
+    from harness.runner import seed_lock
+
+    out = tmp_path / "out"
+    with seed_lock(out, 4, 0):
+        assert _train(out) == 2
+    err = capsys.readouterr().err
+    assert f"step 4 seed 0 is being written by pid {os.getpid()}" in err
+    assert _train(out) == 0  # released
+
+
+def test_a_killed_writers_temporaries_are_removed(fast_data, tmp_path):
+    out = tmp_path / "out"
+    (out / "step4").mkdir(parents=True)
+    stale = out / "step4" / ".seed0.json.abc123.tmp"
+    other = out / "step4" / ".seed10.json.abc123.tmp"  # another seed's writer may still be alive
+    stale.write_text("half")
+    other.write_text("half")
+    assert _train(out) == 0
+    assert not stale.exists() and other.exists()
+
+
+def test_a_full_disk_is_named_and_says_what_was_kept(fast_data, tmp_path, monkeypatch, capsys):
+    import harness.results as results
+
+    out = tmp_path / "out"
+    real = results.atomic_write_bytes
+
+    def full(path, data):
+        if str(path).endswith(".json"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, data)
+
+    monkeypatch.setattr(results, "atomic_write_bytes", full)
+    assert _train(out) == 2
+    err = capsys.readouterr().err
+    assert "seed0.json: cannot write the result (No space left on device); kept: the checkpoint" in err
+    monkeypatch.setattr(results, "atomic_write_bytes", real)
+    assert (out / "step4" / "seed0.ckpt").exists()
+    assert _train(out, "--resume") == 0  # free space, resume: the result is written from the checkpoint
+    assert json.loads((out / "step4" / "seed0.json").read_text())["status"] == "completed"
+
+
+# --- 3. A resume is the same run, or it is refused -------------------------------------------------------
+
+@pytest.mark.parametrize("change, field", [
+    (["--train-subset", "200"], "train_images 256 -> 200"),
+    (["--test-subset", "100"], "test_images 128 -> 100"),
+    (["--set", "lr=0.05"], "recipe lr 0.1 -> 0.05"),
+    (["--set", "precision=bf16"], 'recipe precision "fp32" -> "bf16"'),
+])
+def test_resume_with_another_setting_names_the_field(fast_data, tmp_path, monkeypatch, capsys, change, field):
+    import harness.engine as engine
+
+    out = tmp_path / "out"
+    real, calls = engine.evaluate, []
+
+    def evaluate_then_interrupt(*a, **k):  # Ctrl-C during epoch 2's evaluation: epoch 1 is checkpointed
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "evaluate", evaluate_then_interrupt)
+    assert _train(out) == 130
+    monkeypatch.setattr(engine, "evaluate", real)
+    argv = ["train", *TINY, "--seeds", "0", "--out", str(out), "--resume"]
+    i = argv.index(change[0]) if change[0] != "--set" else len(argv)
+    argv = argv[:i] + change + argv[i + 2:] if change[0] != "--set" else argv + change
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--resume of another run ({field})" in err and "Traceback" not in err
+
+
+# --- 4. Every bad value is found before training ---------------------------------------------------------
+
+@pytest.mark.parametrize("assignment, message", [
+    ("lr=-1", "lr=-1.0 is outside its range: it must be a finite number in (0, inf)"),
+    ("lr=NaN", "lr=nan is outside its range"),
+    ("lr=Infinity", "lr=inf is outside its range"),
+    ("momentum=1", "momentum=1.0 is outside its range: it must be a finite number in [0, 1)"),
+    ("batch_size=0", "batch_size=0 is outside its range: it must be an integer >= 1"),
+    ("epochs=0", "epochs=0 is outside its range: it must be an integer >= 1"),
+    ("optimizer=adam", "optimizer='adam' is not known: choose one of sgd, adamw"),
+    ("schedule=cosine", "schedule='cosine' is not known: choose one of constant, onecycle"),
+    ("precision=fp16", "precision='fp16' is not known: choose one of fp32, bf16"),
+    ("ema=1", "ema=1.0 is outside its range"),
+    ("label_smoothing=1.5", "label_smoothing=1.5 is outside its range"),
+    ("warmup_frac=1", "warmup_frac=1.0 is outside its range"),
+    ('model_kwargs={"head": 0}', "model_kwargs head=0: layer sizes must be integers >= 1"),
+    ('model_kwargs={"block1": [8, -1]}', "layer sizes must be integers >= 1"),
+    ('model_kwargs={"num_classes": 3}', "num_classes=3: MNIST has 10 classes"),
+    ('model_kwargs={"dropout": 1.0}', "model_kwargs dropout=1.0 is outside its range"),
+    ("nesterov=true", None),  # momentum 0.9: allowed
+])
+def test_bad_recipe_values_exit_2_before_data(assignment, message, tmp_path, capsys):
+    code = main(["train", "--step", "4", "--set", assignment, "--data-root", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if message is None:
+        assert "MNIST not found" in err and code == 2  # the value passed; the missing data is what stops it
+    else:
+        assert code == 2 and message in err and "MNIST not found" not in err
+
+
+@pytest.mark.parametrize("seeds, message", [
+    ("4294967296", "seed 4294967296 is outside [0, 2**32)"),
+    ("-1", "seed -1 is outside"),
+    ("9223372036854775808", "is outside [0, 2**32)"),
+    ("5-2", "the end is below the start"),
+])
+def test_bad_seeds_exit_2(seeds, message, tmp_path, capsys):
+    assert main(["train", "--step", "4", "--seeds", seeds, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_seed_ranges(fast_data, tmp_path):
+    assert main(["train", *TINY, "--epochs", "1", "--seeds", "0-2", "5", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in (tmp_path / "step4").glob("*.json")) == [f"seed{s}.json" for s in (0, 1, 2, 5)]
+
+
+def test_a_gz_with_a_flipped_byte_exits_2(mnist_root, tmp_path, capsys):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (mnist_root / "MNIST" / "raw").glob("*.gz"):
+        raw.joinpath(f.name).write_bytes(f.read_bytes())
+    if len(list(raw.iterdir())) < 4:
+        pytest.skip("the data folder holds no .gz files")
+    path = raw / "t10k-labels-idx1-ubyte.gz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert main(["train", "--step", "4", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "t10k-labels-idx1-ubyte.gz: cannot be read" in err and "intact copy" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"schema_version": 2}'])
+def test_report_compare_and_log_on_malformed_json_exit_2(tmp_path, capsys, content):
+    bad = tmp_path / "bad"
+    (bad / "step4").mkdir(parents=True)
+    (bad / "step4" / "seed0.json").write_text(content)
+    assert main(["report", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert main(["compare", str(bad), str(bad)]) == 2
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "one").symlink_to(bad, target_is_directory=True)
+    assert main(["log", str(exp), "--out", str(tmp_path / "log.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("seed0.json: not a tinymnist results file") == 3 and "Traceback" not in err
+
+
+def test_evaluate_an_onnx_of_another_input_shape_exits_2(tmp_path, capsys):
+    class Flat(torch.nn.Module):
+        def forward(self, x):  # (B, 784) -> (B, 10)
+            return x[:, :10] * 2
+
+    path = tmp_path / "flat.onnx"
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.onnx.export(Flat().eval(), (torch.randn(2, 784),), dynamo=True,
+                                dynamic_shapes={"x": {0: batch}})
+    path.write_bytes(program.model_proto.SerializeToString())
+    assert main(["evaluate", "--onnx", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not (batch, 1, 28, 28) float images" in err and "Traceback" not in err
+
+
+def test_export_out_problems_exit_2(tmp_path, capsys):
+    from harness.recipes import STEP4
+    from models import create_model
+
+    torch.save({"model": create_model("step4").state_dict(), "recipe": STEP4.to_dict(), "seed": 0},
+               tmp_path / "w.pt")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["export", "--step", "4", "--checkpoint", str(tmp_path / "w.pt"),
+                 "--out", str(blocker / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the ONNX file" in err and "nothing was written there" in err
+    assert main(["export", "--step", "4", "--checkpoint", str(tmp_path / "w.pt"),
+                 "--out", str(tmp_path / "new" / "m.onnx")]) == 0  # a missing folder is made
+
+
+# --- 5. Exit codes mean one thing each -------------------------------------------------------------------
+
+def test_an_internal_error_is_exit_3_with_the_traceback_saved(fast_data, tmp_path, monkeypatch, capsys):
+    import harness.engine as engine
+
+    def bug(*a, **k):
+        raise RuntimeError("an unexpected bug")
+
+    monkeypatch.setattr(engine, "train", bug)
+    assert _train(tmp_path / "out") == 3
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "internal error: RuntimeError: an unexpected bug" in err
+    saved = Path(err.split("traceback saved to ")[1].split(")")[0])
+    assert "Traceback" in saved.read_text() and "an unexpected bug" in saved.read_text()
+    saved.unlink()
+
+
+def _cli(out, *extra):
+    return [sys.executable, "-m", "harness", "train", "--step", "4", "--seeds", "3", "--epochs", "3",
+            "--train-subset", "3000", "--test-subset", "500", "--out", str(out), "--quiet", *extra]
+
+
+def _env(mnist_root):
+    return {**os.environ, "MNIST_ROOT": str(mnist_root), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def test_sigterm_writes_what_it_has_and_the_printed_command_resumes(mnist_root, tmp_path):
+    out = tmp_path / "a dir with spaces"
+    proc = subprocess.Popen(_cli(out, "--set", "lr=0.05"), env=_env(mnist_root), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = out / "step4" / "seed3.ckpt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted (SIGTERM)" in err and "Traceback" not in err
+    saved = json.loads((out / "step4" / "seed3.json").read_text())
+    assert saved["status"] == "interrupted" and len(saved["epochs"]) >= 1
+    command = err.split("Resume with: ")[1].strip()
+    assert command.endswith("--resume") and "--set lr=0.05" in command and "--train-subset 3000" in command
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "harness"]
+    done = subprocess.run([sys.executable, *argv[1:]], env=_env(mnist_root), cwd=REPO, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    final = json.loads((out / "step4" / "seed3.json").read_text())
+    assert final["status"] == "completed" and len(final["epochs"]) == 3 and final["recipe"]["lr"] == 0.05
+
+
+# --- 6. Divergence is checked everywhere -----------------------------------------------------------------
+
+def test_a_non_finite_test_loss_ends_the_run_as_diverged(fast_data, tmp_path, monkeypatch, capsys):
+    import harness.engine as engine
+
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: (float("nan"), 10.0))
+    assert _train(tmp_path / "out") == 1
+    saved = json.loads((tmp_path / "out" / "step4" / "seed0.json").read_text())
+    assert saved["status"] == "diverged" and saved["diverged_at"]["batch"] == "evaluation"
+    assert not (tmp_path / "out" / "step4" / "seed0.pt").exists()
+    assert "run diverged" in capsys.readouterr().err
+
+
+# --- 7. Any input: 0, 1, 2 or 3, never a traceback -------------------------------------------------------
+
+VALUES = st.one_of(st.integers(-3, 300), st.floats(allow_nan=True, allow_infinity=True, width=32),
+                   st.sampled_from(["sgd", "adamw", "adam", "onecycle", "constant", "fp32", "bf16", "x", "true",
+                                    "[1, 2]", '{"dropout": 0.2}', "", "null"]))
+FIELDS = st.sampled_from(["lr", "momentum", "batch_size", "epochs", "optimizer", "schedule", "precision", "ema",
+                          "label_smoothing", "warmup_frac", "weight_decay", "max_degrees", "max_shift",
+                          "max_scale", "nesterov", "model_kwargs", "model", "step", "nonsense"])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sets=st.lists(st.tuples(FIELDS, VALUES), max_size=3),
+       seeds=st.lists(st.integers(-2, 2 ** 33), min_size=1, max_size=2),
+       flags=st.lists(st.sampled_from(["--dry-run", "--resume", "--quiet"]), max_size=2, unique=True))
+def test_any_input_ends_in_a_known_exit_code_without_a_traceback(fast_data, tmp_path_factory, capsys, sets,
+                                                                  seeds, flags):
+    out = tmp_path_factory.mktemp("h")
+    argv = ["train", "--step", "4", "--epochs", "1", "--train-subset", "128", "--test-subset", "64", "--out",
+            str(out), "--seeds", *map(str, seeds), *flags]
+    for key, value in sets:
+        argv += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code in (0, 1, 2, 3) and "Traceback" not in err, (argv, err)
+    assert code != 3, (argv, err)  # 3 is for bugs: none of these inputs should find one
+
