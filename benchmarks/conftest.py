@@ -1,4 +1,5 @@
 """Shared fixtures for the benchmark suite, and the machine facts every saved run carries."""
+
 import os
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 
 @pytest.fixture(scope="session")
-def mnist_cuda(mnist):
+def mnist_cuda(request):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
-    return mnist.to("cuda")  # the tensors already read and checked, not the files again
+    return request.getfixturevalue("mnist").to("cuda")  # the tensors already read and checked, not the files again

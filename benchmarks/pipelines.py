@@ -9,6 +9,7 @@ Both feed the same model (the step's), the same optimizer and batch size; only t
 Rounds alternate (harness, conventional, harness, ...) after an untimed warm-up of each, so machine noise
 hits both; the claim is the median ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,7 @@ def _step_fn(model, opt, prepare, bf16: bool):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -38,8 +40,12 @@ def make_trainer(step: int, device: torch.device, overrides: list[str] = ()):
 
     recipe = with_overrides(get_recipe(step), list(overrides))
     model = build_model(recipe, 0, device).train()
-    return recipe, _step_fn(training_forward(model, recipe), build_optimizer(recipe, model),
-                            lambda x: _prepare(model, x), recipe.precision == "bf16")
+    return recipe, _step_fn(
+        training_forward(model, recipe),
+        build_optimizer(recipe, model),
+        lambda x: _prepare(model, x),
+        recipe.precision == "bf16",
+    )
 
 
 def harness_batches(data, recipe, device, seed: int = 0):
@@ -50,7 +56,7 @@ def harness_batches(data, recipe, device, seed: int = 0):
     for epoch in itertools.count(1):
         perm, gen = epoch_permutation(seed, epoch, n, device)
         for b in range(0, n, bs):
-            yield get_batch(data, perm[b:b + bs], recipe, gen)
+            yield get_batch(data, perm[b : b + bs], recipe, gen)
 
 
 def conventional_batches(root, recipe, workers: int = 2):
@@ -59,15 +65,28 @@ def conventional_batches(root, recipe, workers: int = 2):
 
     from harness.data import MEAN, STD, DataError
 
-    tf = transforms.Compose([transforms.RandomRotation(recipe.max_degrees or 7.0), transforms.ToTensor(),
-                             transforms.Normalize((MEAN,), (STD,))])
+    tf = transforms.Compose(
+        [
+            transforms.RandomRotation(recipe.max_degrees or 7.0),
+            transforms.ToTensor(),
+            transforms.Normalize((MEAN,), (STD,)),
+        ]
+    )
     try:
         ds = datasets.MNIST(root=str(root), train=True, download=False, transform=tf)
     except RuntimeError as e:  # torchvision reads only the uncompressed files; the harness reads .gz too
-        raise DataError(f"{root}/MNIST/raw: the conventional pipeline (torchvision) needs the uncompressed IDX "
-                        f"files there ({e}); gunzip -k the .gz files in that folder") from None
-    loader = DataLoader(ds, batch_size=recipe.batch_size, shuffle=True, num_workers=workers,
-                        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
+        raise DataError(
+            f"{root}/MNIST/raw: the conventional pipeline (torchvision) needs the uncompressed IDX "
+            f"files there ({e}); gunzip -k the .gz files in that folder"
+        ) from None
+    loader = DataLoader(
+        ds,
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(0),
+    )
     while True:
         yield from loader
 
@@ -87,8 +106,9 @@ def timed(batches, train_step, n: int, device: torch.device) -> float:
     return seen / (time.perf_counter() - t0)
 
 
-def compare(root, step: int = 4, batches: int = 100, rounds: int = 3, device: str = "cpu",
-            overrides: list[str] = ()) -> dict:
+def compare(
+    root, step: int = 4, batches: int = 100, rounds: int = 3, device: str = "cpu", overrides: list[str] = ()
+) -> dict:
     from harness.data import load_mnist
 
     dev = torch.device(device)
@@ -96,16 +116,27 @@ def compare(root, step: int = 4, batches: int = 100, rounds: int = 3, device: st
     recipe, fast_step = make_trainer(step, dev, overrides)
     _, slow_step = make_trainer(step, dev, overrides)
     fast, slow = harness_batches(data, recipe, dev), conventional_batches(root, recipe)
-    timed(fast, fast_step, 20, dev)           # warm-up, untimed: allocator, oneDNN kernels, worker start-up
+    timed(fast, fast_step, 20, dev)  # warm-up, untimed: allocator, oneDNN kernels, worker start-up
     timed(slow, slow_step, 20, dev)
     ours, theirs = [], []
     for _ in range(rounds):
         ours.append(timed(fast, fast_step, batches, dev))
         theirs.append(timed(slow, slow_step, batches, dev))
-    ratios = [a / b for a, b in zip(ours, theirs)]
-    return {"step": step, "device": device, "precision": recipe.precision, "compile": recipe.compile, "threads": torch.get_num_threads(), "batch_size": recipe.batch_size,
-            "batches_per_round": batches, "rounds": rounds, "harness_img_s": ours, "conventional_img_s": theirs,
-            "ratio_median": median(ratios), "ratio_min": min(ratios)}
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    return {
+        "step": step,
+        "device": device,
+        "precision": recipe.precision,
+        "compile": recipe.compile,
+        "threads": torch.get_num_threads(),
+        "batch_size": recipe.batch_size,
+        "batches_per_round": batches,
+        "rounds": rounds,
+        "harness_img_s": ours,
+        "conventional_img_s": theirs,
+        "ratio_median": median(ratios),
+        "ratio_min": min(ratios),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,9 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=100)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the step's recipe for both pipelines, as in `train --set` (precision=bf16, "
-                        "compile=true)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the step's recipe for both pipelines, as in `train --set` (precision=bf16, compile=true)",
+    )
     args = p.parse_args(argv)
     from harness.recipes import get_recipe, with_overrides
 
@@ -129,17 +164,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
     try:
-        r = compare(resolve_root(args.data_root), args.step, args.batches, args.rounds, args.device,
-                    args.set)
+        r = compare(resolve_root(args.data_root), args.step, args.batches, args.rounds, args.device, args.set)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"step {r['step']} model, batch {r['batch_size']}, {r['device']} {r['precision']}{' compiled' if r['compile'] else ''}, {r['threads']} threads, "
-          f"{r['rounds']} alternating rounds of {r['batches_per_round']} batches")
-    print(f"harness pipeline      : {median(r['harness_img_s']):8,.0f} img/s (median; rounds "
-          f"{', '.join(f'{v:,.0f}' for v in r['harness_img_s'])})")
-    print(f"conventional pipeline : {median(r['conventional_img_s']):8,.0f} img/s (median; rounds "
-          f"{', '.join(f'{v:,.0f}' for v in r['conventional_img_s'])})")
+    compiled = " compiled" if r["compile"] else ""
+    print(
+        f"step {r['step']} model, batch {r['batch_size']}, {r['device']} {r['precision']}{compiled}, "
+        f"{r['threads']} threads, "
+        f"{r['rounds']} alternating rounds of {r['batches_per_round']} batches"
+    )
+    print(
+        f"harness pipeline      : {median(r['harness_img_s']):8,.0f} img/s (median; rounds "
+        f"{', '.join(f'{v:,.0f}' for v in r['harness_img_s'])})"
+    )
+    print(
+        f"conventional pipeline : {median(r['conventional_img_s']):8,.0f} img/s (median; rounds "
+        f"{', '.join(f'{v:,.0f}' for v in r['conventional_img_s'])})"
+    )
     print(f"speed-up              : {r['ratio_median']:.2f}x median, {r['ratio_min']:.2f}x worst round")
     return 0
 

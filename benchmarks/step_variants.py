@@ -6,6 +6,7 @@ The evidence behind the layout and dropout choices in models/nets.py: variants a
 rounds after an untimed warm-up, on random data (only the network is timed), batch 128; the claim is the ratio.
 The last line times the harness's data path for a batch (indexing and augmentation) without the network.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,7 +66,7 @@ def data_ms(data: torch.Tensor, steps: int) -> list[float]:
     perm = torch.randperm(len(data), generator=gen)
     t = time.perf_counter()
     for i in range(steps):
-        augment(data[perm[i * 128:(i + 1) * 128]], gen, 7.0, 0.08)
+        augment(data[perm[i * 128 : (i + 1) * 128]], gen, 7.0, 0.08)
     return [(time.perf_counter() - t) / steps * 1e3]
 
 
@@ -82,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             results[name] += step_ms(args.model, v, args.steps, 1)
         results.setdefault("data path only", []).extend(data_ms(images, args.steps))
     base = median(results["fp32"])
-    print(f"{args.model}, batch 128, {torch.get_num_threads()} threads, {args.rounds} alternating rounds "
-          f"of {args.steps} steps (median ms per training step)")
+    print(
+        f"{args.model}, batch 128, {torch.get_num_threads()} threads, {args.rounds} alternating rounds "
+        f"of {args.steps} steps (median ms per training step)"
+    )
     for name, t in results.items():
         if t:
             print(f"  {name:20s} {median(t):6.1f} ms  ({median(t) / base:.2f}x fp32)")

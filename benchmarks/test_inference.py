@@ -3,6 +3,7 @@
 Targets: onnxruntime's batch-1 latency at most half of eager's; its batch-1,000 throughput at least eager's.
 The model is a fixed-seed step-4 network in eval form: speed does not depend on the weights' values.
 """
+
 import time
 from statistics import median
 
@@ -25,6 +26,7 @@ def _runner(engine, models, batch):
     model, session = models
     x = torch.randn(batch, 1, 28, 28)
     if engine == "torch":
+
         def run():
             with torch.inference_mode():
                 model(x)
@@ -33,6 +35,7 @@ def _runner(engine, models, batch):
 
         def run():
             session.run(None, feed)
+
     return run
 
 
@@ -75,8 +78,10 @@ def test_onnx_targets(models):
         results[batch] = {e: median(v) for e, v in t.items()}
     lat = results[1]
     thr = {e: 1000 / s for e, s in results[1000].items()}
-    print(f"\nbatch 1 latency: torch {lat['torch'] * 1e3:.3f} ms, onnxruntime {lat['onnxruntime'] * 1e3:.3f} ms "
-          f"({lat['torch'] / lat['onnxruntime']:.1f}x); batch 1000: torch {thr['torch']:,.0f}/s, "
-          f"onnxruntime {thr['onnxruntime']:,.0f}/s")
+    print(
+        f"\nbatch 1 latency: torch {lat['torch'] * 1e3:.3f} ms, onnxruntime {lat['onnxruntime'] * 1e3:.3f} ms "
+        f"({lat['torch'] / lat['onnxruntime']:.1f}x); batch 1000: torch {thr['torch']:,.0f}/s, "
+        f"onnxruntime {thr['onnxruntime']:,.0f}/s"
+    )
     assert lat["onnxruntime"] <= 0.5 * lat["torch"]
     assert thr["onnxruntime"] >= thr["torch"]

@@ -6,6 +6,7 @@ naming the argument or file and the fix); 3 an internal error (one line, and the
 traceback); 130 interrupted by Ctrl-C, 143 by SIGTERM (what was trained is written, and the resume command
 printed). A crash is never 1, so CI never reads a crash as a regression.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
-SEED_LIMIT = 2 ** 32  # torch's CPU generator keeps 32 bits of a seed: 2**32 would replay seed 0
+SEED_LIMIT = 2**32  # torch's CPU generator keeps 32 bits of a seed: 2**32 would replay seed 0
 
 
 class UsageError(Exception):
@@ -41,8 +42,9 @@ def _int(text: str) -> int:
 def _seed(text: str) -> int:
     value = _int(text)
     if not 0 <= value < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"seed {value} is outside [0, 2**32): larger seeds would alias "
-                                         "smaller ones; choose a seed in 0-4294967295")
+        raise argparse.ArgumentTypeError(
+            f"seed {value} is outside [0, 2**32): larger seeds would alias smaller ones; choose a seed in 0-4294967295"
+        )
     return value
 
 
@@ -82,8 +84,7 @@ def _step(text: str) -> int:
 
     value = _int(text)
     if value not in RECIPES:
-        raise argparse.ArgumentTypeError(f"unknown step {value}; known steps: "
-                                         f"{', '.join(map(str, sorted(RECIPES)))}")
+        raise argparse.ArgumentTypeError(f"unknown step {value}; known steps: {', '.join(map(str, sorted(RECIPES)))}")
     return value
 
 
@@ -97,8 +98,9 @@ def _writable_dir(text: str) -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise argparse.ArgumentTypeError(f"{text}: cannot create or write this folder ({e.strerror}); "
-                                         "choose another --out") from None
+        raise argparse.ArgumentTypeError(
+            f"{text}: cannot create or write this folder ({e.strerror}); choose another --out"
+        ) from None
     return path
 
 
@@ -107,10 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a step's recipe under fixed seeds and check its gate")
-    t.add_argument("--step", type=_step, nargs="+", required=True,
-                   help="which steps' recipes, run in order (e.g. --step 1 2 3 4)")
-    t.add_argument("--seeds", type=_seeds, nargs="+",
-                   help="seeds to run, in [0, 2**32): numbers or ranges, e.g. 0-31 40 (default: the recipe's)")
+    t.add_argument(
+        "--step", type=_step, nargs="+", required=True, help="which steps' recipes, run in order (e.g. --step 1 2 3 4)"
+    )
+    t.add_argument(
+        "--seeds",
+        type=_seeds,
+        nargs="+",
+        help="seeds to run, in [0, 2**32): numbers or ranges, e.g. 0-31 40 (default: the recipe's)",
+    )
     t.add_argument("--epochs", type=_positive_int, help="override the recipe's epochs (gates assume its own)")
     t.add_argument("--batch-size", type=_positive_int, help="override the recipe's batch size")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -118,13 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=_writable_dir, default=Path("results"), help="results folder (default results/)")
     t.add_argument("--resume", action="store_true", help="continue each seed from its last epoch checkpoint")
     t.add_argument("--dry-run", action="store_true", help="smoke run: 1 epoch of 3 batches, gate not checked")
-    t.add_argument("--train-subset", type=_positive_int, metavar="N",
-                   help="train on the first N training images only (quick checks; gate not checked)")
-    t.add_argument("--test-subset", type=_positive_int, metavar="N",
-                   help="evaluate on the first N test images only (quick checks; gate not checked)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="experiment: override a recipe field (JSON value), e.g. --set lr=0.05; recorded in "
-                        "the results, gate unchanged")
+    t.add_argument(
+        "--train-subset",
+        type=_positive_int,
+        metavar="N",
+        help="train on the first N training images only (quick checks; gate not checked)",
+    )
+    t.add_argument(
+        "--test-subset",
+        type=_positive_int,
+        metavar="N",
+        help="evaluate on the first N test images only (quick checks; gate not checked)",
+    )
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="experiment: override a recipe field (JSON value), e.g. --set lr=0.05; recorded in "
+        "the results, gate unchanged",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
 
     sub.add_parser("models", help="list registered models with their parameter counts")
@@ -151,12 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare two results folders; exit 1 on a regression")
     c.add_argument("baseline", help="results folder of the reference run (e.g. reports/baseline)")
     c.add_argument("new", help="results folder of the run under test")
-    c.add_argument("--alpha", type=_fraction, default=0.01,
-                   help="significance of the one-sided Welch t-test, used with >= 5 seeds a side (0.01)")
-    c.add_argument("--min-effect", type=_non_negative, default=0.05,
-                   help="smallest drop of the mean last-3 accuracy, in points, that counts as a regression (0.05)")
-    c.add_argument("--max-acc-drop", type=_non_negative, default=0.10,
-                   help="fewer than 5 seeds a side: points of mean last-3 accuracy that may be lost (0.10)")
+    c.add_argument(
+        "--alpha",
+        type=_fraction,
+        default=0.01,
+        help="significance of the one-sided Welch t-test, used with >= 5 seeds a side (0.01)",
+    )
+    c.add_argument(
+        "--min-effect",
+        type=_non_negative,
+        default=0.05,
+        help="smallest drop of the mean last-3 accuracy, in points, that counts as a regression (0.05)",
+    )
+    c.add_argument(
+        "--max-acc-drop",
+        type=_non_negative,
+        default=0.10,
+        help="fewer than 5 seeds a side: points of mean last-3 accuracy that may be lost (0.10)",
+    )
     c.add_argument("--max-throughput-drop", type=_fraction, default=0.10, help="fraction of throughput (0.10)")
     c.add_argument("--steps", type=_step, nargs="+", help="compare only these steps (default: all found)")
     return p
@@ -188,7 +220,7 @@ def cmd_train(args) -> int:
         for recipe in recipes:
             codes.append(_train_step(args, recipe, data, device))
     if len(codes) > 1:
-        failed = [s for s, c in zip(args.step, codes) if c != EXIT_OK]
+        failed = [s for s, c in zip(args.step, codes, strict=True) if c != EXIT_OK]
         ok = "all smoke runs OK (gates not checked)" if _smoke(args) else "all gates PASS"
         print(f"steps {args.step}: " + (f"FAIL (steps {failed})" if failed else ok))
     return max(codes)
@@ -223,40 +255,65 @@ def _train_step(args, recipe, data, device) -> int:
 
     seeds = _seed_list(args.seeds) if args.seeds else list(recipe.seeds)
     smoke = _smoke(args)
-    print(f"step {recipe.step}: {recipe.name} | model {recipe.model} | seeds {_seed_text(seeds)} | "
-          f"device {device.type} | threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"step {recipe.step}: {recipe.name} | model {recipe.model} | seeds {_seed_text(seeds)} | "
+        f"device {device.type} | threads {torch.get_num_threads()}",
+        flush=True,
+    )
 
     def on_run(r) -> None:
         if not args.quiet:
             for e in r.epochs:
-                print(f"  seed {r.seed} epoch {e.epoch:2d}  train {e.train_loss:.4f} {e.train_acc:6.2f}%  "
-                      f"test {e.test_loss:.4f} {e.test_acc:6.2f}%  lr {e.lr:.5f}  {e.seconds:5.1f}s "
-                      f"({e.images_per_second:,.0f} img/s)")
+                print(
+                    f"  seed {r.seed} epoch {e.epoch:2d}  train {e.train_loss:.4f} {e.train_acc:6.2f}%  "
+                    f"test {e.test_loss:.4f} {e.test_acc:6.2f}%  lr {e.lr:.5f}  {e.seconds:5.1f}s "
+                    f"({e.images_per_second:,.0f} img/s)"
+                )
         last = r.epochs[-1].test_acc if r.epochs else float("nan")
         mark = ("smoke" if smoke else "PASS") if r.gate["passed"] else "FAIL"
         extra = f" diverged at {r.diverged_at}" if r.diverged_at else ""
-        print(f"seed {r.seed}: {r.status}{extra}, {r.params:,} params, final test {last:.2f}%, "
-              f"{r.wall_seconds:.0f}s -> {mark}", flush=True)
+        print(
+            f"seed {r.seed}: {r.status}{extra}, {r.params:,} params, final test {last:.2f}%, "
+            f"{r.wall_seconds:.0f}s -> {mark}",
+            flush=True,
+        )
 
     try:
-        runs, verdict = run_step(recipe, seeds, data, device, args.out, resume=args.resume, smoke=smoke,
-                                 max_batches=3 if args.dry_run else None, eval_limit=500 if args.dry_run else None,
-                                 progress=not args.quiet, on_run=on_run)
+        runs, verdict = run_step(
+            recipe,
+            seeds,
+            data,
+            device,
+            args.out,
+            resume=args.resume,
+            smoke=smoke,
+            max_batches=3 if args.dry_run else None,
+            eval_limit=500 if args.dry_run else None,
+            progress=not args.quiet,
+            on_run=on_run,
+        )
     except RunInterrupted as e:
         done = len(e.result.epochs)
-        where = (f"the completed result already in {args.out} is kept; this rerun's checkpoint is {e.path}"
-                 if e.kept_completed else f"partial results in {e.path}")
-        print(f"\ninterrupted ({e.signal_name}): step {recipe.step} seed {e.result.seed} after {done} complete "
-              f"epoch(s); {where}. Resume with: {resume_command(args._argv)}", file=sys.stderr)
+        where = (
+            f"the completed result already in {args.out} is kept; this rerun's checkpoint is {e.path}"
+            if e.kept_completed
+            else f"partial results in {e.path}"
+        )
+        print(
+            f"\ninterrupted ({e.signal_name}): step {recipe.step} seed {e.result.seed} after {done} complete "
+            f"epoch(s); {where}. Resume with: {resume_command(args._argv)}",
+            file=sys.stderr,
+        )
         return EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED
     finals = [r.epochs[-1].test_acc for r in runs if r.epochs]
     if finals:
-        print(f"step {recipe.step}: final test accuracy over seeds {_seed_text([r.seed for r in runs if r.epochs])}: "
-              f"{SeedStats.of(finals).fmt()}")
+        print(
+            f"step {recipe.step}: final test accuracy over seeds {_seed_text([r.seed for r in runs if r.epochs])}: "
+            f"{SeedStats.of(finals).fmt()}"
+        )
     for reason in verdict.reasons:
         print(f"GATE FAILED: {reason}", file=sys.stderr)
-    print(f"step {recipe.step}: {verdict.word}" + ("" if smoke else f" ({verdict_rate(runs, verdict)})"),
-          flush=True)
+    print(f"step {recipe.step}: {verdict.word}" + ("" if smoke else f" ({verdict_rate(runs, verdict)})"), flush=True)
     return EXIT_OK if verdict.passed else EXIT_GATE
 
 
@@ -292,13 +349,15 @@ def cmd_export(args) -> int:
         raise UsageError(f"--out {args.out}: give a path ending in .onnx")
     model, recipe, seed = load_checkpoint(args.checkpoint, args.step)
     try:
-        path = export_onnx(model, args.out, metadata={"step": str(recipe.step), "seed": str(seed),
-                                                        "model": recipe.model})
+        path = export_onnx(
+            model, args.out, metadata={"step": str(recipe.step), "seed": str(seed), "model": recipe.model}
+        )
     except OSError as e:
-        raise UsageError(f"--out {args.out}: cannot write the ONNX file ({e.strerror}); nothing was written "
-                         "there; choose another --out") from None
-    print(f"wrote {path} (step {recipe.step}, seed {seed}, opset {opset_of(path)}, dynamic batch); "
-          "onnx.checker passed")
+        raise UsageError(
+            f"--out {args.out}: cannot write the ONNX file ({e.strerror}); nothing was written "
+            "there; choose another --out"
+        ) from None
+    print(f"wrote {path} (step {recipe.step}, seed {seed}, opset {opset_of(path)}, dynamic batch); onnx.checker passed")
     return EXIT_OK
 
 
@@ -313,8 +372,7 @@ def cmd_evaluate(args) -> int:
     data = load_mnist(args.data_root, "cpu")
     pred = onnx_logits(session, data.test_x).argmax(1)
     acc = 100.0 * float(np.mean(pred == data.test_y.numpy()))
-    print(f"{args.onnx}: test accuracy {acc:.2f}% on {len(pred):,} images (onnxruntime "
-          f"{session.get_providers()[0]})")
+    print(f"{args.onnx}: test accuracy {acc:.2f}% on {len(pred):,} images (onnxruntime {session.get_providers()[0]})")
     return EXIT_OK
 
 
@@ -354,9 +412,17 @@ def cmd_compare(args) -> int:
         if not Path(p).is_dir():
             raise UsageError(f"{p}: no such results folder")
     try:
-        lines, regressions = compare(args.baseline, args.new, Thresholds(
-            alpha=args.alpha, min_effect=args.min_effect, max_acc_drop=args.max_acc_drop,
-            max_throughput_drop=args.max_throughput_drop), args.steps)
+        lines, regressions = compare(
+            args.baseline,
+            args.new,
+            Thresholds(
+                alpha=args.alpha,
+                min_effect=args.min_effect,
+                max_acc_drop=args.max_acc_drop,
+                max_throughput_drop=args.max_throughput_drop,
+            ),
+            args.steps,
+        )
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     print("\n".join(lines))
@@ -366,8 +432,15 @@ def cmd_compare(args) -> int:
     return EXIT_GATE if regressions else EXIT_OK
 
 
-COMMANDS = {"train": cmd_train, "models": cmd_models, "export": cmd_export, "evaluate": cmd_evaluate,
-            "report": cmd_report, "compare": cmd_compare, "log": cmd_log}
+COMMANDS = {
+    "train": cmd_train,
+    "models": cmd_models,
+    "export": cmd_export,
+    "evaluate": cmd_evaluate,
+    "report": cmd_report,
+    "compare": cmd_compare,
+    "log": cmd_log,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,6 +482,9 @@ def _internal_error(prog: str, command: str, error: Exception) -> int:
         where = f"traceback saved to {path}"
     except OSError:
         where = "the traceback could not be saved"
-    print(f"{prog} {command}: internal error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-          f" ({where}); please report it", file=sys.stderr)
+    first = str(error).splitlines()[0] if str(error) else ""
+    print(
+        f"{prog} {command}: internal error: {type(error).__name__}: {first} ({where}); please report it",
+        file=sys.stderr,
+    )
     return EXIT_INTERNAL

@@ -14,6 +14,7 @@ missing from NEW. A recipe that differs from the baseline's gets its own row nam
 Throughput: a drop of more than 10% in training images/s per step, or in any benchmark of the pytest-benchmark
 ``*.json`` files in the two folders, compared only between runs on the same machine.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,9 +32,9 @@ MIN_SEEDS_FOR_TEST = 5  # a t-test on fewer seeds a side has too little power to
 
 @dataclass(frozen=True)
 class Thresholds:
-    alpha: float = 0.01               # one-sided Welch t-test, >= MIN_SEEDS_FOR_TEST seeds a side
-    min_effect: float = 0.05          # points of mean last-3 accuracy: smaller drops are never regressions
-    max_acc_drop: float = 0.10        # points: the fixed rule, for fewer seeds
+    alpha: float = 0.01  # one-sided Welch t-test, >= MIN_SEEDS_FOR_TEST seeds a side
+    min_effect: float = 0.05  # points of mean last-3 accuracy: smaller drops are never regressions
+    max_acc_drop: float = 0.10  # points: the fixed rule, for fewer seeds
     max_throughput_drop: float = 0.10  # fraction
 
 
@@ -41,16 +42,17 @@ def _bench_throughput(folder: Path) -> tuple[dict[str, float], str]:
     """Per-second figure of every benchmark in the folder's pytest-benchmark JSON files, and their machine."""
     files = sorted(p for p in folder.rglob("*.json") if not p.name.startswith("seed"))
     benches, machine = load_benchmarks(files, strict=False)
-    figures = {b.get("fullname", b["name"]): b.get("extra_info", {}).get("batch", 1) / b["stats"]["median"]
-               for b in benches}
+    figures = {
+        b.get("fullname", b["name"]): b.get("extra_info", {}).get("batch", 1) / b["stats"]["median"] for b in benches
+    }
     return figures, machine_name(machine)
 
 
 @dataclass(frozen=True)
 class AccuracyCheck:
-    rule: str          # what judged it, for the row
-    drop: float        # baseline mean minus NEW mean, in points (positive = worse)
-    p: float           # one-sided Welch p-value; nan where it cannot be computed
+    rule: str  # what judged it, for the row
+    drop: float  # baseline mean minus NEW mean, in points (positive = worse)
+    p: float  # one-sided Welch p-value; nan where it cannot be computed
     regression: bool
 
 
@@ -74,8 +76,9 @@ def _p(p: float) -> str:
     return "n/a" if math.isnan(p) else f"{p:.2g}"
 
 
-def compare(baseline: str | os.PathLike, new: str | os.PathLike, t: Thresholds = Thresholds(),
-            steps: list[int] | None = None) -> tuple[list[str], list[str]]:
+def compare(
+    baseline: str | os.PathLike, new: str | os.PathLike, t: Thresholds = Thresholds(), steps: list[int] | None = None
+) -> tuple[list[str], list[str]]:
     """The printed table's lines and the regressions found (empty when nothing regressed)."""
     old_r, new_r = load_results(baseline), load_results(new)
     if steps:
@@ -104,14 +107,23 @@ def compare(baseline: str | os.PathLike, new: str | os.PathLike, t: Thresholds =
         n = summarize(new_r[step], required)
         gate_reasons = list(n.verdict.reasons)
         if old_seeds and not required and len(new_seeds) < len(old_seeds):
-            gate_reasons.append(f"step {step}: {len(new_seeds)} fresh seeds against the baseline's "
-                                f"{len(old_seeds)}; a smaller sample cannot stand for it")
+            gate_reasons.append(
+                f"step {step}: {len(new_seeds)} fresh seeds against the baseline's "
+                f"{len(old_seeds)}; a smaller sample cannot stand for it"
+            )
         row(step, "gate", "", f"{n.verdict.word}, {n.pass_rate.fmt()}", "", bool(gate_reasons), "harness.verdict")
         if gate_reasons:
             regressions.append("; ".join(gate_reasons))
         if step not in old_r:
-            row(step, "last-3 mean test acc", "missing", f"{n.last_k.mean:.2f}" if n.last_k else "n/a", "",
-                False, note="new step")
+            row(
+                step,
+                "last-3 mean test acc",
+                "missing",
+                f"{n.last_k.mean:.2f}" if n.last_k else "n/a",
+                "",
+                False,
+                note="new step",
+            )
             continue
         o = summarize(old_r[step])
         changed = o.recipe.diff(n.recipe)
@@ -119,36 +131,75 @@ def compare(baseline: str | os.PathLike, new: str | os.PathLike, t: Thresholds =
             row(step, "recipe", "", "", "; ".join(changed), False, note="changed: not the same experiment")
         acc = accuracy_check(o, n, t)
         if acc is not None and o.last_k is not None and n.last_k is not None:
-            row(step, f"last-{n.k} mean test acc", f"{o.last_k.mean:.2f} (n={o.last_k.n})",
-                f"{n.last_k.mean:.2f} (n={n.last_k.n})", f"{0.0 - acc.drop:+.2f}", acc.regression, acc.rule)
+            row(
+                step,
+                f"last-{n.k} mean test acc",
+                f"{o.last_k.mean:.2f} (n={o.last_k.n})",
+                f"{n.last_k.mean:.2f} (n={n.last_k.n})",
+                f"{0.0 - acc.drop:+.2f}",
+                acc.regression,
+                acc.rule,
+            )
             if acc.regression:
-                regressions.append(f"step {step}: last-{n.k} mean test accuracy {n.last_k.mean:.2f} vs "
-                                   f"{o.last_k.mean:.2f} ({0.0 - acc.drop:+.2f}; {acc.rule})")
+                regressions.append(
+                    f"step {step}: last-{n.k} mean test accuracy {n.last_k.mean:.2f} vs "
+                    f"{o.last_k.mean:.2f} ({0.0 - acc.drop:+.2f}; {acc.rule})"
+                )
         if o.images_per_second and n.images_per_second:
             old_v, new_v = o.images_per_second.mean, n.images_per_second.mean
             d = new_v / old_v - 1
             if o.machines != n.machines:
-                row(step, "train images/s", f"{old_v:,.0f}", f"{new_v:,.0f}", f"{d:+.1%}", False,
-                    note="skipped: different machine")
+                row(
+                    step,
+                    "train images/s",
+                    f"{old_v:,.0f}",
+                    f"{new_v:,.0f}",
+                    f"{d:+.1%}",
+                    False,
+                    note="skipped: different machine",
+                )
             else:
                 bad = d < -t.max_throughput_drop
-                row(step, "train images/s", f"{old_v:,.0f}", f"{new_v:,.0f}", f"{d:+.1%}", bad,
-                    f"drop <= {t.max_throughput_drop:.0%}")
+                row(
+                    step,
+                    "train images/s",
+                    f"{old_v:,.0f}",
+                    f"{new_v:,.0f}",
+                    f"{d:+.1%}",
+                    bad,
+                    f"drop <= {t.max_throughput_drop:.0%}",
+                )
                 if bad:
-                    regressions.append(f"step {step}: training throughput {new_v:,.0f} vs {old_v:,.0f} images/s "
-                                       f"({d:+.1%}, limit -{t.max_throughput_drop:.0%})")
+                    regressions.append(
+                        f"step {step}: training throughput {new_v:,.0f} vs {old_v:,.0f} images/s "
+                        f"({d:+.1%}, limit -{t.max_throughput_drop:.0%})"
+                    )
 
     old_b, old_m = _bench_throughput(Path(baseline))
     new_b, new_m = _bench_throughput(Path(new))
     for name in sorted(set(old_b) & set(new_b)):
         d = new_b[name] / old_b[name] - 1
         if old_m != new_m:
-            row("bench", name, f"{old_b[name]:,.0f}/s", f"{new_b[name]:,.0f}/s", f"{d:+.1%}", False,
-                note="skipped: different machine")
+            row(
+                "bench",
+                name,
+                f"{old_b[name]:,.0f}/s",
+                f"{new_b[name]:,.0f}/s",
+                f"{d:+.1%}",
+                False,
+                note="skipped: different machine",
+            )
             continue
         bad = d < -t.max_throughput_drop
-        row("bench", name, f"{old_b[name]:,.0f}/s", f"{new_b[name]:,.0f}/s", f"{d:+.1%}", bad,
-            f"drop <= {t.max_throughput_drop:.0%}")
+        row(
+            "bench",
+            name,
+            f"{old_b[name]:,.0f}/s",
+            f"{new_b[name]:,.0f}/s",
+            f"{d:+.1%}",
+            bad,
+            f"drop <= {t.max_throughput_drop:.0%}",
+        )
         if bad:
             regressions.append(f"benchmark {name}: {new_b[name]:,.0f} vs {old_b[name]:,.0f} per second ({d:+.1%})")
     return lines, regressions

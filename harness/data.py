@@ -3,6 +3,7 @@
 Files are read by our own IDX reader so that a broken file gets a one-line error naming it; torchvision is
 used only to download when the files are absent.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -56,17 +57,20 @@ def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.nda
     ndim = data[3]
     if data[:2] != b"\0\0" or data[2] != 0x08 or not 1 <= ndim <= 4 or (expect_magic and magic != expect_magic):
         want = f"0x{expect_magic:08x}" if expect_magic else "0x0000080N"
-        raise DataError(f"{path}: wrong magic number 0x{magic:08x} (expected {want}); "
-                        "this is not an MNIST IDX file of unsigned bytes")
+        raise DataError(
+            f"{path}: wrong magic number 0x{magic:08x} (expected {want}); "
+            "this is not an MNIST IDX file of unsigned bytes"
+        )
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{path}: truncated IDX header; replace it with an intact copy")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     need = header + math.prod(shape)
     if len(data) != need:
         what = "truncated" if len(data) < need else "has trailing bytes"
-        raise DataError(f"{path}: {what}: {len(data)} bytes, header shape {shape} needs {need}; "
-                        "replace it with an intact copy")
+        raise DataError(
+            f"{path}: {what}: {len(data)} bytes, header shape {shape} needs {need}; replace it with an intact copy"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -86,25 +90,31 @@ def _download(root: Path) -> None:
         MNIST(root=str(root), train=train, download=True)
 
 
+def _all_found(found: dict[str, Path | None]) -> dict[str, Path] | None:
+    paths = {k: v for k, v in found.items() if v is not None}
+    return paths if len(paths) == len(found) else None
+
+
 def _locate(root: Path, download: bool) -> dict[str, Path]:
     raw = root / "MNIST" / "raw"
     found = {k: _find(raw, name) for k, (name, _, _) in FILES.items()}
-    if all(found.values()):
-        return found
+    if (paths := _all_found(found)) is not None:
+        return paths
     if download:
         try:
             _download(root)
         except Exception:  # no network, read-only folder, server down: all end in the same advice
             pass
         found = {k: _find(raw, name) for k, (name, _, _) in FILES.items()}
-        if all(found.values()):
-            return found
+        if (paths := _all_found(found)) is not None:
+            return paths
     missing = ", ".join(FILES[k][0] for k, v in found.items() if not v)
     raise DataError(
         f"MNIST not found: missing {missing} (raw or .gz) in {raw.resolve()}"
         f"{' and the download failed' if download else ''}; "
         "point --data-root or MNIST_ROOT at the folder that holds MNIST/raw/ "
-        "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)")
+        "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)"
+    )
 
 
 @dataclass
@@ -114,25 +124,25 @@ class MNISTTensors:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
-    def to(self, device) -> "MNISTTensors":
+    def to(self, device) -> MNISTTensors:
         return MNISTTensors(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)))
 
-    def subset(self, n_train: int, n_test: int) -> "MNISTTensors":
-        return MNISTTensors(self.train_x[:n_train], self.train_y[:n_train],
-                            self.test_x[:n_test], self.test_y[:n_test])
+    def subset(self, n_train: int, n_test: int) -> MNISTTensors:
+        return MNISTTensors(self.train_x[:n_train], self.train_y[:n_train], self.test_x[:n_test], self.test_y[:n_test])
 
 
 def _pair(img_path: Path, lbl_path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(img_path, FILES["train_images"][1])
     labels = read_idx(lbl_path, FILES["train_labels"][1])
     if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f"{img_path}: images are {images.shape[1:]} pixels, expected 28x28; "
-                        "this is not MNIST")
+        raise DataError(f"{img_path}: images are {images.shape[1:]} pixels, expected 28x28; this is not MNIST")
     if labels.ndim != 1:
         raise DataError(f"{lbl_path}: labels have shape {labels.shape}, expected one dimension")
     if len(images) != len(labels):
-        raise DataError(f"{img_path} holds {len(images)} images but {lbl_path} holds {len(labels)} labels; "
-                        "the files come from different sets")
+        raise DataError(
+            f"{img_path} holds {len(images)} images but {lbl_path} holds {len(labels)} labels; "
+            "the files come from different sets"
+        )
     if len(images) != count:
         raise DataError(f"{img_path}: {len(images)} images, expected {count}; replace it with the original")
     if labels.size and labels.max() > 9:
@@ -141,8 +151,9 @@ def _pair(img_path: Path, lbl_path: Path, count: int) -> tuple[np.ndarray, np.nd
     return images, labels
 
 
-def load_mnist(root: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-               download: bool = True) -> MNISTTensors:
+def load_mnist(
+    root: str | os.PathLike | None = None, device: str | torch.device = "cpu", download: bool = True
+) -> MNISTTensors:
     """Validate every file, then put the whole dataset on ``device`` as normalized float32."""
     paths = _locate(resolve_root(root), download)
     tr = _pair(paths["train_images"], paths["train_labels"], FILES["train_images"][2])
@@ -162,8 +173,9 @@ def load_mnist(root: str | os.PathLike | None = None, device: str | torch.device
 BACKGROUND = (0.0 - MEAN) / STD
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, max_degrees: float, max_shift: float,
-            max_scale: float = 0.0) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, generator: torch.Generator, max_degrees: float, max_shift: float, max_scale: float = 0.0
+) -> torch.Tensor:
     """Rotate each image by U(-max_degrees, max_degrees), shift it by U(-max_shift, max_shift) of its size
     and, with ``max_scale``, zoom it by U(1 - max_scale, 1 + max_scale).
 
@@ -182,8 +194,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, max_degrees: float, max
         # maps output to input coordinates: dividing by the zoom enlarges the digit when zoom > 1.
         zoom = 1 + (torch.rand(n, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * max_scale
         cos, sin = cos / zoom, sin / zoom
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
-                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # Sample the offset from the background so that pixels coming in from outside are black, not grey.
     out = F.grid_sample(x - BACKGROUND, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -5,6 +5,7 @@ Every random draw of epoch e comes from generators seeded by (seed, e): the perm
 and dropout. A run is then a pure function of its seed, and a resumed run replays exactly what an
 uninterrupted one would have done.
 """
+
 from __future__ import annotations
 
 import copy
@@ -13,9 +14,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,16 +30,17 @@ from models import count_params, create_model
 @dataclass
 class Trained:
     """What one training run produced. Files, resume and verdicts are the runner's (harness.runner)."""
+
     recipe: Recipe
     seed: int
-    status: str                      # completed | diverged | interrupted
+    status: str  # completed | diverged | interrupted
     epochs: list[EpochStats]
     params: int
     wall_seconds: float
     train_images: int
     test_images: int
     diverged_at: dict | None = None
-    state_dict: dict | None = None   # the final (evaluated) model's weights, when completed
+    state_dict: dict | None = None  # the final (evaluated) model's weights, when completed
 
 
 class Interrupted(KeyboardInterrupt):
@@ -112,8 +114,9 @@ def epoch_permutation(seed: int, epoch: int, n: int, device: torch.device) -> tu
     return torch.randperm(n, generator=gen, device=device), gen
 
 
-def get_batch(data: MNISTTensors, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+def get_batch(
+    data: MNISTTensors, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = data.train_x[idx], data.train_y[idx]
     if recipe.max_degrees or recipe.max_shift or recipe.max_scale:
         x = augment(x, gen, recipe.max_degrees, recipe.max_shift, recipe.max_scale)
@@ -140,7 +143,7 @@ class WeightEMA:
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values(), strict=True))
         self._avg = [a for a, b in pairs if a.is_floating_point()]
         self._src = [b for a, b in pairs if a.is_floating_point()]
         self._counters = [(a, b) for a, b in pairs if not a.is_floating_point()]  # num_batches_tracked
@@ -169,8 +172,13 @@ def training_forward(model: torch.nn.Module, recipe: Recipe):
 
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                               nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay,
+        )
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
@@ -181,16 +189,15 @@ def _prepare(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
-             ) -> tuple[float, float]:
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (percent) over every image of (x, y)."""
     model.eval()
     loss = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
     for i in range(0, len(x), batch_size):
-        out = model(_prepare(model, x[i:i + batch_size]))
-        loss += F.cross_entropy(out, y[i:i + batch_size], reduction="sum").double()
-        correct += (out.argmax(1) == y[i:i + batch_size]).sum()
+        out = model(_prepare(model, x[i : i + batch_size]))
+        loss += F.cross_entropy(out, y[i : i + batch_size], reduction="sum").double()
+        correct += (out.argmax(1) == y[i : i + batch_size]).sum()
     return loss.item() / len(x), 100.0 * correct.item() / len(x)
 
 
@@ -200,9 +207,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.device = "cpu", *,
-          max_batches: int | None = None, eval_limit: int | None = None, progress: bool = False,
-          start: dict | None = None, on_epoch: Callable[[dict], None] | None = None) -> Trained:
+def train(
+    recipe: Recipe,
+    seed: int,
+    data: MNISTTensors,
+    device: str | torch.device = "cpu",
+    *,
+    max_batches: int | None = None,
+    eval_limit: int | None = None,
+    progress: bool = False,
+    start: dict | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> Trained:
     """Train ``recipe`` (validated) with ``seed`` on ``data`` (already on ``device``).
 
     ``on_epoch`` receives a snapshot after every epoch (plain tensors and numbers: weights, optimizer, EMA,
@@ -240,11 +256,18 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
     t_run = time.perf_counter()
 
     def outcome(status: str) -> Trained:
-        return Trained(recipe=recipe, seed=seed, status=status, epochs=list(history), params=params,
-                       wall_seconds=wall_before + time.perf_counter() - t_run,
-                       train_images=min(n_train, batches * recipe.batch_size), test_images=len(test_x),
-                       diverged_at=diverged_at,
-                       state_dict=final.state_dict() if status == "completed" else None)
+        return Trained(
+            recipe=recipe,
+            seed=seed,
+            status=status,
+            epochs=list(history),
+            params=params,
+            wall_seconds=wall_before + time.perf_counter() - t_run,
+            train_images=min(n_train, batches * recipe.batch_size),
+            test_images=len(test_x),
+            diverged_at=diverged_at,
+            state_dict=final.state_dict() if status == "completed" else None,
+        )
 
     try:
         for epoch in range(start_epoch, n_epochs + 1):
@@ -263,7 +286,7 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
             bar = _bar(progress, batches, f"step {recipe.step} seed {seed} epoch {epoch}/{n_epochs}")
             lr = recipe.lr
             for b in range(batches):
-                x, y = get_batch(data, perm[b * recipe.batch_size:(b + 1) * recipe.batch_size], recipe, gen)
+                x, y = get_batch(data, perm[b * recipe.batch_size : (b + 1) * recipe.batch_size], recipe, gen)
                 lr = get_lr(recipe, (epoch - 1) * batches + b, total_steps)
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -272,7 +295,7 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
                 loss = F.cross_entropy(out.float(), y, label_smoothing=recipe.label_smoothing)
                 losses[b] = loss.detach()
                 if (b + 1) % check_every == 0 or b == batches - 1:
-                    bad = ~torch.isfinite(losses[checked:b + 1])
+                    bad = ~torch.isfinite(losses[checked : b + 1])
                     if bad.any():
                         first = checked + int(bad.nonzero()[0])
                         diverged_at = {"epoch": epoch, "batch": first + 1, "loss": str(losses[first].item())}
@@ -299,15 +322,31 @@ def train(recipe: Recipe, seed: int, data: MNISTTensors, device: str | torch.dev
                 # The last optimizer step can leave non-finite weights that no training loss saw yet.
                 diverged_at = {"epoch": epoch, "batch": "evaluation", "loss": str(test_loss)}
                 return outcome("diverged")
-            history.append(EpochStats(epoch=epoch, train_loss=train_loss, train_acc=train_acc,
-                                      test_loss=test_loss, test_acc=test_acc, lr=lr,
-                                      seconds=train_seconds, eval_seconds=eval_seconds,
-                                      images_per_second=seen / train_seconds))
+            history.append(
+                EpochStats(
+                    epoch=epoch,
+                    train_loss=train_loss,
+                    train_acc=train_acc,
+                    test_loss=test_loss,
+                    test_acc=test_acc,
+                    lr=lr,
+                    seconds=train_seconds,
+                    eval_seconds=eval_seconds,
+                    images_per_second=seen / train_seconds,
+                )
+            )
             if on_epoch is not None:
-                on_epoch({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                          **({"ema": ema.state_dict()} if ema else {}), "optimizer_step": epoch * batches,
-                          "history": [asdict(e) for e in history],
-                          "wall_seconds": wall_before + time.perf_counter() - t_run})
+                on_epoch(
+                    {
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        **({"ema": ema.state_dict()} if ema else {}),
+                        "optimizer_step": epoch * batches,
+                        "history": [asdict(e) for e in history],
+                        "wall_seconds": wall_before + time.perf_counter() - t_run,
+                    }
+                )
     except KeyboardInterrupt as e:
         raise Interrupted(outcome("interrupted"), e) from None
     return outcome("completed")

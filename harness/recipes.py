@@ -5,6 +5,7 @@ Data order: a fresh permutation of all 60,000 training images each epoch, drawn 
 by (seed, epoch); every image is seen once per epoch; the last short batch is kept. Evaluation: the full
 10,000-image test set after every epoch, never augmented, never used to select anything.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 @dataclass(frozen=True)
 class Expectation:
     """What a run must show to pass. None switches a check off. Accuracies in percent."""
-    max_params: int | None = None            # strictly fewer parameters than this
-    min_best_test: float | None = None       # best test accuracy over the epochs, for each seed
-    min_last_k: float | None = None          # test accuracy in each of the last `last_k` epochs, each seed
+
+    max_params: int | None = None  # strictly fewer parameters than this
+    min_best_test: float | None = None  # best test accuracy over the epochs, for each seed
+    min_last_k: float | None = None  # test accuracy in each of the last `last_k` epochs, each seed
     last_k: int = 3
-    min_final: float | None = None           # final-epoch test accuracy, each seed
-    min_mean_final: float | None = None      # mean over the seeds of the final-epoch test accuracy
+    min_final: float | None = None  # final-epoch test accuracy, each seed
+    min_mean_final: float | None = None  # mean over the seeds of the final-epoch test accuracy
 
 
 @dataclass(frozen=True)
@@ -31,21 +33,21 @@ class Recipe:
     model_kwargs: dict = field(default_factory=dict)
     epochs: int = 15
     batch_size: int = 128
-    optimizer: str = "sgd"                   # sgd (momentum, nesterov) or adamw
-    lr: float = 0.01                         # constant lr, or the peak of a schedule
+    optimizer: str = "sgd"  # sgd (momentum, nesterov) or adamw
+    lr: float = 0.01  # constant lr, or the peak of a schedule
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 0.0
-    schedule: str = "constant"               # constant | onecycle (see harness.engine.get_lr)
-    warmup_frac: float = 0.2                 # onecycle: share of the steps spent rising to the peak
+    schedule: str = "constant"  # constant | onecycle (see harness.engine.get_lr)
+    warmup_frac: float = 0.2  # onecycle: share of the steps spent rising to the peak
     label_smoothing: float = 0.0
-    ema: float = 0.0                         # decay of an exponential moving average of the weights; 0 = off
-    precision: str = "fp32"                  # fp32 | bf16 (autocast for the forward pass; weights stay fp32)
-    compile: bool = False                    # torch.compile the training forward: fused kernels; dropout
-                                             # masks then come from inductor's generator, not eager's
-    max_degrees: float = 0.0                 # augmentation: rotation U(-d, d) per image
-    max_shift: float = 0.0                   # augmentation: shift U(-s, s) of the image size per axis
-    max_scale: float = 0.0                   # augmentation: zoom U(1-s, 1+s) per image
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+    precision: str = "fp32"  # fp32 | bf16 (autocast for the forward pass; weights stay fp32)
+    compile: bool = False  # torch.compile the training forward: fused kernels; dropout
+    # masks then come from inductor's generator, not eager's
+    max_degrees: float = 0.0  # augmentation: rotation U(-d, d) per image
+    max_shift: float = 0.0  # augmentation: shift U(-s, s) of the image size per axis
+    max_scale: float = 0.0  # augmentation: zoom U(1-s, 1+s) per image
     seeds: tuple[int, ...] = (0, 1, 2)
     expect: Expectation = Expectation()
     seed_reference: dict = field(default_factory=dict)  # the seed write-up's published figures
@@ -56,7 +58,7 @@ class Recipe:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Recipe":
+    def from_dict(cls, d: dict) -> Recipe:
         """The recipe a results file recorded. Fields added since it was written take their defaults (which
         reproduce the old behaviour); a field this version does not know is an error, not silently dropped."""
         known = {f.name for f in fields(cls)}
@@ -68,19 +70,24 @@ class Recipe:
         d["seeds"] = tuple(d.get("seeds", (0, 1, 2)))
         return cls(**d)
 
-    def diff(self, other: "Recipe") -> list[str]:
+    def diff(self, other: Recipe) -> list[str]:
         """``["lr 0.1 -> 0.05", ...]``: the fields where ``other`` differs from this recipe."""
         a, b = self.to_dict(), other.to_dict()
         return [f"{k} {json.dumps(a[k])} -> {json.dumps(b[k])}" for k in a if k != "seed_reference" and a[k] != b[k]]
 
 
 STEP1 = Recipe(
-    step=1, name="plain conv stack, data pipeline, normalization", model="step1",
+    step=1,
+    name="plain conv stack, data pipeline, normalization",
+    model="step1",
     expect=Expectation(min_best_test=99.0),
     seed_reference=dict(params=147658, best_train=99.81, best_test=99.14),
 )
 STEP2 = replace(
-    STEP1, step=2, name="fewer channels, BatchNorm after every conv, Global Average Pooling", model="step2",
+    STEP1,
+    step=2,
+    name="fewer channels, BatchNorm after every conv, Global Average Pooling",
+    model="step2",
     # BatchNorm is what lets the small net take a 5x larger step. Seed 0, best test: step 2 99.34 at 0.05
     # vs 99.31 at 0.01 (reports/experiments.md); step 3 99.41 vs 99.29 (the step-3 run at 0.01 was not kept).
     lr=0.05,
@@ -88,22 +95,29 @@ STEP2 = replace(
     seed_reference=dict(params=8952, best_train=99.35, best_test=99.38),
 )
 STEP3 = replace(
-    STEP2, step=3, name="+ dropout, + image augmentation (rotation, shifts)", model="step3",
-    max_degrees=7.0, max_shift=0.08,          # +-7 degrees, +-2.2 pixels
+    STEP2,
+    step=3,
+    name="+ dropout, + image augmentation (rotation, shifts)",
+    model="step3",
+    max_degrees=7.0,
+    max_shift=0.08,  # +-7 degrees, +-2.2 pixels
     expect=replace(STEP2.expect, min_best_test=99.3),
     seed_reference=dict(params=8952, best_train=99.14, best_test=99.41),
 )
 STEP4 = replace(
-    STEP3, step=4, name="+ learning-rate scheduler", model="step4",
-    schedule="onecycle", lr=0.1,              # one cycle: rise to 0.1, then cosine down to ~0
+    STEP3,
+    step=4,
+    name="+ learning-rate scheduler",
+    model="step4",
+    schedule="onecycle",
+    lr=0.1,  # one cycle: rise to 0.1, then cosine down to ~0
     expect=replace(STEP3.expect, min_best_test=None, min_last_k=99.40, last_k=3),
     seed_reference=dict(params=8952, best_train=99.22, best_test=99.47),
 )
 
 # Fields an experiment may override from the command line (`train --set lr=0.05`): every field but the step,
 # its name, its seeds, its expectation and the seed's published figures, which are what a recipe is judged by.
-TUNABLE = tuple(f.name for f in fields(Recipe)
-                if f.name not in ("step", "name", "seeds", "expect", "seed_reference"))
+TUNABLE = tuple(f.name for f in fields(Recipe) if f.name not in ("step", "name", "seeds", "expect", "seed_reference"))
 
 
 def _coerce(item: str, key: str, current, value):
@@ -140,17 +154,24 @@ def with_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
 # Batch 64 (twice the optimizer steps in the same 15 epochs) is the one recipe change; on seed 0 it moved the
 # last 3 epochs from 99.31-99.33 to 99.42-99.48 (step 5) and the final epoch from 99.53 to 99.57 (step 6).
 STEP5 = replace(
-    STEP4, step=5, name="tiny: fewer than 5,000 parameters, >= 99.40 held in the last 3 epochs", model="step5",
+    STEP4,
+    step=5,
+    name="tiny: fewer than 5,000 parameters, >= 99.40 held in the last 3 epochs",
+    model="step5",
     batch_size=64,
     expect=Expectation(max_params=5_000, min_last_k=99.40, last_k=3),
     seed_reference={},
 )
 STEP6 = replace(
-    STEP4, step=6, name="top: fewer than 10,000 parameters, mean final >= 99.60", model="step6",
+    STEP4,
+    step=6,
+    name="top: fewer than 10,000 parameters, mean final >= 99.60",
+    model="step6",
     batch_size=64,
     expect=Expectation(max_params=10_000, min_final=99.50, min_mean_final=99.60),
     seed_reference={},
 )
+
 
 class RecipeError(ValueError):
     """A recipe value outside its range; the message names the field and what it allows."""
@@ -163,8 +184,12 @@ NUM_CLASSES = 10
 
 
 def _in(name: str, value, low: float, high: float, high_open: bool = True, low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and math.isfinite(value) and \
-        (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    ok = (
+        isinstance(value, (int, float))
+        and math.isfinite(value)
+        and (value > low if low_open else value >= low)
+        and (value < high if high_open else value <= high)
+    )
     if not ok:
         span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise RecipeError(f"{name}={value!r} is outside its range: it must be a finite number in {span}")

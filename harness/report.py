@@ -3,10 +3,12 @@
 It only renders: every figure comes from ``harness.summary.StepSummary`` (statistics from ``harness.stats``,
 the verdict from ``harness.verdict.judge``); nothing in the output is typed by hand.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.recipes import Recipe
@@ -22,37 +24,51 @@ def analysis(s: StepSummary) -> list[str]:
     lines = []
     budget = s.recipe.expect.max_params
     if budget:
-        lines.append(f"{s.params:,} parameters: {'within' if s.params < budget else 'OVER'} the "
-                     f"{budget:,} budget.")
+        lines.append(f"{s.params:,} parameters: {'within' if s.params < budget else 'OVER'} the {budget:,} budget.")
     else:
         lines.append(f"{s.params:,} parameters: {s.params / 10_000:.1f}x the 10,000 budget of the mission.")
     if s.per_epoch and s.best_at and s.final_test:
         last = s.per_epoch[-1]
         if last.gap > OVERFIT_GAP:
-            lines.append(f"Over-fits: train {last.train:.2f} vs test {last.test:.2f} at epoch "
-                         f"{last.epoch} (gap {last.gap:+.2f}, mean of {len(s.seeds)} seeds).")
+            lines.append(
+                f"Over-fits: train {last.train:.2f} vs test {last.test:.2f} at epoch "
+                f"{last.epoch} (gap {last.gap:+.2f}, mean of {len(s.seeds)} seeds)."
+            )
         elif last.gap < 0:
-            lines.append(f"No over-fitting: test {last.test:.2f} is above train {last.train:.2f} at epoch "
-                         f"{last.epoch} (train is measured under augmentation/dropout; gap {last.gap:+.2f}).")
+            lines.append(
+                f"No over-fitting: test {last.test:.2f} is above train {last.train:.2f} at epoch "
+                f"{last.epoch} (train is measured under augmentation/dropout; gap {last.gap:+.2f})."
+            )
         else:
-            lines.append(f"Little over-fitting: train {last.train:.2f} vs test {last.test:.2f} at epoch "
-                         f"{last.epoch} (gap {last.gap:+.2f}).")
+            lines.append(
+                f"Little over-fitting: train {last.train:.2f} vs test {last.test:.2f} at epoch "
+                f"{last.epoch} (gap {last.gap:+.2f})."
+            )
         acc, ep, seed = s.best_at
-        lines.append(f"Best single epoch {acc:.2f} (seed {seed}, epoch {ep}); the final epoch averages "
-                     f"{s.final_test.mean:.2f}, min {s.final_test.min:.2f}.")
+        lines.append(
+            f"Best single epoch {acc:.2f} (seed {seed}, epoch {ep}); the final epoch averages "
+            f"{s.final_test.mean:.2f}, min {s.final_test.min:.2f}."
+        )
         n = len(s.at_target)
         lines.append(f"≥ {TARGET} in each of the last {s.k} epochs for {s.last_k_at_target} of {n} seeds.")
         stable = [v for v in s.stable_from.values() if v is not None]
         if stable:
-            lines.append(f"Stays ≥ {TARGET} from epoch {min(stable)} at best, {max(stable)} at worst, for "
-                         f"{len(stable)} of {n} seeds.")
+            lines.append(
+                f"Stays ≥ {TARGET} from epoch {min(stable)} at best, {max(stable)} at worst, for "
+                f"{len(stable)} of {n} seeds."
+            )
     ref = s.recipe.seed_reference
     if ref and s.best_test and s.final_test:
-        lines.append(f"Seed write-up: best test {ref['best_test']:.2f}; ours {s.best_test.mean:.2f} mean of "
-                     f"best epochs ({s.best_test.mean - ref['best_test']:+.2f}), "
-                     f"{s.final_test.mean:.2f} at the final epoch.")
-    lines.append(f"Gate: {s.verdict.word} ({s.pass_rate.fmt()} pass their own checks"
-                 + ("" if s.verdict.passed or s.verdict.failed_seeds else "; the step-level check fails") + ").")
+        lines.append(
+            f"Seed write-up: best test {ref['best_test']:.2f}; ours {s.best_test.mean:.2f} mean of "
+            f"best epochs ({s.best_test.mean - ref['best_test']:+.2f}), "
+            f"{s.final_test.mean:.2f} at the final epoch."
+        )
+    lines.append(
+        f"Gate: {s.verdict.word} ({s.pass_rate.fmt()} pass their own checks"
+        + ("" if s.verdict.passed or s.verdict.failed_seeds else "; the step-level check fails")
+        + ")."
+    )
     return lines
 
 
@@ -72,17 +88,21 @@ def _stat_row(name: str, sp: SeedStats | None) -> str:
 
 
 def _augmentation(r: Recipe) -> str:
-    parts = ([f"rotation ±{r.max_degrees}°"] if r.max_degrees else []) \
-        + ([f"shift ±{r.max_shift * 28:.1f} px"] if r.max_shift else []) \
+    parts = (
+        ([f"rotation ±{r.max_degrees}°"] if r.max_degrees else [])
+        + ([f"shift ±{r.max_shift * 28:.1f} px"] if r.max_shift else [])
         + ([f"zoom ×{1 - r.max_scale:g}-{1 + r.max_scale:g}"] if r.max_scale else [])
+    )
     return ", ".join(parts) or "none"
 
 
 def _options(r: Recipe) -> str:
     """The recipe's other settings where they differ from the defaults (EMA, precision, ...)."""
-    changed = [f"{k} {getattr(r, k)}" for k in ("nesterov", "weight_decay", "label_smoothing", "ema", "precision",
-                                                 "compile")
-               if getattr(r, k) != Recipe.__dataclass_fields__[k].default]
+    changed = [
+        f"{k} {getattr(r, k)}"
+        for k in ("nesterov", "weight_decay", "label_smoothing", "ema", "precision", "compile")
+        if getattr(r, k) != Recipe.__dataclass_fields__[k].default
+    ]
     return f"; {', '.join(changed)}" if changed else ""
 
 
@@ -137,14 +157,22 @@ def _step_section(s: StepSummary) -> list[str]:
     ]
     ref = r.seed_reference
     if ref and s.best_test and s.best_train:
-        out += ["| vs the seed write-up | seed | ours (mean) | difference |", "|---|---|---|---|",
-                f"| parameters | {ref['params']:,} | {s.params:,} | {s.params - ref['params']:+,} |",
-                f"| best train | {ref['best_train']:.2f} | {s.best_train.mean:.2f} | "
-                f"{s.best_train.mean - ref['best_train']:+.2f} |",
-                f"| best test | {ref['best_test']:.2f} | {s.best_test.mean:.2f} | "
-                f"{s.best_test.mean - ref['best_test']:+.2f} |", ""]
-    out += ["<details><summary>Per epoch (mean over seeds): train, test, gap; epochs at or above 99.4 per seed"
-            "</summary>", "", "| epoch | train | test | train − test |", "|---|---|---|---|"]
+        out += [
+            "| vs the seed write-up | seed | ours (mean) | difference |",
+            "|---|---|---|---|",
+            f"| parameters | {ref['params']:,} | {s.params:,} | {s.params - ref['params']:+,} |",
+            f"| best train | {ref['best_train']:.2f} | {s.best_train.mean:.2f} | "
+            f"{s.best_train.mean - ref['best_train']:+.2f} |",
+            f"| best test | {ref['best_test']:.2f} | {s.best_test.mean:.2f} | "
+            f"{s.best_test.mean - ref['best_test']:+.2f} |",
+            "",
+        ]
+    out += [
+        "<details><summary>Per epoch (mean over seeds): train, test, gap; epochs at or above 99.4 per seed</summary>",
+        "",
+        "| epoch | train | test | train − test |",
+        "|---|---|---|---|",
+    ]
     out += [f"| {p.epoch} | {p.train:.2f} | {p.test:.2f} | {p.gap:+.2f} |" for p in s.per_epoch]
     out += [""] + [f"- seed {seed}: {eps if eps else 'none'}" for seed, eps in s.at_target.items()]
     out += ["", "</details>", "", "**Analysis.**", ""] + [f"- {line}" for line in analysis(s)]
@@ -158,19 +186,25 @@ def _benchmark_section(bench: list[dict]) -> list[str]:
     infer = [b for b in bench if b.get("extra_info", {}).get("kind") == "inference"]
     out = ["## Benchmarks", ""]
     if train:
-        out += ["| training | step | device | pipeline | batch | images/s (median) | rounds |",
-                "|---|---|---|---|---|---|---|"]
+        out += [
+            "| training | step | device | pipeline | batch | images/s (median) | rounds |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for b in sorted(train, key=lambda b: (b["extra_info"]["step"], b["extra_info"]["device"], b["name"])):
             x = b["extra_info"]
-            out.append(f"| {b['name']} | {x['step']} | {x['device']} | {x['pipeline']} | {x['batch']} | "
-                       f"{x['batch'] / b['stats']['median']:,.0f} | {b['stats']['rounds']} |")
+            out.append(
+                f"| {b['name']} | {x['step']} | {x['device']} | {x['pipeline']} | {x['batch']} | "
+                f"{x['batch'] / b['stats']['median']:,.0f} | {b['stats']['rounds']} |"
+            )
         out.append("")
     if infer:
         out += ["| inference | engine | batch | threads | median ms | images/s |", "|---|---|---|---|---|---|"]
         for b in sorted(infer, key=lambda b: (b["extra_info"]["batch"], b["extra_info"]["engine"])):
             x = b["extra_info"]
-            out.append(f"| {b['name']} | {x['engine']} | {x['batch']} | {x.get('threads', '')} | "
-                       f"{b['stats']['median'] * 1e3:.3f} | {x['batch'] / b['stats']['median']:,.0f} |")
+            out.append(
+                f"| {b['name']} | {x['engine']} | {x['batch']} | {x.get('threads', '')} | "
+                f"{b['stats']['median'] * 1e3:.3f} | {x['batch'] / b['stats']['median']:,.0f} |"
+            )
         out.append("")
     return out
 
@@ -196,9 +230,8 @@ def plots(summaries: dict[int, StepSummary], results: dict[int, list[RunResult]]
     cols = min(len(steps), 2)
     rows = -(-len(steps) // cols)
     for what, fname, ylabel in (("acc", "accuracy.png", "accuracy (%)"), ("loss", "loss.png", "loss")):
-        fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 3.8 * rows), squeeze=False,
-                                 layout="constrained")
-        for ax, step in zip(axes.flat, steps):
+        fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 3.8 * rows), squeeze=False, layout="constrained")
+        for ax, step in zip(axes.flat, steps, strict=False):  # more axes than steps
             for i, r in enumerate(results[step]):
                 ep = [e.epoch for e in r.epochs]
                 c = f"C{i}"
@@ -215,7 +248,7 @@ def plots(summaries: dict[int, StepSummary], results: dict[int, list[RunResult]]
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(steps):]:
+        for ax in list(axes.flat)[len(steps) :]:
             ax.axis("off")
         axes.flat[0].legend(fontsize=7, loc="lower right" if what == "acc" else "upper right")
         save(fig, fname)
@@ -239,15 +272,23 @@ def plots(summaries: dict[int, StepSummary], results: dict[int, list[RunResult]]
         if sm.final_test is None:
             continue
         f = sm.final_test
-        ax.errorbar([sm.params], [f.mean], yerr=[[f.mean - f.min], [f.max - f.mean]], fmt="o", capsize=4,
-                    label=f"step {s}")
+        ax.errorbar(
+            [sm.params], [f.mean], yerr=[[f.mean - f.min], [f.max - f.mean]], fmt="o", capsize=4, label=f"step {s}"
+        )
         # Steps that share a network sit on one vertical line: alternate the labels above and below.
-        ax.annotate(f"step {s}", (sm.params, f.mean), textcoords="offset points",
-                    xytext=(6, -12 if i % 2 else 4), fontsize=8)
+        ax.annotate(
+            f"step {s}", (sm.params, f.mean), textcoords="offset points", xytext=(6, -12 if i % 2 else 4), fontsize=8
+        )
     ax.axhline(TARGET, color="k", lw=1, ls=":")
     ax.axvline(10_000, color="r", lw=1, ls=":")
-    ax.annotate("10,000-parameter budget", (10_000, ax.get_ylim()[0]), textcoords="offset points",
-                xytext=(3, 3), fontsize=7, color="r")
+    ax.annotate(
+        "10,000-parameter budget",
+        (10_000, ax.get_ylim()[0]),
+        textcoords="offset points",
+        xytext=(3, 3),
+        fontsize=7,
+        color="r",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("final-epoch test accuracy (%), mean and range")
@@ -278,8 +319,9 @@ def plots(summaries: dict[int, StepSummary], results: dict[int, list[RunResult]]
     return names
 
 
-def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                 bench_paths: list[str | os.PathLike] = ()) -> Path:
+def build_report(
+    results_dir: str | os.PathLike, out_dir: str | os.PathLike, bench_paths: Sequence[str | os.PathLike] = ()
+) -> Path:
     results = load_results(results_dir)
     if not results:
         raise FileNotFoundError(f"{results_dir}: no step*/seed*.json results; run python -m harness train first")
@@ -287,20 +329,28 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     summaries = {s: summarize(rs) for s, rs in results.items()}
     images = plots(summaries, results, out)
-    lines = ["# tinymnist report", "",
-             f"Generated by `python -m harness report {results_dir}` from {sum(map(len, results.values()))} "
-             "results files; do not edit by hand. Accuracies in percent on the 10,000 MNIST test images; "
-             "SD is the sample standard deviation over seeds.", "",
-             "| step | change | params | gate | seeds passing (95% CI) | best test (mean) | final test mean "
-             "| final test min | last-3 mean (95% CI) | s/epoch |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# tinymnist report",
+        "",
+        f"Generated by `python -m harness report {results_dir}` from {sum(map(len, results.values()))} "
+        "results files; do not edit by hand. Accuracies in percent on the 10,000 MNIST test images; "
+        "SD is the sample standard deviation over seeds.",
+        "",
+        "| step | change | params | gate | seeds passing (95% CI) | best test (mean) | final test mean "
+        "| final test min | last-3 mean (95% CI) | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s, sm in summaries.items():
         if sm.final_test is None or sm.best_test is None or sm.last_k is None or sm.epoch_seconds is None:
-            lines.append(f"| {s} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.pass_rate.fmt()} "
-                         "| | | | | |")
+            lines.append(
+                f"| {s} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.pass_rate.fmt()} | | | | | |"
+            )
             continue
-        lines.append(f"| {s} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.pass_rate.fmt()} | "
-                     f"{sm.best_test.mean:.2f} | {sm.final_test.mean:.2f} | {sm.final_test.min:.2f} | "
-                     f"{sm.last_k.mean:.2f} ({sm.last_k.ci()}) | {sm.epoch_seconds.mean:.1f} |")
+        lines.append(
+            f"| {s} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.pass_rate.fmt()} | "
+            f"{sm.best_test.mean:.2f} | {sm.final_test.mean:.2f} | {sm.final_test.min:.2f} | "
+            f"{sm.last_k.mean:.2f} ({sm.last_k.ci()}) | {sm.epoch_seconds.mean:.1f} |"
+        )
     lines.append("")
     for name in images:
         lines += [f"![{name[:-4]}]({name})", ""]
@@ -310,8 +360,7 @@ def build_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         bench, machine = load_benchmarks(bench_paths)
         lines += _benchmark_section(bench)
         if machine:
-            lines += [f"Benchmark machine: {machine_name(machine)}, "
-                      f"python {machine.get('python_version', '')}.", ""]
+            lines += [f"Benchmark machine: {machine_name(machine)}, python {machine.get('python_version', '')}.", ""]
     path = out / "REPORT.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     return path

@@ -1,4 +1,5 @@
 """Versioned JSON results and atomic file writes (temporary file in the same folder, fsync, rename)."""
+
 from __future__ import annotations
 
 import json
@@ -77,8 +78,10 @@ def load_torch_data(path: str | os.PathLike, device="cpu", fix: str = "delete it
         # it cannot parse is a damaged or foreign file.
         found = re.search(r"GLOBAL (\S+)", str(e))
         if found:
-            raise ResultsError(f"{path}: refused: it holds Python code ({found.group(1)}), not only tensors and "
-                               f"numbers; nothing in it was run; {fix}") from None
+            raise ResultsError(
+                f"{path}: refused: it holds Python code ({found.group(1)}), not only tensors and "
+                f"numbers; nothing in it was run; {fix}"
+            ) from None
         raise ResultsError(f"{path}: not a torch checkpoint (unreadable pickle); {fix}") from None
     except OSError as e:
         raise ResultsError(f"{path}: cannot be read ({e.strerror}); {fix}") from None
@@ -91,13 +94,23 @@ def load_torch_data(path: str | os.PathLike, device="cpu", fix: str = "delete it
 
 def git_sha() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=5,
+        )
         sha = out.stdout.strip()
         if not sha:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=5,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -110,8 +123,8 @@ class EpochStats:
     train_acc: float
     test_loss: float
     test_acc: float
-    lr: float            # learning rate at the epoch's last step
-    seconds: float       # training, this epoch
+    lr: float  # learning rate at the epoch's last step
+    seconds: float  # training, this epoch
     eval_seconds: float  # evaluation on the test set, timed apart
     images_per_second: float
 
@@ -124,7 +137,7 @@ class RunResult:
     recipe: dict
     epochs: list[EpochStats]
     gate: dict
-    status: str                      # completed | diverged | interrupted
+    status: str  # completed | diverged | interrupted
     device: str
     device_name: str
     threads: int
@@ -138,7 +151,7 @@ class RunResult:
     schema_version: int = SCHEMA_VERSION
     extra: dict = field(default_factory=dict)
     identity: dict = field(default_factory=dict)  # what makes two runs the same run (see harness.runner)
-    population: int = 1                          # how many seeds trained together with this one
+    population: int = 1  # how many seeds trained together with this one
 
     @property
     def test_acc(self) -> list[float]:
@@ -148,7 +161,7 @@ class RunResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunResult":
+    def from_dict(cls, d: dict) -> RunResult:
         if not isinstance(d, dict) or d.get("schema_version") not in READABLE_SCHEMAS:
             got = d.get("schema_version") if isinstance(d, dict) else type(d).__name__
             raise ValueError(f"results schema {got!r}, this harness reads {', '.join(map(str, READABLE_SCHEMAS))}")
@@ -175,8 +188,10 @@ def load_result(path: str | os.PathLike) -> RunResult:
     except OSError as e:
         raise ResultsError(f"{path}: cannot be read ({e.strerror})") from None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ResultsError(f"{path}: not a tinymnist results file ({type(e).__name__}: {e}); "
-                           "regenerate it with python -m harness train") from None
+        raise ResultsError(
+            f"{path}: not a tinymnist results file ({type(e).__name__}: {e}); "
+            "regenerate it with python -m harness train"
+        ) from None
 
 
 def load_results(results_dir: str | os.PathLike) -> dict[int, list[RunResult]]:
@@ -190,7 +205,8 @@ def load_results(results_dir: str | os.PathLike) -> dict[int, list[RunResult]]:
 
 def load_benchmarks(paths, strict: bool = True) -> tuple[list[dict], dict]:
     """Benchmarks and machine info from pytest-benchmark JSON files. ``strict=False`` skips other JSON files."""
-    benches, machine = [], {}
+    benches: list[dict] = []
+    machine: dict = {}
     for p in paths:
         try:
             d = json.loads(Path(p).read_text())

@@ -4,12 +4,13 @@ Every accuracy claim is n seeds with mean, SD and a 95% confidence interval of t
 olympic mean (MLPerf's: drop the best and the worst seed) where n >= 5; a pass rate with its 95% Wilson
 interval; and, for ``compare``, a one-sided Welch t-test of two groups of seeds.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 from scipy import stats
@@ -21,17 +22,18 @@ OLYMPIC_MIN_N = 5  # below 5 seeds, dropping two of them leaves too little to av
 @dataclass(frozen=True)
 class SeedStats:
     """One figure (final accuracy, say) over n seeds."""
+
     n: int
     mean: float
-    sd: float        # sample standard deviation (n - 1); nan for one seed
+    sd: float  # sample standard deviation (n - 1); nan for one seed
     min: float
     max: float
-    ci_low: float    # 95% t-interval of the mean; nan for one seed
+    ci_low: float  # 95% t-interval of the mean; nan for one seed
     ci_high: float
     olympic: float | None  # mean without the lowest and the highest seed; None for n < 5
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> "SeedStats":
+    def of(cls, values: Iterable[float]) -> SeedStats:
         v = np.asarray([float(x) for x in values], dtype=float)
         if v.size == 0:
             raise ValueError("no values")
@@ -52,20 +54,20 @@ class SeedStats:
 
     def fmt(self, digits: int = 2) -> str:
         sd = "n/a" if math.isnan(self.sd) else f"{self.sd:.{digits}f}"
-        return (f"mean {self.mean:.{digits}f} (95% CI {self.ci(digits)}, SD {sd}, min {self.min:.{digits}f}, "
-                f"n={self.n})")
+        return f"mean {self.mean:.{digits}f} (95% CI {self.ci(digits)}, SD {sd}, min {self.min:.{digits}f}, n={self.n})"
 
 
 @dataclass(frozen=True)
 class Rate:
     """k successes of n trials, with the 95% Wilson score interval of the rate."""
+
     k: int
     n: int
     low: float
     high: float
 
     @classmethod
-    def of(cls, k: int, n: int) -> "Rate":
+    def of(cls, k: int, n: int) -> Rate:
         if n == 0:
             return cls(0, 0, math.nan, math.nan)
         ci = stats.binomtest(k, n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")

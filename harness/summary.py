@@ -3,10 +3,11 @@
 The verdict inside it is ``harness.verdict.judge``'s; the statistics are ``harness.stats``'. Nothing here
 renders, and nothing else computes these figures.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from harness.recipes import Recipe
 from harness.results import RunResult
@@ -34,17 +35,17 @@ class StepSummary:
     params: int
     seeds: tuple[int, ...]
     verdict: Verdict
-    pass_rate: Rate                        # seeds passing their own checks, with the Wilson interval
-    k: int                                 # the last-k window of the gate
-    last_k_by_seed: dict[int, float]       # each seed's mean test accuracy over its last k epochs
-    last_k: SeedStats | None               # None when no run finished an epoch
+    pass_rate: Rate  # seeds passing their own checks, with the Wilson interval
+    k: int  # the last-k window of the gate
+    last_k_by_seed: dict[int, float]  # each seed's mean test accuracy over its last k epochs
+    last_k: SeedStats | None  # None when no run finished an epoch
     final_test: SeedStats | None
     best_test: SeedStats | None
     best_train: SeedStats | None
     best_at: tuple[float, int, int] | None  # (accuracy, epoch, seed) of the best single epoch
-    at_target: dict[int, list[int]]        # per seed, the epochs at or above TARGET
-    last_k_at_target: int                  # seeds whose last k epochs all reach TARGET
-    stable_from: dict[int, int | None]     # per seed, the epoch from which it stays at or above TARGET
+    at_target: dict[int, list[int]]  # per seed, the epochs at or above TARGET
+    last_k_at_target: int  # seeds whose last k epochs all reach TARGET
+    stable_from: dict[int, int | None]  # per seed, the epoch from which it stays at or above TARGET
     per_epoch: tuple[EpochMean, ...]
     epoch_seconds: SeedStats | None
     eval_seconds: SeedStats | None
@@ -53,7 +54,7 @@ class StepSummary:
     machines: tuple[str, ...]
     torch: tuple[str, ...]
     git_sha: tuple[str, ...]
-    epochs: int                            # epochs every run finished
+    epochs: int  # epochs every run finished
     statuses: dict[int, str]
 
     @property
@@ -77,10 +78,15 @@ def summarize(runs: Sequence[RunResult], required_seeds: Sequence[int] = (), smo
     best = [(max(r.test_acc), r.test_acc.index(max(r.test_acc)) + 1, r.seed) for r in done]
     last_k_by_seed = {r.seed: last_k_mean(r.test_acc, k) for r in done}
     return StepSummary(
-        step=recipe.step, recipe=recipe, params=runs[0].params, seeds=tuple(r.seed for r in runs),
+        step=recipe.step,
+        recipe=recipe,
+        params=runs[0].params,
+        seeds=tuple(r.seed for r in runs),
         verdict=verdict,
         pass_rate=Rate.of(len(runs) - len(verdict.failed_seeds), len(runs)),
-        k=k, last_k_by_seed=last_k_by_seed, last_k=spread(last_k_by_seed.values()),
+        k=k,
+        last_k_by_seed=last_k_by_seed,
+        last_k=spread(last_k_by_seed.values()),
         final_test=spread(r.test_acc[-1] for r in done),
         best_test=spread(b[0] for b in best),
         best_train=spread(max(e.train_acc for e in r.epochs) for r in done),
@@ -88,8 +94,14 @@ def summarize(runs: Sequence[RunResult], required_seeds: Sequence[int] = (), smo
         at_target={r.seed: [e.epoch for e in r.epochs if e.test_acc >= TARGET] for r in done},
         last_k_at_target=sum(1 for r in done if len(r.test_acc) >= k and min(r.test_acc[-k:]) >= TARGET),
         stable_from={r.seed: first_stable_epoch(r.test_acc, TARGET) for r in done},
-        per_epoch=tuple(EpochMean(i + 1, sum(r.epochs[i].train_acc for r in done) / len(done),
-                                  sum(r.epochs[i].test_acc for r in done) / len(done)) for i in range(n_ep)),
+        per_epoch=tuple(
+            EpochMean(
+                i + 1,
+                sum(r.epochs[i].train_acc for r in done) / len(done),
+                sum(r.epochs[i].test_acc for r in done) / len(done),
+            )
+            for i in range(n_ep)
+        ),
         epoch_seconds=spread(e.seconds for r in done for e in r.epochs),
         eval_seconds=spread(e.eval_seconds for r in done for e in r.epochs),
         images_per_second=spread(e.images_per_second for r in done for e in r.epochs),

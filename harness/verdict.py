@@ -2,11 +2,12 @@
 ``compare`` and ``log`` all call it, on the runs' numbers. A verdict written into a results file is for
 people to read; it is never read back.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from harness.recipes import Expectation, Recipe
 from harness.results import RunResult
@@ -16,8 +17,8 @@ from harness.results import RunResult
 class Verdict:
     passed: bool
     reasons: tuple[str, ...] = ()
-    failed_seeds: tuple[int, ...] = ()   # seeds whose own checks fail (the step may also fail as a whole)
-    smoke: bool = False                  # accuracy not judged: a subset or dry run proves nothing about it
+    failed_seeds: tuple[int, ...] = ()  # seeds whose own checks fail (the step may also fail as a whole)
+    smoke: bool = False  # accuracy not judged: a subset or dry run proves nothing about it
     missing_seeds: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
@@ -48,8 +49,10 @@ def accuracy_reasons(expect: Expectation, who: str, params: int, test_acc: Seque
         first = len(test_acc) - min(k, len(test_acc)) + 1
         for i, acc in enumerate(test_acc[-k:], start=first):
             if acc < expect.min_last_k:
-                reasons.append(f"{who}: epoch {i} test accuracy {acc:.2f} < {expect.min_last_k:.2f} "
-                               f"(each of the last {k} epochs must reach it)")
+                reasons.append(
+                    f"{who}: epoch {i} test accuracy {acc:.2f} < {expect.min_last_k:.2f} "
+                    f"(each of the last {k} epochs must reach it)"
+                )
     if expect.min_final is not None and test_acc[-1] < expect.min_final:
         reasons.append(f"{who}: final test accuracy {test_acc[-1]:.2f} < {expect.min_final:.2f}")
     return reasons
@@ -85,8 +88,12 @@ def run_reasons(run: RunResult, expect: Expectation, smoke: bool = False) -> lis
     return reasons
 
 
-def judge(runs: Sequence[RunResult], required_seeds: Sequence[int] = (), smoke: bool = False,
-          expect: Expectation | None = None) -> Verdict:
+def judge(
+    runs: Sequence[RunResult],
+    required_seeds: Sequence[int] = (),
+    smoke: bool = False,
+    expect: Expectation | None = None,
+) -> Verdict:
     """The verdict of one step over its runs.
 
     Each run: completed, with all its planned epochs, every figure finite, and the per-seed gate.
@@ -115,8 +122,9 @@ def judge(runs: Sequence[RunResult], required_seeds: Sequence[int] = (), smoke: 
         reasons.append(f"step {step}: seeds {list(missing)} missing; the gate needs seeds {sorted(required)}")
     recipes = {repr(sorted(r.recipe.items(), key=lambda kv: kv[0])) for r in runs}
     if len(recipes) > 1:
-        reasons.append(f"step {step}: the runs were trained with {len(recipes)} different recipes; "
-                       "a step is judged on one")
+        reasons.append(
+            f"step {step}: the runs were trained with {len(recipes)} different recipes; a step is judged on one"
+        )
     if not smoke and expect.min_mean_final is not None:
         finals = [r.test_acc[-1] for r in runs if r.epochs]
         if len(finals) < len(runs):
@@ -124,8 +132,10 @@ def judge(runs: Sequence[RunResult], required_seeds: Sequence[int] = (), smoke: 
         elif finals:
             m = sum(finals) / len(finals)
             if not m >= expect.min_mean_final:  # `not >=` so that nan fails too
-                reasons.append(f"step {step}: mean final test accuracy {m:.2f} over seeds "
-                               f"{sorted(present)} < {expect.min_mean_final:.2f}")
+                reasons.append(
+                    f"step {step}: mean final test accuracy {m:.2f} over seeds "
+                    f"{sorted(present)} < {expect.min_mean_final:.2f}"
+                )
     return Verdict(not reasons, tuple(reasons), tuple(failed), smoke, missing)
 
 

@@ -8,6 +8,7 @@ Steps 2-4 (8,952 params): BatchNorm after every convolution but the classifier, 
 single max-pool, and Global Average Pooling then a 1x1 convolution instead of a dense head. Dropout is a
 constructor argument (0 in step 2).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,7 +48,9 @@ class PlainNet(nn.Module):
             size //= 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(cin * size * size, cfg.hidden), nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(cin * size * size, cfg.hidden),
+            nn.ReLU(inplace=True),
             nn.Linear(cfg.hidden, cfg.num_classes),
         )
 
@@ -57,11 +60,11 @@ class PlainNet(nn.Module):
 
 @dataclass(frozen=True)
 class GapConfig:
-    block1: tuple[int, ...] = (12, 12)       # 3x3 convs at 26 and 24 pixels
-    transition: int = 12                     # 1x1 conv, then max-pool 24 -> 12
-    pooled: tuple[int, ...] = ()             # padded 3x3 convs at 12 pixels, after the pool (none in steps 2-6)
-    block2: tuple[int, ...] = (14, 14, 14)   # 3x3 convs at 10, 8 and 6 pixels
-    head: int = 16                           # padded 3x3 conv at 6 pixels, then GAP and 1x1 to classes
+    block1: tuple[int, ...] = (12, 12)  # 3x3 convs at 26 and 24 pixels
+    transition: int = 12  # 1x1 conv, then max-pool 24 -> 12
+    pooled: tuple[int, ...] = ()  # padded 3x3 convs at 12 pixels, after the pool (none in steps 2-6)
+    block2: tuple[int, ...] = (14, 14, 14)  # 3x3 convs at 10, 8 and 6 pixels
+    head: int = 16  # padded 3x3 conv at 6 pixels, then GAP and 1x1 to classes
     dropout: float = 0.0
     num_classes: int = 10
 
@@ -73,8 +76,11 @@ def _config(cls, kwargs: dict):
 
 def _cbr(cin: int, cout: int, k: int, dropout: float, padding: int = 0) -> list[nn.Module]:
     # No conv bias: the BatchNorm shift that follows makes it redundant.
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=padding, bias=False),
-                               nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, padding=padding, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
     return layers
@@ -106,8 +112,8 @@ class GapNet(nn.Module):
         self.classifier = nn.Conv2d(cfg.head, cfg.num_classes, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 10) logits
-        x = self.features(x)                             # (B, head, 6, 6)
-        x = x.mean(dim=(2, 3), keepdim=True)            # GAP (B, head, 1, 1); deterministic on CUDA
+        x = self.features(x)  # (B, head, 6, 6)
+        x = x.mean(dim=(2, 3), keepdim=True)  # GAP (B, head, 1, 1); deterministic on CUDA
         return self.classifier(x).flatten(1)
 
 

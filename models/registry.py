@@ -1,8 +1,9 @@
 """A timm-style registry: builders register under a name, callers ask for models by that name."""
+
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 

@@ -1,21 +1,57 @@
 """Synthetic results for report and compare tests: exact, known numbers."""
+
 from harness.recipes import get_recipe
 from harness.results import EpochStats, RunResult, save_result
 from harness.verdict import seed_verdict
 
 
-def make_result(step, seed, test, train=None, ips=10_000.0, device_name="Test CPU", params=None, recipe=None,
-                status="completed", planned_epochs=None):
+def make_result(
+    step,
+    seed,
+    test,
+    train=None,
+    ips=10_000.0,
+    device_name="Test CPU",
+    params=None,
+    recipe=None,
+    status="completed",
+    planned_epochs=None,
+):
     recipe = recipe or get_recipe(step)
     train = train or [t + 0.1 for t in test]
     params = params if params is not None else (147658 if step == 1 else 8952)
-    epochs = [EpochStats(epoch=i + 1, train_loss=0.1 / (i + 1), train_acc=tr, test_loss=0.05 / (i + 1),
-                         test_acc=te, lr=0.01, seconds=60000 / ips, eval_seconds=0.5, images_per_second=ips)
-              for i, (tr, te) in enumerate(zip(train, test))]
-    r = RunResult(step=step, seed=seed, params=params, recipe=recipe.to_dict(), epochs=epochs, gate={},
-                  status=status, device="cpu", device_name=device_name, threads=2, torch="test",
-                  git_sha="abc", planned_epochs=len(test) if planned_epochs is None else planned_epochs,
-                  train_images=60000, test_images=10000, wall_seconds=100.0)
+    epochs = [
+        EpochStats(
+            epoch=i + 1,
+            train_loss=0.1 / (i + 1),
+            train_acc=tr,
+            test_loss=0.05 / (i + 1),
+            test_acc=te,
+            lr=0.01,
+            seconds=60000 / ips,
+            eval_seconds=0.5,
+            images_per_second=ips,
+        )
+        for i, (tr, te) in enumerate(zip(train, test, strict=True))
+    ]
+    r = RunResult(
+        step=step,
+        seed=seed,
+        params=params,
+        recipe=recipe.to_dict(),
+        epochs=epochs,
+        gate={},
+        status=status,
+        device="cpu",
+        device_name=device_name,
+        threads=2,
+        torch="test",
+        git_sha="abc",
+        planned_epochs=len(test) if planned_epochs is None else planned_epochs,
+        train_images=60000,
+        test_images=10000,
+        wall_seconds=100.0,
+    )
     r.gate = seed_verdict(r).to_dict()
     return r
 

@@ -1,4 +1,5 @@
 import json
+
 import numpy as np
 import pytest
 
@@ -13,8 +14,21 @@ def test_models_lists_counts(capsys):
 
 
 def test_dry_run_smoke(mnist_root, tmp_path, capsys):
-    code = main(["train", "--step", "4", "--seeds", "0", "--dry-run", "--data-root", str(mnist_root),
-                 "--out", str(tmp_path), "--quiet"])
+    code = main(
+        [
+            "train",
+            "--step",
+            "4",
+            "--seeds",
+            "0",
+            "--dry-run",
+            "--data-root",
+            str(mnist_root),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     assert code == 0
     r = json.loads((tmp_path / "step4" / "seed0.json").read_text())
     assert r["status"] == "completed" and len(r["epochs"]) == 1 and r["test_images"] == 500
@@ -23,21 +37,40 @@ def test_dry_run_smoke(mnist_root, tmp_path, capsys):
 
 @pytest.mark.parametrize("step", [1, 2, 3])
 def test_dry_run_every_step(mnist_root, tmp_path, step):
-    assert main(["train", "--step", str(step), "--seeds", "1", "--dry-run", "--data-root", str(mnist_root),
-                 "--out", str(tmp_path), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--step",
+                str(step),
+                "--seeds",
+                "1",
+                "--dry-run",
+                "--data-root",
+                str(mnist_root),
+                "--out",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--step", "9"], "unknown step 9"),
-    (["train", "--step", "x"], "'x' is not an integer"),
-    (["train", "--step", "4", "--epochs", "0"], "0 must be a positive integer"),
-    (["train", "--step", "4", "--epochs", "-3"], "-3 must be a positive integer"),
-    (["train", "--step", "4", "--batch-size", "0"], "0 must be a positive integer"),
-    (["train", "--step", "4", "--seeds", "a"], "'a' is not an integer"),
-    (["train", "--step", "4", "--device", "tpu"], "invalid choice: 'tpu'"),
-    (["train"], "the following arguments are required: --step"),
-    (["frobnicate"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--step", "9"], "unknown step 9"),
+        (["train", "--step", "x"], "'x' is not an integer"),
+        (["train", "--step", "4", "--epochs", "0"], "0 must be a positive integer"),
+        (["train", "--step", "4", "--epochs", "-3"], "-3 must be a positive integer"),
+        (["train", "--step", "4", "--batch-size", "0"], "0 must be a positive integer"),
+        (["train", "--step", "4", "--seeds", "a"], "'a' is not an integer"),
+        (["train", "--step", "4", "--device", "tpu"], "invalid choice: 'tpu'"),
+        (["train"], "the following arguments are required: --step"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
 def test_bad_arguments_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -49,8 +82,9 @@ def test_cuda_without_cuda_exits_2(mnist_root, tmp_path, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    assert main(["train", "--step", "4", "--device", "cuda", "--data-root", str(mnist_root),
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(["train", "--step", "4", "--device", "cuda", "--data-root", str(mnist_root), "--out", str(tmp_path)]) == 2
+    )
     assert "CUDA is not available" in capsys.readouterr().err
 
 
@@ -63,6 +97,7 @@ def test_unwritable_out_exits_2(tmp_path, capsys):
 
 
 # --- bad data: each broken file is built in a temporary folder ---------------------------------------
+
 
 def _fake_mnist(root, n_train=60000, n_test=10000, **override):
     raw = root / "MNIST" / "raw"
@@ -91,8 +126,22 @@ def test_missing_files(tmp_path, capsys):
     _fake_mnist(tmp_path, test_labels=None)
     with pytest.raises(DataError, match="missing t10k-labels-idx1-ubyte.*point --data-root or MNIST_ROOT"):
         load_mnist(tmp_path, download=False)
-    assert main(["train", "--step", "4", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path),
-                 "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--step",
+                "4",
+                "--data-root",
+                str(tmp_path / "nowhere"),
+                "--out",
+                str(tmp_path),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "train-images-idx3-ubyte" in err and "nowhere" in err and "Traceback" not in err
 
@@ -154,24 +203,50 @@ def test_garbage_gz(tmp_path):
 
 
 def test_set_overrides_are_recorded(mnist_root, tmp_path):
-    assert main(["train", "--step", "4", "--seeds", "0", "--dry-run", "--data-root", str(mnist_root),
-                 "--out", str(tmp_path), "--quiet", "--set", "lr=0.05", "--set",
-                 'model_kwargs={"dropout": 0.1}']) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--step",
+                "4",
+                "--seeds",
+                "0",
+                "--dry-run",
+                "--data-root",
+                str(mnist_root),
+                "--out",
+                str(tmp_path),
+                "--quiet",
+                "--set",
+                "lr=0.05",
+                "--set",
+                'model_kwargs={"dropout": 0.1}',
+            ]
+        )
+        == 0
+    )
     r = json.loads((tmp_path / "step4" / "seed0.json").read_text())
     assert r["recipe"]["lr"] == 0.05 and r["recipe"]["model_kwargs"] == {"dropout": 0.1}
 
 
-@pytest.mark.parametrize("assignment, message", [
-    ("lr=x", "lr takes a float"),
-    ("step=5", "expected KEY=VALUE with KEY one of"),
-    ("batch_size=1.5", "batch_size takes a int"),
-    ("model=nope", "unknown model 'nope'"),
-    ('model_kwargs={"width": 3}', "unexpected keyword argument 'width'"),
-])
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("lr=x", "lr takes a float"),
+        ("step=5", "expected KEY=VALUE with KEY one of"),
+        ("batch_size=1.5", "batch_size takes a int"),
+        ("model=nope", "unknown model 'nope'"),
+        ('model_kwargs={"width": 3}', "unexpected keyword argument 'width'"),
+    ],
+)
 def test_bad_set_exits_2_before_data(assignment, message, tmp_path, capsys):
     # --data-root points nowhere: the error must be about --set, found before any data is read.
-    assert main(["train", "--step", "4", "--set", assignment, "--data-root", str(tmp_path / "none"),
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            ["train", "--step", "4", "--set", assignment, "--data-root", str(tmp_path / "none"), "--out", str(tmp_path)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 

@@ -87,8 +87,7 @@ def test_rotation_moves_mass_as_expected():
 
 
 @settings(max_examples=30, deadline=None)
-@given(arr=arrays(np.uint8, st.tuples(st.integers(0, 5), st.integers(1, 6), st.integers(1, 6))),
-       gz=st.booleans())
+@given(arr=arrays(np.uint8, st.tuples(st.integers(0, 5), st.integers(1, 6), st.integers(1, 6))), gz=st.booleans())
 def test_idx_round_trip(tmp_path_factory, arr, gz):
     path = tmp_path_factory.mktemp("idx") / ("a.idx.gz" if gz else "a.idx")
     write_idx(path, arr)

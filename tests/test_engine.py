@@ -70,20 +70,38 @@ def test_onecycle_values_and_shape():
     total = 100  # warm-up: round(0.2 * 100) = 20 steps from lr/25 to lr; then cosine over steps 20..99
     lrs = [get_lr(STEP4, s, total) for s in range(total)]
     start, peak_lr, end = STEP4.lr / 25, STEP4.lr, STEP4.lr / 1e4
-    assert lrs[10] == pytest.approx(start + (peak_lr - start) * 10 / 20)      # half-way up the ramp
-    assert lrs[20] == pytest.approx(peak_lr)                                  # the peak
+    assert lrs[10] == pytest.approx(start + (peak_lr - start) * 10 / 20)  # half-way up the ramp
+    assert lrs[20] == pytest.approx(peak_lr)  # the peak
     assert lrs[20 + 79 // 2] == pytest.approx(end + (peak_lr - end) * 0.5 * (1 + math.cos(math.pi * 39 / 79)))
     peak = lrs.index(max(lrs))
     assert peak == 20
-    assert all(a <= b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))
-    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:]))
+    assert all(a <= b for a, b in zip(lrs[:peak], lrs[1 : peak + 1], strict=True))
+    assert all(a >= b for a, b in zip(lrs[peak:-1], lrs[peak + 1 :], strict=True))
     assert lrs[0] == pytest.approx(STEP4.lr / 25) and lrs[-1] == pytest.approx(STEP4.lr / 1e4)
     assert all(get_lr(RECIPES[s], 7, total) == RECIPES[s].lr for s in (1, 2, 3))
 
 
 def _cli(out, *extra):
-    return [sys.executable, "-m", "harness", "train", "--step", "4", "--seeds", "3", "--epochs", "3",
-            "--train-subset", "3000", "--test-subset", "500", "--out", str(out), "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "harness",
+        "train",
+        "--step",
+        "4",
+        "--seeds",
+        "3",
+        "--epochs",
+        "3",
+        "--train-subset",
+        "3000",
+        "--test-subset",
+        "500",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def _env(mnist_root):
@@ -117,8 +135,9 @@ def test_sigkill_then_resume_is_bit_identical(mnist_root, tmp_path):
 
 
 def test_sigint_writes_partial_result_and_says_how_to_resume(mnist_root, tmp_path):
-    proc = subprocess.Popen(_cli(tmp_path), env=_env(mnist_root), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli(tmp_path), env=_env(mnist_root), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     ckpt = tmp_path / "step4" / "seed3.ckpt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -137,8 +156,7 @@ def test_concurrent_runs_share_a_results_folder(mnist_root, tmp_path):
     tests/test_reliability.py)."""
     env = _env(mnist_root)
     cmds = [_cli(tmp_path, "--seeds", s, "--epochs", "1", "--train-subset", "1500") for s in ("3", "4")]
-    procs = [subprocess.Popen(c, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for c in cmds]
+    procs = [subprocess.Popen(c, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in cmds]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
     for seed in (3, 4):
@@ -202,14 +220,34 @@ def test_cuda_run_is_deterministic_and_learns(small_mnist):
 def test_cuda_cli_smoke(mnist_root, tmp_path):
     from harness.cli import main
 
-    args = ["train", "--step", "4", "--seeds", "0", "--device", "cuda", "--data-root", str(mnist_root),
-            "--out", str(tmp_path), "--epochs", "2", "--train-subset", "2000", "--test-subset", "500", "--quiet"]
+    args = [
+        "train",
+        "--step",
+        "4",
+        "--seeds",
+        "0",
+        "--device",
+        "cuda",
+        "--data-root",
+        str(mnist_root),
+        "--out",
+        str(tmp_path),
+        "--epochs",
+        "2",
+        "--train-subset",
+        "2000",
+        "--test-subset",
+        "500",
+        "--quiet",
+    ]
     assert main(args) == 0  # subset runs are smoke runs: no gate, so 0 means completed
     d = json.loads((tmp_path / "step4" / "seed0.json").read_text())
     assert d["device"] == "cuda" and d["status"] == "completed" and len(d["epochs"]) == 2
 
 
-@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on CPU needs a C++ compiler"
+)
 def test_compiled_forward_trains_like_eager(small_mnist):
     # Same weights, same data, fused kernels: the losses agree to rounding, not bit for bit. Dropout is off
     # because a compiled graph draws its masks from inductor's own generator: with dropout a compiled run is

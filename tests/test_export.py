@@ -3,6 +3,7 @@
 The fast suite exports a step-4 model trained briefly on a subset; `.ci/run` sets TINYMNIST_CHECKPOINT to
 the real 15-epoch step-4 checkpoint and runs the same parity test on it (`-m slow`).
 """
+
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -12,16 +13,19 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.runner import RunPlan, run_seed
 from harness.export import export_onnx, load_checkpoint, onnx_logits, onnx_session, opset_of, torch_logits
 from harness.recipes import STEP1, STEP4
+from harness.runner import RunPlan, run_seed
 
 
 @pytest.fixture(scope="module")
 def checkpoint(mnist, tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt")
-    run_seed(RunPlan(replace(STEP4, epochs=2, batch_size=32), 0, torch.device("cpu"), smoke=True),
-             mnist.subset(2048, 10000), out)
+    run_seed(
+        RunPlan(replace(STEP4, epochs=2, batch_size=32), 0, torch.device("cpu"), smoke=True),
+        mnist.subset(2048, 10000),
+        out,
+    )
     return out / "step4" / "seed0.pt"
 
 
@@ -95,14 +99,17 @@ def test_cli_export_and_evaluate(checkpoint, mnist_root, tmp_path, capsys):
     assert f"test accuracy {ref:.2f}%" in text
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["export", "--step", "4", "--checkpoint", "nope.pt", "--out", "x.onnx"], "nope.pt: no such checkpoint"),
-    (["export", "--step", "4", "--checkpoint", "{ckpt}", "--out", "x.txt"], "give a path ending in .onnx"),
-    (["export", "--step", "2", "--checkpoint", "{ckpt}", "--out", "{tmp}/x.onnx"], "is for step 4, not --step 2"),
-    (["evaluate", "--onnx", "nope.onnx"], "nope.onnx: no such ONNX file"),
-    (["export", "--step", "4", "--checkpoint", "{junk}", "--out", "{tmp}/x.onnx"], "not a torch checkpoint"),
-    (["evaluate", "--onnx", "{junk}"], "onnxruntime cannot load it"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["export", "--step", "4", "--checkpoint", "nope.pt", "--out", "x.onnx"], "nope.pt: no such checkpoint"),
+        (["export", "--step", "4", "--checkpoint", "{ckpt}", "--out", "x.txt"], "give a path ending in .onnx"),
+        (["export", "--step", "2", "--checkpoint", "{ckpt}", "--out", "{tmp}/x.onnx"], "is for step 4, not --step 2"),
+        (["evaluate", "--onnx", "nope.onnx"], "nope.onnx: no such ONNX file"),
+        (["export", "--step", "4", "--checkpoint", "{junk}", "--out", "{tmp}/x.onnx"], "not a torch checkpoint"),
+        (["evaluate", "--onnx", "{junk}"], "onnxruntime cannot load it"),
+    ],
+)
 def test_bad_export_input(argv, message, checkpoint, tmp_path, capsys):
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x00garbage")

@@ -4,8 +4,7 @@ import torch
 from models import count_params, create_model, list_models
 
 # The seed table's parameter counts. A model registered without an entry here fails test_every_model_has_count.
-EXPECTED_PARAMS = {"step1": 147_658, "step2": 8_952, "step3": 8_952, "step4": 8_952,
-                   "step5": 4_972, "step6": 9_802}
+EXPECTED_PARAMS = {"step1": 147_658, "step2": 8_952, "step3": 8_952, "step4": 8_952, "step5": 4_972, "step6": 9_802}
 
 
 def test_every_model_has_count():

@@ -1,6 +1,7 @@
 """Reliability, one class of fault at a time: a checkpoint is data, nothing completed is lost, a resume is the
 same run or refused, every bad value is found before training, exit codes mean one thing each, divergence is
 caught everywhere. Most tests drive ``main(argv)`` on a tiny subset, as a user or a CI runner would."""
+
 import errno
 import json
 import os
@@ -20,8 +21,21 @@ import harness.data
 from harness.cli import main
 from tests.conftest import REPO
 
-TINY = ["--step", "4", "--epochs", "2", "--train-subset", "256", "--test-subset", "128", "--set", "batch_size=64",
-        "--quiet", "--device", "cpu"]
+TINY = [
+    "--step",
+    "4",
+    "--epochs",
+    "2",
+    "--train-subset",
+    "256",
+    "--test-subset",
+    "128",
+    "--set",
+    "batch_size=64",
+    "--quiet",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture
@@ -40,6 +54,7 @@ def _files(out):
 
 
 # --- 1. A checkpoint is data -----------------------------------------------------------------------------
+
 
 class Evil:
     def __init__(self, marker):
@@ -75,6 +90,7 @@ def test_a_damaged_checkpoint_is_named(fast_data, tmp_path, capsys):
 
 
 # --- 2. Nothing completed is lost ------------------------------------------------------------------------
+
 
 def test_resume_over_a_completed_result_with_other_settings_is_refused(fast_data, tmp_path, capsys):
     out = tmp_path / "out"
@@ -150,12 +166,16 @@ def test_a_full_disk_is_named_and_says_what_was_kept(fast_data, tmp_path, monkey
 
 # --- 3. A resume is the same run, or it is refused -------------------------------------------------------
 
-@pytest.mark.parametrize("change, field", [
-    (["--train-subset", "200"], "train_images 256 -> 200"),
-    (["--test-subset", "100"], "test_images 128 -> 100"),
-    (["--set", "lr=0.05"], "recipe lr 0.1 -> 0.05"),
-    (["--set", "precision=bf16"], 'recipe precision "fp32" -> "bf16"'),
-])
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (["--train-subset", "200"], "train_images 256 -> 200"),
+        (["--test-subset", "100"], "test_images 128 -> 100"),
+        (["--set", "lr=0.05"], "recipe lr 0.1 -> 0.05"),
+        (["--set", "precision=bf16"], 'recipe precision "fp32" -> "bf16"'),
+    ],
+)
 def test_resume_with_another_setting_names_the_field(fast_data, tmp_path, monkeypatch, capsys, change, field):
     import harness.engine as engine
 
@@ -173,7 +193,7 @@ def test_resume_with_another_setting_names_the_field(fast_data, tmp_path, monkey
     monkeypatch.setattr(engine, "evaluate", real)
     argv = ["train", *TINY, "--seeds", "0", "--out", str(out), "--resume"]
     i = argv.index(change[0]) if change[0] != "--set" else len(argv)
-    argv = argv[:i] + change + argv[i + 2:] if change[0] != "--set" else argv + change
+    argv = argv[:i] + change + argv[i + 2 :] if change[0] != "--set" else argv + change
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"--resume of another run ({field})" in err and "Traceback" not in err
@@ -181,28 +201,43 @@ def test_resume_with_another_setting_names_the_field(fast_data, tmp_path, monkey
 
 # --- 4. Every bad value is found before training ---------------------------------------------------------
 
-@pytest.mark.parametrize("assignment, message", [
-    ("lr=-1", "lr=-1.0 is outside its range: it must be a finite number in (0, inf)"),
-    ("lr=NaN", "lr=nan is outside its range"),
-    ("lr=Infinity", "lr=inf is outside its range"),
-    ("momentum=1", "momentum=1.0 is outside its range: it must be a finite number in [0, 1)"),
-    ("batch_size=0", "batch_size=0 is outside its range: it must be an integer >= 1"),
-    ("epochs=0", "epochs=0 is outside its range: it must be an integer >= 1"),
-    ("optimizer=adam", "optimizer='adam' is not known: choose one of sgd, adamw"),
-    ("schedule=cosine", "schedule='cosine' is not known: choose one of constant, onecycle"),
-    ("precision=fp16", "precision='fp16' is not known: choose one of fp32, bf16"),
-    ("ema=1", "ema=1.0 is outside its range"),
-    ("label_smoothing=1.5", "label_smoothing=1.5 is outside its range"),
-    ("warmup_frac=1", "warmup_frac=1.0 is outside its range"),
-    ('model_kwargs={"head": 0}', "model_kwargs head=0: layer sizes must be integers >= 1"),
-    ('model_kwargs={"block1": [8, -1]}', "layer sizes must be integers >= 1"),
-    ('model_kwargs={"num_classes": 3}', "num_classes=3: MNIST has 10 classes"),
-    ('model_kwargs={"dropout": 1.0}', "model_kwargs dropout=1.0 is outside its range"),
-    ("nesterov=true", None),  # momentum 0.9: allowed
-])
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("lr=-1", "lr=-1.0 is outside its range: it must be a finite number in (0, inf)"),
+        ("lr=NaN", "lr=nan is outside its range"),
+        ("lr=Infinity", "lr=inf is outside its range"),
+        ("momentum=1", "momentum=1.0 is outside its range: it must be a finite number in [0, 1)"),
+        ("batch_size=0", "batch_size=0 is outside its range: it must be an integer >= 1"),
+        ("epochs=0", "epochs=0 is outside its range: it must be an integer >= 1"),
+        ("optimizer=adam", "optimizer='adam' is not known: choose one of sgd, adamw"),
+        ("schedule=cosine", "schedule='cosine' is not known: choose one of constant, onecycle"),
+        ("precision=fp16", "precision='fp16' is not known: choose one of fp32, bf16"),
+        ("ema=1", "ema=1.0 is outside its range"),
+        ("label_smoothing=1.5", "label_smoothing=1.5 is outside its range"),
+        ("warmup_frac=1", "warmup_frac=1.0 is outside its range"),
+        ('model_kwargs={"head": 0}', "model_kwargs head=0: layer sizes must be integers >= 1"),
+        ('model_kwargs={"block1": [8, -1]}', "layer sizes must be integers >= 1"),
+        ('model_kwargs={"num_classes": 3}', "num_classes=3: MNIST has 10 classes"),
+        ('model_kwargs={"dropout": 1.0}', "model_kwargs dropout=1.0 is outside its range"),
+        ("nesterov=true", None),  # momentum 0.9: allowed
+    ],
+)
 def test_bad_recipe_values_exit_2_before_data(assignment, message, tmp_path, capsys):
-    code = main(["train", "--step", "4", "--set", assignment, "--data-root", str(tmp_path / "none"),
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "train",
+            "--step",
+            "4",
+            "--set",
+            assignment,
+            "--data-root",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert "Traceback" not in err
     if message is None:
@@ -211,12 +246,15 @@ def test_bad_recipe_values_exit_2_before_data(assignment, message, tmp_path, cap
         assert code == 2 and message in err and "MNIST not found" not in err
 
 
-@pytest.mark.parametrize("seeds, message", [
-    ("4294967296", "seed 4294967296 is outside [0, 2**32)"),
-    ("-1", "seed -1 is outside"),
-    ("9223372036854775808", "is outside [0, 2**32)"),
-    ("5-2", "the end is below the start"),
-])
+@pytest.mark.parametrize(
+    "seeds, message",
+    [
+        ("4294967296", "seed 4294967296 is outside [0, 2**32)"),
+        ("-1", "seed -1 is outside"),
+        ("9223372036854775808", "is outside [0, 2**32)"),
+        ("5-2", "the end is below the start"),
+    ],
+)
 def test_bad_seeds_exit_2(seeds, message, tmp_path, capsys):
     assert main(["train", "--step", "4", "--seeds", seeds, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
@@ -265,8 +303,7 @@ def test_evaluate_an_onnx_of_another_input_shape_exits_2(tmp_path, capsys):
 
     path = tmp_path / "flat.onnx"
     batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.onnx.export(Flat().eval(), (torch.randn(2, 784),), dynamo=True,
-                                dynamic_shapes={"x": {0: batch}})
+    program = torch.onnx.export(Flat().eval(), (torch.randn(2, 784),), dynamo=True, dynamic_shapes={"x": {0: batch}})
     path.write_bytes(program.model_proto.SerializeToString())
     assert main(["evaluate", "--onnx", str(path)]) == 2
     err = capsys.readouterr().err
@@ -277,19 +314,24 @@ def test_export_out_problems_exit_2(tmp_path, capsys):
     from harness.recipes import STEP4
     from models import create_model
 
-    torch.save({"model": create_model("step4").state_dict(), "recipe": STEP4.to_dict(), "seed": 0},
-               tmp_path / "w.pt")
+    torch.save({"model": create_model("step4").state_dict(), "recipe": STEP4.to_dict(), "seed": 0}, tmp_path / "w.pt")
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    assert main(["export", "--step", "4", "--checkpoint", str(tmp_path / "w.pt"),
-                 "--out", str(blocker / "m.onnx")]) == 2
+    assert (
+        main(["export", "--step", "4", "--checkpoint", str(tmp_path / "w.pt"), "--out", str(blocker / "m.onnx")]) == 2
+    )
     err = capsys.readouterr().err
     assert "cannot write the ONNX file" in err and "nothing was written there" in err
-    assert main(["export", "--step", "4", "--checkpoint", str(tmp_path / "w.pt"),
-                 "--out", str(tmp_path / "new" / "m.onnx")]) == 0  # a missing folder is made
+    assert (
+        main(
+            ["export", "--step", "4", "--checkpoint", str(tmp_path / "w.pt"), "--out", str(tmp_path / "new" / "m.onnx")]
+        )
+        == 0
+    )  # a missing folder is made
 
 
 # --- 5. Exit codes mean one thing each -------------------------------------------------------------------
+
 
 def test_an_internal_error_is_exit_3_with_the_traceback_saved(fast_data, tmp_path, monkeypatch, capsys):
     import harness.engine as engine
@@ -307,8 +349,26 @@ def test_an_internal_error_is_exit_3_with_the_traceback_saved(fast_data, tmp_pat
 
 
 def _cli(out, *extra):
-    return [sys.executable, "-m", "harness", "train", "--step", "4", "--seeds", "3", "--epochs", "3",
-            "--train-subset", "3000", "--test-subset", "500", "--out", str(out), "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "harness",
+        "train",
+        "--step",
+        "4",
+        "--seeds",
+        "3",
+        "--epochs",
+        "3",
+        "--train-subset",
+        "3000",
+        "--test-subset",
+        "500",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def _env(mnist_root):
@@ -317,8 +377,14 @@ def _env(mnist_root):
 
 def test_sigterm_writes_what_it_has_and_the_printed_command_resumes(mnist_root, tmp_path):
     out = tmp_path / "a dir with spaces"
-    proc = subprocess.Popen(_cli(out, "--set", "lr=0.05"), env=_env(mnist_root), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli(out, "--set", "lr=0.05"),
+        env=_env(mnist_root),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     ckpt = out / "step4" / "seed3.ckpt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -333,14 +399,14 @@ def test_sigterm_writes_what_it_has_and_the_printed_command_resumes(mnist_root, 
     assert command.endswith("--resume") and "--set lr=0.05" in command and "--train-subset 3000" in command
     argv = shlex.split(command)
     assert argv[:3] == ["python", "-m", "harness"]
-    done = subprocess.run([sys.executable, *argv[1:]], env=_env(mnist_root), cwd=REPO, capture_output=True,
-                          text=True)
+    done = subprocess.run([sys.executable, *argv[1:]], env=_env(mnist_root), cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     final = json.loads((out / "step4" / "seed3.json").read_text())
     assert final["status"] == "completed" and len(final["epochs"]) == 3 and final["recipe"]["lr"] == 0.05
 
 
 # --- 6. Divergence is checked everywhere -----------------------------------------------------------------
+
 
 def test_a_non_finite_test_loss_ends_the_run_as_diverged(fast_data, tmp_path, monkeypatch, capsys):
     import harness.engine as engine
@@ -355,27 +421,81 @@ def test_a_non_finite_test_loss_ends_the_run_as_diverged(fast_data, tmp_path, mo
 
 # --- 7. Any input: 0, 1, 2 or 3, never a traceback -------------------------------------------------------
 
-VALUES = st.one_of(st.integers(-3, 300), st.floats(allow_nan=True, allow_infinity=True, width=32),
-                   st.sampled_from(["sgd", "adamw", "adam", "onecycle", "constant", "fp32", "bf16", "x", "true",
-                                    "[1, 2]", '{"dropout": 0.2}', "", "null"]))
-FIELDS = st.sampled_from(["lr", "momentum", "batch_size", "epochs", "optimizer", "schedule", "precision", "ema",
-                          "label_smoothing", "warmup_frac", "weight_decay", "max_degrees", "max_shift",
-                          "max_scale", "nesterov", "model_kwargs", "model", "step", "nonsense"])
+VALUES = st.one_of(
+    st.integers(-3, 300),
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.sampled_from(
+        [
+            "sgd",
+            "adamw",
+            "adam",
+            "onecycle",
+            "constant",
+            "fp32",
+            "bf16",
+            "x",
+            "true",
+            "[1, 2]",
+            '{"dropout": 0.2}',
+            "",
+            "null",
+        ]
+    ),
+)
+FIELDS = st.sampled_from(
+    [
+        "lr",
+        "momentum",
+        "batch_size",
+        "epochs",
+        "optimizer",
+        "schedule",
+        "precision",
+        "ema",
+        "label_smoothing",
+        "warmup_frac",
+        "weight_decay",
+        "max_degrees",
+        "max_shift",
+        "max_scale",
+        "nesterov",
+        "model_kwargs",
+        "model",
+        "step",
+        "nonsense",
+    ]
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(sets=st.lists(st.tuples(FIELDS, VALUES), max_size=3),
-       seeds=st.lists(st.integers(-2, 2 ** 33), min_size=1, max_size=2),
-       flags=st.lists(st.sampled_from(["--dry-run", "--resume", "--quiet"]), max_size=2, unique=True))
-def test_any_input_ends_in_a_known_exit_code_without_a_traceback(fast_data, tmp_path_factory, capsys, sets,
-                                                                  seeds, flags):
+@given(
+    sets=st.lists(st.tuples(FIELDS, VALUES), max_size=3),
+    seeds=st.lists(st.integers(-2, 2**33), min_size=1, max_size=2),
+    flags=st.lists(st.sampled_from(["--dry-run", "--resume", "--quiet"]), max_size=2, unique=True),
+)
+def test_any_input_ends_in_a_known_exit_code_without_a_traceback(
+    fast_data, tmp_path_factory, capsys, sets, seeds, flags
+):
     out = tmp_path_factory.mktemp("h")
-    argv = ["train", "--step", "4", "--epochs", "1", "--train-subset", "128", "--test-subset", "64", "--out",
-            str(out), "--seeds", *map(str, seeds), *flags]
+    argv = [
+        "train",
+        "--step",
+        "4",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "128",
+        "--test-subset",
+        "64",
+        "--out",
+        str(out),
+        "--seeds",
+        *map(str, seeds),
+        *flags,
+    ]
     for key, value in sets:
         argv += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
     code = main(argv)
     err = capsys.readouterr().err
     assert code in (0, 1, 2, 3) and "Traceback" not in err, (argv, err)
     assert code != 3, (argv, err)  # 3 is for bugs: none of these inputs should find one
-

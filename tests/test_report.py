@@ -9,8 +9,7 @@ from tests.synth import RAMP, make_result, step4_runs, write_results
 
 @pytest.fixture
 def results(tmp_path):
-    runs = step4_runs() + [make_result(1, s, [98.0, 98.9, 99.1 + 0.02 * s], train=[98.5, 99.5, 99.8])
-                           for s in range(3)]
+    runs = step4_runs() + [make_result(1, s, [98.0, 98.9, 99.1 + 0.02 * s], train=[98.5, 99.5, 99.8]) for s in range(3)]
     return write_results(tmp_path / "results", runs)
 
 
@@ -18,8 +17,7 @@ def test_report_sections_and_figures(results, tmp_path):
     out = tmp_path / "report"
     assert main(["report", str(results), "--out", str(out)]) == 0
     md = (out / "REPORT.md").read_text()
-    for section in ("## Step 1:", "## Step 4:", "**Target.**", "**Result**", "**Analysis.**",
-                    "vs the seed write-up"):
+    for section in ("## Step 1:", "## Step 4:", "**Target.**", "**Result**", "**Analysis.**", "vs the seed write-up"):
         assert section in md, section
     # Step 4 final epochs 99.55, 99.48, 99.50: mean 99.51, min 99.48, max 99.55, sample std 0.035.
     assert "| final-epoch test accuracy | 99.51 | 99.48 | 99.55 | 0.04 |" in md
@@ -41,12 +39,31 @@ def test_report_benchmark_tables(results, tmp_path):
     import json
 
     bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps({"machine_info": {"cpu": {"brand_raw": "Test CPU"}}, "benchmarks": [
-        {"name": "test_train[4-harness]", "stats": {"median": 0.0128, "rounds": 5},
-         "extra_info": {"kind": "train", "step": 4, "device": "cpu", "pipeline": "harness", "batch": 128}},
-        {"name": "test_infer[ort-1]", "stats": {"median": 0.0002, "rounds": 9},
-         "extra_info": {"kind": "inference", "engine": "onnxruntime", "batch": 1, "threads": 2}},
-    ]}))
+    bench.write_text(
+        json.dumps(
+            {
+                "machine_info": {"cpu": {"brand_raw": "Test CPU"}},
+                "benchmarks": [
+                    {
+                        "name": "test_train[4-harness]",
+                        "stats": {"median": 0.0128, "rounds": 5},
+                        "extra_info": {
+                            "kind": "train",
+                            "step": 4,
+                            "device": "cpu",
+                            "pipeline": "harness",
+                            "batch": 128,
+                        },
+                    },
+                    {
+                        "name": "test_infer[ort-1]",
+                        "stats": {"median": 0.0002, "rounds": 9},
+                        "extra_info": {"kind": "inference", "engine": "onnxruntime", "batch": 1, "threads": 2},
+                    },
+                ],
+            }
+        )
+    )
     out = tmp_path / "r"
     assert main(["report", str(results), "--out", str(out), "--bench", str(bench)]) == 0
     md = (out / "REPORT.md").read_text()
@@ -72,8 +89,9 @@ def _pair(tmp_path, old, new):
 def test_compare_no_regression(tmp_path, capsys):
     a, b = _pair(tmp_path, step4_runs(), step4_runs())
     lines, regs = compare(a, b)
-    assert regs == [] and any(l.startswith("| 4 | last-3 mean test acc | 99.47 (n=3) | 99.47 (n=3) | +0.00 | "
-                                           "fixed rule") for l in lines)
+    assert regs == [] and any(
+        line.startswith("| 4 | last-3 mean test acc | 99.47 (n=3) | 99.47 (n=3) | +0.00 | fixed rule") for line in lines
+    )
     assert main(["compare", str(a), str(b)]) == 0
     assert "no regression" in capsys.readouterr().out
 
@@ -127,11 +145,13 @@ def test_compare_names_a_changed_recipe(tmp_path):
     from harness.recipes import STEP4
 
     other = replace(STEP4, lr=0.05)
-    new = [make_result(4, s, RAMP + list(l3), recipe=other) for s, l3 in
-           enumerate(((99.45, 99.50, 99.55), (99.40, 99.42, 99.48), (99.47, 99.46, 99.50)))]
+    new = [
+        make_result(4, s, RAMP + list(l3), recipe=other)
+        for s, l3 in enumerate(((99.45, 99.50, 99.55), (99.40, 99.42, 99.48), (99.47, 99.46, 99.50)))
+    ]
     a, b = _pair(tmp_path, step4_runs(), new)
     lines, regs = compare(a, b)
-    assert regs == [] and any("| recipe |" in l and "lr 0.1 -> 0.05" in l for l in lines)
+    assert regs == [] and any("| recipe |" in line and "lr 0.1 -> 0.05" in line for line in lines)
 
 
 # --- 16-seed populations: the statistical rule --------------------------------------------------------
@@ -142,16 +162,21 @@ POP = [99.58 + 0.008 * ((7 * i) % 16 - 7.5) for i in range(16)]
 
 
 def _population(seeds, shift=0.0):
-    return [make_result(4, s, RAMP + [v + shift - 0.02, v + shift, v + shift + 0.02])
-            for s, v in zip(seeds, POP)]
+    return [
+        make_result(4, s, RAMP + [v + shift - 0.02, v + shift, v + shift + 0.02])
+        for s, v in zip(seeds, POP, strict=False)
+    ]  # 8 seeds take the first 8 values
 
 
-@pytest.mark.parametrize("case, seeds, shift, code", [
-    ("same values on other seeds", range(16, 32), 0.0, 0),
-    ("every seed 0.08 lower", range(16), -0.08, 1),
-    ("every seed 0.03 lower: under the minimum effect", range(16), -0.03, 0),
-    ("half the seeds missing", range(8), 0.0, 1),
-])
+@pytest.mark.parametrize(
+    "case, seeds, shift, code",
+    [
+        ("same values on other seeds", range(16, 32), 0.0, 0),
+        ("every seed 0.08 lower", range(16), -0.08, 1),
+        ("every seed 0.03 lower: under the minimum effect", range(16), -0.03, 0),
+        ("half the seeds missing", range(8), 0.0, 1),
+    ],
+)
 def test_compare_populations(tmp_path, capsys, case, seeds, shift, code):
     a = write_results(tmp_path / "old", _population(range(16)))
     new = _population(seeds, shift)
@@ -160,7 +185,7 @@ def test_compare_populations(tmp_path, capsys, case, seeds, shift, code):
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     if case != "half the seeds missing":
-        acc_row = next(l for l in out.splitlines() if "last-3 mean test acc" in l)
+        acc_row = next(line for line in out.splitlines() if "last-3 mean test acc" in line)
         assert "Welch t-test, p " in acc_row and acc_row.endswith("REGRESSION |" if code else "ok |")
         assert "| gate |  | PASS, 16/16 seeds, 95% CI 81-100% |" in out
     else:
@@ -185,7 +210,7 @@ def test_compare_throughput(tmp_path):
     assert compare(a, b)[1] == []
     a, b = _pair(tmp_path / "other", step4_runs(), step4_runs(ips=5_000.0, device_name="Other CPU"))
     lines, regs = compare(a, b)
-    assert regs == [] and any("skipped: different machine" in l for l in lines)
+    assert regs == [] and any("skipped: different machine" in line for line in lines)
 
 
 def test_compare_benchmark_json(tmp_path):
@@ -193,9 +218,21 @@ def test_compare_benchmark_json(tmp_path):
 
     def bench(folder, median):
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "bench.json").write_text(json.dumps({"machine_info": {"cpu": {"brand_raw": "X"}}, "benchmarks": [
-            {"name": "t", "fullname": "benchmarks/x.py::t", "stats": {"median": median},
-             "extra_info": {"batch": 100}}]}))
+        (folder / "bench.json").write_text(
+            json.dumps(
+                {
+                    "machine_info": {"cpu": {"brand_raw": "X"}},
+                    "benchmarks": [
+                        {
+                            "name": "t",
+                            "fullname": "benchmarks/x.py::t",
+                            "stats": {"median": median},
+                            "extra_info": {"batch": 100},
+                        }
+                    ],
+                }
+            )
+        )
 
     a, b = _pair(tmp_path, step4_runs(), step4_runs())
     bench(a, 0.010)

@@ -10,7 +10,7 @@ from harness.recipes import RECIPES, STEP1, STEP4, STEP6, Expectation
 from harness.summary import summarize
 from harness.verdict import accuracy_reasons, judge
 from tests.conftest import REPO
-from tests.synth import RAMP, make_result, step4_runs, write_results
+from tests.synth import RAMP, make_result, step4_runs
 
 GOOD = [98.0 + 0.1 * i for i in range(12)] + [99.45, 99.48, 99.50]
 
@@ -24,7 +24,8 @@ def test_step4_pass():
 def test_step4_fails_when_one_of_last_three_dips():
     hist = GOOD[:-2] + [99.39] + GOOD[-1:]
     assert accuracy_reasons(STEP4.expect, "step 4 seed 1", 8952, hist) == [
-        "step 4 seed 1: epoch 14 test accuracy 99.39 < 99.40 (each of the last 3 epochs must reach it)"]
+        "step 4 seed 1: epoch 14 test accuracy 99.39 < 99.40 (each of the last 3 epochs must reach it)"
+    ]
 
 
 def test_step4_best_epoch_earlier_does_not_count():
@@ -39,7 +40,8 @@ def test_param_budget():
 def test_step1_best_test():
     assert accuracy_reasons(STEP1.expect, "s", 147658, [98.0, 99.01, 98.9]) == []
     assert accuracy_reasons(STEP1.expect, "step 1 seed 2", 147658, [98.0, 98.99]) == [
-        "step 1 seed 2: best test accuracy 98.99 < 99.00"]
+        "step 1 seed 2: best test accuracy 98.99 < 99.00"
+    ]
 
 
 def test_not_completed_or_short_never_passes():
@@ -62,8 +64,9 @@ def test_one_failing_seed_fails_the_step():
     runs = step4_runs(((99.45, 99.50, 99.55), (99.45, 99.50, 99.20), (99.47, 99.46, 99.50)))
     v = judge(runs, required_seeds=(0, 1, 2))
     assert not v.passed and v.failed_seeds == (1,)
-    assert v.reasons == ("step 4 seed 1: epoch 15 test accuracy 99.20 < 99.40 (each of the last 3 epochs must "
-                         "reach it)",)
+    assert v.reasons == (
+        "step 4 seed 1: epoch 15 test accuracy 99.20 < 99.40 (each of the last 3 epochs must reach it)",
+    )
 
 
 def test_missing_required_seed():
@@ -131,8 +134,12 @@ acc = st.floats(90, 100, allow_nan=False)
 
 
 @settings(max_examples=200, deadline=None)
-@given(hist=st.lists(acc, min_size=1, max_size=15), i=st.integers(0, 14), bump=st.floats(0, 5),
-       step=st.sampled_from(sorted(RECIPES)))
+@given(
+    hist=st.lists(acc, min_size=1, max_size=15),
+    i=st.integers(0, 14),
+    bump=st.floats(0, 5),
+    step=st.sampled_from(sorted(RECIPES)),
+)
 def test_verdict_is_monotone(hist, i, bump, step):
     """Raising any epoch's accuracy never turns a pass into a fail."""
     e = RECIPES[step].expect
