@@ -378,7 +378,7 @@ def _env(mnist_root):
 def test_sigterm_writes_what_it_has_and_the_printed_command_resumes(mnist_root, tmp_path):
     out = tmp_path / "a dir with spaces"
     proc = subprocess.Popen(
-        _cli(out, "--set", "lr=0.05"),
+        _cli(out, "--set", "lr=0.05", "--epochs", "8"),  # a window of seconds after the first checkpoint
         env=_env(mnist_root),
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -402,7 +402,7 @@ def test_sigterm_writes_what_it_has_and_the_printed_command_resumes(mnist_root, 
     done = subprocess.run([sys.executable, *argv[1:]], env=_env(mnist_root), cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     final = json.loads((out / "step4" / "seed3.json").read_text())
-    assert final["status"] == "completed" and len(final["epochs"]) == 3 and final["recipe"]["lr"] == 0.05
+    assert final["status"] == "completed" and len(final["epochs"]) == 8 and final["recipe"]["lr"] == 0.05
 
 
 # --- 6. Divergence is checked everywhere -----------------------------------------------------------------
