@@ -10,6 +10,7 @@ printed). A crash is never 1, so CI never reads a crash as a regression.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -146,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the results, gate unchanged",
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
+    t.add_argument(
+        "--population",
+        type=_positive_int,
+        metavar="P",
+        help="train up to P seeds at the same time: on the CPU one single-thread worker process per core, on a "
+        "GPU one stacked model (default: the fastest size measured for the device; 1 = one at a time)",
+    )
 
     sub.add_parser("models", help="list registered models with their parameter counts")
 
@@ -212,13 +220,18 @@ def cmd_train(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     recipes = [_recipe(args, step) for step in args.step]  # every bad value fails here, before the data
-    data = load_mnist(args.data_root, device)  # validated once, before any training starts
+    population = args.population or DEFAULT_POPULATION[device.type]
+    if population > 1 and device.type == "cuda" and any(r.compile for r in recipes):
+        raise UsageError("--set compile=true trains one seed at a time on a GPU; add --population 1")
+    workers = device.type == "cpu" and population > 1
+    # Validated once, before any training starts (a CPU population's workers read it again for themselves).
+    data = load_mnist(args.data_root, device)
     if args.train_subset or args.test_subset:
         data = data.subset(args.train_subset or len(data.train_x), args.test_subset or len(data.test_x))
     codes = []
     with sigterm_as_interrupt():
         for recipe in recipes:
-            codes.append(_train_step(args, recipe, data, device))
+            codes.append(_train_step(args, recipe, data, device, population, workers))
     if len(codes) > 1:
         failed = [s for s, c in zip(args.step, codes, strict=True) if c != EXIT_OK]
         ok = "all smoke runs OK (gates not checked)" if _smoke(args) else "all gates PASS"
@@ -247,7 +260,7 @@ def _recipe(args, step: int):
         raise UsageError(str(e)) from None
 
 
-def _train_step(args, recipe, data, device) -> int:
+def _train_step(args, recipe, data, device, population: int, workers: bool) -> int:
     import torch
 
     from harness.runner import RunInterrupted, run_step
@@ -255,9 +268,14 @@ def _train_step(args, recipe, data, device) -> int:
 
     seeds = _seed_list(args.seeds) if args.seeds else list(recipe.seeds)
     smoke = _smoke(args)
+    how = ""
+    if population > 1:
+        how = f" | population {population}: " + (
+            f"{_workers(population, seeds)} worker processes, 1 thread each" if workers else "one stacked model"
+        )
     print(
         f"step {recipe.step}: {recipe.name} | model {recipe.model} | seeds {_seed_text(seeds)} | "
-        f"device {device.type} | threads {torch.get_num_threads()}",
+        f"device {device.type} | threads {1 if workers else torch.get_num_threads()}{how}",
         flush=True,
     )
 
@@ -279,29 +297,34 @@ def _train_step(args, recipe, data, device) -> int:
         )
 
     try:
-        runs, verdict = run_step(
-            recipe,
-            seeds,
-            data,
-            device,
-            args.out,
-            resume=args.resume,
-            smoke=smoke,
-            max_batches=3 if args.dry_run else None,
-            eval_limit=500 if args.dry_run else None,
-            progress=not args.quiet,
-            on_run=on_run,
-        )
+        if workers:
+            runs, verdict = _run_workers(args, recipe, seeds, population, smoke, data, on_run)
+        else:
+            runs, verdict = run_step(
+                recipe,
+                seeds,
+                data,
+                device,
+                args.out,
+                resume=args.resume,
+                smoke=smoke,
+                max_batches=3 if args.dry_run else None,
+                eval_limit=500 if args.dry_run else None,
+                progress=not args.quiet,
+                on_run=on_run,
+                population=population,
+                stacked=device.type == "cuda",
+            )
     except RunInterrupted as e:
-        done = len(e.result.epochs)
+        which = ", ".join(f"seed {r.seed} after {len(r.epochs)} complete epoch(s)" for r in e.results) or "seeds"
         where = (
             f"the completed result already in {args.out} is kept; this rerun's checkpoint is {e.path}"
             if e.kept_completed
             else f"partial results in {e.path}"
         )
         print(
-            f"\ninterrupted ({e.signal_name}): step {recipe.step} seed {e.result.seed} after {done} complete "
-            f"epoch(s); {where}. Resume with: {resume_command(args._argv)}",
+            f"\ninterrupted ({e.signal_name}): step {recipe.step} {which}; {where}. "
+            f"Resume with: {resume_command(args._argv)}",
             file=sys.stderr,
         )
         return EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED
@@ -315,6 +338,143 @@ def _train_step(args, recipe, data, device) -> int:
         print(f"GATE FAILED: {reason}", file=sys.stderr)
     print(f"step {recipe.step}: {verdict.word}" + ("" if smoke else f" ({verdict_rate(runs, verdict)})"), flush=True)
     return EXIT_OK if verdict.passed else EXIT_GATE
+
+
+# --population's default, per device: the fastest size measured by `python -m benchmarks.population`.
+# CPU (2 Sapphire Rapids cores): one worker process per core with one thread each; more seeds at once than
+# cores adds nothing, and stacking seeds in one process measured slower than one at a time (README, Seed
+# populations). CUDA: not measured yet (no GPU in these sessions): one at a time until it is.
+DEFAULT_POPULATION = {"cpu": 2, "cuda": 1}
+
+
+def _cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _workers(population: int, seeds: list[int]) -> int:
+    return max(1, min(population, len(seeds), _cores()))
+
+
+def _run_workers(args, recipe, seeds: list[int], population: int, smoke: bool, data, on_run):
+    """A CPU population: the seeds dealt to one single-thread worker process per core, each training its share
+    one seed at a time with the runner's locks, files and checks; then one verdict here, from their results.
+
+    Workers are forked, so they share the data already loaded and pay no start-up (measured: re-reading it in
+    each worker cost 3-4 s of a 30-s run). A worker interrupted, or failing, ends the step with its exit code.
+    """
+    import multiprocessing as mp
+    import signal
+    from queue import Empty
+
+    from harness.results import ResultsError, load_result, result_path
+    from harness.runner import RunInterrupted, Terminated
+    from harness.verdict import judge
+
+    n = _workers(population, seeds)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()  # finished results, so that each seed's line prints as it ends
+    procs = [
+        ctx.Process(target=_worker, args=(args, recipe, seeds[w::n], population, smoke, data, queue)) for w in range(n)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        finished = 0
+        while finished < n:
+            try:
+                item = queue.get(timeout=1.0)
+            except Empty:
+                if not any(p.is_alive() for p in procs):  # a worker killed before it could say so
+                    break
+                continue
+            if item is None:
+                finished += 1
+            else:
+                on_run(item)
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt as e:
+        # Ctrl-C reached the workers too (one process group); SIGTERM (a CI timeout) reached only this one.
+        sig = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        for p in procs:
+            if sig == signal.SIGTERM and p.is_alive() and p.pid is not None:
+                os.kill(p.pid, sig)
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, sig)
+                p.join()
+        raise RunInterrupted(
+            [], Path(args.out) / f"step{recipe.step}", False, "SIGTERM" if sig == signal.SIGTERM else "SIGINT"
+        ) from None
+    codes = [p.exitcode for p in procs]
+    if EXIT_INTERNAL in codes or EXIT_USAGE in codes:
+        raise _WorkerFailed(EXIT_INTERNAL if EXIT_INTERNAL in codes else EXIT_USAGE)
+    if EXIT_TERMINATED in codes or EXIT_INTERRUPTED in codes:
+        raise RunInterrupted(
+            [], Path(args.out) / f"step{recipe.step}", False, "SIGTERM" if EXIT_TERMINATED in codes else "SIGINT"
+        )
+    if any(c != 0 for c in codes):
+        raise _WorkerFailed(EXIT_INTERNAL)
+    runs = []
+    for s in seeds:
+        try:
+            runs.append(load_result(result_path(args.out, recipe.step, s)))
+        except (ResultsError, FileNotFoundError):
+            pass  # judged below as a missing seed
+    return runs, judge(runs, required_seeds=seeds, smoke=smoke)
+
+
+def _worker(args, recipe, seeds: list[int], population: int, smoke: bool, data, queue) -> None:
+    """One worker of a CPU population (a forked process): its seeds, one thread, then its exit code."""
+    import torch
+
+    from harness.runner import RunInterrupted, RunnerError, run_step, sigterm_as_interrupt
+
+    torch.set_num_threads(1)
+    code = EXIT_OK
+    try:
+        with sigterm_as_interrupt():
+            run_step(
+                recipe,
+                seeds,
+                data,
+                torch.device("cpu"),
+                args.out,
+                resume=args.resume,
+                smoke=smoke,
+                max_batches=3 if args.dry_run else None,
+                eval_limit=500 if args.dry_run else None,
+                on_run=queue.put,
+                population=population,
+            )
+    except RunInterrupted as e:
+        code = EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except RunnerError as e:
+        print(f"python -m harness train: error: {e}", file=sys.stderr)
+        code = EXIT_USAGE
+    except Exception as e:
+        code = _internal_error("python -m harness", "train", e)
+    finally:
+        queue.put(None)
+        queue.close()
+        queue.join_thread()  # the queue's feeder thread must deliver before os._exit ends the process
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)  # a forked child: skip the parent's exit handlers
+
+
+class _WorkerFailed(Exception):
+    def __init__(self, code: int):
+        super().__init__(f"a worker process ended with exit code {code}")
+        self.code = code
 
 
 def verdict_rate(runs, verdict) -> str:
@@ -461,6 +621,8 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DataError, ExportError, RunnerError, ResultsError) as e:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except _WorkerFailed as e:  # the worker has printed its own one line
+        return e.code
     except KeyboardInterrupt as e:  # before or between runs: nothing half-written
         from harness.runner import Terminated
 

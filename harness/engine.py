@@ -44,9 +44,9 @@ class Trained:
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM during training; carries what was trained so far."""
+    """Ctrl-C or SIGTERM during training; carries what was trained so far (one run, or a population's)."""
 
-    def __init__(self, trained: Trained, cause: BaseException):
+    def __init__(self, trained: Trained | list[Trained], cause: BaseException):
         super().__init__("interrupted")
         self.trained, self.cause = trained, cause
 
@@ -131,22 +131,17 @@ def build_model(recipe: Recipe, seed: int, device: torch.device) -> torch.nn.Mod
     return model
 
 
-class WeightEMA:
-    """An exponential moving average of a model's weights and BatchNorm statistics, updated every step.
+class TensorEMA:
+    """An exponential moving average of a list of float tensors, updated every step; integer tensors (BatchNorm's
+    num_batches_tracked) are copied. The decay ramps up as min(decay, (1 + t) / (10 + t)) so the first steps'
+    random weights do not linger. Elementwise, so it serves one model and a stacked population alike."""
 
-    The decay ramps up as min(decay, (1 + t) / (10 + t)) so the first steps' random weights do not linger.
-    When a recipe turns it on, the average is the model that is evaluated, saved and exported.
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float):
+    def __init__(self, avg: list[torch.Tensor], src: list[torch.Tensor], decay: float):
         self.decay, self.updates = decay, 0
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values(), strict=True))
+        pairs = list(zip(avg, src, strict=True))
         self._avg = [a for a, b in pairs if a.is_floating_point()]
         self._src = [b for a, b in pairs if a.is_floating_point()]
-        self._counters = [(a, b) for a, b in pairs if not a.is_floating_point()]  # num_batches_tracked
+        self._counters = [(a, b) for a, b in pairs if not a.is_floating_point()]
 
     @torch.no_grad()
     def update(self) -> None:
@@ -155,6 +150,17 @@ class WeightEMA:
         torch._foreach_lerp_(self._avg, self._src, 1 - d)
         for a, b in self._counters:
             a.copy_(b)
+
+
+class WeightEMA(TensorEMA):
+    """The weight EMA of one model: when a recipe turns it on, the average is the model that is evaluated,
+    saved and exported."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        super().__init__(list(self.model.state_dict().values()), list(model.state_dict().values()), decay)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "updates": self.updates}
@@ -170,17 +176,19 @@ def training_forward(model: torch.nn.Module, recipe: Recipe):
     return torch.compile(model, dynamic=False) if recipe.compile else model
 
 
-def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(recipe: Recipe, params: torch.nn.Module | list[torch.Tensor]) -> torch.optim.Optimizer:
+    """The recipe's optimizer over a model's parameters, or over a population's stacked ones."""
+    params = list(params.parameters()) if isinstance(params, torch.nn.Module) else params
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(),
+            params,
             lr=recipe.lr,
             momentum=recipe.momentum,
             nesterov=recipe.nesterov,
             weight_decay=recipe.weight_decay,
         )
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
 
 

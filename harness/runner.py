@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +47,11 @@ class Terminated(KeyboardInterrupt):
 
 
 class RunInterrupted(Exception):
-    def __init__(self, result: RunResult, path: Path, kept_completed: bool, signal_name: str):
+    """Training stopped by a signal; ``results`` are what was written (or kept) for the seeds in training."""
+
+    def __init__(self, results: list[RunResult], path: Path, kept_completed: bool, signal_name: str):
         super().__init__("interrupted")
-        self.result, self.path, self.kept_completed, self.signal_name = result, path, kept_completed, signal_name
+        self.results, self.path, self.kept_completed, self.signal_name = results, path, kept_completed, signal_name
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class RunPlan:
     max_batches: int | None = None
     eval_limit: int | None = None
     smoke: bool = False  # a subset or dry run: completion is judged, accuracy is not
+    population: int = 1  # the --population the seed was trained in (recorded; a resume must match it)
 
     def identity(self, data: MNISTTensors) -> dict:
         """A resume continues a checkpoint only if every field here is equal (the recipe includes the epochs
@@ -74,7 +77,7 @@ class RunPlan:
             "test_images": test,
             "max_batches": self.max_batches,
             "device": self.device.type,
-            "population": 1,
+            "population": self.population,
         }
 
 
@@ -143,86 +146,149 @@ def _write(what: str, path: Path, kept: str, fn: Callable[[], object]) -> None:
         raise RunnerError(f"{path}: cannot write the {what} ({e.strerror}); kept: {kept}") from None
 
 
+class _Member:
+    """One seed's files under its lock: what is there before the run, and how its outcome is written."""
+
+    def __init__(self, plan: RunPlan, data: MNISTTensors, out: Path, resume: bool):
+        recipe, seed = plan.recipe, plan.seed
+        self.plan, self.out = plan, Path(out)
+        self.done, self.ckpt, self.weights = (result_path(out, recipe.step, seed, s) for s in (".json", ".ckpt", ".pt"))
+        _remove_stale_temporaries(self.out, recipe.step, seed)
+        self.ident = plan.identity(data)
+        prev = None
+        if self.done.exists():
+            try:
+                prev = load_result(self.done)
+            except ResultsError:
+                if resume:
+                    raise
+        self.completed = prev is not None and prev.status == "completed" and self.weights.exists()
+        self.start: dict | None = None
+        self.result: RunResult | None = None  # set when --resume finds this seed already completed
+        if resume and self.ckpt.exists():
+            self.start = load_torch_data(self.ckpt, plan.device, fix="delete it and rerun without --resume")
+            why = identity_mismatch(self.start.get("identity", {}), self.ident)
+            if why:
+                raise RunnerError(
+                    f"{self.ckpt}: --resume of another run ({why}); resume with the settings it was "
+                    "started with (its command is printed when it stops), or rerun without --resume"
+                )
+        elif resume and prev is not None and prev.status == "completed":
+            why = identity_mismatch(_identity_of(prev), self.ident)
+            if why:
+                raise RunnerError(
+                    f"{self.done}: --resume over a completed result with other settings ({why}); "
+                    "nothing was changed. Rerun without --resume to replace it, or use another --out"
+                )
+            self.result = prev
+        self.commit = git_sha()  # the code that started the run, even if the checkout moves on while it trains
+        self.epoch = 0
+
+    def on_epoch(self, snapshot: dict) -> None:
+        kept = (f"the checkpoint of epoch {self.epoch}" if self.epoch else "nothing of this run") + (
+            f", and the completed result {self.done}" if self.completed else ""
+        )
+        state = {"identity": self.ident, **snapshot}
+        _write("checkpoint", self.ckpt, kept, lambda: atomic_torch_save(self.ckpt, state))
+        self.epoch = snapshot["epoch"]
+
+    def interrupted(self, trained: engine.Trained) -> RunResult:
+        result = to_result(trained, self.plan, self.ident, self.commit)
+        if not self.completed:  # an interrupted rerun never replaces a completed result-and-weights pair
+            _write("partial result", self.done, f"the checkpoint {self.ckpt}", lambda: save_result(self.out, result))
+        return result
+
+    def finish(self, trained: engine.Trained) -> RunResult:
+        result = to_result(trained, self.plan, self.ident, self.commit)
+        recipe, seed = self.plan.recipe, self.plan.seed
+        if trained.status == "completed":
+            kept = f"the checkpoint {self.ckpt}; free space and rerun with --resume to write the results"
+            state = {"model": trained.state_dict, "recipe": recipe.to_dict(), "seed": seed}
+            _write("final weights", self.weights, kept, lambda: atomic_torch_save(self.weights, state))
+            _write("result", self.done, kept, lambda: save_result(self.out, result))
+            self.ckpt.unlink(missing_ok=True)
+        else:  # diverged: a result without weights; old weights would not belong to it
+            _write("result", self.done, "nothing of this run", lambda: save_result(self.out, result))
+            self.weights.unlink(missing_ok=True)
+        return result
+
+
+def _signal_name(e: engine.Interrupted) -> str:
+    return "SIGTERM" if isinstance(e.cause, Terminated) else "SIGINT"
+
+
 def run_seed(
     plan: RunPlan, data: MNISTTensors, out: Path, *, resume: bool = False, progress: bool = False
 ) -> RunResult:
     """Train one seed into ``out`` (or return its completed result under ``--resume``)."""
-    recipe, seed = plan.recipe, plan.seed
-    out = Path(out)
-    done, ckpt, weights = (result_path(out, recipe.step, seed, s) for s in (".json", ".ckpt", ".pt"))
-    with seed_lock(out, recipe.step, seed):
-        _remove_stale_temporaries(out, recipe.step, seed)
-        ident = plan.identity(data)
-        prev = None
-        if done.exists():
-            try:
-                prev = load_result(done)
-            except ResultsError:
-                if resume:
-                    raise
-        completed = prev is not None and prev.status == "completed" and weights.exists()
-        start = None
-        if resume and ckpt.exists():
-            start = load_torch_data(ckpt, plan.device, fix="delete it and rerun without --resume")
-            why = identity_mismatch(start.get("identity", {}), ident)
-            if why:
-                raise RunnerError(
-                    f"{ckpt}: --resume of another run ({why}); resume with the settings it was "
-                    "started with (its command is printed when it stops), or rerun without --resume"
-                )
-        elif resume and prev is not None and prev.status == "completed":
-            why = identity_mismatch(_identity_of(prev), ident)
-            if why:
-                raise RunnerError(
-                    f"{done}: --resume over a completed result with other settings ({why}); "
-                    "nothing was changed. Rerun without --resume to replace it, or use another --out"
-                )
-            return prev
-        commit = git_sha()  # the code that started the run, even if the checkout moves on while it trains
-        state = {"epoch": 0}
-
-        def on_epoch(snapshot: dict) -> None:
-            kept = (f"the checkpoint of epoch {state['epoch']}" if state["epoch"] else "nothing of this run") + (
-                f", and the completed result {done}" if completed else ""
-            )
-            _write("checkpoint", ckpt, kept, lambda: atomic_torch_save(ckpt, {"identity": ident, **snapshot}))
-            state["epoch"] = snapshot["epoch"]
-
+    with seed_lock(Path(out), plan.recipe.step, plan.seed):
+        m = _Member(plan, data, out, resume)
+        if m.result is not None:
+            return m.result
         try:
             trained = engine.train(
-                recipe,
-                seed,
+                plan.recipe,
+                plan.seed,
                 data,
                 plan.device,
                 max_batches=plan.max_batches,
                 eval_limit=plan.eval_limit,
                 progress=progress,
-                start=start,
-                on_epoch=on_epoch,
+                start=m.start,
+                on_epoch=m.on_epoch,
             )
         except engine.Interrupted as e:
-            result = to_result(e.trained, plan, ident, commit)
-            if not completed:  # an interrupted rerun never replaces a completed result-and-weights pair
-                _write("partial result", done, f"the checkpoint {ckpt}", lambda: save_result(out, result))
-            name = "SIGTERM" if isinstance(e.cause, Terminated) else "SIGINT"
-            raise RunInterrupted(result, ckpt if completed else done, completed, name) from None
-        result = to_result(trained, plan, ident, commit)
-        if trained.status == "completed":
-            kept = f"the checkpoint {ckpt}; free space and rerun with --resume to write the results"
-            _write(
-                "final weights",
-                weights,
-                kept,
-                lambda: atomic_torch_save(
-                    weights, {"model": trained.state_dict, "recipe": recipe.to_dict(), "seed": seed}
-                ),
-            )
-            _write("result", done, kept, lambda: save_result(out, result))
-            ckpt.unlink(missing_ok=True)
-        else:  # diverged: a result without weights; old weights would not belong to it
-            _write("result", done, "nothing of this run", lambda: save_result(out, result))
-            weights.unlink(missing_ok=True)
-        return result
+            assert isinstance(e.trained, engine.Trained)
+            result = m.interrupted(e.trained)
+            raise RunInterrupted([result], m.ckpt if m.completed else m.done, m.completed, _signal_name(e)) from None
+        return m.finish(trained)
+
+
+def run_population(
+    plans: Sequence[RunPlan], data: MNISTTensors, out: Path, *, resume: bool = False, progress: bool = False
+) -> list[RunResult]:
+    """Train the seeds of ``plans`` (one recipe) at once as one stacked model (``harness.population``); each
+    seed gets its own lock, files and result, exactly as ``run_seed`` gives it. Seeds resumed from different
+    epochs train as separate populations."""
+    from harness.population import train_population
+
+    plans = list(plans)
+    with ExitStack() as stack:
+        for plan in plans:
+            stack.enter_context(seed_lock(Path(out), plan.recipe.step, plan.seed))
+        members = [_Member(plan, data, out, resume) for plan in plans]
+        results: dict[int, RunResult] = {m.plan.seed: m.result for m in members if m.result is not None}
+        groups: dict[int, list[_Member]] = {}
+        for m in members:
+            if m.result is None:
+                groups.setdefault(m.start["epoch"] if m.start else 0, []).append(m)
+        for group in groups.values():
+            first = group[0].plan
+            starts = [m.start for m in group if m.start is not None] or None
+
+            def on_epoch(i: int, snapshot: dict, group: list[_Member] = group) -> None:
+                group[i].on_epoch(snapshot)
+
+            try:
+                trained = train_population(
+                    first.recipe,
+                    [m.plan.seed for m in group],
+                    data,
+                    first.device,
+                    max_batches=first.max_batches,
+                    eval_limit=first.eval_limit,
+                    progress=progress,
+                    starts=starts,
+                    on_epoch=on_epoch,
+                )
+            except engine.Interrupted as e:
+                assert isinstance(e.trained, list)
+                partial = [m.interrupted(t) for m, t in zip(group, e.trained, strict=True)]
+                where = group[0].ckpt if group[0].completed else group[0].done
+                raise RunInterrupted(partial, where.parent, any(m.completed for m in group), _signal_name(e)) from None
+            for m, t in zip(group, trained, strict=True):
+                results[m.plan.seed] = m.finish(t)
+        return [results[p.seed] for p in plans]
 
 
 def to_result(t: engine.Trained, plan: RunPlan, identity: dict, commit: str) -> RunResult:
@@ -246,6 +312,7 @@ def to_result(t: engine.Trained, plan: RunPlan, identity: dict, commit: str) -> 
         wall_seconds=t.wall_seconds,
         diverged_at=t.diverged_at,
         identity=identity,
+        population=plan.population,
     )
     result.gate = seed_verdict(result, plan.smoke).to_dict()
     return result
@@ -264,16 +331,27 @@ def run_step(
     eval_limit: int | None = None,
     progress: bool = False,
     on_run: Callable[[RunResult], None] | None = None,
+    population: int = 1,
+    stacked: bool = False,
+    judge_seeds: Sequence[int] | None = None,
 ) -> tuple[list[RunResult], Verdict]:
-    """Every seed of one step, one after another, then the step's verdict."""
+    """Every seed of one step, then the step's verdict. With ``stacked``, seeds train ``population`` at a time as
+    one stacked model; otherwise one after another (a worker process of a CPU population records its size)."""
+    plans = [RunPlan(recipe, s, device, max_batches, eval_limit, smoke, population) for s in seeds]
+    size = population if stacked else 1
     runs = []
-    for seed in seeds:
-        plan = RunPlan(recipe, seed, device, max_batches, eval_limit, smoke)
-        r = run_seed(plan, data, out, resume=resume, progress=progress)
-        runs.append(r)
-        if on_run is not None:
-            on_run(r)
-    return runs, judge(runs, required_seeds=seeds, smoke=smoke)
+    for i in range(0, len(plans), size):
+        chunk = plans[i : i + size]
+        done = (
+            run_population(chunk, data, out, resume=resume, progress=progress)
+            if len(chunk) > 1
+            else [run_seed(chunk[0], data, out, resume=resume, progress=progress)]
+        )
+        for r in done:
+            runs.append(r)
+            if on_run is not None:
+                on_run(r)
+    return runs, judge(runs, required_seeds=seeds if judge_seeds is None else judge_seeds, smoke=smoke)
 
 
 @contextmanager

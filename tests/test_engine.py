@@ -137,8 +137,12 @@ def test_sigkill_then_resume_is_bit_identical(mnist_root, tmp_path):
 def test_sigint_writes_partial_result_and_says_how_to_resume(mnist_root, tmp_path):
     # 10 epochs: a window of several seconds after the first checkpoint, even on a loaded machine.
     proc = subprocess.Popen(
-        _cli(tmp_path, "--epochs", "10"), env=_env(mnist_root), cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        _cli(tmp_path, "--epochs", "10"),
+        env=_env(mnist_root),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     ckpt = tmp_path / "step4" / "seed3.ckpt"
     deadline = time.time() + 120
