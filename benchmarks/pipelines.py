@@ -16,6 +16,7 @@ import argparse
 import itertools
 import sys
 import time
+from pathlib import Path
 from statistics import median
 
 import torch
@@ -155,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override the step's recipe for both pipelines, as in `train --set` (precision=bf16, compile=true)",
     )
+    p.add_argument("--json", metavar="PATH", help="also write the figures here (e.g. reports/pipelines_cpu.json, "
+                   "the source of the README's pipeline line)")
     args = p.parse_args(argv)
     from harness.recipes import get_recipe, with_overrides
 
@@ -183,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(f'{v:,.0f}' for v in r['conventional_img_s'])})"
     )
     print(f"speed-up              : {r['ratio_median']:.2f}x median, {r['ratio_min']:.2f}x worst round")
+    if args.json:
+        import json
+
+        from harness.engine import device_name
+
+        r["command"] = "python -m benchmarks.pipelines " + " ".join(argv if argv is not None else sys.argv[1:])
+        r["device_name"] = device_name(torch.device(args.device))
+        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
     return 0
 
 

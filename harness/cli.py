@@ -176,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("experiments", help="folder whose sub-folders are --out folders of `train` runs")
     g.add_argument("--out", required=True, help="markdown file to write, e.g. reports/experiments.md")
 
+    k = sub.add_parser("calibrate", help="measured false-alarm rate and power of compare on a population's seeds")
+    k.add_argument("results", help="results folder holding one step's population (e.g. reports/population)")
+    k.add_argument("--step", type=_step, default=4, help="the step to calibrate on (4)")
+    k.add_argument("--splits", type=_positive_int, default=1000, help="random half-splits (1000)")
+    k.add_argument("--seed", type=_int, default=0, help="seed of the splits (0)")
+    k.add_argument("--alpha", type=_fraction, default=0.01, help="compare's significance level (0.01)")
+    k.add_argument("--min-effect", type=_non_negative, default=0.05, help="compare's minimum effect (0.05)")
+    k.add_argument("--out", required=True, help="JSON file to write, e.g. reports/population/calibration.json")
+
     c = sub.add_parser("compare", help="compare two results folders; exit 1 on a regression")
     c.add_argument("baseline", help="results folder of the reference run (e.g. reports/baseline)")
     c.add_argument("new", help="results folder of the run under test")
@@ -592,6 +601,41 @@ def cmd_compare(args) -> int:
     return EXIT_GATE if regressions else EXIT_OK
 
 
+def cmd_calibrate(args) -> int:
+    from dataclasses import asdict
+
+    from harness.compare import Thresholds, calibrate
+    from harness.results import atomic_write_json, load_results
+    from harness.summary import summarize
+
+    if not Path(args.results).is_dir():
+        raise UsageError(f"{args.results}: no such results folder")
+    runs = load_results(args.results).get(args.step)
+    if not runs:
+        raise UsageError(f"{args.results}: no step {args.step} results; train them first (tox -e population)")
+    s = summarize(runs)
+    try:
+        cal = calibrate(list(s.last_k_by_seed.values()), Thresholds(alpha=args.alpha, min_effect=args.min_effect),
+                        splits=args.splits, seed=args.seed)
+    except ValueError as e:
+        raise UsageError(f"{args.results}: {e}") from None
+    stats = {name: asdict(v) for name, v in (("last_k", s.last_k), ("final", s.final_test)) if v is not None}
+    report = {"command": "python -m harness " + shlex.join(args._argv), "step": args.step, "seeds": list(s.seeds),
+              "calibration": {**asdict(cal), "rates": {str(k): v for k, v in cal.rates.items()}},
+              "pass_rate": asdict(s.pass_rate), "verdict": s.verdict.word, "stats": stats}
+    try:
+        atomic_write_json(args.out, report)
+    except OSError as e:
+        raise UsageError(f"--out {args.out}: cannot write ({e.strerror}); choose another --out") from None
+    r = cal.rates
+    print(f"step {args.step}, {cal.n_seeds} seeds, {cal.splits} random splits into halves of {cal.half} (seed "
+          f"{cal.seed}), alpha {cal.alpha:g}, min effect {cal.min_effect:.2f}:")
+    print(f"  false-alarm rate {100 * r[0.0]:.1f}%; power {100 * r[0.05]:.1f}% at -0.05, {100 * r[0.1]:.1f}% at -0.10")
+    print(f"  gate pass rate {s.pass_rate.fmt()}; last-3 mean {s.last_k.fmt() if s.last_k else 'n/a'}")
+    print(f"wrote {args.out}")
+    return EXIT_OK
+
+
 COMMANDS = {
     "train": cmd_train,
     "models": cmd_models,
@@ -600,6 +644,7 @@ COMMANDS = {
     "report": cmd_report,
     "compare": cmd_compare,
     "log": cmd_log,
+    "calibrate": cmd_calibrate,
 }
 
 

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from harness.report import load_benchmarks, machine_name
 from harness.results import load_results
@@ -61,6 +64,11 @@ def accuracy_check(old: StepSummary, new: StepSummary, t: Thresholds) -> Accurac
     a, b = list(old.last_k_by_seed.values()), list(new.last_k_by_seed.values())
     if not a or not b:
         return None
+    return accuracy_rule(a, b, t)
+
+
+def accuracy_rule(a: Sequence[float], b: Sequence[float], t: Thresholds) -> AccuracyCheck:
+    """Baseline seeds' figures ``a`` against NEW's ``b`` (each seed's last-3 mean): the one accuracy rule."""
     drop = sum(a) / len(a) - sum(b) / len(b)
     p = welch_drop_p(b, a) if len(a) >= 2 and len(b) >= 2 else math.nan
     if len(a) >= MIN_SEEDS_FOR_TEST and len(b) >= MIN_SEEDS_FOR_TEST:
@@ -203,3 +211,36 @@ def compare(
         if bad:
             regressions.append(f"benchmark {name}: {new_b[name]:,.0f} vs {old_b[name]:,.0f} per second ({d:+.1%})")
     return lines, regressions
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How often ``accuracy_rule`` says "regression" when one half of a population's seeds is compared with the
+    other half, shifted down by ``shift`` points: at 0 the false-alarm rate, above it the power."""
+    n_seeds: int
+    half: int
+    splits: int
+    seed: int
+    alpha: float
+    min_effect: float
+    rates: dict[float, float]  # shift (points) -> fraction of splits flagged
+
+
+def calibrate(values: Sequence[float], t: Thresholds = Thresholds(), shifts: Sequence[float] = (0.0, 0.05, 0.10),
+              splits: int = 1000, seed: int = 0) -> Calibration:
+    """Random halves of ``values`` (per-seed last-3 means of one step), ``splits`` times, from a seeded
+    generator: the measured error rates of compare's rule on real seed-to-seed noise."""
+    v = np.asarray(values, dtype=float)
+    half = len(v) // 2
+    if half < MIN_SEEDS_FOR_TEST:
+        raise ValueError(f"{len(v)} seeds: calibration needs at least {2 * MIN_SEEDS_FOR_TEST}, so that each half "
+                         "is judged by the t-test")
+    rng = np.random.default_rng(seed)
+    orders = [rng.permutation(len(v)) for _ in range(splits)]
+    rates = {}
+    for shift in shifts:
+        flagged = sum(
+            accuracy_rule(list(v[o[:half]]), list(v[o[half:2 * half]] - shift), t).regression for o in orders
+        )
+        rates[float(shift)] = flagged / splits
+    return Calibration(len(v), half, splits, seed, t.alpha, t.min_effect, rates)

@@ -70,6 +70,7 @@ class StackedModel:
 
     def __init__(self, models: Sequence[nn.Module]):
         self.size = len(models)
+        self.keys = list(models[0].state_dict())  # the registered model's own order, for its state dict
         self.params, self.buffers = stack_module_state(list(models))
         self.base = copy.deepcopy(models[0]).to("meta")
         self.sites: list[_GivenDropout] = []
@@ -102,7 +103,7 @@ class StackedModel:
     def member_state(self, m: int, params: dict | None = None, buffers: dict | None = None) -> dict:
         """Member ``m`` as the registered model's own state dict (what ``export`` loads)."""
         tensors = {**(params or self.params), **(buffers or self.buffers)}
-        return {k: v[m].detach().clone() for k, v in tensors.items()}
+        return {k: tensors[k][m].detach().clone() for k in self.keys}
 
     def load_member(self, m: int, state: dict, params: dict | None = None, buffers: dict | None = None) -> None:
         with torch.no_grad():

@@ -1,0 +1,123 @@
+"""Seed populations: each member trains as its seed trains alone, whatever else shares the population."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+import harness.data
+from harness.cli import main
+from harness.engine import train
+from harness.population import train_population
+from harness.recipes import STEP4
+from harness.runner import RunInterrupted, RunPlan, run_population, run_seed
+
+CPU = torch.device("cpu")
+# The step-4 recipe at the learning rate its one cycle starts from (lr / 25): the first optimizer steps of a
+# real run. At the 0.1 peak the same rounding grows to 8e-6-1.1e-5 in 3 steps (measured with the schedule
+# squeezed into 3 steps), so the peak would test the schedule, not the independence.
+FIRST_STEPS = replace(STEP4, epochs=1, schedule="constant", lr=STEP4.lr / 25)
+
+
+def _flat(state: dict) -> torch.Tensor:
+    return torch.cat([state[k].flatten().double() for k in sorted(state) if state[k].is_floating_point()])
+
+
+@pytest.mark.parametrize("recipe", [FIRST_STEPS, replace(FIRST_STEPS, ema=0.9)], ids=["plain", "ema"])
+@pytest.mark.parametrize("size", [2, 4])
+def test_members_train_as_their_seed_alone(small_mnist, recipe, size):
+    """After 3 optimizer steps every member's weights (parameters, BatchNorm statistics; the EMA where on)
+    equal its seed's in a population of one to 1e-5 relative; counters exactly. Augmentation and dropout
+    are on: each member's draws are its own."""
+    alone = {s: train_population(recipe, [s], small_mnist, max_batches=3)[0].state_dict for s in range(size)}
+    together = train_population(recipe, list(range(size)), small_mnist, max_batches=3)
+    for m, t in enumerate(together):
+        a, b = _flat(alone[m]), _flat(t.state_dict)
+        assert ((a - b).norm() / a.norm()).item() < 1e-5, m
+        for k, v in alone[m].items():
+            if not v.is_floating_point():
+                assert torch.equal(v, t.state_dict[k]), k
+    # A population of one is the engine's own run, to float rounding.
+    engine = _flat(train(recipe, 1, small_mnist, max_batches=3).state_dict)
+    assert ((engine - _flat(alone[1])).abs().max()).item() < 1e-6
+
+
+def test_same_population_same_bits(small_mnist):
+    recipe = replace(STEP4, epochs=1)
+    a = train_population(recipe, [3, 4], small_mnist, max_batches=4)
+    b = train_population(recipe, [3, 4], small_mnist, max_batches=4)
+    for x, y in zip(a, b, strict=True):
+        assert [e.test_loss for e in x.epochs] == [e.test_loss for e in y.epochs]
+        assert all(torch.equal(x.state_dict[k], y.state_dict[k]) for k in x.state_dict)
+
+
+def test_one_member_diverging_stops_only_that_member(small_mnist, monkeypatch):
+    import harness.population as population
+
+    real = population.draw_masks
+
+    def poison_seed_1(stack, generators, batch, device):  # member 1's masks become NaN from the 2nd batch
+        masks = real(stack, generators, batch, device)
+        calls.append(1)
+        if len(calls) >= 2:
+            masks[0][1].fill_(float("nan"))
+        return masks
+
+    calls: list[int] = []
+    monkeypatch.setattr(population, "draw_masks", poison_seed_1)
+    out = train_population(replace(STEP4, epochs=2), [0, 1, 2], small_mnist, max_batches=4)
+    assert [t.status for t in out] == ["completed", "diverged", "completed"]
+    assert out[1].diverged_at == {"epoch": 1, "batch": 2, "loss": "nan"} and out[1].epochs == []
+    assert len(out[0].epochs) == 2 and all(torch.isfinite(v).all() for v in out[0].state_dict.values())
+
+
+def test_population_files_export_and_resume(small_mnist, tmp_path, monkeypatch):
+    import harness.population as population
+    from harness.export import load_checkpoint
+
+    recipe = replace(STEP4, epochs=2, batch_size=64)
+    plans = [RunPlan(recipe, s, CPU, smoke=True, population=2) for s in (5, 6)]
+    ref = run_population(plans, small_mnist, tmp_path / "ref")
+    for r in ref:
+        assert r.population == 2 and r.identity["population"] == 2 and r.status == "completed"
+        model, rec, seed = load_checkpoint(tmp_path / "ref" / "step4" / f"seed{r.seed}.pt", 4)  # the model's own
+        assert seed == r.seed and rec == recipe
+
+    real, calls = population.evaluate_population, []
+
+    def evaluate_then_interrupt(*a, **k):  # Ctrl-C in epoch 2's evaluation: epoch 1 is checkpointed
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(population, "evaluate_population", evaluate_then_interrupt)
+    with pytest.raises(RunInterrupted) as stop:
+        run_population(plans, small_mnist, tmp_path / "run")
+    assert [len(r.epochs) for r in stop.value.results] == [1, 1]
+    monkeypatch.setattr(population, "evaluate_population", real)
+    with pytest.raises(Exception, match="population 2 -> 1"):  # another population size is another run
+        run_seed(RunPlan(recipe, 5, CPU, smoke=True, population=1), small_mnist, tmp_path / "run", resume=True)
+    resumed = run_population(plans, small_mnist, tmp_path / "run", resume=True)
+    for a, b in zip(ref, resumed, strict=True):
+        assert [e.test_loss for e in a.epochs] == [e.test_loss for e in b.epochs]
+
+
+def test_cli_population_on_the_cpu(small_mnist, tmp_path, monkeypatch, capsys):
+    """--population 2 on the CPU: forked single-thread workers; every seed's files, one verdict."""
+    monkeypatch.setattr(harness.data, "load_mnist", lambda *a, **k: small_mnist)
+    argv = ["train", "--step", "4", "--seeds", "0-2", "--epochs", "1", "--train-subset", "256", "--test-subset",
+            "128", "--out", str(tmp_path), "--quiet", "--device", "cpu", "--population", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "population 2: 2 worker processes, 1 thread each" in out and "SMOKE OK" in out
+    for s in range(3):
+        d = json.loads((tmp_path / "step4" / f"seed{s}.json").read_text())
+        assert d["population"] == 2 and d["threads"] == 1 and d["status"] == "completed"
+        assert f"seed {s}: completed" in out
+    # One thread, the same seed: a worker's run is the run of that seed alone with one thread.
+    torch.set_num_threads(1)
+    alone = train(replace(STEP4, epochs=1), 1, small_mnist.subset(256, 128))
+    d = json.loads((tmp_path / "step4" / "seed1.json").read_text())
+    assert d["epochs"][0]["test_loss"] == alone.epochs[0].test_loss
