@@ -156,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override the step's recipe for both pipelines, as in `train --set` (precision=bf16, compile=true)",
     )
-    p.add_argument("--json", metavar="PATH", help="also write the figures here (e.g. reports/pipelines_cpu.json, "
-                   "the source of the README's pipeline line)")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write the figures here (e.g. reports/pipelines_cpu.json, the source of the README's pipeline line)",
+    )
     args = p.parse_args(argv)
     from harness.recipes import get_recipe, with_overrides
 

@@ -30,9 +30,29 @@ SEEDS, SUBSET = 4, 25_600
 
 def end_to_end(population: int, device: str, out: Path) -> float:
     """Wall seconds of the CLI training SEEDS seeds for one epoch of SUBSET images."""
-    cmd = [sys.executable, "-m", "harness", "train", "--step", "4", "--seeds", f"0-{SEEDS - 1}", "--epochs", "1",
-           "--train-subset", str(SUBSET), "--test-subset", "2000", "--out", str(out), "--quiet",
-           "--device", device, "--population", str(population)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "train",
+        "--step",
+        "4",
+        "--seeds",
+        f"0-{SEEDS - 1}",
+        "--epochs",
+        "1",
+        "--train-subset",
+        str(SUBSET),
+        "--test-subset",
+        "2000",
+        "--out",
+        str(out),
+        "--quiet",
+        "--device",
+        device,
+        "--population",
+        str(population),
+    ]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     return time.perf_counter() - t
@@ -96,12 +116,20 @@ def main(argv: list[str] | None = None) -> int:
     one = median(e2e[1])
     result = {
         "command": "python -m benchmarks.population " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "device": args.device, "device_name": _device_name(dev), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "python": platform.python_version(), "rounds": args.rounds,
-        "end_to_end": {str(s): {"seed_images_per_s": v, "median": median(v), "vs_population_1": median(v) / one}
-                       for s, v in e2e.items()},
-        "stacked_compute": {prec: {str(s): {"seed_images_per_s": v, "median": median(v)} for s, v in d.items()}
-                            for prec, d in compute.items()},
+        "device": args.device,
+        "device_name": _device_name(dev),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "rounds": args.rounds,
+        "end_to_end": {
+            str(s): {"seed_images_per_s": v, "median": median(v), "vs_population_1": median(v) / one}
+            for s, v in e2e.items()
+        },
+        "stacked_compute": {
+            prec: {str(s): {"seed_images_per_s": v, "median": median(v)} for s, v in d.items()}
+            for prec, d in compute.items()
+        },
     }
     out = Path(args.out or REPO / "reports" / "population" / f"bench_{args.device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(result: dict) -> str:
     """The README's table, from a bench JSON (tests/test_readme.py checks the README against it)."""
     fp32, bf16 = result["stacked_compute"]["fp32"], result["stacked_compute"]["bf16"]
-    lines = ["| population | end to end, seed-images/s | vs population 1 | stacked fp32, seed-images/s "
-             "| stacked bf16, seed-images/s |", "|---|---|---|---|---|"]
+    lines = [
+        "| population | end to end, seed-images/s | vs population 1 | stacked fp32, seed-images/s "
+        "| stacked bf16, seed-images/s |",
+        "|---|---|---|---|---|",
+    ]
     for size in fp32:
         e = result["end_to_end"].get(size)
         e2e = f"{e['median']:,.0f} | {e['vs_population_1']:.2f}x" if e else "| "

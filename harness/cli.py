@@ -277,6 +277,7 @@ def _train_step(args, recipe, data, device, population: int, workers: bool) -> i
 
     seeds = _seed_list(args.seeds) if args.seeds else list(recipe.seeds)
     smoke = _smoke(args)
+    workers = workers and _workers(population, seeds) > 1  # one seed: no process to start
     how = ""
     if population > 1:
         how = f" | population {population}: " + (
@@ -403,6 +404,8 @@ def _run_workers(args, recipe, seeds: list[int], population: int, smoke: bool, d
                 continue
             if item is None:
                 finished += 1
+            elif isinstance(item, str):  # a worker's one-line error, printed here where stderr is the user's
+                print(item, file=sys.stderr, flush=True)
             else:
                 on_run(item)
         for p in procs:
@@ -443,7 +446,7 @@ def _worker(args, recipe, seeds: list[int], population: int, smoke: bool, data, 
     """One worker of a CPU population (a forked process): its seeds, one thread, then its exit code."""
     import torch
 
-    from harness.runner import RunInterrupted, RunnerError, run_step, sigterm_as_interrupt
+    from harness.runner import RunInterrupted, run_step, sigterm_as_interrupt
 
     torch.set_num_threads(1)
     code = EXIT_OK
@@ -466,11 +469,11 @@ def _worker(args, recipe, seeds: list[int], population: int, smoke: bool, data, 
         code = EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
-    except RunnerError as e:
-        print(f"python -m harness train: error: {e}", file=sys.stderr)
+    except _user_errors() as e:
+        queue.put(f"python -m harness train: error: {e}")
         code = EXIT_USAGE
     except Exception as e:
-        code = _internal_error("python -m harness", "train", e)
+        code = _internal_error("python -m harness", "train", e, queue.put)
     finally:
         queue.put(None)
         queue.close()
@@ -478,6 +481,16 @@ def _worker(args, recipe, seeds: list[int], population: int, smoke: bool, data, 
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)  # a forked child: skip the parent's exit handlers
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the input's fault: one line, exit 2."""
+    from harness.data import DataError
+    from harness.export import ExportError
+    from harness.results import ResultsError
+    from harness.runner import RunnerError
+
+    return UsageError, DataError, ExportError, RunnerError, ResultsError
 
 
 class _WorkerFailed(Exception):
@@ -615,21 +628,33 @@ def cmd_calibrate(args) -> int:
         raise UsageError(f"{args.results}: no step {args.step} results; train them first (tox -e population)")
     s = summarize(runs)
     try:
-        cal = calibrate(list(s.last_k_by_seed.values()), Thresholds(alpha=args.alpha, min_effect=args.min_effect),
-                        splits=args.splits, seed=args.seed)
+        cal = calibrate(
+            list(s.last_k_by_seed.values()),
+            Thresholds(alpha=args.alpha, min_effect=args.min_effect),
+            splits=args.splits,
+            seed=args.seed,
+        )
     except ValueError as e:
         raise UsageError(f"{args.results}: {e}") from None
     stats = {name: asdict(v) for name, v in (("last_k", s.last_k), ("final", s.final_test)) if v is not None}
-    report = {"command": "python -m harness " + shlex.join(args._argv), "step": args.step, "seeds": list(s.seeds),
-              "calibration": {**asdict(cal), "rates": {str(k): v for k, v in cal.rates.items()}},
-              "pass_rate": asdict(s.pass_rate), "verdict": s.verdict.word, "stats": stats}
+    report = {
+        "command": "python -m harness " + shlex.join(args._argv),
+        "step": args.step,
+        "seeds": list(s.seeds),
+        "calibration": {**asdict(cal), "rates": {str(k): v for k, v in cal.rates.items()}},
+        "pass_rate": asdict(s.pass_rate),
+        "verdict": s.verdict.word,
+        "stats": stats,
+    }
     try:
         atomic_write_json(args.out, report)
     except OSError as e:
         raise UsageError(f"--out {args.out}: cannot write ({e.strerror}); choose another --out") from None
     r = cal.rates
-    print(f"step {args.step}, {cal.n_seeds} seeds, {cal.splits} random splits into halves of {cal.half} (seed "
-          f"{cal.seed}), alpha {cal.alpha:g}, min effect {cal.min_effect:.2f}:")
+    print(
+        f"step {args.step}, {cal.n_seeds} seeds, {cal.splits} random splits into halves of {cal.half} (seed "
+        f"{cal.seed}), alpha {cal.alpha:g}, min effect {cal.min_effect:.2f}:"
+    )
     print(f"  false-alarm rate {100 * r[0.0]:.1f}%; power {100 * r[0.05]:.1f}% at -0.05, {100 * r[0.1]:.1f}% at -0.10")
     print(f"  gate pass rate {s.pass_rate.fmt()}; last-3 mean {s.last_k.fmt() if s.last_k else 'n/a'}")
     print(f"wrote {args.out}")
@@ -649,11 +674,6 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.data import DataError
-    from harness.export import ExportError
-    from harness.results import ResultsError
-    from harness.runner import RunnerError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
@@ -663,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     args._argv = argv
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, DataError, ExportError, RunnerError, ResultsError) as e:
+    except _user_errors() as e:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except _WorkerFailed as e:  # the worker has printed its own one line
@@ -677,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
         return _internal_error(parser.prog, args.command, e)
 
 
-def _internal_error(prog: str, command: str, error: Exception) -> int:
+def _internal_error(prog: str, command: str, error: Exception, say=None) -> int:
     import tempfile
     import traceback
 
@@ -690,8 +710,9 @@ def _internal_error(prog: str, command: str, error: Exception) -> int:
     except OSError:
         where = "the traceback could not be saved"
     first = str(error).splitlines()[0] if str(error) else ""
-    print(
-        f"{prog} {command}: internal error: {type(error).__name__}: {first} ({where}); please report it",
-        file=sys.stderr,
-    )
+    line = f"{prog} {command}: internal error: {type(error).__name__}: {first} ({where}); please report it"
+    if say is not None:  # a worker: the parent prints it
+        say(line)
+    else:
+        print(line, file=sys.stderr)
     return EXIT_INTERNAL

@@ -103,6 +103,18 @@ def compare(
         verdict = "REGRESSION" if bad else (note or "ok")
         lines.append(f"| {step} | {figure} | {old} | {new} | {diff} | {rule} | {verdict} |")
 
+    def throughput(step, figure: str, old: float, new: float, same_machine: bool, what: str, unit: str) -> None:
+        """Throughput is compared only between runs on the same machine; a drop beyond the limit regresses."""
+        d = new / old - 1
+        values = (f"{old:,.0f}{unit}", f"{new:,.0f}{unit}", f"{d:+.1%}")
+        if not same_machine:
+            row(step, figure, *values, False, note="skipped: different machine")
+            return
+        bad = d < -t.max_throughput_drop
+        row(step, figure, *values, bad, f"drop <= {t.max_throughput_drop:.0%}")
+        if bad:
+            regressions.append(f"{what} {new:,.0f} vs {old:,.0f}{unit} ({d:+.1%}, limit -{t.max_throughput_drop:.0%})")
+
     for step in sorted(set(old_r) | set(new_r)):
         if step not in new_r:
             row(step, "runs", f"{len(old_r[step])} seeds", "missing", "", True)
@@ -154,62 +166,20 @@ def compare(
                     f"{o.last_k.mean:.2f} ({0.0 - acc.drop:+.2f}; {acc.rule})"
                 )
         if o.images_per_second and n.images_per_second:
-            old_v, new_v = o.images_per_second.mean, n.images_per_second.mean
-            d = new_v / old_v - 1
-            if o.machines != n.machines:
-                row(
-                    step,
-                    "train images/s",
-                    f"{old_v:,.0f}",
-                    f"{new_v:,.0f}",
-                    f"{d:+.1%}",
-                    False,
-                    note="skipped: different machine",
-                )
-            else:
-                bad = d < -t.max_throughput_drop
-                row(
-                    step,
-                    "train images/s",
-                    f"{old_v:,.0f}",
-                    f"{new_v:,.0f}",
-                    f"{d:+.1%}",
-                    bad,
-                    f"drop <= {t.max_throughput_drop:.0%}",
-                )
-                if bad:
-                    regressions.append(
-                        f"step {step}: training throughput {new_v:,.0f} vs {old_v:,.0f} images/s "
-                        f"({d:+.1%}, limit -{t.max_throughput_drop:.0%})"
-                    )
+            throughput(
+                step,
+                "train images/s",
+                o.images_per_second.mean,
+                n.images_per_second.mean,
+                o.machines == n.machines,
+                f"step {step}: training throughput",
+                " images/s",
+            )
 
     old_b, old_m = _bench_throughput(Path(baseline))
     new_b, new_m = _bench_throughput(Path(new))
     for name in sorted(set(old_b) & set(new_b)):
-        d = new_b[name] / old_b[name] - 1
-        if old_m != new_m:
-            row(
-                "bench",
-                name,
-                f"{old_b[name]:,.0f}/s",
-                f"{new_b[name]:,.0f}/s",
-                f"{d:+.1%}",
-                False,
-                note="skipped: different machine",
-            )
-            continue
-        bad = d < -t.max_throughput_drop
-        row(
-            "bench",
-            name,
-            f"{old_b[name]:,.0f}/s",
-            f"{new_b[name]:,.0f}/s",
-            f"{d:+.1%}",
-            bad,
-            f"drop <= {t.max_throughput_drop:.0%}",
-        )
-        if bad:
-            regressions.append(f"benchmark {name}: {new_b[name]:,.0f} vs {old_b[name]:,.0f} per second ({d:+.1%})")
+        throughput("bench", name, old_b[name], new_b[name], old_m == new_m, f"benchmark {name}", "/s")
     return lines, regressions
 
 
@@ -217,6 +187,7 @@ def compare(
 class Calibration:
     """How often ``accuracy_rule`` says "regression" when one half of a population's seeds is compared with the
     other half, shifted down by ``shift`` points: at 0 the false-alarm rate, above it the power."""
+
     n_seeds: int
     half: int
     splits: int
@@ -226,21 +197,28 @@ class Calibration:
     rates: dict[float, float]  # shift (points) -> fraction of splits flagged
 
 
-def calibrate(values: Sequence[float], t: Thresholds = Thresholds(), shifts: Sequence[float] = (0.0, 0.05, 0.10),
-              splits: int = 1000, seed: int = 0) -> Calibration:
+def calibrate(
+    values: Sequence[float],
+    t: Thresholds = Thresholds(),
+    shifts: Sequence[float] = (0.0, 0.05, 0.10),
+    splits: int = 1000,
+    seed: int = 0,
+) -> Calibration:
     """Random halves of ``values`` (per-seed last-3 means of one step), ``splits`` times, from a seeded
     generator: the measured error rates of compare's rule on real seed-to-seed noise."""
     v = np.asarray(values, dtype=float)
     half = len(v) // 2
     if half < MIN_SEEDS_FOR_TEST:
-        raise ValueError(f"{len(v)} seeds: calibration needs at least {2 * MIN_SEEDS_FOR_TEST}, so that each half "
-                         "is judged by the t-test")
+        raise ValueError(
+            f"{len(v)} seeds: calibration needs at least {2 * MIN_SEEDS_FOR_TEST}, so that each half "
+            "is judged by the t-test"
+        )
     rng = np.random.default_rng(seed)
     orders = [rng.permutation(len(v)) for _ in range(splits)]
     rates = {}
     for shift in shifts:
         flagged = sum(
-            accuracy_rule(list(v[o[:half]]), list(v[o[half:2 * half]] - shift), t).regression for o in orders
+            accuracy_rule(list(v[o[:half]]), list(v[o[half : 2 * half]] - shift), t).regression for o in orders
         )
         rates[float(shift)] = flagged / splits
     return Calibration(len(v), half, splits, seed, t.alpha, t.min_effect, rates)

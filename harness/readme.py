@@ -37,11 +37,14 @@ def _seed_table() -> str:
             f"{s.last_k.mean:.2f} ({s.last_k.ci()}) | {s.verdict.word}, {s.pass_rate.fmt()} |"
         )
     mission = summarize(results[4])
-    low = min(min(r.test_acc[-mission.k:]) for r in results[4])
+    low = min(min(r.test_acc[-mission.k :]) for r in results[4])
     stable = ", ".join(str(v) for v in mission.stable_from.values())
-    lines += ["", f"Step 4, the mission: {mission.last_k_at_target} of {len(mission.seeds)} seeds hold ≥ 99.40 in "
-                  f"each of their last {mission.k} epochs (lowest single value {low:.2f}); they stay at or above "
-                  f"it from epoch {stable} (seeds {', '.join(map(str, mission.seeds))})."]
+    lines += [
+        "",
+        f"Step 4, the mission: {mission.last_k_at_target} of {len(mission.seeds)} seeds hold ≥ 99.40 in "
+        f"each of their last {mission.k} epochs (lowest single value {low:.2f}); they stay at or above "
+        f"it from epoch {stable} (seeds {', '.join(map(str, mission.seeds))}).",
+    ]
     return "\n".join(lines)
 
 
@@ -50,30 +53,39 @@ def _population() -> str:
     cal_file = folder / "calibration.json"
     runs = load_results(folder).get(4) if folder.is_dir() else None
     if not runs or not cal_file.exists():
-        return "Not measured yet: run `tox -e population`, then `python -m harness calibrate reports/population " \
-               "--out reports/population/calibration.json`."
+        return (
+            "Not measured yet: run `tox -e population`, then `python -m harness calibrate reports/population "
+            "--out reports/population/calibration.json`."
+        )
     s = summarize(runs)
     cal = json.loads(cal_file.read_text())["calibration"]
     rates = cal["rates"]
     assert s.last_k is not None and s.final_test is not None
-    return "\n".join([
-        f"Step 4 on fresh seeds {s.seeds[0]}-{s.seeds[-1]} (n = {len(s.seeds)}; never used to choose anything), "
-        f"trained by `tox -e population` (population {runs[0].population}):",
-        "",
-        "| figure | n | mean | SD | 95% CI of the mean | olympic mean |",
-        "|---|---|---|---|---|---|",
-        *(f"| {name} | {v.n} | {v.mean:.3f} | {v.sd:.3f} | {v.ci(3)} | {v.olympic:.3f} |"
-          for name, v in (("last-3-epoch mean test accuracy", s.last_k), ("final-epoch test accuracy", s.final_test))
-          if v.olympic is not None),
-        "",
-        f"- **Gate pass rate: {s.pass_rate.fmt()}** (Wilson interval): the honest form of the mission's claim "
-        f"that step 4 holds ≥ 99.40 in its last 3 epochs.",
-        f"- **compare's false-alarm rate: {100 * rates['0.0']:.1f}%** of {cal['splits']:,} random splits of these "
-        f"{cal['n_seeds']} seeds into halves of {cal['half']} (seed {cal['seed']}), judged by the Welch rule at "
-        f"alpha {cal['alpha']:g} with a minimum effect of {cal['min_effect']:.2f}; at most alpha is the design.",
-        f"- **Power**: {100 * rates['0.05']:.1f}% of the splits flag a regression when one half is shifted "
-        f"0.05 points down, {100 * rates['0.1']:.1f}% at 0.10 points.",
-    ])
+    return "\n".join(
+        [
+            f"Step 4 on fresh seeds {s.seeds[0]}-{s.seeds[-1]} (n = {len(s.seeds)}; never used to choose anything), "
+            f"trained by `tox -e population` (population {runs[0].population}):",
+            "",
+            "| figure | n | mean | SD | 95% CI of the mean | olympic mean |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {name} | {v.n} | {v.mean:.3f} | {v.sd:.3f} | {v.ci(3)} | {v.olympic:.3f} |"
+                for name, v in (
+                    ("last-3-epoch mean test accuracy", s.last_k),
+                    ("final-epoch test accuracy", s.final_test),
+                )
+                if v.olympic is not None
+            ),
+            "",
+            f"- **Gate pass rate: {s.pass_rate.fmt()}** (Wilson interval): the honest form of the mission's claim "
+            f"that step 4 holds ≥ 99.40 in its last 3 epochs.",
+            f"- **compare's false-alarm rate: {100 * rates['0.0']:.1f}%** of {cal['splits']:,} random splits of these "
+            f"{cal['n_seeds']} seeds into halves of {cal['half']} (seed {cal['seed']}), judged by the Welch rule at "
+            f"alpha {cal['alpha']:g} with a minimum effect of {cal['min_effect']:.2f}; at most alpha is the design.",
+            f"- **Power**: {100 * rates['0.05']:.1f}% of the splits flag a regression when one half is shifted "
+            f"0.05 points down, {100 * rates['0.1']:.1f}% at 0.10 points.",
+        ]
+    )
 
 
 def _population_speed() -> str:
@@ -104,13 +116,19 @@ def _pipelines() -> str:
     r = json.loads(path.read_text())
     from statistics import median
 
-    return (f"`{r['command'].strip()}` on {r['device_name']}, {r['threads']} threads, {r['precision']}: harness "
-            f"{median(r['harness_img_s']):,.0f} images/s against {median(r['conventional_img_s']):,.0f} for the "
-            f"conventional pipeline, **{r['ratio_median']:.2f}x** median ({r['ratio_min']:.2f}x worst round).")
+    return (
+        f"`{r['command'].strip()}` on {r['device_name']}, {r['threads']} threads, {r['precision']}: harness "
+        f"{median(r['harness_img_s']):,.0f} images/s against {median(r['conventional_img_s']):,.0f} for the "
+        f"conventional pipeline, **{r['ratio_median']:.2f}x** median ({r['ratio_min']:.2f}x worst round)."
+    )
 
 
-BLOCKS = {"seed-table": _seed_table, "population": _population, "population-speed": _population_speed,
-          "pipelines": _pipelines}
+BLOCKS = {
+    "seed-table": _seed_table,
+    "population": _population,
+    "population-speed": _population_speed,
+    "pipelines": _pipelines,
+}
 
 
 def render(text: str) -> str:
@@ -122,7 +140,9 @@ def render(text: str) -> str:
             raise ValueError(f"README.md has no block {name!r}")
         indent = found.group(1)
         body = "\n".join(indent + line if line else line for line in fn().splitlines())
-        text = text[:found.start()] + f"{indent}{found.group(2)}\n{body}\n{indent}{found.group(3)}" + text[found.end():]
+        text = (
+            text[: found.start()] + f"{indent}{found.group(2)}\n{body}\n{indent}{found.group(3)}" + text[found.end() :]
+        )
     return text
 
 

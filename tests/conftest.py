@@ -1,4 +1,7 @@
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,3 +44,54 @@ def _threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+def train_cmd(out, *extra) -> list[str]:
+    """``python -m harness train`` of a short step-4 run (3 epochs of 3,000 images), for subprocess tests."""
+    return [
+        sys.executable,
+        "-m",
+        "harness",
+        "train",
+        "--step",
+        "4",
+        "--seeds",
+        "3",
+        "--epochs",
+        "3",
+        "--train-subset",
+        "3000",
+        "--test-subset",
+        "500",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
+
+
+def train_env(mnist_root) -> dict:
+    return {**os.environ, "MNIST_ROOT": str(mnist_root), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def signal_after_first_checkpoint(cmd: list[str], env: dict, ckpt: Path, sig, **popen) -> subprocess.Popen:
+    """Start ``cmd``, wait for its first epoch checkpoint, then send ``sig``; returns the process."""
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, **popen)
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    return proc
+
+
+def interrupt_on_call(real, n: int):
+    """A stand-in for ``real`` that raises KeyboardInterrupt (Ctrl-C) on its n-th call."""
+    calls: list[int] = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return wrapper

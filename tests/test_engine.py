@@ -1,10 +1,8 @@
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import replace
 
@@ -14,7 +12,7 @@ import torch
 from harness.engine import get_lr, train
 from harness.recipes import RECIPES, STEP2, STEP4, RecipeError, validate
 from harness.runner import RunInterrupted, RunPlan, run_seed
-from tests.conftest import REPO
+from tests.conftest import REPO, interrupt_on_call, signal_after_first_checkpoint, train_cmd, train_env
 
 TINY = replace(STEP4, epochs=2, batch_size=64)
 CPU = torch.device("cpu")
@@ -81,31 +79,7 @@ def test_onecycle_values_and_shape():
     assert all(get_lr(RECIPES[s], 7, total) == RECIPES[s].lr for s in (1, 2, 3))
 
 
-def _cli(out, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "harness",
-        "train",
-        "--step",
-        "4",
-        "--seeds",
-        "3",
-        "--epochs",
-        "3",
-        "--train-subset",
-        "3000",
-        "--test-subset",
-        "500",
-        "--out",
-        str(out),
-        "--quiet",
-        *extra,
-    ]
-
-
-def _env(mnist_root):
-    return {**os.environ, "MNIST_ROOT": str(mnist_root), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+_cli, _env = train_cmd, train_env
 
 
 def test_sigkill_then_resume_is_bit_identical(mnist_root, tmp_path):
@@ -136,19 +110,15 @@ def test_sigkill_then_resume_is_bit_identical(mnist_root, tmp_path):
 
 def test_sigint_writes_partial_result_and_says_how_to_resume(mnist_root, tmp_path):
     # 10 epochs: a window of several seconds after the first checkpoint, even on a loaded machine.
-    proc = subprocess.Popen(
+    proc = signal_after_first_checkpoint(
         _cli(tmp_path, "--epochs", "10"),
-        env=_env(mnist_root),
-        cwd=REPO,
+        _env(mnist_root),
+        tmp_path / "step4" / "seed3.ckpt",
+        signal.SIGINT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    ckpt = tmp_path / "step4" / "seed3.ckpt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
@@ -271,15 +241,9 @@ def test_resume_restores_the_weight_ema(small_mnist, tmp_path, monkeypatch):
 
     recipe = replace(TINY, ema=0.99)
     ref = train(recipe, 0, small_mnist)
-    real, calls = engine.evaluate, []
-
-    def evaluate_then_interrupt(*args, **kwargs):  # Ctrl-C during epoch 2's evaluation
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "evaluate", evaluate_then_interrupt)
+    real = engine.evaluate
+    # Ctrl-C during epoch 2's evaluation
+    monkeypatch.setattr(engine, "evaluate", interrupt_on_call(real, 2))
     with pytest.raises(RunInterrupted):
         run(recipe, 0, small_mnist, tmp_path)
     assert "ema" in torch.load(tmp_path / "step4" / "seed0.ckpt", weights_only=True)

@@ -12,6 +12,7 @@ from harness.engine import train
 from harness.population import train_population
 from harness.recipes import STEP4
 from harness.runner import RunInterrupted, RunPlan, run_population, run_seed
+from tests.conftest import interrupt_on_call
 
 CPU = torch.device("cpu")
 # The step-4 recipe at the learning rate its one cycle starts from (lr / 25): the first optimizer steps of a
@@ -84,15 +85,9 @@ def test_population_files_export_and_resume(small_mnist, tmp_path, monkeypatch):
         model, rec, seed = load_checkpoint(tmp_path / "ref" / "step4" / f"seed{r.seed}.pt", 4)  # the model's own
         assert seed == r.seed and rec == recipe
 
-    real, calls = population.evaluate_population, []
-
-    def evaluate_then_interrupt(*a, **k):  # Ctrl-C in epoch 2's evaluation: epoch 1 is checkpointed
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(population, "evaluate_population", evaluate_then_interrupt)
+    real = population.evaluate_population
+    # Ctrl-C in epoch 2's evaluation: epoch 1 is checkpointed
+    monkeypatch.setattr(population, "evaluate_population", interrupt_on_call(real, 2))
     with pytest.raises(RunInterrupted) as stop:
         run_population(plans, small_mnist, tmp_path / "run")
     assert [len(r.epochs) for r in stop.value.results] == [1, 1]
@@ -107,8 +102,26 @@ def test_population_files_export_and_resume(small_mnist, tmp_path, monkeypatch):
 def test_cli_population_on_the_cpu(small_mnist, tmp_path, monkeypatch, capsys):
     """--population 2 on the CPU: forked single-thread workers; every seed's files, one verdict."""
     monkeypatch.setattr(harness.data, "load_mnist", lambda *a, **k: small_mnist)
-    argv = ["train", "--step", "4", "--seeds", "0-2", "--epochs", "1", "--train-subset", "256", "--test-subset",
-            "128", "--out", str(tmp_path), "--quiet", "--device", "cpu", "--population", "2"]
+    argv = [
+        "train",
+        "--step",
+        "4",
+        "--seeds",
+        "0-2",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "256",
+        "--test-subset",
+        "128",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--population",
+        "2",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "population 2: 2 worker processes, 1 thread each" in out and "SMOKE OK" in out
@@ -121,3 +134,33 @@ def test_cli_population_on_the_cpu(small_mnist, tmp_path, monkeypatch, capsys):
     alone = train(replace(STEP4, epochs=1), 1, small_mnist.subset(256, 128))
     d = json.loads((tmp_path / "step4" / "seed1.json").read_text())
     assert d["epochs"][0]["test_loss"] == alone.epochs[0].test_loss
+
+
+def test_a_worker_error_is_one_line_and_its_exit_code(small_mnist, tmp_path, monkeypatch, capsys):
+    from harness.runner import seed_lock
+
+    monkeypatch.setattr(harness.data, "load_mnist", lambda *a, **k: small_mnist)
+    argv = [
+        "train",
+        "--step",
+        "4",
+        "--seeds",
+        "0-1",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "256",
+        "--test-subset",
+        "128",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--population",
+        "2",
+    ]
+    with seed_lock(tmp_path, 4, 1):  # another writer holds seed 1
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "step 4 seed 1 is being written by" in err and "Traceback" not in err

@@ -23,8 +23,9 @@ def test_the_calibration_recomputes_from_the_committed_results():
     cal = saved["calibration"]
     runs = load_results(REPO / "reports" / "population")[saved["step"]]
     values = list(summarize(runs).last_k_by_seed.values())
-    again = calibrate(values, Thresholds(alpha=cal["alpha"], min_effect=cal["min_effect"]), splits=cal["splits"],
-                      seed=cal["seed"])
+    again = calibrate(
+        values, Thresholds(alpha=cal["alpha"], min_effect=cal["min_effect"]), splits=cal["splits"], seed=cal["seed"]
+    )
     assert {str(k): v for k, v in again.rates.items()} == cal["rates"]
     # The design: false alarms at most alpha, plus the sampling error of the splits (binomial, 3 SD).
     n = cal["splits"]

@@ -9,7 +9,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from hypothesis import strategies as st
 
 import harness.data
 from harness.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, interrupt_on_call, signal_after_first_checkpoint, train_cmd, train_env
 
 TINY = [
     "--step",
@@ -180,15 +179,9 @@ def test_resume_with_another_setting_names_the_field(fast_data, tmp_path, monkey
     import harness.engine as engine
 
     out = tmp_path / "out"
-    real, calls = engine.evaluate, []
-
-    def evaluate_then_interrupt(*a, **k):  # Ctrl-C during epoch 2's evaluation: epoch 1 is checkpointed
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(engine, "evaluate", evaluate_then_interrupt)
+    real = engine.evaluate
+    # Ctrl-C during epoch 2's evaluation: epoch 1 is checkpointed
+    monkeypatch.setattr(engine, "evaluate", interrupt_on_call(real, 2))
     assert _train(out) == 130
     monkeypatch.setattr(engine, "evaluate", real)
     argv = ["train", *TINY, "--seeds", "0", "--out", str(out), "--resume"]
@@ -348,48 +341,20 @@ def test_an_internal_error_is_exit_3_with_the_traceback_saved(fast_data, tmp_pat
     saved.unlink()
 
 
-def _cli(out, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "harness",
-        "train",
-        "--step",
-        "4",
-        "--seeds",
-        "3",
-        "--epochs",
-        "3",
-        "--train-subset",
-        "3000",
-        "--test-subset",
-        "500",
-        "--out",
-        str(out),
-        "--quiet",
-        *extra,
-    ]
-
-
-def _env(mnist_root):
-    return {**os.environ, "MNIST_ROOT": str(mnist_root), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+_cli, _env = train_cmd, train_env
 
 
 def test_sigterm_writes_what_it_has_and_the_printed_command_resumes(mnist_root, tmp_path):
     out = tmp_path / "a dir with spaces"
-    proc = subprocess.Popen(
-        _cli(out, "--set", "lr=0.05", "--epochs", "8"),  # a window of seconds after the first checkpoint
-        env=_env(mnist_root),
-        cwd=REPO,
+    proc = signal_after_first_checkpoint(  # 8 epochs: a window of seconds after the first checkpoint
+        _cli(out, "--set", "lr=0.05", "--epochs", "8"),
+        _env(mnist_root),
+        out / "step4" / "seed3.ckpt",
+        signal.SIGTERM,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    ckpt = out / "step4" / "seed3.ckpt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "interrupted (SIGTERM)" in err and "Traceback" not in err
