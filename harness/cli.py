@@ -385,7 +385,10 @@ def _run_workers(args, recipe, seeds: list[int], population: int, smoke: bool, d
     from harness.runner import RunInterrupted, Terminated
     from harness.verdict import judge
 
+    from harness.results import git_sha
+
     n = _workers(population, seeds)
+    git_sha()  # read once here, so every worker records the commit that started the population
     ctx = mp.get_context("fork")
     queue = ctx.Queue()  # finished results, so that each seed's line prints as it ends
     procs = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -97,7 +98,10 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], capture_output=True, text=True, cwd=here, timeout=5).stdout.strip()
 
 
+@functools.cache
 def git_sha() -> str:
+    """The checkout's commit (``-dirty`` with uncommitted changes), read once per process: the code that
+    started the run, even if the checkout moves on while it trains (forked workers inherit it)."""
     try:
         sha = _git("rev-parse", "--short=12", "HEAD")
         if not sha:

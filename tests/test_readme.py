@@ -31,3 +31,32 @@ def test_the_calibration_recomputes_from_the_committed_results():
     n = cal["splits"]
     assert cal["rates"]["0.0"] <= cal["alpha"] + 3 * (cal["alpha"] * (1 - cal["alpha"]) / n) ** 0.5
     assert cal["rates"]["0.1"] >= cal["rates"]["0.05"] >= cal["rates"]["0.0"]
+
+
+def _wall(path) -> float:
+    return json.loads(path.read_text())["wall_seconds"]
+
+
+def _bench_median_ms(name: str) -> float:
+    bench = json.loads((REPO / "reports" / "baseline" / "bench.json").read_text())
+    return next(b["stats"]["median"] for b in bench["benchmarks"] if b["name"] == name) * 1e3
+
+
+def _prose_figures() -> list[str]:
+    """The README's prose figures, rebuilt from the files they cite."""
+    base = [round(_wall(REPO / "reports" / "baseline" / "step4" / f"seed{s}.json")) for s in (0, 1, 2)]
+    gpu = [_wall(REPO / "reports" / "gpu" / f"step{n}" / "seed0.json") for n in (1, 2, 3, 4)]
+    ort1, eager1 = _bench_median_ms("test_inference[onnxruntime-1]"), _bench_median_ms("test_inference[torch-1]")
+    ort_k, eager_k = (1e6 / _bench_median_ms(f"test_inference[{e}-1000]") for e in ("onnxruntime", "torch"))
+    return [
+        f"{min(base)}, {sorted(base)[1]} and {max(base)} s",
+        f"step 1 {gpu[0]:.1f} s, step 2 {gpu[1]:.1f} s, step 3 {gpu[2]:.1f} s, step 4 {gpu[3]:.1f} s",
+        f"{ort1:.3f} ms vs {eager1:.3f} ms in PyTorch eager ({eager1 / ort1:.1f}x",
+        f"{ort_k:,.0f} vs {eager_k:,.0f} images/s ({ort_k / eager_k:.1f}x",
+    ]
+
+
+@pytest.mark.parametrize("figure", _prose_figures())
+def test_prose_figures_match_their_files(figure):
+    text = " ".join((REPO / "README.md").read_text().split())  # line breaks are not part of a figure
+    assert figure in text
