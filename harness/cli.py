@@ -381,11 +381,9 @@ def _run_workers(args, recipe, seeds: list[int], population: int, smoke: bool, d
     import signal
     from queue import Empty
 
-    from harness.results import ResultsError, load_result, result_path
+    from harness.results import ResultsError, git_sha, load_result, result_path
     from harness.runner import RunInterrupted, Terminated
     from harness.verdict import judge
-
-    from harness.results import git_sha
 
     n = _workers(population, seeds)
     git_sha()  # read once here, so every worker records the commit that started the population
