@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
+MAX_SEEDS = 10_000  # a range is expanded into a list: keep it to what anyone trains
 SEED_LIMIT = 2**32  # torch's CPU generator keeps 32 bits of a seed: 2**32 would replay seed 0
 
 
@@ -57,6 +58,8 @@ def _seeds(text: str) -> list[int]:
     a, b = _seed(lo), _seed(hi)
     if b < a:
         raise argparse.ArgumentTypeError(f"seed range {text}: the end is below the start")
+    if b - a >= MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"seed range {text}: {b - a + 1:,} seeds; at most {MAX_SEEDS:,} in one run")
     return list(range(a, b + 1))
 
 
@@ -240,7 +243,10 @@ def cmd_train(args) -> int:
     codes = []
     with sigterm_as_interrupt():
         for recipe in recipes:
-            codes.append(_train_step(args, recipe, data, device, population, workers))
+            code = _train_step(args, recipe, data, device, population, workers)
+            if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+                return code  # an interrupt stops the whole command, not just this step
+            codes.append(code)
     if len(codes) > 1:
         failed = [s for s, c in zip(args.step, codes, strict=True) if c != EXIT_OK]
         ok = "all smoke runs OK (gates not checked)" if _smoke(args) else "all gates PASS"
@@ -274,15 +280,19 @@ def _train_step(args, recipe, data, device, population: int, workers: bool) -> i
 
     from harness.runner import RunInterrupted, run_step
     from harness.stats import SeedStats
+    from harness.verdict import seed_verdict
 
     seeds = _seed_list(args.seeds) if args.seeds else list(recipe.seeds)
     smoke = _smoke(args)
-    workers = workers and _workers(population, seeds) > 1  # one seed: no process to start
+    workers = workers and _workers(population, seeds) > 1  # one seed, or one core: no process to start
+    stacked = device.type == "cuda" and population > 1
+    if not (workers or stacked):
+        population = 1  # what the results record is how the seeds really trained: one at a time
     how = ""
-    if population > 1:
-        how = f" | population {population}: " + (
-            f"{_workers(population, seeds)} worker processes, 1 thread each" if workers else "one stacked model"
-        )
+    if workers:
+        how = f" | population {population}: {_workers(population, seeds)} worker processes, 1 thread each"
+    elif stacked:
+        how = f" | population {population}: one stacked model"
     print(
         f"step {recipe.step}: {recipe.name} | model {recipe.model} | seeds {_seed_text(seeds)} | "
         f"device {device.type} | threads {1 if workers else torch.get_num_threads()}{how}",
@@ -298,7 +308,8 @@ def _train_step(args, recipe, data, device, population: int, workers: bool) -> i
                     f"({e.images_per_second:,.0f} img/s)"
                 )
         last = r.epochs[-1].test_acc if r.epochs else float("nan")
-        mark = ("smoke" if smoke else "PASS") if r.gate["passed"] else "FAIL"
+        v = seed_verdict(r, smoke)
+        mark = ("smoke" if v.smoke else "PASS") if v.passed else "FAIL"
         extra = f" diverged at {r.diverged_at}" if r.diverged_at else ""
         print(
             f"seed {r.seed}: {r.status}{extra}, {r.params:,} params, final test {last:.2f}%, "
@@ -323,7 +334,7 @@ def _train_step(args, recipe, data, device, population: int, workers: bool) -> i
                 progress=not args.quiet,
                 on_run=on_run,
                 population=population,
-                stacked=device.type == "cuda",
+                stacked=stacked,
             )
     except RunInterrupted as e:
         which = ", ".join(f"seed {r.seed} after {len(r.epochs)} complete epoch(s)" for r in e.results) or "seeds"
@@ -385,6 +396,15 @@ def _run_workers(args, recipe, seeds: list[int], population: int, smoke: bool, d
     from harness.runner import RunInterrupted, Terminated
     from harness.verdict import judge
 
+    def _results() -> list:
+        runs = []
+        for s in seeds:
+            try:
+                runs.append(load_result(result_path(args.out, recipe.step, s)))
+            except (ResultsError, FileNotFoundError):
+                pass  # judged as a missing seed
+        return runs
+
     n = _workers(population, seeds)
     git_sha()  # read once here, so every worker records the commit that started the population
     ctx = mp.get_context("fork")
@@ -423,23 +443,25 @@ def _run_workers(args, recipe, seeds: list[int], population: int, smoke: bool, d
                 os.kill(p.pid, sig)
                 p.join()
         raise RunInterrupted(
-            [], Path(args.out) / f"step{recipe.step}", False, "SIGTERM" if sig == signal.SIGTERM else "SIGINT"
+            _results(), Path(args.out) / f"step{recipe.step}", False, "SIGTERM" if sig == signal.SIGTERM else "SIGINT"
         ) from None
     codes = [p.exitcode for p in procs]
+    for w, code in enumerate(codes):
+        known = (EXIT_OK, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED)
+        if code not in known:
+            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"ended with code {code}"
+            print(
+                f"python -m harness train: error: the worker process for seeds {seeds[w::n]} {how} (out of "
+                "memory?); finished seeds are kept, and --resume continues the others from their checkpoints",
+                file=sys.stderr,
+            )
+            raise _WorkerFailed(EXIT_INTERNAL)
     if EXIT_INTERNAL in codes or EXIT_USAGE in codes:
         raise _WorkerFailed(EXIT_INTERNAL if EXIT_INTERNAL in codes else EXIT_USAGE)
     if EXIT_TERMINATED in codes or EXIT_INTERRUPTED in codes:
-        raise RunInterrupted(
-            [], Path(args.out) / f"step{recipe.step}", False, "SIGTERM" if EXIT_TERMINATED in codes else "SIGINT"
-        )
-    if any(c != 0 for c in codes):
-        raise _WorkerFailed(EXIT_INTERNAL)
-    runs = []
-    for s in seeds:
-        try:
-            runs.append(load_result(result_path(args.out, recipe.step, s)))
-        except (ResultsError, FileNotFoundError):
-            pass  # judged below as a missing seed
+        signal_name = "SIGTERM" if EXIT_TERMINATED in codes else "SIGINT"
+        raise RunInterrupted(_results(), Path(args.out) / f"step{recipe.step}", False, signal_name)
+    runs = _results()
     return runs, judge(runs, required_seeds=seeds, smoke=smoke)
 
 

@@ -125,15 +125,25 @@ def compare(
         # NEW reusing the baseline's seeds must hold all of them; a fresh sample must be as large.
         required = old_seeds if new_seeds & set(old_seeds) else []
         n = summarize(new_r[step], required)
-        gate_reasons = list(n.verdict.reasons)
-        if old_seeds and not required and len(new_seeds) < len(old_seeds):
-            gate_reasons.append(
-                f"step {step}: {len(new_seeds)} fresh seeds against the baseline's "
-                f"{len(old_seeds)}; a smaller sample cannot stand for it"
+        row(step, "gate", "", f"{n.verdict.word}, {n.pass_rate.fmt()}", "", not n.verdict.passed, "harness.verdict")
+        if not n.verdict.passed:
+            regressions.append("; ".join(n.verdict.reasons))
+        if old_seeds and not required:
+            small = len(new_seeds) < len(old_seeds)
+            row(
+                step,
+                "seeds",
+                f"{len(old_seeds)}",
+                f"{len(new_seeds)}, none of the baseline's",
+                "",
+                small,
+                "a fresh sample must be at least as large",
             )
-        row(step, "gate", "", f"{n.verdict.word}, {n.pass_rate.fmt()}", "", bool(gate_reasons), "harness.verdict")
-        if gate_reasons:
-            regressions.append("; ".join(gate_reasons))
+            if small:
+                regressions.append(
+                    f"step {step}: {len(new_seeds)} fresh seeds against the baseline's "
+                    f"{len(old_seeds)}; a smaller sample cannot stand for it"
+                )
         if step not in old_r:
             row(
                 step,

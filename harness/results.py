@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from harness.recipes import Recipe
 SCHEMA_VERSION = 2
 # Schema 1 (reports/baseline/) lacks `identity` and `population`; it stays readable, with their defaults.
 READABLE_SCHEMAS = (1, 2)
+
+
+TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # MNIST's full sets: fewer means a smoke run
 
 
 class ResultsError(ValueError):
@@ -48,18 +52,55 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+def atomic_write_pair(items: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
+    """Write several files as one: every temporary is written and synced first, then all are renamed in a row
+    with SIGINT and SIGTERM held back, so a signal or a full disk never leaves a new file beside an old one."""
+    import signal
+
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, data in items:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged.append((tmp, path))
+            os.chmod(tmp, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        held = {signal.SIGINT, signal.SIGTERM}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            for tmp, path in staged:
+                os.replace(tmp, path)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
 
 
-def atomic_torch_save(path: str | os.PathLike, obj) -> None:
+def torch_bytes(obj) -> bytes:
     import io
 
     import torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode()
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_bytes(path, json_bytes(obj))
+
+
+def atomic_torch_save(path: str | os.PathLike, obj) -> None:
+    atomic_write_bytes(path, torch_bytes(obj))
 
 
 def load_torch_data(path: str | os.PathLike, device="cpu", fix: str = "delete it") -> dict:
@@ -162,6 +203,10 @@ class RunResult:
             raise ValueError(f"results schema {got!r}, this harness reads {', '.join(map(str, READABLE_SCHEMAS))}")
         d = dict(d)
         d["epochs"] = [EpochStats(**e) for e in d["epochs"]]
+        for e in d["epochs"]:
+            for name, value in asdict(e).items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError(f"epoch {e.epoch}: {name} is {value!r}, not a number")
         return cls(**d)
 
 
@@ -213,6 +258,13 @@ def load_benchmarks(paths, strict: bool = True) -> tuple[list[dict], dict]:
             if strict:
                 raise ValueError(f"{p}: not a pytest-benchmark JSON file (no 'benchmarks')")
             continue
+        for b in d["benchmarks"]:
+            median = b.get("stats", {}).get("median") if isinstance(b, dict) else None
+            if isinstance(median, bool) or not isinstance(median, (int, float)) or not 0 < median < float("inf"):
+                raise ResultsError(
+                    f"{p}: benchmark {b.get('name') if isinstance(b, dict) else b!r} has no positive "
+                    "median time; regenerate the file with tox -e bench"
+                )
         benches += d["benchmarks"]
         machine = d.get("machine_info", machine)
     return benches, machine

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from harness import engine
+from harness import engine, results
 from harness.data import MNISTTensors
 from harness.recipes import Recipe
 from harness.results import (
@@ -29,10 +29,12 @@ from harness.results import (
     RunResult,
     atomic_torch_save,
     git_sha,
+    json_bytes,
     load_result,
     load_torch_data,
     result_path,
     save_result,
+    torch_bytes,
 )
 from harness.verdict import Verdict, judge, seed_verdict
 
@@ -204,8 +206,8 @@ class _Member:
         if trained.status == "completed":
             kept = f"the checkpoint {self.ckpt}; free space and rerun with --resume to write the results"
             state = {"model": trained.state_dict, "recipe": recipe.to_dict(), "seed": seed}
-            _write("final weights", self.weights, kept, lambda: atomic_torch_save(self.weights, state))
-            _write("result", self.done, kept, lambda: save_result(self.out, result))
+            pair = [(self.weights, torch_bytes(state)), (self.done, json_bytes(result.to_dict()))]
+            _write("result and final weights", self.done, kept, lambda: results.atomic_write_pair(pair))
             self.ckpt.unlink(missing_ok=True)
         else:  # diverged: a result without weights; old weights would not belong to it
             _write("result", self.done, "nothing of this run", lambda: save_result(self.out, result))
@@ -356,20 +358,28 @@ def run_step(
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """While training, SIGTERM raises Terminated, so the run stops the way Ctrl-C stops it."""
+    """While training, SIGTERM raises Terminated, so the run stops the way Ctrl-C stops it.
+
+    One-shot: the first SIGINT or SIGTERM interrupts, and later ones are ignored until the context ends, so a
+    second signal (a CI runner signals the whole process group, then the parent forwards it; an impatient
+    second Ctrl-C) cannot abandon the partial result being written.
+    """
 
     def handler(signum, frame):
-        raise Terminated()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 __all__ = [

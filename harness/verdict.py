@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.recipes import Expectation, Recipe
-from harness.results import RunResult
+from harness.results import TEST_IMAGES, TRAIN_IMAGES, RunResult
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,13 @@ def _non_finite(run: RunResult) -> list[str]:
     return bad
 
 
+def is_smoke(run: RunResult) -> bool:
+    """A run on a subset, or cut to a few batches: its accuracy proves nothing, whoever reads it."""
+    return (
+        run.train_images < TRAIN_IMAGES or run.test_images < TEST_IMAGES or run.identity.get("max_batches") is not None
+    )
+
+
 def run_reasons(run: RunResult, expect: Expectation, smoke: bool = False) -> list[str]:
     """Everything that fails one run: not completed, epochs missing, a non-finite figure, and (unless a
     smoke run) the per-seed accuracy checks."""
@@ -97,12 +104,13 @@ def judge(
     """The verdict of one step over its runs.
 
     Each run: completed, with all its planned epochs, every figure finite, and the per-seed gate.
-    The step: every seed of ``required_seeds`` present (and, when the gate has a mean rule, every seed of the
-    recipe, since a mean over a subset is another figure), the mean final accuracy, and one recipe for all.
+    The step: every seed of ``required_seeds`` present, the mean final accuracy over the runs, and one recipe
+    for all. Runs on a subset or cut short (``is_smoke``) are judged on completion alone, wherever they are read.
     ``expect`` defaults to the expectation the runs recorded, which is what they were trained to meet.
     """
     if not runs:
         return Verdict(False, ("no runs",), smoke=smoke)
+    smoke = smoke or any(is_smoke(r) for r in runs)
     recipe = Recipe.from_dict(runs[0].recipe)
     expect = expect or recipe.expect
     step = runs[0].step
@@ -115,8 +123,6 @@ def judge(
             reasons += rs
     present = {r.seed for r in runs}
     required = set(required_seeds)
-    if not smoke and expect.min_mean_final is not None:
-        required |= set(recipe.seeds)
     missing = tuple(sorted(required - present))
     if missing:
         reasons.append(f"step {step}: seeds {list(missing)} missing; the gate needs seeds {sorted(required)}")
@@ -141,5 +147,6 @@ def judge(
 
 def seed_verdict(run: RunResult, smoke: bool = False) -> Verdict:
     """One run on its own, without the step-level checks: what its results file records for readers."""
+    smoke = smoke or is_smoke(run)
     reasons = run_reasons(run, Recipe.from_dict(run.recipe).expect, smoke)
     return Verdict(not reasons, tuple(reasons), (run.seed,) if reasons else (), smoke)

@@ -1,18 +1,24 @@
 """Seed populations: each member trains as its seed trains alone, whatever else shares the population."""
 
 import json
+import os
+import signal
+import subprocess
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
+import harness.cli
 import harness.data
 from harness.cli import main
 from harness.engine import train
 from harness.population import train_population
 from harness.recipes import STEP4
 from harness.runner import RunInterrupted, RunPlan, run_population, run_seed
-from tests.conftest import interrupt_on_call
+from tests.conftest import REPO, interrupt_on_call, train_cmd, train_env
 
 CPU = torch.device("cpu")
 # The step-4 recipe at the learning rate its one cycle starts from (lr / 25): the first optimizer steps of a
@@ -101,6 +107,7 @@ def test_population_files_export_and_resume(small_mnist, tmp_path, monkeypatch):
 
 def test_cli_population_on_the_cpu(small_mnist, tmp_path, monkeypatch, capsys):
     """--population 2 on the CPU: forked single-thread workers; every seed's files, one verdict."""
+    monkeypatch.setattr(harness.cli, "_cores", lambda: 2)  # as on this machine, whatever runs the test
     monkeypatch.setattr(harness.data, "load_mnist", lambda *a, **k: small_mnist)
     argv = [
         "train",
@@ -139,6 +146,7 @@ def test_cli_population_on_the_cpu(small_mnist, tmp_path, monkeypatch, capsys):
 def test_a_worker_error_is_one_line_and_its_exit_code(small_mnist, tmp_path, monkeypatch, capsys):
     from harness.runner import seed_lock
 
+    monkeypatch.setattr(harness.cli, "_cores", lambda: 2)
     monkeypatch.setattr(harness.data, "load_mnist", lambda *a, **k: small_mnist)
     argv = [
         "train",
@@ -164,3 +172,60 @@ def test_a_worker_error_is_one_line_and_its_exit_code(small_mnist, tmp_path, mon
         assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "step 4 seed 1 is being written by" in err and "Traceback" not in err
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _population_cmd(out, *extra):
+    return train_cmd(out, "--seeds", "0", "1", "--epochs", "8", "--population", "2", *extra)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_sigterm_to_the_whole_process_group_keeps_every_partial_result(mnist_root, tmp_path, monkeypatch):
+    """What a CI timeout does: SIGTERM to every process of the group; the parent also forwards it."""
+    if harness.cli._cores() < 2:
+        pytest.skip("one core: a population trains in-process")
+    proc = subprocess.Popen(
+        _population_cmd(tmp_path),
+        env=train_env(mnist_root),
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    ckpts = [tmp_path / "step4" / f"seed{s}.ckpt" for s in (0, 1)]
+    while not all(c.exists() for c in ckpts) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "interrupted (SIGTERM)" in err and "Traceback" not in err and "Resume with:" in err
+    for s in (0, 1):
+        saved = json.loads((tmp_path / "step4" / f"seed{s}.json").read_text())
+        assert saved["status"] == "interrupted" and len(saved["epochs"]) >= 1 and saved["population"] == 2
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_worker_killed_by_the_system_is_named(mnist_root, tmp_path):
+    if harness.cli._cores() < 2:
+        pytest.skip("one core: a population trains in-process")
+    proc = subprocess.Popen(
+        _population_cmd(tmp_path),
+        env=train_env(mnist_root),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ckpt = tmp_path / "step4" / "seed0.ckpt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(_children(proc.pid)[0], signal.SIGKILL)  # what the out-of-memory killer does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert err.count("\n") == 1 and "the worker process for seeds [0] was killed by signal 9" in err

@@ -146,18 +146,19 @@ def test_a_full_disk_is_named_and_says_what_was_kept(fast_data, tmp_path, monkey
     import harness.results as results
 
     out = tmp_path / "out"
-    real = results.atomic_write_bytes
+    real = results.atomic_write_pair
 
-    def full(path, data):
-        if str(path).endswith(".json"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(path, data)
+    def full(items):  # the disk fills up while the final result and weights are written
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(results, "atomic_write_bytes", full)
+    monkeypatch.setattr(results, "atomic_write_pair", full)
     assert _train(out) == 2
     err = capsys.readouterr().err
-    assert "seed0.json: cannot write the result (No space left on device); kept: the checkpoint" in err
-    monkeypatch.setattr(results, "atomic_write_bytes", real)
+    assert (
+        "seed0.json: cannot write the result and final weights (No space left on device); kept: the checkpoint" in err
+    )
+    assert not (out / "step4" / "seed0.pt").exists()  # neither file of the pair
+    monkeypatch.setattr(results, "atomic_write_pair", real)
     assert (out / "step4" / "seed0.ckpt").exists()
     assert _train(out, "--resume") == 0  # free space, resume: the result is written from the checkpoint
     assert json.loads((out / "step4" / "seed0.json").read_text())["status"] == "completed"
@@ -464,3 +465,52 @@ def test_any_input_ends_in_a_known_exit_code_without_a_traceback(
     err = capsys.readouterr().err
     assert code in (0, 1, 2, 3) and "Traceback" not in err, (argv, err)
     assert code != 3, (argv, err)  # 3 is for bugs: none of these inputs should find one
+
+
+def test_an_interrupt_stops_every_later_step(fast_data, tmp_path, monkeypatch, capsys):
+    import harness.engine as engine
+
+    monkeypatch.setattr(engine, "get_batch", interrupt_on_call(engine.get_batch, 1))
+    argv = [
+        "train",
+        "--step",
+        "2",
+        "4",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "256",
+        "--test-subset",
+        "128",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 130
+    out = capsys.readouterr().out
+    assert "step 2:" in out and "step 4:" not in out and not (tmp_path / "step4").exists()
+
+
+def test_smoke_results_are_smoke_runs_for_report_and_compare_too(fast_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _train(out) == 0  # a subset run: train says SMOKE OK
+    assert main(["compare", str(out), str(out)]) == 0
+    assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 0
+    assert "Gate: SMOKE OK" in (tmp_path / "r" / "REPORT.md").read_text()
+
+
+def test_a_metric_that_is_not_a_number_is_a_bad_file(fast_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _train(out) == 0
+    path = out / "step4" / "seed0.json"
+    d = json.loads(path.read_text())
+    d["epochs"][0]["test_acc"] = None
+    path.write_text(json.dumps(d))
+    assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 2
+    assert main(["compare", str(out), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("seed0.json: not a tinymnist results file") == 2 and "test_acc is None" in err

@@ -83,7 +83,8 @@ def test_mean_rule():
     v = judge(_step6([99.57, 99.56, 99.55]))
     assert v.reasons == ("step 6: mean final test accuracy 99.56 over seeds [0, 1, 2] < 99.60",)
     assert v.failed_seeds == ()  # every seed passes its own checks; the step does not
-    assert not judge(_step6([99.9])).passed  # the mean rule needs the recipe's seeds
+    assert judge(_step6([99.9])).passed  # the mean over the seeds given (fresh seeds are judged alike)
+    assert not judge(_step6([99.9]), required_seeds=(0, 1, 2)).passed  # but the seeds asked for must be there
 
 
 def test_mixed_recipes_are_not_one_step():
