@@ -392,6 +392,7 @@ def _run_workers(args, recipe, seeds: list[int], population: int, smoke: bool, d
     import signal
     from queue import Empty
 
+    from harness.engine import progress_bar
     from harness.results import ResultsError, git_sha, load_result, result_path
     from harness.runner import RunInterrupted, Terminated
     from harness.verdict import judge
@@ -414,6 +415,8 @@ def _run_workers(args, recipe, seeds: list[int], population: int, smoke: bool, d
     ]
     for p in procs:
         p.start()
+    # The population's bar: seeds finished of all (the workers train without bars of their own).
+    bar = progress_bar(not args.quiet, len(seeds), f"step {recipe.step} population {population}: seeds finished")
     try:
         finished = 0
         while finished < n:
@@ -428,7 +431,9 @@ def _run_workers(args, recipe, seeds: list[int], population: int, smoke: bool, d
             elif isinstance(item, str):  # a worker's one-line error, printed here where stderr is the user's
                 print(item, file=sys.stderr, flush=True)
             else:
+                bar.update(1)
                 on_run(item)
+        bar.close()
         for p in procs:
             p.join()
     except KeyboardInterrupt as e:

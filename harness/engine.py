@@ -291,7 +291,7 @@ def train(
             model.train()
             sync(device)
             t0 = time.perf_counter()
-            bar = _bar(progress, batches, f"step {recipe.step} seed {seed} epoch {epoch}/{n_epochs}")
+            bar = progress_bar(progress, batches, f"step {recipe.step} seed {seed} epoch {epoch}/{n_epochs}")
             lr = recipe.lr
             for b in range(batches):
                 x, y = get_batch(data, perm[b * recipe.batch_size : (b + 1) * recipe.batch_size], recipe, gen)
@@ -374,7 +374,7 @@ class _NoBar:
         pass
 
 
-def _bar(progress: bool, total: int, desc: str):
+def progress_bar(progress: bool, total: int, desc: str):
     if not (progress and sys.stderr.isatty()):
         return _NoBar()
     from tqdm import tqdm

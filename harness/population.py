@@ -38,7 +38,7 @@ from harness.engine import (
     Interrupted,
     TensorEMA,
     Trained,
-    _bar,
+    progress_bar,
     _batch_sizes,
     build_model,
     build_optimizer,
@@ -254,7 +254,9 @@ def train_population(
             checked = 0
             sync(device)
             t0 = time.perf_counter()
-            bar = _bar(progress, batches, f"step {recipe.step} seeds {label} (population {P}) epoch {epoch}/{n_epochs}")
+            bar = progress_bar(
+                progress, batches, f"step {recipe.step} seeds {label} (population {P}) epoch {epoch}/{n_epochs}"
+            )
             lr = recipe.lr
             for b in range(batches):
                 xs, ys = zip(
