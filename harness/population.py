@@ -38,7 +38,6 @@ from harness.engine import (
     Interrupted,
     TensorEMA,
     Trained,
-    progress_bar,
     _batch_sizes,
     build_model,
     build_optimizer,
@@ -46,6 +45,7 @@ from harness.engine import (
     epoch_seed,
     get_batch,
     get_lr,
+    progress_bar,
     set_deterministic,
     sync,
 )
