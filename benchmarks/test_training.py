@@ -52,8 +52,8 @@ def test_train_cpu_conventional(benchmark, mnist_root):
 
 
 # The floor that holds today, with room for this shared machine's noise: reports/pipelines_cpu.json (the README's
-# Speed line) measured 1.78x median, 1.59x in the worst of 3 rounds. The old 2x target is retired: the data path costs 0.5 ms of a 28 ms step,
-# so the ratio is set by the network, not by the pipeline.
+# Speed line) measured 1.78x median, 1.59x in the worst of 3 rounds. The old 2x target is retired: the data
+# path costs 0.5 ms of a 28 ms step, so the ratio is set by the network, not by the pipeline.
 PIPELINE_FLOOR = 1.2
 
 
