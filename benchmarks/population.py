@@ -134,24 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or REPO / "reports" / "population" / f"bench_{args.device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(markdown(result))
+    from harness.readme import population_speed_table
+
+    print(population_speed_table(result))
     print(f"wrote {out}")
     return 0
-
-
-def markdown(result: dict) -> str:
-    """The README's table, from a bench JSON (tests/test_readme.py checks the README against it)."""
-    fp32, bf16 = result["stacked_compute"]["fp32"], result["stacked_compute"]["bf16"]
-    lines = [
-        "| population | end to end, seed-images/s | vs population 1 | stacked fp32, seed-images/s "
-        "| stacked bf16, seed-images/s |",
-        "|---|---|---|---|---|",
-    ]
-    for size in fp32:
-        e = result["end_to_end"].get(size)
-        e2e = f"{e['median']:,.0f} | {e['vs_population_1']:.2f}x" if e else "| "
-        lines.append(f"| {size} | {e2e} | {fp32[size]['median']:,.0f} | {bf16[size]['median']:,.0f} |")
-    return "\n".join(lines)
 
 
 def _device_name(dev: torch.device) -> str:

@@ -92,7 +92,11 @@ def _population_speed() -> str:
     path = REPO / "reports" / "population" / "bench_cpu.json"
     if not path.exists():
         return "Not measured yet: run `python -m benchmarks.population`."
-    r = json.loads(path.read_text())
+    return population_speed_table(json.loads(path.read_text()))
+
+
+def population_speed_table(r: dict) -> str:
+    """A ``benchmarks.population`` result as the README shows it (the benchmark prints the same)."""
     fp32, bf16 = r["stacked_compute"]["fp32"], r["stacked_compute"]["bf16"]
     lines = [
         f"`{r['command'].strip()}` on {r['device_name']} ({r['rounds']} alternating rounds, medians; "

@@ -105,16 +105,13 @@ def test_population_files_export_and_resume(small_mnist, tmp_path, monkeypatch):
         assert [e.test_loss for e in a.epochs] == [e.test_loss for e in b.epochs]
 
 
-def test_cli_population_on_the_cpu(small_mnist, tmp_path, monkeypatch, capsys):
-    """--population 2 on the CPU: forked single-thread workers; every seed's files, one verdict."""
-    monkeypatch.setattr(harness.cli, "_cores", lambda: 2)  # as on this machine, whatever runs the test
-    monkeypatch.setattr(harness.data, "load_mnist", lambda *a, **k: small_mnist)
-    argv = [
+def _population_argv(out, seeds: str) -> list[str]:
+    return [
         "train",
         "--step",
         "4",
         "--seeds",
-        "0-2",
+        seeds,
         "--epochs",
         "1",
         "--train-subset",
@@ -122,13 +119,20 @@ def test_cli_population_on_the_cpu(small_mnist, tmp_path, monkeypatch, capsys):
         "--test-subset",
         "128",
         "--out",
-        str(tmp_path),
+        str(out),
         "--quiet",
         "--device",
         "cpu",
         "--population",
         "2",
     ]
+
+
+def test_cli_population_on_the_cpu(small_mnist, tmp_path, monkeypatch, capsys):
+    """--population 2 on the CPU: forked single-thread workers; every seed's files, one verdict."""
+    monkeypatch.setattr(harness.cli, "_cores", lambda: 2)  # as on this machine, whatever runs the test
+    monkeypatch.setattr(harness.data, "load_mnist", lambda *a, **k: small_mnist)
+    argv = _population_argv(tmp_path, "0-2")
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "population 2: 2 worker processes, 1 thread each" in out and "SMOKE OK" in out
@@ -148,26 +152,7 @@ def test_a_worker_error_is_one_line_and_its_exit_code(small_mnist, tmp_path, mon
 
     monkeypatch.setattr(harness.cli, "_cores", lambda: 2)
     monkeypatch.setattr(harness.data, "load_mnist", lambda *a, **k: small_mnist)
-    argv = [
-        "train",
-        "--step",
-        "4",
-        "--seeds",
-        "0-1",
-        "--epochs",
-        "1",
-        "--train-subset",
-        "256",
-        "--test-subset",
-        "128",
-        "--out",
-        str(tmp_path),
-        "--quiet",
-        "--device",
-        "cpu",
-        "--population",
-        "2",
-    ]
+    argv = _population_argv(tmp_path, "0-1")
     with seed_lock(tmp_path, 4, 1):  # another writer holds seed 1
         assert main(argv) == 2
     err = capsys.readouterr().err
