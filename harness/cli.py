@@ -55,6 +55,8 @@ def _seeds(text: str) -> list[int]:
     lo, sep, hi = text.partition("-")
     if not sep or not lo:
         return [_seed(text)]
+    if not hi:
+        raise argparse.ArgumentTypeError(f"seed range {text!r}: write it as START-END, e.g. 0-31")
     a, b = _seed(lo), _seed(hi)
     if b < a:
         raise argparse.ArgumentTypeError(f"seed range {text}: the end is below the start")
@@ -236,7 +238,7 @@ def cmd_train(args) -> int:
     if population > 1 and device.type == "cuda" and any(r.compile for r in recipes):
         raise UsageError("--set compile=true trains one seed at a time on a GPU; add --population 1")
     workers = device.type == "cpu" and population > 1
-    # Validated once, before any training starts (a CPU population's workers read it again for themselves).
+    # Validated once, before any training starts; a CPU population's forked workers share these tensors.
     data = load_mnist(args.data_root, device)
     if args.train_subset or args.test_subset:
         data = data.subset(args.train_subset or len(data.train_x), args.test_subset or len(data.test_x))
@@ -357,7 +359,11 @@ def _train_step(args, recipe, data, device, population: int, workers: bool) -> i
         )
     for reason in verdict.reasons:
         print(f"GATE FAILED: {reason}", file=sys.stderr)
-    print(f"step {recipe.step}: {verdict.word}" + ("" if smoke else f" ({verdict_rate(runs, verdict)})"), flush=True)
+    print(
+        f"step {recipe.step}: {verdict.word}"
+        + ("" if verdict.smoke else f" ({verdict.pass_rate.fmt()} pass their own checks)"),
+        flush=True,
+    )
     return EXIT_OK if verdict.passed else EXIT_GATE
 
 
@@ -526,12 +532,6 @@ class _WorkerFailed(Exception):
     def __init__(self, code: int):
         super().__init__(f"a worker process ended with exit code {code}")
         self.code = code
-
-
-def verdict_rate(runs, verdict) -> str:
-    from harness.stats import Rate
-
-    return Rate.of(len(runs) - len(verdict.failed_seeds), len(runs)).fmt() + " pass their own checks"
 
 
 def _seed_list(groups: list[list[int]]) -> list[int]:

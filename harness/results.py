@@ -37,24 +37,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
     The temporary name is unique per writer, so two processes writing into one folder cannot collide.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for everyone who may read the folder
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_files([(path, data)])
 
 
 def atomic_write_pair(items: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
-    """Write several files as one: every temporary is written and synced first, then all are renamed in a row
-    with SIGINT and SIGTERM held back, so a signal or a full disk never leaves a new file beside an old one."""
+    """Write several files as one (a result and its weights): a signal or a full disk never leaves a new file
+    beside an old one."""
+    _write_files(items)
+
+
+def _write_files(items: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
+    """Every temporary is written and synced first (beside its target, so the rename is atomic), then all are
+    renamed in a row with SIGINT and SIGTERM held back; a failure before the renames changes nothing."""
     import signal
 
     staged: list[tuple[str, Path]] = []
@@ -64,7 +58,7 @@ def atomic_write_pair(items: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             staged.append((tmp, path))
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for everyone who may read them
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

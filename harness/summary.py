@@ -35,7 +35,6 @@ class StepSummary:
     params: int
     seeds: tuple[int, ...]
     verdict: Verdict
-    pass_rate: Rate  # seeds passing their own checks, with the Wilson interval
     k: int  # the last-k window of the gate
     last_k_by_seed: dict[int, float]  # each seed's mean test accuracy over its last k epochs
     last_k: SeedStats | None  # None when no run finished an epoch
@@ -56,6 +55,10 @@ class StepSummary:
     git_sha: tuple[str, ...]
     epochs: int  # epochs every run finished
     statuses: dict[int, str]
+
+    @property
+    def pass_rate(self) -> Rate:
+        return self.verdict.pass_rate
 
     @property
     def passed_seeds(self) -> tuple[int, ...]:
@@ -83,7 +86,6 @@ def summarize(runs: Sequence[RunResult], required_seeds: Sequence[int] = (), smo
         params=runs[0].params,
         seeds=tuple(r.seed for r in runs),
         verdict=verdict,
-        pass_rate=Rate.of(len(runs) - len(verdict.failed_seeds), len(runs)),
         k=k,
         last_k_by_seed=last_k_by_seed,
         last_k=spread(last_k_by_seed.values()),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from harness.recipes import Expectation, Recipe
 from harness.results import TEST_IMAGES, TRAIN_IMAGES, RunResult
+from harness.stats import Rate
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,12 @@ class Verdict:
     failed_seeds: tuple[int, ...] = ()  # seeds whose own checks fail (the step may also fail as a whole)
     smoke: bool = False  # accuracy not judged: a subset or dry run proves nothing about it
     missing_seeds: tuple[int, ...] = ()
+    runs: int = 0  # how many runs were judged
+
+    @property
+    def pass_rate(self) -> Rate:
+        """Runs passing their own checks, with the 95% Wilson interval."""
+        return Rate.of(self.runs - len(self.failed_seeds), self.runs)
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "reasons": list(self.reasons), "smoke": self.smoke}
@@ -142,11 +149,11 @@ def judge(
                     f"step {step}: mean final test accuracy {m:.2f} over seeds "
                     f"{sorted(present)} < {expect.min_mean_final:.2f}"
                 )
-    return Verdict(not reasons, tuple(reasons), tuple(failed), smoke, missing)
+    return Verdict(not reasons, tuple(reasons), tuple(failed), smoke, missing, len(runs))
 
 
 def seed_verdict(run: RunResult, smoke: bool = False) -> Verdict:
     """One run on its own, without the step-level checks: what its results file records for readers."""
     smoke = smoke or is_smoke(run)
     reasons = run_reasons(run, Recipe.from_dict(run.recipe).expect, smoke)
-    return Verdict(not reasons, tuple(reasons), (run.seed,) if reasons else (), smoke)
+    return Verdict(not reasons, tuple(reasons), (run.seed,) if reasons else (), smoke, runs=1)

@@ -74,12 +74,18 @@ def train_env(mnist_root) -> dict:
     return {**os.environ, "MNIST_ROOT": str(mnist_root), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
-def signal_after_first_checkpoint(cmd: list[str], env: dict, ckpt: Path, sig, **popen) -> subprocess.Popen:
-    """Start ``cmd``, wait for its first epoch checkpoint, then send ``sig``; returns the process."""
+def start_until_checkpoints(cmd: list[str], env: dict, *ckpts: Path, **popen) -> subprocess.Popen:
+    """Start ``cmd`` and return once every one of ``ckpts`` exists (or the process ended, or 2 minutes)."""
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, **popen)
     deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+    while not all(c.exists() for c in ckpts) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
+    return proc
+
+
+def signal_after_first_checkpoint(cmd: list[str], env: dict, ckpt: Path, sig, **popen) -> subprocess.Popen:
+    """Start ``cmd``, wait for its first epoch checkpoint, then send ``sig``; returns the process."""
+    proc = start_until_checkpoints(cmd, env, ckpt, **popen)
     proc.send_signal(sig)
     return proc
 

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from harness.engine import train
 from harness.population import train_population
 from harness.recipes import STEP4
 from harness.runner import RunInterrupted, RunPlan, run_population, run_seed
-from tests.conftest import REPO, interrupt_on_call, train_cmd, train_env
+from tests.conftest import interrupt_on_call, start_until_checkpoints, train_cmd, train_env
 
 CPU = torch.device("cpu")
 # The step-4 recipe at the learning rate its one cycle starts from (lr / 25): the first optimizer steps of a
@@ -172,19 +171,16 @@ def test_sigterm_to_the_whole_process_group_keeps_every_partial_result(mnist_roo
     """What a CI timeout does: SIGTERM to every process of the group; the parent also forwards it."""
     if harness.cli._cores() < 2:
         pytest.skip("one core: a population trains in-process")
-    proc = subprocess.Popen(
+    ckpts = [tmp_path / "step4" / f"seed{s}.ckpt" for s in (0, 1)]
+    proc = start_until_checkpoints(
         _population_cmd(tmp_path),
-        env=train_env(mnist_root),
-        cwd=REPO,
+        train_env(mnist_root),
+        *ckpts,
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + 120
-    ckpts = [tmp_path / "step4" / f"seed{s}.ckpt" for s in (0, 1)]
-    while not all(c.exists() for c in ckpts) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
@@ -198,18 +194,15 @@ def test_sigterm_to_the_whole_process_group_keeps_every_partial_result(mnist_roo
 def test_a_worker_killed_by_the_system_is_named(mnist_root, tmp_path):
     if harness.cli._cores() < 2:
         pytest.skip("one core: a population trains in-process")
-    proc = subprocess.Popen(
+    ckpt = tmp_path / "step4" / "seed0.ckpt"
+    proc = start_until_checkpoints(
         _population_cmd(tmp_path),
-        env=train_env(mnist_root),
-        cwd=REPO,
+        train_env(mnist_root),
+        ckpt,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    ckpt = tmp_path / "step4" / "seed0.ckpt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
     os.kill(_children(proc.pid)[0], signal.SIGKILL)  # what the out-of-memory killer does
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
