@@ -392,8 +392,8 @@ def _run_workers(args, recipe, seeds: list[int], population: int, smoke: bool, d
     """A CPU population: the seeds dealt to one single-thread worker process per core, each training its share
     one seed at a time with the runner's locks, files and checks; then one verdict here, from their results.
 
-    Workers are forked, so they share the data already loaded and pay no start-up (measured: re-reading it in
-    each worker cost 3-4 s of a 30-s run). A worker interrupted, or failing, ends the step with its exit code.
+    Workers are forked, so they share the data already loaded instead of each importing torch and reading the
+    files again. A worker interrupted, or failing, ends the step with its exit code.
     """
     import multiprocessing as mp
     import signal

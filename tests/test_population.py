@@ -21,8 +21,8 @@ from tests.conftest import interrupt_on_call, start_until_checkpoints, train_cmd
 
 CPU = torch.device("cpu")
 # The step-4 recipe at the learning rate its one cycle starts from (lr / 25): the first optimizer steps of a
-# real run. At the 0.1 peak the same rounding grows to 8e-6-1.1e-5 in 3 steps (measured with the schedule
-# squeezed into 3 steps), so the peak would test the schedule, not the independence.
+# real run. The rounding of grouped convolutions grows with the learning rate; at the 0.1 peak it can pass 1e-5
+# within 3 steps, so the peak would test the schedule, not the independence.
 FIRST_STEPS = replace(STEP4, epochs=1, schedule="constant", lr=STEP4.lr / 25)
 
 
