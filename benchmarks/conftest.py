@@ -14,7 +14,7 @@ from tests.conftest import mnist, mnist_root  # noqa: E402,F401  (the same fixtu
 def pytest_benchmark_update_machine_info(config, machine_info):
     import onnxruntime
 
-    from harness.engine import device_name
+    from tinymnist.engine import device_name
 
     machine_info["torch"] = torch.__version__
     machine_info["onnxruntime"] = onnxruntime.__version__

@@ -36,8 +36,8 @@ def _step_fn(model, opt, prepare, bf16: bool):
 
 
 def make_trainer(step: int, device: torch.device, overrides: list[str] = ()):
-    from harness.engine import _prepare, build_model, build_optimizer, training_forward
-    from harness.recipes import get_recipe, with_overrides
+    from tinymnist.engine import _prepare, build_model, build_optimizer, training_forward
+    from tinymnist.recipes import get_recipe, with_overrides
 
     recipe = with_overrides(get_recipe(step), list(overrides))
     model = build_model(recipe, 0, device).train()
@@ -51,7 +51,7 @@ def make_trainer(step: int, device: torch.device, overrides: list[str] = ()):
 
 def harness_batches(data, recipe, device, seed: int = 0):
     """Endless batches exactly as the engine makes them."""
-    from harness.engine import epoch_permutation, get_batch
+    from tinymnist.engine import epoch_permutation, get_batch
 
     n, bs = len(data.train_x), recipe.batch_size
     for epoch in itertools.count(1):
@@ -64,7 +64,7 @@ def conventional_batches(root, recipe, workers: int = 2):
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from harness.data import MEAN, STD, DataError
+    from tinymnist.data import MEAN, STD, DataError
 
     tf = transforms.Compose(
         [
@@ -94,7 +94,7 @@ def conventional_batches(root, recipe, workers: int = 2):
 
 def timed(batches, train_step, n: int, device: torch.device) -> float:
     """Images per second over ``n`` training steps, data preparation included."""
-    from harness.engine import sync
+    from tinymnist.engine import sync
 
     sync(device)
     t0, seen = time.perf_counter(), 0
@@ -110,7 +110,7 @@ def timed(batches, train_step, n: int, device: torch.device) -> float:
 def compare(
     root, step: int = 4, batches: int = 100, rounds: int = 3, device: str = "cpu", overrides: list[str] = ()
 ) -> dict:
-    from harness.data import load_mnist
+    from tinymnist.data import load_mnist
 
     dev = torch.device(device)
     data = load_mnist(root, dev, download=False)
@@ -141,7 +141,7 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.data import DataError, resolve_root
+    from tinymnist.data import DataError, resolve_root
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.pipelines", description=__doc__.splitlines()[0])
     p.add_argument("--data-root")
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the figures here (e.g. reports/pipelines_cpu.json, the source of the README's pipeline line)",
     )
     args = p.parse_args(argv)
-    from harness.recipes import get_recipe, with_overrides
+    from tinymnist.recipes import get_recipe, with_overrides
 
     try:  # a bad --step or --set is reported before any data is read
         with_overrides(get_recipe(args.step), args.set)
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         import json
 
-        from harness.engine import device_name
+        from tinymnist.engine import device_name
 
         r["command"] = "python -m benchmarks.pipelines " + " ".join(argv if argv is not None else sys.argv[1:])
         r["device_name"] = device_name(torch.device(args.device))

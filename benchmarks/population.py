@@ -2,9 +2,9 @@
 size, side by side in one run, to pick ``--population``'s default. Writes ``reports/population/bench_<device>.json``.
 
 Two measurements, alternating sizes within each round so that the machine's drift falls on all of them:
-- **end to end**: ``python -m harness train --step 4 --seeds 0-3 --epochs 1 --train-subset 25600`` with
+- **end to end**: ``tinymnist train --step 4 --seeds 0-3 --epochs 1 --train-subset 25600`` with
   ``--population P``, wall time of the whole command (start-up, data, training, evaluation, files);
-- **stacked compute**: one training step of P step-4 networks stacked with torch.func (harness.population), on
+- **stacked compute**: one training step of P step-4 networks stacked with torch.func (tinymnist.population), on
   random batches of 128, after an untimed warm-up; fp32, and bf16 beside it. On CUDA every timed call ends with
   a synchronize, and sizes go up to 64.
 """
@@ -61,9 +61,9 @@ def end_to_end(population: int, device: str, out: Path) -> float:
 def stacked_step_seconds(size: int, device: torch.device, precision: str, steps: int = 10) -> float:
     from dataclasses import replace
 
-    from harness.engine import build_model, build_optimizer, sync
-    from harness.population import StackedModel, draw_masks
-    from harness.recipes import STEP4
+    from tinymnist.engine import build_model, build_optimizer, sync
+    from tinymnist.population import StackedModel, draw_masks
+    from tinymnist.recipes import STEP4
 
     recipe = replace(STEP4, precision=precision)
     stack = StackedModel([build_model(recipe, s, device) for s in range(size)])
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or REPO / "reports" / "population" / f"bench_{args.device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    from harness.readme import population_speed_table
+    from tools.readme import population_speed_table
 
     print(population_speed_table(result))
     print(f"wrote {out}")
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _device_name(dev: torch.device) -> str:
-    from harness.engine import device_name
+    from tinymnist.engine import device_name
 
     return device_name(dev)
 

@@ -17,7 +17,7 @@ from statistics import median
 import torch
 import torch.nn.functional as F
 
-from models import create_model
+from tinymnist.models import create_model
 
 VARIANTS = {
     "fp32": dict(channels_last=False, bf16=False, kwargs={}),
@@ -60,7 +60,7 @@ def step_ms(model_name: str, variant: dict, steps: int, rounds: int) -> list[flo
 
 def data_ms(data: torch.Tensor, steps: int) -> list[float]:
     """The harness's data path for one batch alone: index a resident tensor, augment (step 4's ranges)."""
-    from harness.data import augment
+    from tinymnist.data import augment
 
     gen = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(data), generator=gen)

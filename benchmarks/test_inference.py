@@ -10,9 +10,9 @@ from statistics import median
 import pytest
 import torch
 
-from harness.engine import build_model
-from harness.export import export_onnx, onnx_session
-from harness.recipes import get_recipe
+from tinymnist.engine import build_model
+from tinymnist.export import export_onnx, onnx_session
+from tinymnist.recipes import get_recipe
 
 
 @pytest.fixture(scope="module")

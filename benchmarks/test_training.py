@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from benchmarks.pipelines import compare, conventional_batches, harness_batches, make_trainer
-from harness.engine import sync
-from harness.recipes import RECIPES
+from tinymnist.engine import sync
+from tinymnist.recipes import RECIPES
 
 
 def _bench_train(benchmark, step, device, pipeline_batches, pipeline):

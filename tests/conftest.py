@@ -28,7 +28,7 @@ def mnist_root() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(mnist_root):
-    from harness.data import load_mnist
+    from tinymnist.data import load_mnist
 
     return load_mnist(mnist_root, "cpu", download=False)
 
@@ -47,11 +47,11 @@ def _threads():
 
 
 def train_cmd(out, *extra) -> list[str]:
-    """``python -m harness train`` of a short step-4 run (3 epochs of 3,000 images), for subprocess tests."""
+    """``tinymnist train`` of a short step-4 run (3 epochs of 3,000 images), for subprocess tests."""
     return [
         sys.executable,
         "-m",
-        "harness",
+        "tinymnist",
         "train",
         "--step",
         "4",
@@ -71,7 +71,7 @@ def train_cmd(out, *extra) -> list[str]:
 
 
 def train_env(mnist_root) -> dict:
-    return {**os.environ, "MNIST_ROOT": str(mnist_root), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "MNIST_ROOT": str(mnist_root), "OMP_NUM_THREADS": "1"}
 
 
 def start_until_checkpoints(cmd: list[str], env: dict, *ckpts: Path, **popen) -> subprocess.Popen:

@@ -1,8 +1,8 @@
 """Synthetic results for report and compare tests: exact, known numbers."""
 
-from harness.recipes import get_recipe
-from harness.results import EpochStats, RunResult, save_result
-from harness.verdict import seed_verdict
+from tinymnist.recipes import get_recipe
+from tinymnist.results import EpochStats, RunResult, save_result
+from tinymnist.verdict import seed_verdict
 
 
 def make_result(

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from harness.cli import main
-from harness.data import FILES, DataError, load_mnist, write_idx
+from tinymnist.cli import main
+from tinymnist.data import FILES, DataError, load_mnist, write_idx
 
 
 def test_models_lists_counts(capsys):
@@ -67,7 +67,7 @@ def test_dry_run_every_step(mnist_root, tmp_path, step):
         (["train", "--step", "4", "--batch-size", "0"], "0 must be a positive integer"),
         (["train", "--step", "4", "--seeds", "a"], "'a' is not an integer"),
         (["train", "--step", "4", "--device", "tpu"], "invalid choice: 'tpu'"),
-        (["train"], "the following arguments are required: --step"),
+        (["train"], "give --step N or --recipe FILE.toml (or both)"),
         (["frobnicate"], "invalid choice"),
     ],
 )

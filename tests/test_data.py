@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from harness.data import BACKGROUND, augment, read_idx, write_idx
-from harness.engine import epoch_permutation, get_batch
-from harness.recipes import STEP3
+from tinymnist.data import BACKGROUND, augment, read_idx, write_idx
+from tinymnist.engine import epoch_permutation, get_batch
+from tinymnist.recipes import STEP3
 
 
 def test_dataset_normalized_once(mnist):

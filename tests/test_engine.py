@@ -9,17 +9,17 @@ from dataclasses import replace
 import pytest
 import torch
 
-from harness.engine import get_lr, train
-from harness.recipes import RECIPES, STEP2, STEP4, RecipeError, validate
-from harness.runner import RunInterrupted, RunPlan, run_seed
 from tests.conftest import REPO, interrupt_on_call, signal_after_first_checkpoint, train_cmd, train_env
+from tinymnist.engine import get_lr, train
+from tinymnist.recipes import RECIPES, STEP2, STEP4, RecipeError, validate
+from tinymnist.runner import RunInterrupted, RunPlan, run_seed
 
 TINY = replace(STEP4, epochs=2, batch_size=64)
 CPU = torch.device("cpu")
 
 
-def run(recipe, seed, data, out, smoke=True, **kw):
-    return run_seed(RunPlan(recipe, seed, CPU, smoke=smoke), data, out, **kw)
+def run(recipe, seed, data, out, **kw):
+    return run_seed(RunPlan(recipe, seed, CPU), data, out, **kw)
 
 
 def metrics(result):
@@ -57,7 +57,7 @@ def test_training_learns(small_mnist):
 
 
 def test_divergence_stops_at_once(small_mnist, tmp_path):
-    r = run(replace(STEP2, epochs=3, lr=1e6, batch_size=64), 0, small_mnist, tmp_path, smoke=False)
+    r = run(replace(STEP2, epochs=3, lr=1e6, batch_size=64), 0, small_mnist, tmp_path)
     assert r.status == "diverged" and not r.gate["passed"]
     assert r.diverged_at["epoch"] == 1 and r.diverged_at["batch"] >= 1 and len(r.epochs) == 0
     saved = json.loads((tmp_path / "step2" / "seed0.json").read_text())
@@ -151,7 +151,7 @@ def test_bf16_precision_is_deterministic(small_mnist):
 
 
 def test_weight_ema_is_the_model_evaluated_and_saved(small_mnist, tmp_path):
-    from harness.engine import WeightEMA
+    from tinymnist.engine import WeightEMA
 
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     ema = WeightEMA(net, 0.9)
@@ -171,8 +171,8 @@ def test_weight_ema_is_the_model_evaluated_and_saved(small_mnist, tmp_path):
     # Same training trajectory (train side), another evaluated model (test side).
     assert [e.train_loss for e in r.epochs] == [e.train_loss for e in plain.epochs]
     assert [e.test_loss for e in r.epochs] != [e.test_loss for e in plain.epochs]
-    from harness.engine import evaluate
-    from models import create_model
+    from tinymnist.engine import evaluate
+    from tinymnist.models import create_model
 
     saved = torch.load(tmp_path / "step4" / "seed0.pt", weights_only=True)
     net = create_model("step4")
@@ -194,7 +194,7 @@ def test_cuda_run_is_deterministic_and_learns(small_mnist):
 
 @cuda
 def test_cuda_cli_smoke(mnist_root, tmp_path):
-    from harness.cli import main
+    from tinymnist.cli import main
 
     args = [
         "train",
@@ -237,7 +237,7 @@ def test_compiled_forward_trains_like_eager(small_mnist):
 
 
 def test_resume_restores_the_weight_ema(small_mnist, tmp_path, monkeypatch):
-    import harness.engine as engine
+    import tinymnist.engine as engine
 
     recipe = replace(TINY, ema=0.99)
     ref = train(recipe, 0, small_mnist)

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cli import main
-from harness.export import export_onnx, load_checkpoint, onnx_logits, onnx_session, opset_of, torch_logits
-from harness.recipes import STEP1, STEP4
-from harness.runner import RunPlan, run_seed
+from tinymnist.cli import main
+from tinymnist.export import export_onnx, load_checkpoint, onnx_logits, onnx_session, opset_of, torch_logits
+from tinymnist.recipes import STEP1, STEP4
+from tinymnist.runner import RunPlan, run_seed
 
 
 @pytest.fixture(scope="module")
 def checkpoint(mnist, tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt")
     run_seed(
-        RunPlan(replace(STEP4, epochs=2, batch_size=32), 0, torch.device("cpu"), smoke=True),
+        RunPlan(replace(STEP4, epochs=2, batch_size=32), 0, torch.device("cpu")),
         mnist.subset(2048, 10000),
         out,
     )
@@ -62,7 +62,7 @@ def test_parity_on_real_checkpoint(mnist, tmp_path):
 
 def test_step1_exports_too(tmp_path):
     torch.manual_seed(0)
-    from models import create_model
+    from tinymnist.models import create_model
 
     model = create_model(STEP1.model).eval()
     session = onnx_session(export_onnx(model, tmp_path / "s1.onnx"))
@@ -92,7 +92,7 @@ def test_cli_export_and_evaluate(checkpoint, mnist_root, tmp_path, capsys):
     assert main(["evaluate", "--onnx", str(out), "--data-root", str(mnist_root)]) == 0
     text = capsys.readouterr().out
     model, _, _ = load_checkpoint(checkpoint)
-    from harness.data import load_mnist
+    from tinymnist.data import load_mnist
 
     d = load_mnist(mnist_root)
     ref = (torch_logits(model, d.test_x).argmax(1) == d.test_y.numpy()).mean() * 100

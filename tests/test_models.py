@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models import count_params, create_model, list_models
+from tinymnist.models import ModelError, count_params, create_model, list_models
 
 # The seed table's parameter counts. A model registered without an entry here fails test_every_model_has_count.
 EXPECTED_PARAMS = {"step1": 147_658, "step2": 8_952, "step3": 8_952, "step4": 8_952, "step5": 4_972, "step6": 9_802}
@@ -39,7 +39,7 @@ def test_every_parameter_gets_gradient(name):
 
 
 def test_unknown_model_is_clear():
-    with pytest.raises(KeyError, match="unknown model 'nope'; registered: step1"):
+    with pytest.raises(ModelError, match="unknown model 'nope'; registered: step1"):
         create_model("nope")
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import harness.cli
-import harness.data
-from harness.cli import main
-from harness.engine import train
-from harness.population import train_population
-from harness.recipes import STEP4
-from harness.runner import RunInterrupted, RunPlan, run_population, run_seed
+import tinymnist.data
+import tinymnist.workers
 from tests.conftest import interrupt_on_call, start_until_checkpoints, train_cmd, train_env
+from tinymnist.cli import main
+from tinymnist.engine import train
+from tinymnist.population import train_population
+from tinymnist.recipes import STEP4
+from tinymnist.runner import RunInterrupted, RunPlan, run_population, run_seed
 
 CPU = torch.device("cpu")
 # The step-4 recipe at the learning rate its one cycle starts from (lr / 25): the first optimizer steps of a
@@ -59,7 +59,7 @@ def test_same_population_same_bits(small_mnist):
 
 
 def test_one_member_diverging_stops_only_that_member(small_mnist, monkeypatch):
-    import harness.population as population
+    import tinymnist.population as population
 
     real = population.draw_masks
 
@@ -79,14 +79,14 @@ def test_one_member_diverging_stops_only_that_member(small_mnist, monkeypatch):
 
 
 def test_population_files_export_and_resume(small_mnist, tmp_path, monkeypatch):
-    import harness.population as population
-    from harness.export import load_checkpoint
+    import tinymnist.population as population
+    from tinymnist.export import load_checkpoint
 
     recipe = replace(STEP4, epochs=2, batch_size=64)
-    plans = [RunPlan(recipe, s, CPU, smoke=True, population=2) for s in (5, 6)]
+    plans = [RunPlan(recipe, s, CPU, population=2) for s in (5, 6)]
     ref = run_population(plans, small_mnist, tmp_path / "ref")
     for r in ref:
-        assert r.population == 2 and r.identity["population"] == 2 and r.status == "completed"
+        assert r.population == 2 and r.identity["population"] is None and r.status == "completed"
         model, rec, seed = load_checkpoint(tmp_path / "ref" / "step4" / f"seed{r.seed}.pt", 4)  # the model's own
         assert seed == r.seed and rec == recipe
 
@@ -97,8 +97,8 @@ def test_population_files_export_and_resume(small_mnist, tmp_path, monkeypatch):
         run_population(plans, small_mnist, tmp_path / "run")
     assert [len(r.epochs) for r in stop.value.results] == [1, 1]
     monkeypatch.setattr(population, "evaluate_population", real)
-    with pytest.raises(Exception, match="population 2 -> 1"):  # another population size is another run
-        run_seed(RunPlan(recipe, 5, CPU, smoke=True, population=1), small_mnist, tmp_path / "run", resume=True)
+    with pytest.raises(Exception, match="stacked 2 -> 1"):  # another population size is another run
+        run_seed(RunPlan(recipe, 5, CPU, population=1), small_mnist, tmp_path / "run", resume=True)
     resumed = run_population(plans, small_mnist, tmp_path / "run", resume=True)
     for a, b in zip(ref, resumed, strict=True):
         assert [e.test_loss for e in a.epochs] == [e.test_loss for e in b.epochs]
@@ -129,8 +129,8 @@ def _population_argv(out, seeds: str) -> list[str]:
 
 def test_cli_population_on_the_cpu(small_mnist, tmp_path, monkeypatch, capsys):
     """--population 2 on the CPU: forked single-thread workers; every seed's files, one verdict."""
-    monkeypatch.setattr(harness.cli, "_cores", lambda: 2)  # as on this machine, whatever runs the test
-    monkeypatch.setattr(harness.data, "load_mnist", lambda *a, **k: small_mnist)
+    monkeypatch.setattr(tinymnist.workers, "cores", lambda: 2)  # as on this machine, whatever runs the test
+    monkeypatch.setattr(tinymnist.data, "load_mnist", lambda *a, **k: small_mnist)
     argv = _population_argv(tmp_path, "0-2")
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -147,12 +147,12 @@ def test_cli_population_on_the_cpu(small_mnist, tmp_path, monkeypatch, capsys):
 
 
 def test_a_worker_error_is_one_line_and_its_exit_code(small_mnist, tmp_path, monkeypatch, capsys):
-    from harness.runner import seed_lock
+    from tinymnist.runner import seed_lock
 
-    monkeypatch.setattr(harness.cli, "_cores", lambda: 2)
-    monkeypatch.setattr(harness.data, "load_mnist", lambda *a, **k: small_mnist)
+    monkeypatch.setattr(tinymnist.workers, "cores", lambda: 2)
+    monkeypatch.setattr(tinymnist.data, "load_mnist", lambda *a, **k: small_mnist)
     argv = _population_argv(tmp_path, "0-1")
-    with seed_lock(tmp_path, 4, 1):  # another writer holds seed 1
+    with seed_lock(tmp_path, "step4", 1):  # another writer holds seed 1
         assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "step 4 seed 1 is being written by" in err and "Traceback" not in err
@@ -169,7 +169,7 @@ def _population_cmd(out, *extra):
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 def test_sigterm_to_the_whole_process_group_keeps_every_partial_result(mnist_root, tmp_path, monkeypatch):
     """What a CI timeout does: SIGTERM to every process of the group; the parent also forwards it."""
-    if harness.cli._cores() < 2:
+    if tinymnist.workers.cores() < 2:
         pytest.skip("one core: a population trains in-process")
     ckpts = [tmp_path / "step4" / f"seed{s}.ckpt" for s in (0, 1)]
     proc = start_until_checkpoints(
@@ -192,7 +192,7 @@ def test_sigterm_to_the_whole_process_group_keeps_every_partial_result(mnist_roo
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 def test_a_worker_killed_by_the_system_is_named(mnist_root, tmp_path):
-    if harness.cli._cores() < 2:
+    if tinymnist.workers.cores() < 2:
         pytest.skip("one core: a population trains in-process")
     ckpt = tmp_path / "step4" / "seed0.ckpt"
     proc = start_until_checkpoints(

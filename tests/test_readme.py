@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from harness import readme
-from harness.compare import Thresholds, calibrate
-from harness.results import load_results
-from harness.summary import summarize
 from tests.conftest import REPO
+from tinymnist.compare import Thresholds, calibrate
+from tinymnist.results import load_results
+from tinymnist.summary import summarize
+from tools import readme
 
 
 def test_readme_blocks_match_their_files(capsys):
@@ -21,7 +21,7 @@ def test_the_calibration_recomputes_from_the_committed_results():
         pytest.skip("reports/population/calibration.json not committed yet")
     saved = json.loads(path.read_text())
     cal = saved["calibration"]
-    runs = load_results(REPO / "reports" / "population")[saved["step"]]
+    runs = load_results(REPO / "reports" / "population")[f"step{saved['step']}"]
     values = list(summarize(runs).last_k_by_seed.values())
     again = calibrate(
         values, Thresholds(alpha=cal["alpha"], min_effect=cal["min_effect"]), splits=cal["splits"], seed=cal["seed"]

@@ -16,9 +16,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import harness.data
-from harness.cli import main
+import tinymnist.data
 from tests.conftest import REPO, interrupt_on_call, signal_after_first_checkpoint, train_cmd, train_env
+from tinymnist.cli import main
 
 TINY = [
     "--step",
@@ -40,7 +40,7 @@ TINY = [
 @pytest.fixture
 def fast_data(small_mnist, monkeypatch):
     """load_mnist answers from memory: these tests are about the harness around the data, not reading it."""
-    monkeypatch.setattr(harness.data, "load_mnist", lambda *a, **k: small_mnist)
+    monkeypatch.setattr(tinymnist.data, "load_mnist", lambda *a, **k: small_mnist)
     return small_mnist
 
 
@@ -104,7 +104,7 @@ def test_resume_over_a_completed_result_with_other_settings_is_refused(fast_data
 
 
 def test_an_interrupted_rerun_keeps_the_completed_pair(fast_data, tmp_path, monkeypatch, capsys):
-    import harness.engine as engine
+    import tinymnist.engine as engine
 
     out = tmp_path / "out"
     assert _train(out) == 0
@@ -121,10 +121,10 @@ def test_an_interrupted_rerun_keeps_the_completed_pair(fast_data, tmp_path, monk
 
 
 def test_a_second_writer_is_refused_and_named(fast_data, tmp_path, capsys):
-    from harness.runner import seed_lock
+    from tinymnist.runner import seed_lock
 
     out = tmp_path / "out"
-    with seed_lock(out, 4, 0):
+    with seed_lock(out, "step4", 0):
         assert _train(out) == 2
     err = capsys.readouterr().err
     assert f"step 4 seed 0 is being written by pid {os.getpid()}" in err
@@ -143,7 +143,7 @@ def test_a_killed_writers_temporaries_are_removed(fast_data, tmp_path):
 
 
 def test_a_full_disk_is_named_and_says_what_was_kept(fast_data, tmp_path, monkeypatch, capsys):
-    import harness.results as results
+    import tinymnist.results as results
 
     out = tmp_path / "out"
     real = results.atomic_write_pair
@@ -177,7 +177,7 @@ def test_a_full_disk_is_named_and_says_what_was_kept(fast_data, tmp_path, monkey
     ],
 )
 def test_resume_with_another_setting_names_the_field(fast_data, tmp_path, monkeypatch, capsys, change, field):
-    import harness.engine as engine
+    import tinymnist.engine as engine
 
     out = tmp_path / "out"
     real = engine.evaluate
@@ -199,7 +199,7 @@ def test_resume_with_another_setting_names_the_field(fast_data, tmp_path, monkey
 @pytest.mark.parametrize(
     "assignment, message",
     [
-        ("lr=-1", "lr=-1.0 is outside its range: it must be a finite number in (0, inf)"),
+        ("lr=-1", "lr=-1.0 is outside its range: it must be a finite number in (0, 100]"),
         ("lr=NaN", "lr=nan is outside its range"),
         ("lr=Infinity", "lr=inf is outside its range"),
         ("momentum=1", "momentum=1.0 is outside its range: it must be a finite number in [0, 1)"),
@@ -305,8 +305,8 @@ def test_evaluate_an_onnx_of_another_input_shape_exits_2(tmp_path, capsys):
 
 
 def test_export_out_problems_exit_2(tmp_path, capsys):
-    from harness.recipes import STEP4
-    from models import create_model
+    from tinymnist.models import create_model
+    from tinymnist.recipes import STEP4
 
     torch.save({"model": create_model("step4").state_dict(), "recipe": STEP4.to_dict(), "seed": 0}, tmp_path / "w.pt")
     blocker = tmp_path / "a-file"
@@ -328,7 +328,7 @@ def test_export_out_problems_exit_2(tmp_path, capsys):
 
 
 def test_an_internal_error_is_exit_3_with_the_traceback_saved(fast_data, tmp_path, monkeypatch, capsys):
-    import harness.engine as engine
+    import tinymnist.engine as engine
 
     def bug(*a, **k):
         raise RuntimeError("an unexpected bug")
@@ -364,7 +364,7 @@ def test_sigterm_writes_what_it_has_and_the_printed_command_resumes(mnist_root, 
     command = err.split("Resume with: ")[1].strip()
     assert command.endswith("--resume") and "--set lr=0.05" in command and "--train-subset 3000" in command
     argv = shlex.split(command)
-    assert argv[:3] == ["python", "-m", "harness"]
+    assert argv[:3] == [sys.executable, "-m", "tinymnist"]
     done = subprocess.run([sys.executable, *argv[1:]], env=_env(mnist_root), cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     final = json.loads((out / "step4" / "seed3.json").read_text())
@@ -375,7 +375,7 @@ def test_sigterm_writes_what_it_has_and_the_printed_command_resumes(mnist_root, 
 
 
 def test_a_non_finite_test_loss_ends_the_run_as_diverged(fast_data, tmp_path, monkeypatch, capsys):
-    import harness.engine as engine
+    import tinymnist.engine as engine
 
     monkeypatch.setattr(engine, "evaluate", lambda *a, **k: (float("nan"), 10.0))
     assert _train(tmp_path / "out") == 1
@@ -468,7 +468,7 @@ def test_any_input_ends_in_a_known_exit_code_without_a_traceback(
 
 
 def test_an_interrupt_stops_every_later_step(fast_data, tmp_path, monkeypatch, capsys):
-    import harness.engine as engine
+    import tinymnist.engine as engine
 
     monkeypatch.setattr(engine, "get_batch", interrupt_on_call(engine.get_batch, 1))
     argv = [

@@ -2,9 +2,9 @@ import re
 
 import pytest
 
-from harness.cli import main
-from harness.compare import compare
 from tests.synth import RAMP, make_result, step4_runs, write_results
+from tinymnist.cli import main
+from tinymnist.compare import compare
 
 
 @pytest.fixture
@@ -88,7 +88,8 @@ def _pair(tmp_path, old, new):
 
 def test_compare_no_regression(tmp_path, capsys):
     a, b = _pair(tmp_path, step4_runs(), step4_runs())
-    lines, regs = compare(a, b)
+    c = compare(a, b)
+    lines, regs = c.lines(), c.regressions
     assert regs == [] and any(
         line.startswith("| 4 | last-3 mean test acc | 99.47 (n=3) | 99.47 (n=3) | +0.00 | fixed rule") for line in lines
     )
@@ -99,18 +100,18 @@ def test_compare_no_regression(tmp_path, capsys):
 def test_compare_fixed_rule_below_five_seeds(tmp_path):
     worse = ((99.40, 99.41, 99.42),) * 3  # last-3 mean 99.41 vs 99.47: -0.06, within 0.10
     a, b = _pair(tmp_path, step4_runs(), step4_runs(worse))
-    assert compare(a, b)[1] == []
+    assert compare(a, b).regressions == []
     base = [make_result(4, s, RAMP + [99.6, 99.6, 99.6]) for s in range(3)]
     drop = [make_result(4, s, RAMP + [99.45, 99.45, 99.45]) for s in range(3)]  # -0.15, gates pass
     a, b = _pair(tmp_path / "x", base, drop)
-    regs = compare(a, b)[1]
+    regs = compare(a, b).regressions
     assert len(regs) == 1 and "last-3 mean test accuracy 99.45 vs 99.60 (-0.15; fixed rule" in regs[0]
 
 
 def test_compare_gate_failure(tmp_path, capsys):
     bad = ((99.45, 99.50, 99.55), (99.40, 99.39, 99.70), (99.47, 99.46, 99.50))
     a, b = _pair(tmp_path, step4_runs(), step4_runs(bad))
-    regs = compare(a, b)[1]
+    regs = compare(a, b).regressions
     assert len(regs) == 1 and "step 4 seed 1: epoch 14 test accuracy 99.39 < 99.40" in regs[0]
     assert main(["compare", str(a), str(b)]) == 1
     assert "REGRESSION" in capsys.readouterr().err
@@ -135,14 +136,14 @@ def test_compare_always_regressions(tmp_path):
     cases["zero epochs"] = zero
     for name, runs in cases.items():
         b = write_results(tmp_path / name.replace(" ", "_"), runs)
-        assert compare(a, b)[1], name
+        assert compare(a, b).regressions, name
         assert main(["compare", str(a), str(b)]) == 1, name
 
 
 def test_compare_names_a_changed_recipe(tmp_path):
     from dataclasses import replace
 
-    from harness.recipes import STEP4
+    from tinymnist.recipes import STEP4
 
     other = replace(STEP4, lr=0.05)
     new = [
@@ -150,7 +151,8 @@ def test_compare_names_a_changed_recipe(tmp_path):
         for s, l3 in enumerate(((99.45, 99.50, 99.55), (99.40, 99.42, 99.48), (99.47, 99.46, 99.50)))
     ]
     a, b = _pair(tmp_path, step4_runs(), new)
-    lines, regs = compare(a, b)
+    c = compare(a, b)
+    lines, regs = c.lines(), c.regressions
     assert regs == [] and any("| recipe |" in line and "lr 0.1 -> 0.05" in line for line in lines)
 
 
@@ -204,12 +206,13 @@ def test_compare_minimum_effect_and_alpha_flags(tmp_path):
 
 def test_compare_throughput(tmp_path):
     a, b = _pair(tmp_path, step4_runs(), step4_runs(ips=8_900.0))  # -11%
-    regs = compare(a, b)[1]
+    regs = compare(a, b).regressions
     assert len(regs) == 1 and "training throughput 8,900 vs 10,000 images/s (-11.0%" in regs[0]
     a, b = _pair(tmp_path / "ok", step4_runs(), step4_runs(ips=9_100.0))  # -9%
-    assert compare(a, b)[1] == []
+    assert compare(a, b).regressions == []
     a, b = _pair(tmp_path / "other", step4_runs(), step4_runs(ips=5_000.0, device_name="Other CPU"))
-    lines, regs = compare(a, b)
+    c = compare(a, b)
+    lines, regs = c.lines(), c.regressions
     assert regs == [] and any("skipped: different machine" in line for line in lines)
 
 
@@ -237,13 +240,13 @@ def test_compare_benchmark_json(tmp_path):
     a, b = _pair(tmp_path, step4_runs(), step4_runs())
     bench(a, 0.010)
     bench(b, 0.012)  # 10,000/s -> 8,333/s: -16.7%
-    regs = compare(a, b)[1]
+    regs = compare(a, b).regressions
     assert len(regs) == 1 and "benchmark benchmarks/x.py::t" in regs[0]
 
 
 def test_compare_missing_step_and_bad_dirs(tmp_path, capsys):
     a, b = _pair(tmp_path, step4_runs() + [make_result(1, 0, [99.1] * 3)], step4_runs())
-    regs = compare(a, b)[1]
+    regs = compare(a, b).regressions
     assert regs == [f"step 1: no results in {b}"]
     assert main(["compare", str(tmp_path / "nope"), str(b)]) == 2
     assert "no such results folder" in capsys.readouterr().err
@@ -252,8 +255,8 @@ def test_compare_missing_step_and_bad_dirs(tmp_path, capsys):
 def test_experiment_log(tmp_path):
     import json
 
-    from harness.results import save_result
     from tests.synth import make_result
+    from tinymnist.results import save_result
 
     exp = tmp_path / "exp"
     for name, lr in (("a-base", None), ("b-lr05", 0.05)):
@@ -273,4 +276,4 @@ def test_experiment_log(tmp_path):
 
 def test_compare_selected_steps(tmp_path):
     a, b = _pair(tmp_path, step4_runs(), step4_runs() + [make_result(1, 0, [98.0] * 3)])  # step 1 fails
-    assert compare(a, b)[1] and compare(a, b, steps=[4])[1] == []
+    assert compare(a, b).regressions and compare(a, b, keys=["step4"]).regressions == []

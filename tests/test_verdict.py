@@ -5,12 +5,12 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.cli import main
-from harness.recipes import RECIPES, STEP1, STEP4, STEP6, Expectation
-from harness.summary import summarize
-from harness.verdict import accuracy_reasons, judge
 from tests.conftest import REPO
 from tests.synth import RAMP, make_result, step4_runs
+from tinymnist.cli import main
+from tinymnist.recipes import RECIPES, STEP1, STEP4, STEP6, Expectation
+from tinymnist.summary import summarize
+from tinymnist.verdict import accuracy_reasons, judge
 
 GOOD = [98.0 + 0.1 * i for i in range(12)] + [99.45, 99.48, 99.50]
 
@@ -104,9 +104,9 @@ S6 = REPO / "reports" / "experiments" / "s6-bs64"
 
 def test_step6_below_its_mean_fails_in_report_compare_and_log(tmp_path, capsys):
     """Step 6 with finals 99.57, 99.56, 99.55 (mean 99.56 < 99.60): train fails it, and so must everything."""
-    from harness.results import load_results
+    from tinymnist.results import load_results
 
-    runs = load_results(S6)[6]
+    runs = load_results(S6)["step6"]
     assert [round(r.test_acc[-1], 2) for r in runs] == [99.57, 99.56, 99.55]
     assert all(r.gate["passed"] for r in runs)  # the per-seed files say pass: they must not be read back
     assert not summarize(runs).verdict.passed
@@ -125,9 +125,9 @@ def test_step6_below_its_mean_fails_in_report_compare_and_log(tmp_path, capsys):
 def test_schema_1_results_stay_readable():
     d = json.loads((REPO / "reports" / "baseline" / "step4" / "seed0.json").read_text())
     assert d["schema_version"] == 1
-    from harness.results import load_results
+    from tinymnist.results import load_results
 
-    s = summarize(load_results(REPO / "reports" / "baseline")[4])
+    s = summarize(load_results(REPO / "reports" / "baseline")["step4"])
     assert s.verdict.passed and s.last_k is not None and s.last_k.n == 3
 
 

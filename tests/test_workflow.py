@@ -6,8 +6,9 @@ import shlex
 
 import yaml
 
-from harness.cli import COMMANDS, build_parser
 from tests.conftest import REPO
+from tinymnist.cli import build_parser
+from tinymnist.commands import NAMES as COMMANDS
 
 WORKFLOW = REPO / ".github" / "workflows" / "nightly.yml"
 
@@ -51,7 +52,7 @@ def test_every_called_command_exists(tmp_path, monkeypatch):
     for script in runs:
         for m in re.finditer(r"tox (?:exec )?-e (\w+)", script):
             assert m.group(1) in envs, m.group(0)
-        for m in re.finditer(r"python -m harness ([^\n]+)", script):
+        for m in re.finditer(r"tinymnist ([^\n]+)", script):
             line = m.group(1).replace("${{ matrix.step }}", "4")
             for name, value in wf["env"].items():
                 line = line.replace(f"${name}", str(value))

@@ -1,0 +1,5 @@
+import sys
+
+from tinymnist.cli import main
+
+sys.exit(main())

@@ -1,0 +1,153 @@
+"""What CI dashboards read: JUnit XML (one test case per judged thing) and markdown job summaries.
+
+Both are rendered from the one verdict (``tinymnist.verdict``) and compare's rows; nothing here judges. The
+JUnit layout is the one GitHub's test reporters, GitLab and Jenkins read (testsuites > testsuite > testcase,
+with failure or error children and properties), written atomically like every other results file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+MAX_SUMMARY_BYTES = 1 << 20  # GitHub's limit for one step's $GITHUB_STEP_SUMMARY
+
+
+@dataclass(frozen=True)
+class Case:
+    classname: str
+    name: str
+    seconds: float
+    failure: str | None = None  # a gate or a comparison failed: its one line
+    error: str | None = None  # not a result at all (a diverged or unfinished run)
+    properties: dict[str, object] = field(default_factory=dict)
+
+
+def write_junit(path: str | os.PathLike, suite: str, cases: list[Case]) -> None:
+    from tinymnist.results import atomic_write_bytes
+
+    root = ET.Element("testsuites")
+    s = ET.SubElement(
+        root,
+        "testsuite",
+        name=suite,
+        tests=str(len(cases)),
+        failures=str(sum(c.failure is not None for c in cases)),
+        errors=str(sum(c.error is not None for c in cases)),
+        skipped="0",
+        time=f"{sum(c.seconds for c in cases):.3f}",
+    )
+    for c in cases:
+        tc = ET.SubElement(s, "testcase", classname=c.classname, name=c.name, time=f"{c.seconds:.3f}")
+        if c.properties:
+            props = ET.SubElement(tc, "properties")
+            for k, v in c.properties.items():
+                if isinstance(v, float) and not math.isfinite(v):
+                    continue
+                ET.SubElement(props, "property", name=k, value=f"{v:.6g}" if isinstance(v, float) else str(v))
+        if c.error is not None:
+            ET.SubElement(tc, "error", message=c.error, type="RunNotCompleted").text = c.error
+        elif c.failure is not None:
+            ET.SubElement(tc, "failure", message=c.failure, type="GateFailed").text = c.failure
+    ET.indent(root)
+    data = ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        from tinymnist.errors import UsageError
+
+        raise UsageError(f"--junit-xml {path}: cannot write ({e.strerror}); choose another path") from None
+
+
+def write_markdown(path: str | os.PathLike, text: str) -> None:
+    """Appends: $GITHUB_STEP_SUMMARY collects every step's markdown in one file, and a job may write twice."""
+    from tinymnist.errors import UsageError
+
+    data = text.encode()
+    if len(data) > MAX_SUMMARY_BYTES:
+        data = data[: MAX_SUMMARY_BYTES - 200] + b"\n\n(cut at GitHub's 1 MiB job-summary limit)\n"
+    try:
+        with open(path, "ab") as f:
+            f.write(data)
+    except OSError as e:
+        raise UsageError(f"--markdown {path}: cannot write ({e.strerror}); choose another path") from None
+
+
+def train_cases(outcomes) -> list[Case]:
+    """One case per (recipe, seed): its own gate; then one per recipe: the recipe-level rules."""
+    from tinymnist.stats import last_k_mean
+    from tinymnist.verdict import seed_verdict
+
+    cases = []
+    for recipe, runs, verdict in outcomes:
+        for r in runs:
+            v = seed_verdict(r)
+            props: dict[str, object] = {"params": r.params, "seconds": r.wall_seconds, "status": r.status}
+            if r.epochs:
+                props["final"] = r.test_acc[-1]
+                props["last_k_mean"] = last_k_mean(r.test_acc, recipe.expect.last_k)
+            not_result = r.status != "completed"
+            message = "; ".join(v.reasons) or None
+            cases.append(
+                Case(
+                    f"tinymnist.{recipe.key}",
+                    f"seed {r.seed}",
+                    r.wall_seconds,
+                    failure=None if not_result else message,
+                    error=message if not_result else None,
+                    properties=props,
+                )
+            )
+        seed_lines = {reason for r in runs for reason in seed_verdict(r).reasons}
+        step_only = [x for x in verdict.reasons if x not in seed_lines]
+        finals = [r.test_acc[-1] for r in runs if r.epochs]
+        props = {"seeds": len(runs), "passed": verdict.runs - len(verdict.failed_seeds)}
+        if finals:
+            props["mean_final"] = sum(finals) / len(finals)
+        cases.append(
+            Case(
+                f"tinymnist.{recipe.key}",
+                "recipe verdict (seeds present, mean final, one recipe)",
+                sum(r.wall_seconds for r in runs),
+                failure="; ".join(step_only) or None,
+                properties=props,
+            )
+        )
+    return cases
+
+
+def train_markdown(outcomes, shard) -> str:
+    from tinymnist.summary import summarize
+
+    where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
+    lines = [
+        f"## tinymnist train{where}",
+        "",
+        "| recipe | seeds | verdict | pass rate | last-3 mean | final |",
+        "|---|---|---|---|---|---|",
+    ]
+    for recipe, runs, verdict in outcomes:
+        if not runs:
+            continue
+        s = summarize(runs)
+        last = s.last_k.fmt() if s.last_k else "n/a"
+        final = s.final_test.fmt() if s.final_test else "n/a"
+        lines.append(f"| {recipe.label} | {len(runs)} | {verdict.word} | {s.pass_rate.fmt()} | {last} | {final} |")
+    return "\n".join(lines) + "\n\n"
+
+
+def compare_cases(comparison) -> list[Case]:
+    cases = []
+    for r in comparison.rows:
+        cases.append(
+            Case(
+                f"tinymnist.compare.{r.recipe}",
+                r.figure,
+                0.0,
+                failure=r.message or None if r.regression else None,
+                properties={"baseline": r.old, "new": r.new, "rule": r.rule, "p": r.p, "effect": r.effect},
+            )
+        )
+    return cases

@@ -1,0 +1,82 @@
+"""The command line: ``tinymnist COMMAND ...`` (also ``python -m tinymnist``). It only parses and dispatches:
+each command is a module of ``tinymnist.commands``; exit codes are ``tinymnist.errors``'.
+
+``main(argv)`` returns the exit code: 0 pass; 1 a gate failed, a run diverged, or a comparison found a
+regression; 2 bad usage, bad data or a missing dependency (one line); 3 an internal error (one line, and the
+saved traceback's path); 130 Ctrl-C; 143 SIGTERM. Only stdlib modules are imported before a command runs, and
+every handler here is import-free, so a Ctrl-C while torch is loading ends as 130 with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tinymnist.commands import NAMES
+from tinymnist.errors import (
+    EXIT_GATE,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    GateFailed,
+    Terminated,
+    UserError,
+    WorkerFailed,
+    internal_error,
+)
+
+PROG = "tinymnist"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="tinymnist: tiny CNNs on MNIST, gated.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in NAMES:
+        importlib.import_module(f"tinymnist.commands.{name}").add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:  # even during argument parsing or imports
+        print("\ninterrupted; no result was being written", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        # Paths that are not UTF-8 arrive as surrogate escapes: print them back as the bytes they were.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="surrogateescape")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed usage and the error
+        return int(e.code or 0)
+    args._argv = argv
+    command = importlib.import_module(f"tinymnist.commands.{args.command}")
+    try:
+        return command.run(args)
+    except UserError as e:
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except GateFailed as e:
+        print(f"GATE FAILED: {e}", file=sys.stderr)
+        return EXIT_GATE
+    except WorkerFailed as e:  # the worker has printed its own one line
+        return e.code
+    except ImportError as e:  # a dependency missing or broken: the environment's fault, not a verdict
+        name = e.name or str(e)
+        print(
+            f"{PROG} {args.command}: error: cannot import {name} ({e}); reinstall it: pip install 'tinymnist[all]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # a bug, not a verdict: exit 3, one line, the traceback kept in a file
+        return internal_error(PROG, args.command, e)

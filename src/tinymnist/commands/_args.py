@@ -1,0 +1,135 @@
+"""Argument types shared by the commands: each turns bad text into one line argparse prints, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+MAX_SEEDS = 10_000  # seeds in one command, all ranges together: keep it to what anyone trains
+SEED_LIMIT = 2**32  # torch's CPU generator keeps 32 bits of a seed: 2**32 would replay seed 0
+MAX_THREADS = 1024
+
+
+def positive_int(text: str) -> int:
+    value = integer(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be a positive integer")
+    return value
+
+
+def integer(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    return value
+
+
+def threads(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"{value} threads: at most {MAX_THREADS}")
+    return value
+
+
+def seed(text: str) -> int:
+    value = integer(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"seed {value} is outside [0, 2**32): larger seeds would alias smaller ones; choose a seed in 0-4294967295"
+        )
+    return value
+
+
+def seeds(text: str) -> list[int] | range:
+    """``7`` or a range ``0-31`` (both ends included)."""
+    lo, sep, hi = text.partition("-")
+    if not sep or not lo:
+        return [seed(text)]
+    if not hi:
+        raise argparse.ArgumentTypeError(f"seed range {text!r}: write it as START-END, e.g. 0-31")
+    a, b = seed(lo), seed(hi)
+    if b < a:
+        raise argparse.ArgumentTypeError(f"seed range {text}: the end is below the start")
+    if b - a >= MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"seed range {text}: {b - a + 1:,} seeds; at most {MAX_SEEDS:,} in one run")
+    return range(a, b + 1)
+
+
+def seed_list(groups) -> list[int]:
+    """The union of ``--seeds`` groups in the order given; the cap counts every range together."""
+    from tinymnist.errors import UsageError
+
+    seen: dict[int, None] = {}
+    for g in groups:
+        for s in g:
+            seen.setdefault(s, None)
+            if len(seen) > MAX_SEEDS:
+                raise UsageError(f"--seeds: more than {MAX_SEEDS:,} seeds in all; train at most {MAX_SEEDS:,} at once")
+    return list(seen)
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1")
+    return value
+
+
+def non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number >= 0")
+    return value
+
+
+def step(text: str) -> int:
+    from tinymnist.recipes import RECIPES
+
+    value = integer(text)
+    if value not in RECIPES:
+        raise argparse.ArgumentTypeError(f"unknown step {value}; known steps: {', '.join(map(str, sorted(RECIPES)))}")
+    return value
+
+
+def recipe_key(text: str) -> str:
+    """A recipe as ``--steps`` names it: a step number (``4``) or a recipe's name (``step4``, ``sep4k``)."""
+    return f"step{text}" if text.isdigit() else text
+
+
+def shard(text: str) -> tuple[int, int]:
+    """``K/N``: the K-th (1-based) of N shards, as pytest-split's ``--group K --splits N``."""
+    k, sep, n = text.partition("/")
+    try:
+        kk, nn = int(k), int(n)
+    except ValueError:
+        kk = nn = 0
+    if not sep or nn < 1 or not 1 <= kk <= nn or nn > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: write K/N with 1 <= K <= N, e.g. 2/4 for the second of four")
+    return kk, nn
+
+
+def writable_dir(text: str) -> Path:
+    """Create the folder now and prove it writable, so a bad --out fails before minutes of training."""
+    import tempfile
+
+    path = Path(text)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text}: cannot create or write this folder ({e.strerror}); choose another --out"
+        ) from None
+    return path
+
+
+def add_data_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./data)")

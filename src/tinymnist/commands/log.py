@@ -1,0 +1,28 @@
+"""``tinymnist log``: the experiment log (markdown) from a folder of experiment result folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinymnist.errors import EXIT_OK, UsageError
+
+
+def add_parser(sub) -> None:
+    g = sub.add_parser("log", help="experiment log (markdown) from a folder of experiment result folders")
+    g.add_argument("experiments", help="folder whose sub-folders are --out folders of `train` runs")
+    g.add_argument("--out", required=True, help="markdown file to write, e.g. reports/experiments.md")
+
+
+def run(args) -> int:
+    from tinymnist.experiments import build_log
+
+    if not Path(args.experiments).is_dir():
+        raise UsageError(f"{args.experiments}: no such folder")
+    try:
+        path = build_log(args.experiments, args.out)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"--out {args.out}: cannot write ({e.strerror}); choose another --out") from None
+    print(f"wrote {path}")
+    return EXIT_OK

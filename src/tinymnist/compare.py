@@ -1,0 +1,295 @@
+"""``tinymnist compare BASELINE_DIR NEW_DIR``: flag accuracy, gate and throughput regressions.
+
+Accuracy, per step, on the seeds' last-3-epoch mean test accuracy:
+- with at least 5 seeds on both sides, a one-sided Welch t-test: a regression when p < alpha (0.01) **and** the
+  mean drops by at least the minimum effect (0.05 points), so that neither noise nor a trivial drop fails CI;
+- with fewer, the old fixed rule: a regression when the mean drops by more than 0.10 points.
+Each row says which rule judged it, with p where it can be computed.
+
+Always a regression, whatever the statistics say: NEW's step fails its gate (``tinymnist.verdict.judge``: a run
+not completed or short of epochs, a non-finite figure, a failing seed or mean); a baseline seed missing from
+NEW (when NEW reuses the baseline's seeds; a disjoint, fresh sample of seeds must be at least as large); a step
+missing from NEW. A recipe that differs from the baseline's gets its own row naming the changed fields.
+
+Throughput: a drop of more than 10% in training images/s per step, or in any benchmark of the pytest-benchmark
+``*.json`` files in the two folders, compared only between runs on the same machine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinymnist.recipes import short_name, sort_key
+from tinymnist.results import load_benchmarks, load_results, machine_name
+from tinymnist.stats import welch_drop_p
+from tinymnist.summary import StepSummary, summarize
+
+MIN_SEEDS_FOR_TEST = 5  # a t-test on fewer seeds a side has too little power to be worth its name
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    alpha: float = 0.01  # one-sided Welch t-test, >= MIN_SEEDS_FOR_TEST seeds a side
+    min_effect: float = 0.05  # points of mean last-3 accuracy: smaller drops are never regressions
+    max_acc_drop: float = 0.10  # points: the fixed rule, for fewer seeds
+    max_throughput_drop: float = 0.10  # fraction
+
+
+def _bench_throughput(folder: Path) -> tuple[dict[str, float], str]:
+    """Per-second figure of every benchmark in the folder's pytest-benchmark JSON files, and their machine."""
+    files = sorted(p for p in folder.rglob("*.json") if not p.name.startswith("seed"))
+    benches, machine = load_benchmarks(files, strict=False)
+    figures = {
+        b.get("fullname", b["name"]): b.get("extra_info", {}).get("batch", 1) / b["stats"]["median"] for b in benches
+    }
+    return figures, machine_name(machine)
+
+
+@dataclass(frozen=True)
+class AccuracyCheck:
+    rule: str  # what judged it, for the row
+    drop: float  # baseline mean minus NEW mean, in points (positive = worse)
+    p: float  # one-sided Welch p-value; nan where it cannot be computed
+    regression: bool
+
+
+def accuracy_check(old: StepSummary, new: StepSummary, t: Thresholds) -> AccuracyCheck | None:
+    """The accuracy judgement of one step; None when either side has no finished run."""
+    a, b = list(old.last_k_by_seed.values()), list(new.last_k_by_seed.values())
+    if not a or not b:
+        return None
+    return accuracy_rule(a, b, t)
+
+
+def accuracy_rule(a: Sequence[float], b: Sequence[float], t: Thresholds) -> AccuracyCheck:
+    """Baseline seeds' figures ``a`` against NEW's ``b`` (each seed's last-3 mean): the one accuracy rule."""
+    drop = sum(a) / len(a) - sum(b) / len(b)
+    p = welch_drop_p(b, a) if len(a) >= 2 and len(b) >= 2 else math.nan
+    if len(a) >= MIN_SEEDS_FOR_TEST and len(b) >= MIN_SEEDS_FOR_TEST:
+        rule = f"Welch t-test, p {_p(p)} (alpha {t.alpha:g}), min effect {t.min_effect:.2f}"
+        bad = p < t.alpha and drop >= t.min_effect
+    else:
+        rule = f"fixed rule: drop <= {t.max_acc_drop:.2f} (n < {MIN_SEEDS_FOR_TEST}; p {_p(p)} for reference)"
+        bad = drop > t.max_acc_drop
+    return AccuracyCheck(rule, drop, p, bad or not math.isfinite(drop))
+
+
+def _p(p: float) -> str:
+    return "n/a" if math.isnan(p) else f"{p:.2g}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One compared figure: a row of the printed table, a JUnit test case, a line of the job summary."""
+
+    recipe: str  # "4" for a built-in step, else the recipe's name; "bench" for benchmarks
+    figure: str
+    old: str
+    new: str
+    diff: str
+    rule: str
+    verdict: str  # "ok", "REGRESSION", or a note ("new step", "skipped: different machine")
+    message: str = ""  # the regression's one line, when it is one
+    p: float = math.nan
+    effect: float = math.nan  # NEW minus baseline, in the figure's units
+
+    @property
+    def regression(self) -> bool:
+        return self.verdict == "REGRESSION"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    rows: tuple[Row, ...]
+
+    @property
+    def regressions(self) -> list[str]:
+        return [r.message for r in self.rows if r.regression]
+
+    def lines(self) -> list[str]:
+        """The markdown table ``compare`` prints (and ``--markdown`` writes)."""
+        out = ["| step | figure | baseline | new | difference | rule | verdict |", "|---|---|---|---|---|---|---|"]
+        out += [
+            f"| {r.recipe} | {r.figure} | {r.old} | {r.new} | {r.diff} | {r.rule} | {r.verdict} |" for r in self.rows
+        ]
+        return out
+
+
+def compare(
+    baseline: str | os.PathLike, new: str | os.PathLike, t: Thresholds = Thresholds(), keys: list[str] | None = None
+) -> Comparison:
+    """Every compared figure of NEW against the baseline; ``keys`` limits it to those recipes (``step4``)."""
+    old_r, new_r = load_results(baseline), load_results(new)
+    if keys:
+        old_r = {k: r for k, r in old_r.items() if k in keys}
+        new_r = {k: r for k, r in new_r.items() if k in keys}
+    if not old_r:
+        raise FileNotFoundError(f"{baseline}: no <recipe>/seed*.json results to compare against")
+    if not new_r:
+        raise FileNotFoundError(f"{new}: no <recipe>/seed*.json results to compare")
+    rows: list[Row] = []
+
+    def row(key, figure, old, new, diff, bad, rule="", note="", message="", **figures):
+        verdict = "REGRESSION" if bad else (note or "ok")
+        rows.append(Row(short_name(key), figure, old, new, diff, rule, verdict, message if bad else "", **figures))
+
+    def throughput(key, figure: str, old: float, new: float, same_machine: bool, what: str, unit: str) -> None:
+        """Throughput is compared only between runs on the same machine; a drop beyond the limit regresses."""
+        d = new / old - 1
+        values = (f"{old:,.0f}{unit}", f"{new:,.0f}{unit}", f"{d:+.1%}")
+        if not same_machine:
+            row(key, figure, *values, False, note="skipped: different machine", effect=d)
+            return
+        bad = d < -t.max_throughput_drop
+        message = f"{what} {new:,.0f} vs {old:,.0f}{unit} ({d:+.1%}, limit -{t.max_throughput_drop:.0%})"
+        row(key, figure, *values, bad, f"drop <= {t.max_throughput_drop:.0%}", message=message, effect=d)
+
+    for key in sorted(set(old_r) | set(new_r), key=sort_key):
+        label = (new_r.get(key) or old_r[key])[0].label
+        if key not in new_r:
+            row(key, "runs", f"{len(old_r[key])} seeds", "missing", "", True, message=f"{label}: no results in {new}")
+            continue
+        old_seeds = sorted(r.seed for r in old_r.get(key, []))
+        new_seeds = {r.seed for r in new_r[key]}
+        # NEW reusing the baseline's seeds must hold all of them; a fresh sample must be as large.
+        required = old_seeds if new_seeds & set(old_seeds) else []
+        n = summarize(new_r[key], required)
+        row(
+            key,
+            "gate",
+            "",
+            f"{n.verdict.word}, {n.pass_rate.fmt()}",
+            "",
+            not n.verdict.passed,
+            "tinymnist.verdict",
+            message="; ".join(n.verdict.reasons),
+        )
+        if old_seeds and not required:
+            small = len(new_seeds) < len(old_seeds)
+            row(
+                key,
+                "seeds",
+                f"{len(old_seeds)}",
+                f"{len(new_seeds)}, none of the baseline's",
+                "",
+                small,
+                "a fresh sample must be at least as large",
+                message=f"{label}: {len(new_seeds)} fresh seeds against the baseline's {len(old_seeds)}; a smaller "
+                "sample cannot stand for it",
+            )
+        if key not in old_r:
+            row(
+                key,
+                "last-3 mean test acc",
+                "missing",
+                f"{n.last_k.mean:.2f}" if n.last_k else "n/a",
+                "",
+                False,
+                note="new recipe",
+            )
+            continue
+        o = summarize(old_r[key])
+        changed = o.recipe.diff(n.recipe)
+        if changed:
+            row(key, "recipe", "", "", "; ".join(changed), False, note="changed: not the same experiment")
+        acc = accuracy_check(o, n, t)
+        if acc is not None and o.last_k is not None and n.last_k is not None:
+            row(
+                key,
+                f"last-{n.k} mean test acc",
+                f"{o.last_k.mean:.2f} (n={o.last_k.n})",
+                f"{n.last_k.mean:.2f} (n={n.last_k.n})",
+                f"{0.0 - acc.drop:+.2f}",
+                acc.regression,
+                acc.rule,
+                message=f"{label}: last-{n.k} mean test accuracy {n.last_k.mean:.2f} vs {o.last_k.mean:.2f} "
+                f"({0.0 - acc.drop:+.2f}; {acc.rule})",
+                p=acc.p,
+                effect=0.0 - acc.drop,
+            )
+        if o.images_per_second and n.images_per_second:
+            throughput(
+                key,
+                "train images/s",
+                o.images_per_second.mean,
+                n.images_per_second.mean,
+                o.machines == n.machines,
+                f"{label}: training throughput",
+                " images/s",
+            )
+
+    old_b, old_m = _bench_throughput(Path(baseline))
+    new_b, new_m = _bench_throughput(Path(new))
+    for name in sorted(set(old_b) & set(new_b)):
+        throughput("bench", name, old_b[name], new_b[name], old_m == new_m, f"benchmark {name}", "/s")
+    return Comparison(tuple(rows))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How often ``accuracy_rule`` says "regression" when one half of a population's seeds is compared with the
+    other half, shifted down by ``shift`` points: at 0 the false-alarm rate, above it the power."""
+
+    n_seeds: int
+    half: int
+    splits: int
+    seed: int
+    alpha: float
+    min_effect: float
+    rates: dict[float, float]  # shift (points) -> fraction of splits flagged
+
+
+def calibrate(
+    values: Sequence[float],
+    t: Thresholds = Thresholds(),
+    shifts: Sequence[float] = (0.0, 0.05, 0.10),
+    splits: int = 1000,
+    seed: int = 0,
+) -> Calibration:
+    """Random halves of ``values`` (per-seed last-3 means of one step), ``splits`` times, from a seeded
+    generator: the measured error rates of compare's rule on real seed-to-seed noise."""
+    v = np.asarray(values, dtype=float)
+    half = len(v) // 2
+    if half < MIN_SEEDS_FOR_TEST:
+        raise ValueError(
+            f"{len(v)} seeds: calibration needs at least {2 * MIN_SEEDS_FOR_TEST}, so that each half "
+            "is judged by the t-test"
+        )
+    rng = np.random.default_rng(seed)
+    orders = [rng.permutation(len(v)) for _ in range(splits)]
+    rates = {}
+    for shift in shifts:
+        flagged = sum(
+            accuracy_rule(list(v[o[:half]]), list(v[o[half : 2 * half]] - shift), t).regression for o in orders
+        )
+        rates[float(shift)] = flagged / splits
+    return Calibration(len(v), half, splits, seed, t.alpha, t.min_effect, rates)
+
+
+def calibration_report(
+    runs, t: Thresholds, splits: int, seed: int, command: str
+) -> tuple[dict, Calibration, StepSummary]:
+    """``tinymnist calibrate``'s file: compare's measured error rates on one recipe's population, with the
+    population's own statistics beside them."""
+    from dataclasses import asdict
+
+    s = summarize(runs)
+    cal = calibrate(list(s.last_k_by_seed.values()), t, splits=splits, seed=seed)
+    stats = {name: asdict(v) for name, v in (("last_k", s.last_k), ("final", s.final_test)) if v is not None}
+    report = {
+        "command": command,
+        "step": s.step,
+        "recipe": s.recipe.key,
+        "seeds": list(s.seeds),
+        "calibration": {**asdict(cal), "rates": {str(k): v for k, v in cal.rates.items()}},
+        "pass_rate": asdict(s.pass_rate),
+        "verdict": s.verdict.word,
+        "stats": stats,
+    }
+    return report, cal, s

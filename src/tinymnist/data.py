@@ -1,0 +1,203 @@
+"""MNIST as four tensors on the training device, read once, normalized once; batched augmentation.
+
+Files are read by our own IDX reader so that a broken file gets a one-line error naming it; torchvision is
+used only to download when the files are absent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tinymnist.errors import UserError
+
+MEAN, STD = 0.1307, 0.3081
+FILES = {
+    "train_images": ("train-images-idx3-ubyte", 2051, 60000),
+    "train_labels": ("train-labels-idx1-ubyte", 2049, 60000),
+    "test_images": ("t10k-images-idx3-ubyte", 2051, 10000),
+    "test_labels": ("t10k-labels-idx1-ubyte", 2049, 10000),
+}
+DEFAULT_ROOT = "./data"
+
+
+class DataError(UserError):
+    """Bad or missing data; the message names the file and the fix. The CLI turns it into exit code 2."""
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> Path:
+    return Path(root or os.environ.get("MNIST_ROOT") or DEFAULT_ROOT)
+
+
+def _find(raw: Path, name: str) -> Path | None:
+    for cand in (raw / name, raw / f"{name}.gz"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.ndarray:
+    """Read an IDX file (raw or .gz) of unsigned bytes into an array, checking every header field."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # a flipped byte in a .gz is a CRC or zlib error
+        raise DataError(f"{path}: cannot be read ({type(e).__name__}: {e}); replace it with an intact copy") from None
+    if len(data) < 4:
+        raise DataError(f"{path}: truncated ({len(data)} bytes, no IDX header); replace it with an intact copy")
+    magic = int.from_bytes(data[:4], "big")
+    ndim = data[3]
+    if data[:2] != b"\0\0" or data[2] != 0x08 or not 1 <= ndim <= 4 or (expect_magic and magic != expect_magic):
+        want = f"0x{expect_magic:08x}" if expect_magic else "0x0000080N"
+        raise DataError(
+            f"{path}: wrong magic number 0x{magic:08x} (expected {want}); "
+            "this is not an MNIST IDX file of unsigned bytes"
+        )
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated IDX header; replace it with an intact copy")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    need = header + math.prod(shape)
+    if len(data) != need:
+        what = "truncated" if len(data) < need else "has trailing bytes"
+        raise DataError(
+            f"{path}: {what}: {len(data)} bytes, header shape {shape} needs {need}; replace it with an intact copy"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Inverse of read_idx for uint8 arrays (used by tests and tools that build small datasets)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    head = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(head + array.tobytes())
+
+
+def _download(root: Path) -> None:
+    from torchvision.datasets import MNIST  # imported here: only the download path needs it
+
+    for train in (True, False):
+        MNIST(root=str(root), train=train, download=True)
+
+
+def _all_found(found: dict[str, Path | None]) -> dict[str, Path] | None:
+    paths = {k: v for k, v in found.items() if v is not None}
+    return paths if len(paths) == len(found) else None
+
+
+def _locate(root: Path, download: bool) -> dict[str, Path]:
+    raw = root / "MNIST" / "raw"
+    found = {k: _find(raw, name) for k, (name, _, _) in FILES.items()}
+    if (paths := _all_found(found)) is not None:
+        return paths
+    if download:
+        try:
+            _download(root)
+        except Exception:  # no network, read-only folder, server down: all end in the same advice
+            pass
+        found = {k: _find(raw, name) for k, (name, _, _) in FILES.items()}
+        if (paths := _all_found(found)) is not None:
+            return paths
+    missing = ", ".join(FILES[k][0] for k, v in found.items() if not v)
+    raise DataError(
+        f"MNIST not found: missing {missing} (raw or .gz) in {raw.resolve()}"
+        f"{' and the download failed' if download else ''}; "
+        "point --data-root or MNIST_ROOT at the folder that holds MNIST/raw/ "
+        "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)"
+    )
+
+
+@dataclass
+class MNISTTensors:
+    train_x: torch.Tensor  # (60000, 1, 28, 28) float32, normalized
+    train_y: torch.Tensor  # (60000,) int64
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def to(self, device) -> MNISTTensors:
+        return MNISTTensors(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)))
+
+    def subset(self, n_train: int, n_test: int) -> MNISTTensors:
+        return MNISTTensors(self.train_x[:n_train], self.train_y[:n_train], self.test_x[:n_test], self.test_y[:n_test])
+
+
+def _pair(img_path: Path, lbl_path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(img_path, FILES["train_images"][1])
+    labels = read_idx(lbl_path, FILES["train_labels"][1])
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DataError(f"{img_path}: images are {images.shape[1:]} pixels, expected 28x28; this is not MNIST")
+    if labels.ndim != 1:
+        raise DataError(f"{lbl_path}: labels have shape {labels.shape}, expected one dimension")
+    if len(images) != len(labels):
+        raise DataError(
+            f"{img_path} holds {len(images)} images but {lbl_path} holds {len(labels)} labels; "
+            "the files come from different sets"
+        )
+    if len(images) != count:
+        raise DataError(f"{img_path}: {len(images)} images, expected {count}; replace it with the original")
+    if labels.size and labels.max() > 9:
+        bad = int(np.argmax(labels > 9))
+        raise DataError(f"{lbl_path}: label {labels[bad]} at index {bad} is outside 0-9")
+    return images, labels
+
+
+def load_mnist(
+    root: str | os.PathLike | None = None, device: str | torch.device = "cpu", download: bool = True
+) -> MNISTTensors:
+    """Validate every file, then put the whole dataset on ``device`` as normalized float32."""
+    paths = _locate(resolve_root(root), download)
+    tr = _pair(paths["train_images"], paths["train_labels"], FILES["train_images"][2])
+    te = _pair(paths["test_images"], paths["test_labels"], FILES["test_images"][2])
+
+    def images(a: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(a.copy()).to(device=device, dtype=torch.float32).unsqueeze(1)
+        return (x / 255.0 - MEAN) / STD
+
+    def labels(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.int64)).to(device)
+
+    return MNISTTensors(images(tr[0]), labels(tr[1]), images(te[0]), labels(te[1]))
+
+
+# The value a black (0) pixel has after normalization: what rotation and shifts must fill in at the borders.
+BACKGROUND = (0.0 - MEAN) / STD
+
+
+def augment(
+    x: torch.Tensor, generator: torch.Generator, max_degrees: float, max_shift: float, max_scale: float = 0.0
+) -> torch.Tensor:
+    """Rotate each image by U(-max_degrees, max_degrees), shift it by U(-max_shift, max_shift) of its size
+    and, with ``max_scale``, zoom it by U(1 - max_scale, 1 + max_scale).
+
+    One affine_grid + grid_sample over the whole batch; the random draws come from ``generator`` only,
+    so a run's augmentation is a pure function of its seed.
+    """
+    if max_degrees == 0 and max_shift == 0 and max_scale == 0:
+        return x  # exactly the input; grid_sample's identity is only exact to ~1e-5
+    n = x.shape[0]
+    u = torch.rand(n, 3, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
+    angle = u[:, 0] * math.radians(max_degrees)
+    shift = u[:, 1:] * (2 * max_shift)  # affine_grid works in [-1, 1] coordinates: the image spans 2 units
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    if max_scale:
+        # Drawn after the rotation and shift, so recipes without a zoom keep their exact draws. The grid
+        # maps output to input coordinates: dividing by the zoom enlarges the digit when zoom > 1.
+        zoom = 1 + (torch.rand(n, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * max_scale
+        cos, sin = cos / zoom, sin / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Sample the offset from the background so that pixels coming in from outside are black, not grey.
+    out = F.grid_sample(x - BACKGROUND, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out + BACKGROUND

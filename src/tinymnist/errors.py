@@ -1,0 +1,78 @@
+"""Exit codes and the errors behind them, importable without torch.
+
+The command line catches these before anything heavy is imported, so a Ctrl-C while torch is still loading,
+or a dependency that is missing, never reaches a handler that imports torch again (issue 18, B1).
+
+Exit codes, one meaning each:
+0 pass; 1 a gate failed, a run diverged, or a comparison found a regression; 2 bad usage, bad data or a
+missing dependency (one line naming the argument, file or package, and the fix); 3 an internal error (one line
+and the path of the saved traceback); 130 interrupted by Ctrl-C; 143 by SIGTERM. A crash is never 1.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_GATE = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class UserError(Exception):
+    """The input's fault (an argument, a file, a plugin): one line naming it and the fix; exit code 2."""
+
+
+class UsageError(UserError):
+    """A bad argument or combination of arguments."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what CI timeouts and `kill` send): handled like Ctrl-C, so what was trained is written."""
+
+
+class WorkerFailed(Exception):
+    """A worker process of a CPU population ended with ``code``; it has printed its own one line."""
+
+    def __init__(self, code: int):
+        super().__init__(f"a worker process ended with exit code {code}")
+        self.code = code
+
+
+class GateFailed(Exception):
+    """A gate that fails before any training (a model over its parameter budget): exit code 1."""
+
+
+def internal_error(prog: str, command: str, error: BaseException, say=None) -> int:
+    """A bug, not a verdict: one line naming the error and the file its traceback is saved in; exit code 3."""
+    import sys
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(error))
+    try:
+        fd, path = tempfile.mkstemp(prefix="tinymnist-crash-", suffix=".txt")
+        with open(fd, "w") as f:
+            f.write(text)
+        where = f"traceback saved to {path}"
+    except OSError:
+        where = "the traceback could not be saved"
+    first = str(error).splitlines()[0] if str(error) else ""
+    line = f"{prog} {command}: internal error: {type(error).__name__}: {first} ({where}); please report it"
+    if say is not None:  # a worker: the parent prints it
+        say(line)
+    else:
+        print(line, file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+EXTRAS = {"onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "matplotlib": "report"}
+
+
+def require(module: str, command: str) -> None:
+    """A dependency a command needs (an extra), named with the pip line that installs it, before it runs."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        extra = EXTRAS.get(module, "all")
+        raise UsageError(f"{command} needs {module}, which is not installed: pip install 'tinymnist[{extra}]'")

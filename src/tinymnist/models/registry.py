@@ -1,0 +1,152 @@
+"""Where models come from, in the order a name is looked up:
+
+1. the built-ins, registered with ``@register_model`` (timm's pattern); no plugin can take one of their names;
+2. installed plugins: entry point group ``tinymnist.models``, name -> ``"pkg.mod:builder"``. They are listed by
+   name without importing anything, and a plugin's module is imported only when that name is used
+   (lm-evaluation-harness's lazy registry), so a broken plugin breaks only the runs that ask for it;
+3. an import path ``"pkg.mod:builder"``, anywhere a name is accepted.
+
+A builder is a callable returning an ``nn.Module``; ``create_model`` checks that it does, and that the module
+maps a ``(2, 1, 28, 28)`` batch to ``(2, 10)`` logits, so a wrong model is named before any data is read.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from collections.abc import Callable
+from importlib import metadata
+
+import torch
+import torch.nn as nn
+
+from tinymnist.errors import UserError
+
+ENTRY_POINT_GROUP = "tinymnist.models"
+INPUT_SHAPE, NUM_CLASSES = (1, 28, 28), 10
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+class ModelError(UserError):
+    """A model that cannot be found, imported, built or run; the message names it and the fix."""
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    if fn.__name__ in _REGISTRY:
+        raise ValueError(f"model {fn.__name__!r} is registered twice")
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def builtin_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def plugin_entry_points() -> dict[str, metadata.EntryPoint]:
+    """Installed plugin models by name, not loaded. A plugin may not take a built-in's name: it is left out."""
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name not in _REGISTRY}
+
+
+def shadowing_plugins() -> list[metadata.EntryPoint]:
+    """Plugins that declare a built-in's name (ignored: built-ins cannot be replaced)."""
+    return [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name in _REGISTRY]
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Built-in names, then plugin names, each sorted; nothing is imported."""
+    plugins = sorted(plugin_entry_points())
+    return [n for n in [*builtin_models(), *plugins] if fnmatch.fnmatch(n, pattern)]
+
+
+def is_import_path(name: str) -> bool:
+    return ":" in name
+
+
+def _import_object(path: str, what: str):
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ModelError(f"{what} {path!r}: write an import path as package.module:callable")
+    try:
+        obj = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise ModelError(
+            f"{what} {path!r}: module {e.name!r} not found; install it or add its folder to PYTHONPATH"
+        ) from None
+    except Exception as e:  # the user's module raised while importing: name it, not where inside it broke
+        raise ModelError(f"{what} {path!r}: importing {module_name} failed ({type(e).__name__}: {e})") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ModelError(f"{what} {path!r}: {module_name} has no attribute {attr!r}") from None
+    return obj
+
+
+def get_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder behind a built-in name, a plugin name or an import path."""
+    if not isinstance(name, str) or not name:
+        raise ModelError(f"model {name!r}: give a registered name or an import path package.module:callable")
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if is_import_path(name):
+        builder = _import_object(name, "model")
+    else:
+        ep = plugin_entry_points().get(name)
+        if ep is None:
+            raise ModelError(
+                f"unknown model {name!r}; registered: {', '.join(list_models())}; or give an import path "
+                "package.module:callable"
+            )
+        try:
+            builder = ep.load()
+        except Exception as e:  # a broken plugin is named in one line, and only here, where it is used
+            raise ModelError(
+                f"model {name!r} (plugin {ep.value}, from {_dist(ep)}) cannot be loaded: {type(e).__name__}: {e}"
+            ) from None
+    if not callable(builder):
+        raise ModelError(f"model {name!r}: {type(builder).__name__} is not callable; point it at a builder")
+    return builder
+
+
+def _dist(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "an installed package"
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build model ``name`` with ``kwargs`` and check that it is a module mapping (2, 1, 28, 28) to (2, 10)."""
+    builder = get_builder(name)
+    try:
+        model = builder(**kwargs)
+    except Exception as e:
+        raise ModelError(
+            f"model {name!r} with model_kwargs {kwargs}: its builder raised {type(e).__name__}: {e}"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model {name!r}: its builder returned a {type(model).__name__}, not a torch.nn.Module")
+    check_shape(model, name)
+    return model
+
+
+def check_shape(model: nn.Module, name: str) -> None:
+    """One forward pass of two blank images in eval mode (no statistics touched): logits must be (2, 10)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *INPUT_SHAPE))
+    except Exception as e:  # e.g. a feature map smaller than a kernel
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ModelError(
+            f"model {name!r} cannot run on a (2, 1, 28, 28) batch ({type(e).__name__}: {first[:200]}); check its sizes"
+        ) from None
+    finally:
+        model.train(was_training)
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != (2, NUM_CLASSES):
+        raise ModelError(f"model {name!r}: a (2, 1, 28, 28) batch gives {shape}, not (2, {NUM_CLASSES}) logits")
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,371 @@
+"""``tinymnist report RESULTS_DIR --out DIR``: REPORT.md and its PNGs, built from results JSON only.
+
+It only renders: every figure comes from ``tinymnist.summary.StepSummary`` (statistics from ``tinymnist.stats``,
+the verdict from ``tinymnist.verdict.judge``); nothing in the output is typed by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from tinymnist.recipes import Recipe, short_name
+from tinymnist.results import RunResult, atomic_write_bytes, load_benchmarks, load_results, machine_name
+from tinymnist.stats import OLYMPIC_MIN_N, SeedStats
+from tinymnist.summary import TARGET, StepSummary, summarize
+
+OVERFIT_GAP = 0.3  # train minus test, in points, above which a step is called over-fitting
+
+
+def analysis(s: StepSummary) -> list[str]:
+    """Sentences derived from the numbers of one step."""
+    lines = []
+    budget = s.recipe.expect.max_params
+    if budget:
+        lines.append(f"{s.params:,} parameters: {'within' if s.params < budget else 'OVER'} the {budget:,} budget.")
+    else:
+        lines.append(f"{s.params:,} parameters: {s.params / 10_000:.1f}x the 10,000 budget of the mission.")
+    if s.per_epoch and s.best_at and s.final_test:
+        last = s.per_epoch[-1]
+        if last.gap > OVERFIT_GAP:
+            lines.append(
+                f"Over-fits: train {last.train:.2f} vs test {last.test:.2f} at epoch "
+                f"{last.epoch} (gap {last.gap:+.2f}, mean of {len(s.seeds)} seeds)."
+            )
+        elif last.gap < 0:
+            lines.append(
+                f"No over-fitting: test {last.test:.2f} is above train {last.train:.2f} at epoch "
+                f"{last.epoch} (train is measured under augmentation/dropout; gap {last.gap:+.2f})."
+            )
+        else:
+            lines.append(
+                f"Little over-fitting: train {last.train:.2f} vs test {last.test:.2f} at epoch "
+                f"{last.epoch} (gap {last.gap:+.2f})."
+            )
+        acc, ep, seed = s.best_at
+        lines.append(
+            f"Best single epoch {acc:.2f} (seed {seed}, epoch {ep}); the final epoch averages "
+            f"{s.final_test.mean:.2f}, min {s.final_test.min:.2f}."
+        )
+        n = len(s.at_target)
+        lines.append(f"≥ {TARGET} in each of the last {s.k} epochs for {s.last_k_at_target} of {n} seeds.")
+        stable = [v for v in s.stable_from.values() if v is not None]
+        if stable:
+            lines.append(
+                f"Stays ≥ {TARGET} from epoch {min(stable)} at best, {max(stable)} at worst, for "
+                f"{len(stable)} of {n} seeds."
+            )
+    ref = s.recipe.seed_reference
+    if ref and s.best_test and s.final_test:
+        lines.append(
+            f"Seed write-up: best test {ref['best_test']:.2f}; ours {s.best_test.mean:.2f} mean of "
+            f"best epochs ({s.best_test.mean - ref['best_test']:+.2f}), "
+            f"{s.final_test.mean:.2f} at the final epoch."
+        )
+    lines.append(
+        f"Gate: {s.verdict.word} ({s.pass_rate.fmt()} pass their own checks"
+        + ("" if s.verdict.passed or s.verdict.failed_seeds else "; the step-level check fails")
+        + ")."
+    )
+    return lines
+
+
+def _fmt(sp: SeedStats | None, digits: int = 2) -> str:
+    if sp is None:
+        return "n/a | | | |"
+    sd = "n/a" if math.isnan(sp.sd) else f"{sp.sd:.{digits}f}"
+    return f"{sp.mean:.{digits}f} | {sp.min:.{digits}f} | {sp.max:.{digits}f} | {sd}"
+
+
+def _stat_row(name: str, sp: SeedStats | None) -> str:
+    if sp is None:
+        return f"| {name} | 0 | | | | |"
+    sd = "n/a" if math.isnan(sp.sd) else f"{sp.sd:.3f}"
+    olympic = "" if sp.olympic is None else f"{sp.olympic:.3f}"
+    return f"| {name} | {sp.n} | {sp.mean:.3f} | {sd} | {sp.ci(3)} | {olympic} |"
+
+
+def _augmentation(r: Recipe) -> str:
+    parts = (
+        ([f"rotation ±{r.max_degrees}°"] if r.max_degrees else [])
+        + ([f"shift ±{r.max_shift * 28:.1f} px"] if r.max_shift else [])
+        + ([f"zoom ×{1 - r.max_scale:g}-{1 + r.max_scale:g}"] if r.max_scale else [])
+    )
+    return ", ".join(parts) or "none"
+
+
+def _options(r: Recipe) -> str:
+    """The recipe's other settings where they differ from the defaults (EMA, precision, ...)."""
+    changed = [
+        f"{k} {getattr(r, k)}"
+        for k in ("nesterov", "weight_decay", "label_smoothing", "ema", "precision", "compile")
+        if getattr(r, k) != Recipe.__dataclass_fields__[k].default
+    ]
+    return f"; {', '.join(changed)}" if changed else ""
+
+
+def _step_section(s: StepSummary) -> list[str]:
+    r: Recipe = s.recipe
+    e = r.expect
+    target = []
+    if e.max_params:
+        target.append(f"fewer than {e.max_params:,} parameters")
+    if e.min_best_test is not None:
+        target.append(f"best test accuracy ≥ {e.min_best_test:.2f}")
+    if e.min_last_k is not None:
+        target.append(f"test accuracy ≥ {e.min_last_k:.2f} in each of the last {e.last_k} epochs")
+    if e.min_final is not None:
+        target.append(f"final test accuracy ≥ {e.min_final:.2f}")
+    if e.min_mean_final is not None:
+        target.append(f"mean final test accuracy ≥ {e.min_mean_final:.2f}")
+    sched = r.schedule if r.schedule == "constant" else f"{r.schedule} (peak {r.lr})"
+    out = [
+        f"## {r.label[0].upper() + r.label[1:]}: {r.name}",
+        "",
+        f"**Target.** {'; '.join(target)}; for each of seeds {list(r.seeds)}, in {r.epochs} epochs.",
+        f"Recipe: model `{r.model}`{f' {r.model_kwargs}' if r.model_kwargs else ''}, batch {r.batch_size}, "
+        f"{r.optimizer} lr {r.lr} "
+        f"momentum {r.momentum}, schedule {sched}, augmentation {_augmentation(r)}{_options(r)}.",
+        "",
+        f"**Result** (seeds {list(s.seeds)}, {s.epochs} epochs; mean | min | max | SD over seeds):",
+        "",
+        "| figure | mean | min | max | SD |",
+        "|---|---|---|---|---|",
+        f"| parameters | {s.params:,} | | | |",
+        f"| best train accuracy | {_fmt(s.best_train)} |",
+        f"| best test accuracy | {_fmt(s.best_test)} |",
+        f"| final-epoch test accuracy | {_fmt(s.final_test)} |",
+        f"| mean test accuracy, last {s.k} epochs | {_fmt(s.last_k)} |",
+        f"| training seconds per epoch | {_fmt(s.epoch_seconds, 1)} |",
+        f"| evaluation seconds per epoch | {_fmt(s.eval_seconds, 2)} |",
+        f"| training images per second | {_fmt(s.images_per_second, 0)} |",
+        f"| wall seconds per run | {_fmt(s.wall_seconds, 0)} |",
+        "",
+        f"**Seed statistics** (n seeds; 95% CI of the mean from Student's t; olympic mean drops the best and "
+        f"the worst seed, from n = {OLYMPIC_MIN_N}). Gate pass rate: **{s.pass_rate.fmt()}** (Wilson interval).",
+        "",
+        "| figure | n | mean | SD | 95% CI | olympic mean |",
+        "|---|---|---|---|---|---|",
+        _stat_row(f"last-{s.k} mean test accuracy", s.last_k),
+        _stat_row("final-epoch test accuracy", s.final_test),
+        _stat_row("best test accuracy", s.best_test),
+        "",
+        f"Machine: {'; '.join(s.machines)}; torch {', '.join(s.torch)}; commit {', '.join(s.git_sha)}.",
+        "",
+    ]
+    ref = r.seed_reference
+    if ref and s.best_test and s.best_train:
+        out += [
+            "| vs the seed write-up | seed | ours (mean) | difference |",
+            "|---|---|---|---|",
+            f"| parameters | {ref['params']:,} | {s.params:,} | {s.params - ref['params']:+,} |",
+            f"| best train | {ref['best_train']:.2f} | {s.best_train.mean:.2f} | "
+            f"{s.best_train.mean - ref['best_train']:+.2f} |",
+            f"| best test | {ref['best_test']:.2f} | {s.best_test.mean:.2f} | "
+            f"{s.best_test.mean - ref['best_test']:+.2f} |",
+            "",
+        ]
+    out += [
+        "<details><summary>Per epoch (mean over seeds): train, test, gap; epochs at or above 99.4 per seed</summary>",
+        "",
+        "| epoch | train | test | train − test |",
+        "|---|---|---|---|",
+    ]
+    out += [f"| {p.epoch} | {p.train:.2f} | {p.test:.2f} | {p.gap:+.2f} |" for p in s.per_epoch]
+    out += [""] + [f"- seed {seed}: {eps if eps else 'none'}" for seed, eps in s.at_target.items()]
+    out += ["", "</details>", "", "**Analysis.**", ""] + [f"- {line}" for line in analysis(s)]
+    if s.verdict.reasons:
+        out += [""] + [f"- gate failure: {x}" for x in s.verdict.reasons]
+    return out + [""]
+
+
+def _benchmark_section(bench: list[dict]) -> list[str]:
+    train = [b for b in bench if b.get("extra_info", {}).get("kind") == "train"]
+    infer = [b for b in bench if b.get("extra_info", {}).get("kind") == "inference"]
+    out = ["## Benchmarks", ""]
+    if train:
+        out += [
+            "| training | step | device | pipeline | batch | images/s (median) | rounds |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for b in sorted(train, key=lambda b: (b["extra_info"]["step"], b["extra_info"]["device"], b["name"])):
+            x = b["extra_info"]
+            out.append(
+                f"| {b['name']} | {x['step']} | {x['device']} | {x['pipeline']} | {x['batch']} | "
+                f"{x['batch'] / b['stats']['median']:,.0f} | {b['stats']['rounds']} |"
+            )
+        out.append("")
+    if infer:
+        out += ["| inference | engine | batch | threads | median ms | images/s |", "|---|---|---|---|---|---|"]
+        for b in sorted(infer, key=lambda b: (b["extra_info"]["batch"], b["extra_info"]["engine"])):
+            x = b["extra_info"]
+            out.append(
+                f"| {b['name']} | {x['engine']} | {x['batch']} | {x.get('threads', '')} | "
+                f"{b['stats']['median'] * 1e3:.3f} | {x['batch'] / b['stats']['median']:,.0f} |"
+            )
+        out.append("")
+    return out
+
+
+def plots(summaries: dict[str, StepSummary], results: dict[str, list[RunResult]], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = list(results)  # in load_results' order: built-in steps first
+    names = []
+
+    def save(fig, name):
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        atomic_write_bytes(out / name, buf.getvalue())
+        names.append(name)
+
+    cols = min(len(steps), 2)
+    rows = -(-len(steps) // cols)
+    for what, fname, ylabel in (("acc", "accuracy.png", "accuracy (%)"), ("loss", "loss.png", "loss")):
+        fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 3.8 * rows), squeeze=False, layout="constrained")
+        for ax, step in zip(axes.flat, steps, strict=False):  # more axes than steps
+            for i, r in enumerate(results[step]):
+                ep = [e.epoch for e in r.epochs]
+                c = f"C{i}"
+                tr = [e.train_acc if what == "acc" else e.train_loss for e in r.epochs]
+                te = [e.test_acc if what == "acc" else e.test_loss for e in r.epochs]
+                ax.plot(ep, te, "-o", ms=3, color=c, label=f"test, seed {r.seed}")
+                ax.plot(ep, tr, "--", color=c, alpha=0.7, label=f"train, seed {r.seed}")
+            if what == "acc":
+                ax.axhline(TARGET, color="k", lw=1, ls=":", label="99.4")
+                ax.set_ylim(98.0, 100.0)
+            else:
+                ax.set_yscale("log")
+            ax.set_title(f"{summaries[step].recipe.label}: {summaries[step].params:,} params")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(steps) :]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7, loc="lower right" if what == "acc" else "upper right")
+        save(fig, fname)
+
+    sched = [s for s in steps if summaries[s].recipe.schedule != "constant"]
+    if sched:
+        fig, ax = plt.subplots(figsize=(5.2, 3.2))
+        for s in sched:
+            r = results[s][0]
+            ax.plot([e.epoch for e in r.epochs], [e.lr for e in r.epochs], "-o", ms=3, label=summaries[s].recipe.label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("learning rate (end of epoch)")
+        ax.set_title("learning-rate schedule")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        save(fig, "lr.png")
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for i, s in enumerate(steps):
+        sm = summaries[s]
+        if sm.final_test is None:
+            continue
+        f = sm.final_test
+        ax.errorbar(
+            [sm.params], [f.mean], yerr=[[f.mean - f.min], [f.max - f.mean]], fmt="o", capsize=4, label=sm.recipe.label
+        )
+        # Steps that share a network sit on one vertical line: alternate the labels above and below.
+        ax.annotate(
+            sm.recipe.label,
+            (sm.params, f.mean),
+            textcoords="offset points",
+            xytext=(6, -12 if i % 2 else 4),
+            fontsize=8,
+        )
+    ax.axhline(TARGET, color="k", lw=1, ls=":")
+    ax.axvline(10_000, color="r", lw=1, ls=":")
+    ax.annotate(
+        "10,000-parameter budget",
+        (10_000, ax.get_ylim()[0]),
+        textcoords="offset points",
+        xytext=(3, 3),
+        fontsize=7,
+        color="r",
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("final-epoch test accuracy (%), mean and range")
+    ax.set_title("parameters vs accuracy")
+    ax.grid(alpha=0.3)
+    save(fig, "params_vs_accuracy.png")
+
+    # Every seed's last-k mean, one column per step, against each step's own threshold: how far the seeds
+    # spread, and how close the worst of them comes to the line, is what a mean alone hides.
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(steps), 3.6))
+    for i, s in enumerate(steps):
+        sm = summaries[s]
+        values = list(sm.last_k_by_seed.values())
+        if not values:
+            continue
+        jitter = [(j % 7 - 3) * 0.04 for j in range(len(values))]
+        ax.scatter([i + d for d in jitter], values, s=14, color=f"C{i}", zorder=3)
+        if sm.last_k is not None:
+            ax.hlines(sm.last_k.mean, i - 0.3, i + 0.3, color="k", lw=1.5)
+        line = sm.recipe.expect.min_last_k
+        if line is not None:
+            ax.hlines(line, i - 0.4, i + 0.4, color="r", lw=1, ls="--")
+    ax.set_xticks(range(len(steps)), [summaries[s].recipe.label for s in steps])
+    ax.set_ylabel(f"mean test accuracy, last {summaries[steps[0]].k} epochs (%)")
+    ax.set_title("every seed (dots), the mean (black), the gate's threshold (red)", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    save(fig, "seeds.png")
+    return names
+
+
+def build_report(
+    results_dir: str | os.PathLike, out_dir: str | os.PathLike, bench_paths: Sequence[str | os.PathLike] = ()
+) -> Path:
+    results = load_results(results_dir)
+    if not results:
+        raise FileNotFoundError(f"{results_dir}: no <recipe>/seed*.json results; run tinymnist train first")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = {s: summarize(rs) for s, rs in results.items()}
+    images = plots(summaries, results, out)
+    lines = [
+        "# tinymnist report",
+        "",
+        f"Generated by `tinymnist report {results_dir}` from {sum(map(len, results.values()))} "
+        "results files; do not edit by hand. Accuracies in percent on the 10,000 MNIST test images; "
+        "SD is the sample standard deviation over seeds.",
+        "",
+        "| step | change | params | gate | seeds passing (95% CI) | best test (mean) | final test mean "
+        "| final test min | last-3 mean (95% CI) | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s, sm in summaries.items():
+        if sm.final_test is None or sm.best_test is None or sm.last_k is None or sm.epoch_seconds is None:
+            lines.append(
+                f"| {short_name(s)} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.pass_rate.fmt()} "
+                "| | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {short_name(s)} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.pass_rate.fmt()} | "
+            f"{sm.best_test.mean:.2f} | {sm.final_test.mean:.2f} | {sm.final_test.min:.2f} | "
+            f"{sm.last_k.mean:.2f} ({sm.last_k.ci()}) | {sm.epoch_seconds.mean:.1f} |"
+        )
+    lines.append("")
+    for name in images:
+        lines += [f"![{name[:-4]}]({name})", ""]
+    for sm in summaries.values():
+        lines += _step_section(sm)
+    if bench_paths:
+        bench, machine = load_benchmarks(bench_paths)
+        lines += _benchmark_section(bench)
+        if machine:
+            lines += [f"Benchmark machine: {machine_name(machine)}, python {machine.get('python_version', '')}.", ""]
+    path = out / "REPORT.md"
+    atomic_write_bytes(path, "\n".join(lines).encode())
+    return path

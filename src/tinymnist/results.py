@@ -1,0 +1,417 @@
+"""Versioned JSON results and atomic file writes (temporary file in the same folder, fsync, rename)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tinymnist.errors import UserError
+from tinymnist.recipes import Recipe, label_of, sort_key
+
+SCHEMA_VERSION = 2
+# Schema 1 (reports/baseline/) lacks `identity` and `population`; it stays readable, with their defaults.
+READABLE_SCHEMAS = (1, 2)
+
+
+TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # MNIST's full sets: fewer means a smoke run
+
+
+class ResultsError(UserError, ValueError):
+    """A results file that cannot be read; the message names it."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half of one.
+
+    The temporary name is unique per writer, so two processes writing into one folder cannot collide.
+    """
+    _write_files([(path, data)])
+
+
+def atomic_write_pair(items: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
+    """Write several files as one (a result and its weights): a signal or a full disk never leaves a new file
+    beside an old one."""
+    _write_files(items)
+
+
+def _write_files(items: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
+    """Every temporary is written and synced first (beside its target, so the rename is atomic), then all are
+    renamed in a row with SIGINT and SIGTERM held back; a failure before the renames changes nothing."""
+    import signal
+
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, data in items:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged.append((tmp, path))
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for everyone who may read them
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        held = {signal.SIGINT, signal.SIGTERM}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            for tmp, path in staged:
+                os.replace(tmp, path)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def torch_bytes(obj) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode()
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_bytes(path, json_bytes(obj))
+
+
+def atomic_torch_save(path: str | os.PathLike, obj) -> None:
+    atomic_write_bytes(path, torch_bytes(obj))
+
+
+def load_torch_data(path: str | os.PathLike, device="cpu", fix: str = "delete it") -> dict:
+    """A checkpoint or weights file as plain data (tensors, numbers, strings, lists, dicts).
+
+    ``weights_only=True``: a file that holds code is refused before any of it runs, and says so; a damaged
+    file is named. Every torch file the harness reads comes through here.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's weights-only unpickler names the object it refused ("GLOBAL posix.system"); anything else
+        # it cannot parse is a damaged or foreign file.
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if found:
+            raise ResultsError(
+                f"{path}: refused: it holds Python code ({found.group(1)}), not only tensors and "
+                f"numbers; nothing in it was run; {fix}"
+            ) from None
+        raise ResultsError(f"{path}: not a torch checkpoint (unreadable pickle); {fix}") from None
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot be read ({e.strerror}); {fix}") from None
+    except Exception as e:  # a truncated zip, or not a torch file at all
+        raise ResultsError(f"{path}: damaged ({type(e).__name__}: {str(e).splitlines()[0][:100]}); {fix}") from None
+    if not isinstance(state, dict):
+        raise ResultsError(f"{path}: not a tinymnist file (holds a {type(state).__name__}); {fix}")
+    return state
+
+
+def _git(*args: str) -> str:
+    # The commit of the project being trained: the working directory's checkout (the user's repository, or
+    # a worktree that `bisect` made), not wherever the tinymnist package happens to be installed.
+    return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5).stdout.strip()
+
+
+@functools.cache
+def git_sha() -> str:
+    """The checkout's commit (``-dirty`` with uncommitted changes), read once per process: the code that
+    started the run, even if the checkout moves on while it trains (forked workers inherit it)."""
+    try:
+        sha = _git("rev-parse", "--short=12", "HEAD")
+        if not sha:
+            return "unknown"
+        return sha + ("-dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+MAX_JSON_BYTES = 64 << 20  # a results file is a few kB; anything near this is not one (or is /dev/zero)
+
+
+def read_regular_file(path: str | os.PathLike, what: str, max_bytes: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; a FIFO, a device (``/dev/zero``)
+    or a folder is refused by name before anything is read, so a bad path can neither hang nor fill memory."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, a device or a socket)"
+        raise ResultsError(f"{path}: {kind}; pass a {what}")
+    if st.st_size > max_bytes:
+        raise ResultsError(f"{path}: {st.st_size:,} bytes, too large for a {what} (at most {max_bytes:,})")
+    try:
+        with open(path, "rb") as f:
+            return f.read(max_bytes + 1)
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot be read ({e.strerror})") from None
+
+
+def read_json(path: str | os.PathLike, what: str):
+    """A JSON file, read safely (``read_regular_file``); damage, or nesting too deep to parse, is named."""
+    data = read_regular_file(path, what)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ResultsError(f"{path}: not a {what} (nested too deeply)") from None
+    except ValueError as e:  # includes UnicodeDecodeError
+        raise ResultsError(f"{path}: not a {what} (not valid JSON: {str(e)[:120]})") from None
+
+
+def _check_fields(obj: dict, types: dict[str, tuple[type, ...]], where: str) -> dict:
+    """Each present field of ``obj`` of its type (an int is a float; a bool is not a number); ints to 64 bits."""
+    for name, kinds in types.items():
+        if name not in obj:
+            continue
+        value = obj[name]
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = obj[name] = float(value)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if ok and isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            ok = False
+        if not ok:
+            want = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+            raise ValueError(f"{where}{name} is {shown}, not a {want}")
+    return obj
+
+
+_NONE = type(None)
+EPOCH_TYPES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "train_loss": (float,),
+    "train_acc": (float,),
+    "test_loss": (float,),
+    "test_acc": (float,),
+    "lr": (float,),
+    "seconds": (float,),
+    "eval_seconds": (float,),
+    "images_per_second": (float,),
+}
+RESULT_TYPES: dict[str, tuple[type, ...]] = {
+    "step": (int,),
+    "seed": (int,),
+    "params": (int,),
+    "recipe": (dict,),
+    "epochs": (list,),
+    "gate": (dict,),
+    "status": (str,),
+    "device": (str,),
+    "device_name": (str,),
+    "threads": (int,),
+    "torch": (str,),
+    "git_sha": (str,),
+    "planned_epochs": (int,),
+    "train_images": (int,),
+    "test_images": (int,),
+    "wall_seconds": (float,),
+    "diverged_at": (dict, _NONE),
+    "schema_version": (int,),
+    "extra": (dict,),
+    "identity": (dict,),
+    "population": (int,),
+}
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    lr: float  # learning rate at the epoch's last step
+    seconds: float  # training, this epoch
+    eval_seconds: float  # evaluation on the test set, timed apart
+    images_per_second: float
+
+
+@dataclass
+class RunResult:
+    step: int
+    seed: int
+    params: int
+    recipe: dict
+    epochs: list[EpochStats]
+    gate: dict
+    status: str  # completed | diverged | interrupted
+    device: str
+    device_name: str
+    threads: int
+    torch: str
+    git_sha: str
+    planned_epochs: int
+    train_images: int
+    test_images: int
+    wall_seconds: float
+    diverged_at: dict | None = None  # {"epoch": e, "batch": b, "loss": "nan"}
+    schema_version: int = SCHEMA_VERSION
+    extra: dict = field(default_factory=dict)
+    identity: dict = field(default_factory=dict)  # what makes two runs the same run (see tinymnist.runner)
+    population: int = 1  # how many seeds trained together with this one
+
+    @property
+    def test_acc(self) -> list[float]:
+        return [e.test_acc for e in self.epochs]
+
+    @property
+    def key(self) -> str:
+        """The recipe's name on disk (``stepN`` for a built-in step, and for results of earlier versions)."""
+        key = self.recipe.get("key")
+        return key if isinstance(key, str) and key else f"step{self.step}"
+
+    @property
+    def label(self) -> str:
+        """How messages name the recipe: "step 4", or a recipe file's name."""
+        return label_of(self.key)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunResult:
+        if not isinstance(d, dict) or d.get("schema_version") not in READABLE_SCHEMAS:
+            got = d.get("schema_version") if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"results schema {got!r}, this harness reads {', '.join(map(str, READABLE_SCHEMAS))}")
+        d = _check_fields(dict(d), RESULT_TYPES, "")
+        missing = [f for f in RESULT_TYPES if f not in d and f not in _OPTIONAL]
+        if missing:
+            raise ValueError(f"field {missing[0]} is missing")
+        unknown = sorted(set(d) - set(RESULT_TYPES))
+        if unknown:
+            raise ValueError(f"field {unknown[0]} is not a results field")
+        epochs = []
+        for i, e in enumerate(d["epochs"], start=1):
+            if not isinstance(e, dict):
+                raise ValueError(f"epochs[{i}] is {type(e).__name__}, not an object")
+            e = _check_fields(dict(e), EPOCH_TYPES, f"epochs[{i}].")
+            if set(e) != set(EPOCH_TYPES):
+                gone = sorted(set(EPOCH_TYPES) ^ set(e))
+                raise ValueError(f"epochs[{i}] field {gone[0]} is missing or unknown")
+            for name in ("train_acc", "test_acc"):
+                # NaN is recorded (a diverged run) and judged as non-finite; a number outside 0-100 is no
+                # accuracy at all, and must not pass silently.
+                if math.isfinite(e[name]) and not 0 <= e[name] <= 100:
+                    raise ValueError(f"epochs[{i}].{name} is {e[name]}, outside [0, 100]")
+            epochs.append(EpochStats(**e))
+        d["epochs"] = epochs
+        return cls(**d)
+
+
+_OPTIONAL = ("diverged_at", "schema_version", "extra", "identity", "population")
+
+
+def result_path(out_dir: str | os.PathLike, key: str, seed: int, suffix: str = ".json") -> Path:
+    """``OUT/<key>/seed<S><suffix>``: ``key`` is the recipe's (``step4``, or a recipe file's name)."""
+    return Path(out_dir) / key / f"seed{seed}{suffix}"
+
+
+def save_result(out_dir: str | os.PathLike, result: RunResult) -> Path:
+    path = result_path(out_dir, result.key, result.seed)
+    atomic_write_json(path, result.to_dict())
+    return path
+
+
+def load_result(path: str | os.PathLike) -> RunResult:
+    d = read_json(path, "tinymnist results file")
+    try:
+        result = RunResult.from_dict(d)
+        Recipe.from_dict(result.recipe)  # a recipe this harness cannot read is a bad file, found here
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ResultsError(f"{path}: not a tinymnist results file ({e}); regenerate it with tinymnist train") from None
+    name = Path(path).name
+    if name.startswith("seed") and name.endswith(".json") and name != f"seed{result.seed}.json":
+        raise ResultsError(f"{path}: holds seed {result.seed}, not the seed its name says; rename or remove it")
+    return result
+
+
+def load_results(results_dir: str | os.PathLike) -> dict[str, list[RunResult]]:
+    """Every ``<key>/seed*.json`` under a folder, grouped by recipe key (built-in steps first, in order), sorted
+    by seed. A folder holding a seed twice, or another recipe's results, is refused by name: either would be
+    judged as something it is not."""
+    by_key: dict[str, list[RunResult]] = {}
+    where: dict[tuple[str, int], Path] = {}
+    for p in sorted(Path(results_dir).glob("*/seed*.json")):
+        if not re.fullmatch(r"seed\d+\.json", p.name):
+            continue
+        r = load_result(p)
+        if r.key != p.parent.name:
+            raise ResultsError(f"{p}: holds results of recipe {r.key!r}, not of {p.parent.name!r}; move it")
+        if (r.key, r.seed) in where:
+            raise ResultsError(f"{p}: seed {r.seed} of {r.key} is also in {where[r.key, r.seed]}; keep one")
+        where[r.key, r.seed] = p
+        by_key.setdefault(r.key, []).append(r)
+    return {k: sorted(by_key[k], key=lambda r: r.seed) for k in sorted(by_key, key=sort_key)}
+
+
+def load_benchmarks(paths, strict: bool = True) -> tuple[list[dict], dict]:
+    """Benchmarks and machine info from pytest-benchmark JSON files. ``strict=False`` skips other JSON files."""
+    benches: list[dict] = []
+    machine: dict = {}
+    for p in paths:
+        try:
+            d = read_json(p, "pytest-benchmark JSON file")
+        except ResultsError:
+            if strict:
+                raise
+            continue
+        if not isinstance(d, dict) or "benchmarks" not in d:
+            if strict:
+                raise ResultsError(f"{p}: not a pytest-benchmark JSON file (no 'benchmarks')")
+            continue
+        benches += _checked_benchmarks(p, d)
+        info = d.get("machine_info", machine)
+        if not isinstance(info, dict) or not isinstance(info.get("cpu", {}), dict):
+            raise ResultsError(f"{p}: machine_info is not an object; regenerate the file with tox -e bench")
+        machine = info
+    return benches, machine
+
+
+def _checked_benchmarks(p, d: dict) -> list[dict]:
+    """Every benchmark of a pytest-benchmark file with the fields the report and compare read, typed."""
+    benches = d["benchmarks"]
+    if not isinstance(benches, list):
+        raise ResultsError(f"{p}: 'benchmarks' is not a list; regenerate the file with tox -e bench")
+    for i, b in enumerate(benches):
+        where = f"{p}: benchmarks[{i}]"
+        if not isinstance(b, dict) or not isinstance(b.get("name"), str):
+            raise ResultsError(f"{where} has no name; regenerate the file with tox -e bench")
+        for name in ("stats", "params", "extra_info"):
+            if not isinstance(b.get(name, {}), dict):
+                raise ResultsError(f"{where} ({b['name']}): {name} is not an object; regenerate it with tox -e bench")
+        median = b.get("stats", {}).get("median")
+        if isinstance(median, bool) or not isinstance(median, (int, float)) or not 0 < median < float("inf"):
+            raise ResultsError(
+                f"{p}: benchmark {b['name']} has no positive median time; regenerate the file with tox -e bench"
+            )
+    return benches
+
+
+def machine_name(machine: dict) -> str:
+    return machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?"))

@@ -1,0 +1,449 @@
+"""The runner around the engine: it turns training runs into files and a verdict.
+
+It owns everything the engine does not: the results folder (one lock per step and seed, atomic writes, no
+completed result ever lost), checkpoints (plain data, loaded with ``weights_only=True``), resume (the same run
+or a refusal naming what differs), SIGTERM, and the step verdict (``tinymnist.verdict.judge``).
+
+Files of one seed, in ``OUT/stepN/``: ``seedS.json`` (the result), ``seedS.pt`` (final weights, beside a
+completed result only), ``seedS.ckpt`` (the last finished epoch, while a run is unfinished), ``seedS.lock``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tinymnist import engine, results
+from tinymnist.data import MNISTTensors
+from tinymnist.errors import Terminated, UserError
+from tinymnist.recipes import Recipe, label_of
+from tinymnist.results import (
+    ResultsError,
+    RunResult,
+    atomic_torch_save,
+    git_sha,
+    json_bytes,
+    load_result,
+    load_torch_data,
+    result_path,
+    save_result,
+    torch_bytes,
+)
+from tinymnist.verdict import Verdict, judge, seed_verdict
+
+
+class RunnerError(UserError):
+    """A run the runner refuses or cannot record (busy seed, resume mismatch, unsafe checkpoint, full disk).
+    The message is one line naming the file and the fix; the CLI turns it into exit code 2."""
+
+
+class RunInterrupted(Exception):
+    """Training stopped by a signal; ``results`` are what was written (or kept) for the seeds in training."""
+
+    def __init__(self, results: list[RunResult], path: Path, kept_completed: bool, signal_name: str):
+        super().__init__("interrupted")
+        self.results, self.path, self.kept_completed, self.signal_name = results, path, kept_completed, signal_name
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a command asked seeds to be trained, whatever trains them (one process, workers, a stacked model)."""
+
+    out: Path
+    resume: bool = False
+    max_batches: int | None = None  # a dry run: this many batches per epoch
+    eval_limit: int | None = None  # a dry run: evaluate on this many test images
+    progress: bool = False
+    # --population as the user gave it; None when the harness chose it. Only what the user asked for is part
+    # of a run's identity: a default that follows the machine's cores (taskset, another runner) must not
+    # refuse the printed resume command (issue 18, B2).
+    requested_population: int | None = None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One seed's run, and everything that decides what it computes."""
+
+    recipe: Recipe
+    seed: int
+    device: torch.device
+    max_batches: int | None = None
+    eval_limit: int | None = None
+    population: int = 1  # how many seeds trained together with this one (recorded)
+    requested_population: int | None = None  # what the user asked for (a resume must match it)
+
+    def identity(self, data: MNISTTensors, stacked: int = 1) -> dict:
+        """A resume continues a checkpoint only if every field here is equal (the recipe includes the epochs
+        and the precision; the subsets are the first N images, so their sizes name them)."""
+        test = len(data.test_x) if self.eval_limit is None else min(self.eval_limit, len(data.test_x))
+        return {
+            "recipe": self.recipe.to_dict(),
+            "seed": self.seed,
+            "train_images": len(data.train_x),
+            "test_images": test,
+            "max_batches": self.max_batches,
+            "device": self.device.type,
+            "population": self.requested_population,
+            # Seeds stacked into one model (torch.func) compute with other kernels than one seed alone: the
+            # stack's size is part of what a run computes. It follows --population and the device type only.
+            "stacked": stacked,
+        }
+
+
+def _identity_of(result: RunResult) -> dict:
+    # Schema-1 results recorded no identity: compare what they did record.
+    return result.identity or {
+        "recipe": result.recipe,
+        "seed": result.seed,
+        "test_images": result.test_images,
+        "device": result.device,
+    }
+
+
+def identity_mismatch(old: dict, new: dict) -> str | None:
+    """The first field where two identities differ, said in words; None when they agree."""
+    for key, value in new.items():
+        if key not in old or old[key] == value:
+            continue
+        if key == "population" and (value is None or old[key] is None):
+            continue  # a default the harness chose, on either side, is not the user's setting
+        if key == "recipe":
+            try:
+                changes = Recipe.from_dict(old[key]).diff(Recipe.from_dict(value))
+            except (TypeError, ValueError):
+                changes = ["the recipe"]
+            if not changes:  # the same recipe, recorded by another version (fields added since): equal
+                continue
+            return "recipe " + "; ".join(changes)
+        return f"{key} {old[key]} -> {value}"
+    return None
+
+
+@contextmanager
+def seed_lock(out: Path, key: str, seed: int) -> Iterator[None]:
+    """One writer per (out, recipe, seed). The lock is the kernel's (flock), so a killed writer never leaves
+    a stale one; the file only says who holds it."""
+    path = result_path(out, key, seed, ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise RunnerError(f"{path.parent}: cannot write here ({e.strerror}); choose another --out") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise RunnerError(
+                f"{path}: {label_of(key)} seed {seed} is being written by {holder}; wait for it to "
+                "finish or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temporaries(out: Path, key: str, seed: int) -> None:
+    # atomic_write_bytes names its temporaries .seedS.<suffix>.<random>.tmp; under this seed's lock, any
+    # left are from a writer that was killed between write and rename.
+    for p in (Path(out) / key).glob(f".seed{seed}.*.tmp"):
+        p.unlink(missing_ok=True)
+
+
+def _write(what: str, path: Path, kept: str, fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except OSError as e:
+        raise RunnerError(f"{path}: cannot write the {what} ({e.strerror}); kept: {kept}") from None
+
+
+class _Member:
+    """One seed's files under its lock: what is there before the run, and how its outcome is written."""
+
+    def __init__(self, plan: RunPlan, data: MNISTTensors, out: Path, resume: bool, stacked: int = 1):
+        recipe, seed = plan.recipe, plan.seed
+        self.plan, self.out = plan, Path(out)
+        self.done, self.ckpt, self.weights = (result_path(out, recipe.key, seed, s) for s in (".json", ".ckpt", ".pt"))
+        _remove_stale_temporaries(self.out, recipe.key, seed)
+        self.ident = plan.identity(data, stacked)
+        prev = None
+        if self.done.exists():
+            try:
+                prev = load_result(self.done)
+            except ResultsError:
+                if resume:
+                    raise
+        self.completed = prev is not None and prev.status == "completed" and self.weights.exists()
+        self.start: dict | None = None
+        self.result: RunResult | None = None  # set when --resume finds this seed already completed
+        if resume and self.ckpt.exists():
+            self.start = load_torch_data(self.ckpt, plan.device, fix="delete it and rerun without --resume")
+            why = identity_mismatch(self.start.get("identity", {}), self.ident)
+            if why:
+                raise RunnerError(
+                    f"{self.ckpt}: --resume of another run ({why}); resume with the settings it was "
+                    "started with (its command is printed when it stops), or rerun without --resume"
+                )
+        elif resume and prev is not None and prev.status == "completed":
+            why = identity_mismatch(_identity_of(prev), self.ident)
+            if why:
+                raise RunnerError(
+                    f"{self.done}: --resume over a completed result with other settings ({why}); "
+                    "nothing was changed. Rerun without --resume to replace it, or use another --out"
+                )
+            self.result = prev
+        self.commit = git_sha()  # the code that started the run, even if the checkout moves on while it trains
+        self.epoch = 0
+
+    def on_epoch(self, snapshot: dict) -> None:
+        kept = (f"the checkpoint of epoch {self.epoch}" if self.epoch else "nothing of this run") + (
+            f", and the completed result {self.done}" if self.completed else ""
+        )
+        state = {"identity": self.ident, **snapshot}
+        _write("checkpoint", self.ckpt, kept, lambda: atomic_torch_save(self.ckpt, state))
+        self.epoch = snapshot["epoch"]
+
+    def interrupted(self, trained: engine.Trained) -> RunResult:
+        result = to_result(trained, self.plan, self.ident, self.commit)
+        if not self.completed:  # an interrupted rerun never replaces a completed result-and-weights pair
+            _write("partial result", self.done, f"the checkpoint {self.ckpt}", lambda: save_result(self.out, result))
+        return result
+
+    def finish(self, trained: engine.Trained) -> RunResult:
+        result = to_result(trained, self.plan, self.ident, self.commit)
+        recipe, seed = self.plan.recipe, self.plan.seed
+        if trained.status == "completed":
+            kept = f"the checkpoint {self.ckpt}; free space and rerun with --resume to write the results"
+            state = {"model": trained.state_dict, "recipe": recipe.to_dict(), "seed": seed}
+            pair = [(self.weights, torch_bytes(state)), (self.done, json_bytes(result.to_dict()))]
+            _write("result and final weights", self.done, kept, lambda: results.atomic_write_pair(pair))
+            self.ckpt.unlink(missing_ok=True)
+        else:  # diverged: a result without weights; old weights would not belong to it
+            _write("result", self.done, "nothing of this run", lambda: save_result(self.out, result))
+            self.weights.unlink(missing_ok=True)
+        return result
+
+
+def _signal_name(e: engine.Interrupted) -> str:
+    return "SIGTERM" if isinstance(e.cause, Terminated) else "SIGINT"
+
+
+def run_seed(
+    plan: RunPlan, data: MNISTTensors, out: Path, *, resume: bool = False, progress: bool = False
+) -> RunResult:
+    """Train one seed into ``out`` (or return its completed result under ``--resume``)."""
+    with seed_lock(Path(out), plan.recipe.key, plan.seed):
+        m = _Member(plan, data, out, resume)
+        if m.result is not None:
+            return m.result
+        try:
+            trained = engine.train(
+                plan.recipe,
+                plan.seed,
+                data,
+                plan.device,
+                max_batches=plan.max_batches,
+                eval_limit=plan.eval_limit,
+                progress=progress,
+                start=m.start,
+                on_epoch=m.on_epoch,
+            )
+        except engine.Interrupted as e:
+            assert isinstance(e.trained, engine.Trained)
+            result = m.interrupted(e.trained)
+            raise RunInterrupted([result], m.ckpt if m.completed else m.done, m.completed, _signal_name(e)) from None
+        return m.finish(trained)
+
+
+def run_population(
+    plans: Sequence[RunPlan], data: MNISTTensors, out: Path, *, resume: bool = False, progress: bool = False
+) -> list[RunResult]:
+    """Train the seeds of ``plans`` (one recipe) at once as one stacked model (``tinymnist.population``); each
+    seed gets its own lock, files and result, exactly as ``run_seed`` gives it. Seeds resumed from different
+    epochs train as separate populations."""
+    from tinymnist.population import train_population
+
+    plans = list(plans)
+    with ExitStack() as stack:
+        for plan in plans:
+            stack.enter_context(seed_lock(Path(out), plan.recipe.key, plan.seed))
+        members = [_Member(plan, data, out, resume, stacked=len(plans)) for plan in plans]
+        results: dict[int, RunResult] = {m.plan.seed: m.result for m in members if m.result is not None}
+        groups: dict[int, list[_Member]] = {}
+        for m in members:
+            if m.result is None:
+                groups.setdefault(m.start["epoch"] if m.start else 0, []).append(m)
+        for group in groups.values():
+            first = group[0].plan
+            starts = [m.start for m in group if m.start is not None] or None
+
+            def on_epoch(i: int, snapshot: dict, group: list[_Member] = group) -> None:
+                group[i].on_epoch(snapshot)
+
+            try:
+                trained = train_population(
+                    first.recipe,
+                    [m.plan.seed for m in group],
+                    data,
+                    first.device,
+                    max_batches=first.max_batches,
+                    eval_limit=first.eval_limit,
+                    progress=progress,
+                    starts=starts,
+                    on_epoch=on_epoch,
+                )
+            except engine.Interrupted as e:
+                assert isinstance(e.trained, list)
+                partial = [m.interrupted(t) for m, t in zip(group, e.trained, strict=True)]
+                where = group[0].ckpt if group[0].completed else group[0].done
+                raise RunInterrupted(partial, where.parent, any(m.completed for m in group), _signal_name(e)) from None
+            for m, t in zip(group, trained, strict=True):
+                results[m.plan.seed] = m.finish(t)
+        return [results[p.seed] for p in plans]
+
+
+def to_result(t: engine.Trained, plan: RunPlan, identity: dict, commit: str) -> RunResult:
+    device = plan.device
+    result = RunResult(
+        step=t.recipe.step,
+        seed=t.seed,
+        params=t.params,
+        recipe=t.recipe.to_dict(),
+        epochs=t.epochs,
+        gate={},
+        status=t.status,
+        device=device.type,
+        device_name=engine.device_name(device),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        git_sha=commit,
+        planned_epochs=t.recipe.epochs,
+        train_images=t.train_images,
+        test_images=t.test_images,
+        wall_seconds=t.wall_seconds,
+        diverged_at=t.diverged_at,
+        identity=identity,
+        population=plan.population,
+    )
+    result.gate = seed_verdict(result).to_dict()
+    return result
+
+
+def run_step(
+    recipe: Recipe,
+    seeds: Sequence[int],
+    data: MNISTTensors,
+    device: torch.device,
+    options: TrainOptions,
+    *,
+    on_run: Callable[[RunResult], None] | None = None,
+    population: int = 1,
+    stacked: bool = False,
+) -> tuple[list[RunResult], Verdict]:
+    """Every seed of one recipe in this process, then the verdict. With ``stacked``, seeds train ``population``
+    at a time as one stacked model; otherwise one after another (a worker of a CPU population records its
+    size)."""
+    plans = [
+        RunPlan(recipe, s, device, options.max_batches, options.eval_limit, population, options.requested_population)
+        for s in seeds
+    ]
+    size = population if stacked else 1
+    out, resume, progress = options.out, options.resume, options.progress
+    runs = []
+    for i in range(0, len(plans), size):
+        chunk = plans[i : i + size]
+        done = (
+            run_population(chunk, data, out, resume=resume, progress=progress)
+            if len(chunk) > 1
+            else [run_seed(chunk[0], data, out, resume=resume, progress=progress)]
+        )
+        for r in done:
+            runs.append(r)
+            if on_run is not None:
+                on_run(r)
+    return runs, judge(runs, required_seeds=seeds)
+
+
+def how_trained(device: torch.device, population: int, seeds: Sequence[int]) -> tuple[str, int]:
+    """How ``population`` seeds at a time train on ``device``: ("workers", n), ("stacked", P) or ("serial", 1)."""
+    from tinymnist.workers import worker_count
+
+    if device.type == "cpu" and population > 1 and worker_count(population, seeds) > 1:
+        return "workers", worker_count(population, seeds)
+    if device.type == "cuda" and population > 1:
+        return "stacked", population
+    return "serial", 1  # one seed, or one core: no process to start; recorded as population 1
+
+
+def train_recipe(
+    recipe: Recipe,
+    seeds: list[int],
+    data: MNISTTensors,
+    device: torch.device,
+    options: TrainOptions,
+    population: int,
+    on_run: Callable[[RunResult], None],
+    prog: str = "tinymnist",
+) -> tuple[list[RunResult], Verdict]:
+    """Train every seed of ``recipe`` the fastest way ``device`` allows for ``population``, then the verdict."""
+    how, _ = how_trained(device, population, seeds)
+    if how == "workers":
+        from tinymnist.workers import run_workers
+
+        return run_workers(recipe, seeds, data, options, population, on_run, prog)
+    if how == "serial":
+        population = 1  # what the results record is how the seeds really trained: one at a time
+    return run_step(
+        recipe, seeds, data, device, options, on_run=on_run, population=population, stacked=how == "stacked"
+    )
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While training, SIGTERM raises Terminated, so the run stops the way Ctrl-C stops it.
+
+    One-shot: the first SIGINT or SIGTERM interrupts, and later ones are ignored until the context ends, so a
+    second signal (a CI runner signals the whole process group, then the parent forwards it; an impatient
+    second Ctrl-C) cannot abandon the partial result being written.
+    """
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    try:
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+__all__ = [
+    "RunPlan",
+    "RunnerError",
+    "RunInterrupted",
+    "Terminated",
+    "run_seed",
+    "run_step",
+    "train_recipe",
+    "TrainOptions",
+    "seed_lock",
+    "sigterm_as_interrupt",
+    "identity_mismatch",
+]

@@ -1,0 +1,163 @@
+"""The one judge of a step. ``judge(runs)`` is the only code that says pass or fail: ``train``, ``report``,
+``compare`` and ``log`` all call it, on the runs' numbers. A verdict written into a results file is for
+people to read; it is never read back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from tinymnist.recipes import Expectation, Recipe
+from tinymnist.results import TEST_IMAGES, TRAIN_IMAGES, RunResult
+from tinymnist.stats import Rate
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reasons: tuple[str, ...] = ()
+    failed_seeds: tuple[int, ...] = ()  # seeds whose own checks fail (the step may also fail as a whole)
+    smoke: bool = False  # accuracy not judged: a subset or dry run proves nothing about it
+    missing_seeds: tuple[int, ...] = ()
+    runs: int = 0  # how many runs were judged
+
+    @property
+    def pass_rate(self) -> Rate:
+        """Runs passing their own checks, with the 95% Wilson interval."""
+        return Rate.of(self.runs - len(self.failed_seeds), self.runs)
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "reasons": list(self.reasons), "smoke": self.smoke}
+
+    @property
+    def word(self) -> str:
+        if self.smoke:
+            return "SMOKE OK" if self.passed else "SMOKE FAILED"
+        return "PASS" if self.passed else "FAIL"
+
+
+def accuracy_reasons(expect: Expectation, who: str, params: int, test_acc: Sequence[float]) -> list[str]:
+    """The per-seed checks of the gate on a run's numbers: the parameter budget and the accuracy thresholds."""
+    reasons: list[str] = []
+    if expect.max_params is not None and params >= expect.max_params:
+        reasons.append(f"{who}: {params:,} parameters, must be fewer than {expect.max_params:,}")
+    if not test_acc:
+        if any(v is not None for v in (expect.min_best_test, expect.min_last_k, expect.min_final)):
+            reasons.append(f"{who}: no epoch finished, no accuracy to check")
+        return reasons
+    if expect.min_best_test is not None and max(test_acc) < expect.min_best_test:
+        reasons.append(f"{who}: best test accuracy {max(test_acc):.2f} < {expect.min_best_test:.2f}")
+    if expect.min_last_k is not None:
+        k = expect.last_k
+        if len(test_acc) < k:
+            reasons.append(f"{who}: {len(test_acc)} epochs, the last-{k} check needs at least {k}")
+        first = len(test_acc) - min(k, len(test_acc)) + 1
+        for i, acc in enumerate(test_acc[-k:], start=first):
+            if acc < expect.min_last_k:
+                reasons.append(
+                    f"{who}: epoch {i} test accuracy {acc:.2f} < {expect.min_last_k:.2f} "
+                    f"(each of the last {k} epochs must reach it)"
+                )
+    if expect.min_final is not None and test_acc[-1] < expect.min_final:
+        reasons.append(f"{who}: final test accuracy {test_acc[-1]:.2f} < {expect.min_final:.2f}")
+    return reasons
+
+
+def _non_finite(run: RunResult) -> list[str]:
+    bad = []
+    for e in run.epochs:
+        for name in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            value = getattr(e, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                bad.append(f"epoch {e.epoch} {name} {value}")
+    return bad
+
+
+def is_smoke(run: RunResult) -> bool:
+    """A run on a subset, or cut to a few batches: its accuracy proves nothing, whoever reads it."""
+    return (
+        run.train_images < TRAIN_IMAGES or run.test_images < TEST_IMAGES or run.identity.get("max_batches") is not None
+    )
+
+
+def run_reasons(run: RunResult, expect: Expectation, smoke: bool = False) -> list[str]:
+    """Everything that fails one run: not completed, epochs missing, a non-finite figure, and (unless a
+    smoke run) the per-seed accuracy checks."""
+    who = f"{run.label} seed {run.seed}"
+    reasons: list[str] = []
+    if run.status != "completed":
+        at = f" at {run.diverged_at}" if run.diverged_at else ""
+        reasons.append(f"{who}: run {run.status}{at}, not completed")
+    if run.planned_epochs < 1:
+        reasons.append(f"{who}: planned {run.planned_epochs} epochs; a run needs at least one")
+    elif len(run.epochs) < run.planned_epochs and run.status == "completed":
+        reasons.append(f"{who}: only {len(run.epochs)} of {run.planned_epochs} planned epochs recorded")
+    bad = _non_finite(run)
+    if bad:
+        reasons.append(f"{who}: non-finite figures: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
+    if smoke:  # the parameter budget is exact on any run; only accuracy needs the full data
+        reasons += accuracy_reasons(
+            replace(expect, min_best_test=None, min_last_k=None, min_final=None), who, run.params, []
+        )
+    else:
+        reasons += accuracy_reasons(expect, who, run.params, run.test_acc)
+    return reasons
+
+
+def judge(
+    runs: Sequence[RunResult],
+    required_seeds: Sequence[int] = (),
+    smoke: bool = False,
+    expect: Expectation | None = None,
+) -> Verdict:
+    """The verdict of one step over its runs.
+
+    Each run: completed, with all its planned epochs, every figure finite, and the per-seed gate.
+    The step: every seed of ``required_seeds`` present, the mean final accuracy over the runs, and one recipe
+    for all. Runs on a subset or cut short (``is_smoke``) are judged on completion alone, wherever they are read.
+    ``expect`` defaults to the expectation the runs recorded, which is what they were trained to meet.
+    """
+    if not runs:
+        return Verdict(False, ("no runs",), smoke=smoke)
+    smoke = smoke or any(is_smoke(r) for r in runs)
+    recipe = Recipe.from_dict(runs[0].recipe)
+    expect = expect or recipe.expect
+    step = runs[0].label
+    reasons: list[str] = []
+    failed: list[int] = []
+    for r in sorted(runs, key=lambda r: r.seed):
+        rs = run_reasons(r, expect, smoke)
+        if rs:
+            failed.append(r.seed)
+            reasons += rs
+    present = {r.seed for r in runs}
+    required = set(required_seeds)
+    missing = tuple(sorted(required - present))
+    if missing:
+        reasons.append(f"{step}: seeds {list(missing)} missing; the gate needs seeds {sorted(required)}")
+    # Compared as this version reads them, so files of schema 1 and 2 with one recipe are one recipe.
+    recipes = {json.dumps(Recipe.from_dict(r.recipe).to_dict(), sort_keys=True) for r in runs}
+    if len(recipes) > 1:
+        reasons.append(f"{step}: the runs were trained with {len(recipes)} different recipes; a step is judged on one")
+    if not smoke and expect.min_mean_final is not None:
+        finals = [r.test_acc[-1] for r in runs if r.epochs]
+        if len(finals) < len(runs):
+            reasons.append(f"{step}: mean final test accuracy needs every run to have finished an epoch")
+        elif finals:
+            m = sum(finals) / len(finals)
+            if not m >= expect.min_mean_final:  # `not >=` so that nan fails too
+                reasons.append(
+                    f"{step}: mean final test accuracy {m:.2f} over seeds "
+                    f"{sorted(present)} < {expect.min_mean_final:.2f}"
+                )
+    return Verdict(not reasons, tuple(reasons), tuple(failed), smoke, missing, len(runs))
+
+
+def seed_verdict(run: RunResult, smoke: bool = False) -> Verdict:
+    """One run on its own, without the step-level checks: what its results file records for readers."""
+    smoke = smoke or is_smoke(run)
+    reasons = run_reasons(run, Recipe.from_dict(run.recipe).expect, smoke)
+    return Verdict(not reasons, tuple(reasons), (run.seed,) if reasons else (), smoke, runs=1)

@@ -1,0 +1,169 @@
+"""``python -m tools.readme [--check]``: the README's measured figures, regenerated from the files behind them.
+
+Each block of README.md between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->`` is rendered here from
+committed results; nothing inside one is typed by hand. ``--check`` exits 1 when a block differs from what its
+files give (the test suite runs it, so the README cannot drift from its sources again).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from tinymnist.results import load_results
+from tinymnist.summary import summarize
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+
+
+def _seed_table() -> str:
+    results = load_results(REPO / "reports" / "baseline")
+    lines = [
+        "| step | change | params | seed: best train | seed: best test | ours: best test (mean, min) "
+        "| ours: final (mean, min) | ours: last 3 epochs, mean (95% CI) | gate, seeds passing (95% CI) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for runs in results.values():
+        s = summarize(runs)
+        step = s.step
+        ref = s.recipe.seed_reference
+        if s.best_test is None or s.final_test is None or s.last_k is None:
+            continue
+        lines.append(
+            f"| {step} | {s.recipe.name} | {s.params:,} | {ref.get('best_train', '')} | {ref.get('best_test', '')} | "
+            f"{s.best_test.mean:.2f}, {s.best_test.min:.2f} | {s.final_test.mean:.2f}, {s.final_test.min:.2f} | "
+            f"{s.last_k.mean:.2f} ({s.last_k.ci()}) | {s.verdict.word}, {s.pass_rate.fmt()} |"
+        )
+    mission = summarize(results["step4"])
+    low = min(min(r.test_acc[-mission.k :]) for r in results["step4"])
+    stable = ", ".join(str(v) for v in mission.stable_from.values())
+    lines += [
+        "",
+        f"Step 4, the mission: {mission.last_k_at_target} of {len(mission.seeds)} seeds hold ≥ 99.40 in "
+        f"each of their last {mission.k} epochs (lowest single value {low:.2f}); they stay at or above "
+        f"it from epoch {stable} (seeds {', '.join(map(str, mission.seeds))}).",
+    ]
+    return "\n".join(lines)
+
+
+def _population() -> str:
+    folder = REPO / "reports" / "population"
+    cal_file = folder / "calibration.json"
+    runs = load_results(folder).get("step4") if folder.is_dir() else None
+    if not runs or not cal_file.exists():
+        return (
+            "Not measured yet: run `tox -e population`, then `tinymnist calibrate reports/population "
+            "--out reports/population/calibration.json`."
+        )
+    s = summarize(runs)
+    cal = json.loads(cal_file.read_text())["calibration"]
+    rates = cal["rates"]
+    assert s.last_k is not None and s.final_test is not None
+    return "\n".join(
+        [
+            f"Step 4 on fresh seeds {s.seeds[0]}-{s.seeds[-1]} (n = {len(s.seeds)}; never used to choose anything), "
+            f"trained by `tox -e population` (population {runs[0].population}):",
+            "",
+            "| figure | n | mean | SD | 95% CI of the mean | olympic mean |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {name} | {v.n} | {v.mean:.3f} | {v.sd:.3f} | {v.ci(3)} | {v.olympic:.3f} |"
+                for name, v in (
+                    ("last-3-epoch mean test accuracy", s.last_k),
+                    ("final-epoch test accuracy", s.final_test),
+                )
+                if v.olympic is not None
+            ),
+            "",
+            f"- **Gate pass rate: {s.pass_rate.fmt()}** (Wilson interval): the honest form of the mission's claim "
+            f"that step 4 holds ≥ 99.40 in its last 3 epochs.",
+            f"- **compare's false-alarm rate: {100 * rates['0.0']:.1f}%** of {cal['splits']:,} random splits of these "
+            f"{cal['n_seeds']} seeds into halves of {cal['half']} (seed {cal['seed']}), judged by the Welch rule at "
+            f"alpha {cal['alpha']:g} with a minimum effect of {cal['min_effect']:.2f}; at most alpha is the design.",
+            f"- **Power**: {100 * rates['0.05']:.1f}% of the splits flag a regression when one half is shifted "
+            f"0.05 points down, {100 * rates['0.1']:.1f}% at 0.10 points.",
+        ]
+    )
+
+
+def _population_speed() -> str:
+    path = REPO / "reports" / "population" / "bench_cpu.json"
+    if not path.exists():
+        return "Not measured yet: run `python -m benchmarks.population`."
+    return population_speed_table(json.loads(path.read_text()))
+
+
+def population_speed_table(r: dict) -> str:
+    """A ``benchmarks.population`` result as the README shows it (the benchmark prints the same)."""
+    fp32, bf16 = r["stacked_compute"]["fp32"], r["stacked_compute"]["bf16"]
+    lines = [
+        f"`{r['command'].strip()}` on {r['device_name']} ({r['rounds']} alternating rounds, medians; "
+        f"end to end: {len(r['end_to_end'])} sizes, 4 seeds, 1 epoch of 25,600 images, the whole command):",
+        "",
+        "| population | end to end, seed-images/s | vs population 1 | stacked fp32 (compute), seed-images/s "
+        "| stacked bf16 (compute), seed-images/s |",
+        "|---|---|---|---|---|",
+    ]
+    for size in fp32:
+        e = r["end_to_end"].get(size)
+        e2e = f"{e['median']:,.0f} | {e['vs_population_1']:.2f}x" if e else " | "
+        lines.append(f"| {size} | {e2e} | {fp32[size]['median']:,.0f} | {bf16[size]['median']:,.0f} |")
+    return "\n".join(lines)
+
+
+def _pipelines() -> str:
+    path = REPO / "reports" / "pipelines_cpu.json"
+    if not path.exists():
+        return "Not measured yet: run `python -m benchmarks.pipelines --rounds 3 --json reports/pipelines_cpu.json`."
+    r = json.loads(path.read_text())
+    from statistics import median
+
+    return (
+        f"`{r['command'].strip()}` on {r['device_name']}, {r['threads']} threads, {r['precision']}: harness "
+        f"{median(r['harness_img_s']):,.0f} images/s against {median(r['conventional_img_s']):,.0f} for the "
+        f"conventional pipeline, **{r['ratio_median']:.2f}x** median ({r['ratio_min']:.2f}x worst round)."
+    )
+
+
+BLOCKS = {
+    "seed-table": _seed_table,
+    "population": _population,
+    "population-speed": _population_speed,
+    "pipelines": _pipelines,
+}
+
+
+def render(text: str) -> str:
+    for name, fn in BLOCKS.items():
+        # The block keeps the indentation of its begin marker (one sits inside a list item).
+        pattern = re.compile(rf"^([ \t]*)(<!-- begin: {name} [^\n]*-->)\n.*?^[ \t]*(<!-- end: {name} -->)", re.S | re.M)
+        found = pattern.search(text)
+        if not found:
+            raise ValueError(f"README.md has no block {name!r}")
+        indent = found.group(1)
+        body = "\n".join(indent + line if line else line for line in fn().splitlines())
+        text = (
+            text[: found.start()] + f"{indent}{found.group(2)}\n{body}\n{indent}{found.group(3)}" + text[found.end() :]
+        )
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    old = README.read_text()
+    new = render(old)
+    if "--check" in argv:
+        if new != old:
+            print("README.md: generated figures are stale; run python -m tools.readme", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(new)
+    print(f"wrote {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
