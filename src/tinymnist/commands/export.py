@@ -29,7 +29,8 @@ def run(args) -> int:
         path = export_onnx(model, args.out, metadata=meta)
     except OSError as e:
         raise UsageError(
-            f"--out {args.out}: cannot write the ONNX file ({e.strerror}); nothing was written there; choose another --out"
+            f"--out {args.out}: cannot write the ONNX file ({e.strerror}); nothing was written there; "
+            "choose another --out"
         ) from None
     print(f"wrote {path} ({recipe.label}, seed {seed}, opset {opset_of(path)}, dynamic batch); onnx.checker passed")
     return EXIT_OK
