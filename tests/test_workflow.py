@@ -35,7 +35,12 @@ def test_workflow_shape():
     wf, _ = _runs()
     triggers = wf[True] if True in wf else wf["on"]  # YAML 1.1 reads the key `on` as True
     assert "schedule" in triggers and triggers["schedule"][0]["cron"]
-    assert wf["jobs"]["train"]["strategy"]["matrix"]["step"] == [1, 2, 3, 4, 5, 6]
+    jobs = wf["jobs"]["train"]["strategy"]["matrix"]["include"]
+    assert sorted({j["step"] for j in jobs}) == [1, 2, 3, 4, 5, 6]
+    # Step 4 is judged as a population: its shards cover the 16 seeds of reports/population, each shard once.
+    four = [j for j in jobs if j["step"] == 4]
+    assert {j["seeds"] for j in four} == {"100-115"} and sorted(j["k"] for j in four) == list(range(1, 9))
+    assert all(j["n"] == len(four) for j in four)
     assert wf["jobs"]["report"]["needs"] == "train"
     uploads = [s for job in wf["jobs"].values() for s in job["steps"] if "upload-artifact" in s.get("uses", "")]
     assert len(uploads) == 2
@@ -50,10 +55,14 @@ def test_every_called_command_exists(tmp_path, monkeypatch):
     parser = build_parser()
     seen = set()
     for script in runs:
+        script = script.replace("\\\n", " ")  # shell line continuations
         for m in re.finditer(r"tox (?:exec )?-e (\w+)", script):
             assert m.group(1) in envs, m.group(0)
         for m in re.finditer(r"tinymnist ([^\n]+)", script):
-            line = m.group(1).replace("${{ matrix.step }}", "4")
+            line = m.group(1)
+            for key, value in {"step": "4", "seeds": "100-115", "k": "1", "n": "8"}.items():
+                line = line.replace("${{ matrix." + key + " }}", value)
+            line = line.split(" || ")[0]
             for name, value in wf["env"].items():
                 line = line.replace(f"${name}", str(value))
             argv = shlex.split(line)

@@ -122,7 +122,7 @@ def _step_section(s: StepSummary) -> list[str]:
         target.append(f"mean final test accuracy ≥ {e.min_mean_final:.2f}")
     sched = r.schedule if r.schedule == "constant" else f"{r.schedule} (peak {r.lr})"
     out = [
-        f"## {r.label[0].upper() + r.label[1:]}: {r.name}",
+        f"## {r.label.replace('step ', 'Step ', 1) if r.label.startswith('step ') else r.label}: {r.name}",
         "",
         f"**Target.** {'; '.join(target)}; for each of seeds {list(r.seeds)}, in {r.epochs} epochs.",
         f"Recipe: model `{r.model}`{f' {r.model_kwargs}' if r.model_kwargs else ''}, batch {r.batch_size}, "

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tinymnist.commands import _args
-from tinymnist.errors import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, GateFailed, UsageError
+from tinymnist.errors import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, GateFailed, UsageError, UserError
 
 if TYPE_CHECKING:
     from tinymnist.recipes import Recipe
@@ -82,7 +82,7 @@ def recipes_of(args) -> list:
 
     if not args.step and not args.recipe:
         raise UsageError("give --step N or --recipe FILE.toml (or both)")
-    base = [get_recipe(s) for s in args.step] + [resolve_recipe(spec) for spec in args.recipe]
+    base = [(get_recipe(s), f"--step {s}") for s in args.step] + [(resolve_recipe(x), x) for x in args.recipe]
     flags: dict[str, tuple[str, str]] = {}
     sets = list(args.set)
     # The flags are shorthands for --set, so every value goes through the one validation below; one field set
@@ -93,7 +93,7 @@ def recipes_of(args) -> list:
             flags[field] = (f"{flag} {value}", str(value))
     recipes: list[Recipe] = []
     seen: dict[str, str] = {}
-    for r in base:
+    for r, where in base:
         if r.key in seen:
             raise UsageError(f"{seen[r.key]} and {r.label} have one name, {r.key!r}: results would overwrite")
         seen[r.key] = r.label if r.key.startswith("step") else f"recipe {r.key!r}"
@@ -102,7 +102,10 @@ def recipes_of(args) -> list:
             from dataclasses import replace
 
             r = replace(r, epochs=1)
-        recipes.append(validate(r))
+        try:
+            recipes.append(validate(r))
+        except UserError as e:  # name the recipe the bad value came from
+            raise UsageError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
     return recipes
 
 

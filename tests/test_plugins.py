@@ -1,0 +1,250 @@
+"""A user's own model and recipe, the way a user brings them: the example plugin package installed outside the
+checkout (pip, into a temporary folder), then tinymnist run as a subprocess from another folder."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+EXAMPLE = REPO / "examples"
+
+
+def _pip_install(src: Path, target: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(src)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="session")
+def plugin_path(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("site")
+    _pip_install(EXAMPLE / "plugin", target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def broken_plugins(tmp_path_factory) -> Path:
+    """A package whose model plugin fails to import, and one that claims a built-in's name."""
+    src = tmp_path_factory.mktemp("broken-src")
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [project]
+            name = "broken-plugin"
+            version = "0.1"
+            [project.entry-points."tinymnist.models"]
+            broken = "broken_plugin:build"
+            step4 = "broken_plugin:shadow"
+            [build-system]
+            requires = ["setuptools>=68"]
+            build-backend = "setuptools.build_meta"
+            """
+        )
+    )
+    (src / "broken_plugin.py").write_text("raise ImportError('this plugin is broken on purpose')\n")
+    target = tmp_path_factory.mktemp("broken-site")
+    _pip_install(src, target)
+    return target
+
+
+def tm(args, cwd, *paths: Path, mnist_root=None):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, paths)), "OMP_NUM_THREADS": "1"}
+    if mnist_root is not None:
+        env["MNIST_ROOT"] = str(mnist_root)
+    return subprocess.run([sys.executable, "-m", "tinymnist", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def recipe_file(folder: Path, text: str, name: str = "r.toml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_models_lists_the_plugin(plugin_path, tmp_path):
+    done = tm(["models"], tmp_path, plugin_path)
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if x.startswith("sep4k"))
+    assert "4,410" in line and "plugin tinymnist_example.nets:build" in line
+
+
+@pytest.mark.parametrize("model", ["sep4k", "tinymnist_example.nets:build"])
+def test_recipe_file_trains_a_plugin_model(plugin_path, tmp_path, mnist_root, model):
+    text = (EXAMPLE / "sep4k.toml").read_text().replace('model = "sep4k"', f'model = "{model}"')
+    recipe = recipe_file(tmp_path, text)
+    out = tmp_path / "out"
+    done = tm(
+        ["train", "--recipe", str(recipe), "--seeds", "0", "--dry-run", "--out", str(out), "--quiet"],
+        tmp_path,
+        plugin_path,
+        mnist_root=mnist_root,
+    )
+    assert done.returncode == 0, done.stderr
+    r = json.loads((out / "sep4k" / "seed0.json").read_text())
+    assert r["params"] == 2782 and r["recipe"]["model"] == model and r["recipe"]["key"] == "sep4k"
+    assert r["recipe"]["model_kwargs"] == {"width": 12} and r["recipe"]["expect"]["max_params"] == 5000
+    # The results alone are enough for report, compare and export (the model rebuilt from its record).
+    assert tm(["report", str(out), "--out", str(tmp_path / "rep")], tmp_path, plugin_path).returncode == 0
+    assert "## sep4k:" in (tmp_path / "rep" / "REPORT.md").read_text()
+    cmp = tm(["compare", str(out), str(out)], tmp_path, plugin_path)
+    assert cmp.returncode == 0 and "| sep4k | gate |" in cmp.stdout, cmp.stdout + cmp.stderr
+    onnx = tmp_path / "m.onnx"
+    exp = tm(["export", "--checkpoint", str(out / "sep4k" / "seed0.pt"), "--out", str(onnx)], tmp_path, plugin_path)
+    assert exp.returncode == 0 and onnx.is_file(), exp.stderr
+    ev = tm(["evaluate", "--onnx", str(onnx)], tmp_path, plugin_path, mnist_root=mnist_root)
+    assert ev.returncode == 0 and "test accuracy" in ev.stdout, ev.stderr
+
+
+def test_plugin_recipe_by_name_and_mixed_with_a_step(plugin_path, tmp_path, mnist_root):
+    out = tmp_path / "out"
+    args = [
+        "train",
+        "--step",
+        "4",
+        "--recipe",
+        "sep4k-recipe",
+        "--seeds",
+        "1",
+        "--dry-run",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    done = tm(args, tmp_path, plugin_path, mnist_root=mnist_root)
+    assert done.returncode == 0, done.stderr
+    assert (out / "step4" / "seed1.json").is_file() and (out / "sep4k-plugin" / "seed1.json").is_file()
+
+
+def test_a_broken_plugin_breaks_only_what_uses_it(plugin_path, broken_plugins, tmp_path, mnist_root):
+    done = tm(["models"], tmp_path, plugin_path, broken_plugins)
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+    broken = [x for x in done.stdout.splitlines() if x.startswith("broken")]
+    assert len(broken) == 1 and "this plugin is broken on purpose" in broken[0]
+    assert "sep4k" in done.stdout  # the good plugin still lists
+    # The built-in step4 is not replaced by the plugin that claims its name.
+    assert "ignored: plugin model 'step4'" in done.stderr
+    assert [x for x in done.stdout.splitlines() if x.startswith("step4 ")][0].split()[1] == "8,952"
+    recipe = recipe_file(tmp_path, 'name = "b"\nmodel = "broken"\n')
+    used = tm(["train", "--recipe", str(recipe), "--dry-run", "--out", str(tmp_path / "o")], tmp_path, broken_plugins)
+    assert used.returncode == 2 and used.stderr.count("\n") == 1 and "broken on purpose" in used.stderr
+    fine = tm(
+        ["train", "--step", "4", "--seeds", "0", "--dry-run", "--out", str(tmp_path / "o2"), "--quiet"],
+        tmp_path,
+        broken_plugins,
+        mnist_root=mnist_root,
+    )
+    assert fine.returncode == 0, fine.stderr
+
+
+USER_MODULE = """
+import torch.nn as nn
+
+def raises(**kw):
+    raise RuntimeError("builder exploded")
+
+def not_a_module(**kw):
+    return 42
+
+def wrong_shape(**kw):
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 7))
+
+def big(**kw):
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+not_callable = 3
+"""
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('name = "x"\nlrr = 0.1\n', "unknown key 'lrr'"),
+        ('name = "x"\nlr = "fast"\n', "recipe field lr is 'fast', not a float"),
+        ('name = "x"\nepochs = 2.5\n', "recipe field epochs is 2.5, not a int"),
+        ('name = "x"\nbase = "step9"\n', "base 'step9' does not exist"),
+        ('name = "x"\nlr = \n', "not valid TOML"),
+        ('name = "../x"\n', "name '../x' must be a folder name"),
+        ('name = "/abs"\n', "name '/abs' must be a folder name"),
+        ('name = "step4"\n', "name 'step4' is a built-in recipe's"),
+        ("lr = 0.1\n", "name None must be a folder name"),
+        ('name = "x"\n[expect]\nmin_acc = 99\n', "[expect] has unknown key 'min_acc'"),
+        ('name = "x"\nseeds = [1, 1]\n', "must be a non-empty list of distinct seeds"),
+        ('name = "x"\nmodel = "nosuchmod:build"\n', "module 'nosuchmod' not found"),
+        ('name = "x"\nmodel = "usermod:missing"\n', "usermod has no attribute 'missing'"),
+        ('name = "x"\nmodel = "usermod:raises"\n', "its builder raised RuntimeError: builder exploded"),
+        ('name = "x"\nmodel = "usermod:not_a_module"\n', "returned a int, not a torch.nn.Module"),
+        ('name = "x"\nmodel = "usermod:wrong_shape"\n', "gives (2, 7), not (2, 10) logits"),
+        ('name = "x"\nmodel = "usermod:not_callable"\n', "int is not callable"),
+        ('name = "x"\nmodel = "nosuch"\n', "unknown model 'nosuch'"),
+    ],
+)
+def test_bad_recipe_files_exit_2_with_one_line_and_nothing_written(tmp_path, body, message):
+    (tmp_path / "usermod.py").write_text(USER_MODULE)
+    recipe = recipe_file(tmp_path, body)
+    out = tmp_path / "out"
+    done = tm(
+        ["train", "--recipe", str(recipe), "--out", str(out), "--data-root", str(tmp_path / "nodata")],
+        tmp_path,
+        tmp_path,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr and str(recipe) in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert not any(out.rglob("*.json"))
+
+
+def test_a_recipe_file_that_is_not_a_file(tmp_path):
+    recipe = tmp_path / "fifo.toml"
+    os.mkfifo(recipe)
+    done = tm(["train", "--recipe", str(recipe), "--out", str(tmp_path / "o")], tmp_path)
+    assert done.returncode == 2 and "not a regular file" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_two_recipes_with_one_name_exit_2(tmp_path):
+    a = recipe_file(tmp_path, 'name = "same"\n', "a.toml")
+    b = recipe_file(tmp_path, 'name = "same"\nlr = 0.05\n', "b.toml")
+    done = tm(["train", "--recipe", str(a), "--recipe", str(b), "--out", str(tmp_path / "o")], tmp_path)
+    assert done.returncode == 2 and "have one name, 'same'" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_a_model_over_its_budget_is_a_gate_failure_before_any_training(tmp_path):
+    (tmp_path / "usermod.py").write_text(USER_MODULE)
+    recipe = recipe_file(tmp_path, 'name = "big"\nmodel = "usermod:big"\n[expect]\nmax_params = 5000\n')
+    out = tmp_path / "out"
+    # No data anywhere: exit 1 (not 2) proves the budget was judged before any data was read.
+    done = tm(
+        ["train", "--recipe", str(recipe), "--out", str(out), "--data-root", str(tmp_path / "nodata")],
+        tmp_path,
+        tmp_path,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "GATE FAILED: big: model 'usermod:big' has 7,850 parameters, must be fewer than 5,000" in done.stderr
+    assert not any(out.rglob("*.json"))
+
+
+def test_the_wheel_holds_one_package_and_the_script(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    import zipfile
+
+    (wheel,) = tmp_path.glob("tinymnist-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert tops == {"tinymnist"}, tops
+    assert not any(n.startswith(("tests/", "reports/", "benchmarks/", "examples/")) for n in names)
+    (eps,) = [n for n in names if n.endswith("entry_points.txt")]
+    assert "tinymnist = tinymnist.cli:main" in zipfile.ZipFile(wheel).read(eps).decode()
+    shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools' scratch folder
