@@ -84,13 +84,14 @@ def recipes_of(args) -> list:
         raise UsageError("give --step N or --recipe FILE.toml (or both)")
     base = [(get_recipe(s), f"--step {s}") for s in args.step] + [(resolve_recipe(x), x) for x in args.recipe]
     flags: dict[str, tuple[str, str]] = {}
-    sets = list(args.set)
+    sets: list[str] = []
     # The flags are shorthands for --set, so every value goes through the one validation below; one field set
     # twice (--epochs 1 --set epochs=3) is refused there, naming both.
     for field, flag, value in (("epochs", "--epochs", args.epochs), ("batch_size", "--batch-size", args.batch_size)):
         if value:
             sets.append(f"{field}={value}")
             flags[field] = (f"{flag} {value}", str(value))
+    sets += args.set
     recipes: list[Recipe] = []
     seen: dict[str, str] = {}
     for r, where in base:
