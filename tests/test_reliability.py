@@ -514,3 +514,204 @@ def test_a_metric_that_is_not_a_number_is_a_bad_file(fast_data, tmp_path, capsys
     assert main(["compare", str(out), str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("seed0.json: not a tinymnist results file") == 2 and "test_acc is None" in err
+
+
+# --- Proofs that fail when the code is broken (issue 18, A and B) -------------------------------------
+
+
+def test_resume_trains_only_the_epochs_after_the_checkpoint(fast_data, tmp_path, monkeypatch, capsys):
+    """A from-scratch rerun gives the same bits, so bits cannot show a resume: the epochs trained can."""
+    import tinymnist.engine as engine
+    from tinymnist.runner import _Member
+
+    out = tmp_path / "out"
+    argv = ["train", *TINY, "--seeds", "0", "--out", str(out)]
+    argv[argv.index("--epochs") + 1] = "3"
+    real_batch = engine.get_batch
+    calls = {"n": 0}
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real_batch(*a, **k)
+
+    monkeypatch.setattr(engine, "get_batch", counting)
+    assert main(argv) == 0
+    per_epoch = calls["n"] // 3
+    ref = _files(out)
+    for p in (out / "step4").iterdir():
+        p.unlink()
+    # Ctrl-C in the first batch of epoch 3: epochs 1 and 2 are checkpointed.
+    calls["n"] = 0
+    monkeypatch.setattr(engine, "get_batch", interrupt_on_call(counting, 2 * per_epoch + 1))
+    assert main(argv) == 130
+    capsys.readouterr()
+    seen: list[int] = []
+    real_on_epoch = _Member.on_epoch
+    monkeypatch.setattr(_Member, "on_epoch", lambda self, snap: (seen.append(snap["epoch"]), real_on_epoch(self, snap)))
+    calls["n"] = 0
+    monkeypatch.setattr(engine, "get_batch", counting)
+    assert main([*argv, "--resume"]) == 0
+    assert seen == [3] and calls["n"] == per_epoch  # one epoch trained, not three
+    # ... and it ends bit-identical to the uninterrupted run (weights and metrics; timings differ)
+    assert _files(out)["seed0.pt"] == ref["seed0.pt"]
+    losses = [[e["test_loss"] for e in json.loads(f["seed0.json"])["epochs"]] for f in (_files(out), ref)]
+    assert losses[0] == losses[1] and len(losses[0]) == 3
+
+
+def test_a_plain_rerun_replaces_the_pair_and_a_failed_replace_keeps_both(fast_data, tmp_path, monkeypatch, capsys):
+    import tinymnist.results as results
+
+    out = tmp_path / "out"
+    assert _train(out) == 0
+    first = _files(out)
+    assert _train(out, "--set", "lr=0.05") == 0  # a plain rerun is the explicit fresh run: the pair is replaced
+    second = _files(out)
+    assert second["seed0.json"] != first["seed0.json"] and second["seed0.pt"] != first["seed0.pt"]
+    real = os.replace
+
+    def immutable_result(src, dst):  # the result cannot be replaced (chattr +i, a read-only mount)
+        if str(dst).endswith("seed0.json") or str(src).endswith("seed0.json"):
+            raise PermissionError(1, "Operation not permitted")
+        return real(src, dst)
+
+    monkeypatch.setattr(results.os, "replace", immutable_result)
+    assert _train(out, "--set", "lr=0.02") == 2
+    monkeypatch.setattr(results.os, "replace", real)
+    assert "cannot write the result and final weights" in capsys.readouterr().err
+    assert _files(out) == second  # neither file of the pair was replaced
+    assert not [p for p in (out / "step4").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_resume_command_names_the_interpreter_and_survives_odd_paths(tmp_path):
+    import sys
+
+    from tinymnist.commands.train import resume_command
+
+    odd = os.fsdecode(b"/tmp/r\xe9sults")  # not UTF-8: a surrogate escape
+    line = resume_command(["train", "--step", "4", "--out", odd])
+    assert line.startswith(sys.executable) and line.endswith("--resume")
+    assert os.fsencode(line).count(b"r\xe9sults") == 1
+
+
+def test_a_core_count_the_user_never_set_does_not_refuse_resume(fast_data, tmp_path, monkeypatch):
+    """Under taskset the default population changes; what the user asked for is what a resume must match."""
+    import tinymnist.engine as engine
+    import tinymnist.workers as workers
+
+    out = tmp_path / "out"
+    argv = ["train", *TINY, "--seeds", "0", "1", "--out", str(out)]
+    monkeypatch.setattr(workers, "cores", lambda: 1)
+    monkeypatch.setattr(engine, "get_batch", interrupt_on_call(engine.get_batch, 6))
+    assert main(argv) == 130
+    monkeypatch.undo()
+    monkeypatch.setattr(tinymnist.data, "load_mnist", lambda *a, **k: fast_data)
+    monkeypatch.setattr(workers, "cores", lambda: 2)
+    assert main([*argv, "--resume", "--population", "1"]) == 0
+    assert sorted(p.name for p in (out / "step4").glob("seed*.json")) == ["seed0.json", "seed1.json"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.update(seed="7"), "seed is '7', not a int"),
+        (lambda d: d.update(params=None), "params is None, not a int"),
+        (lambda d: d.update(params=10**400), "params is 1000"),
+        (lambda d: d["epochs"][0].update(test_acc=250.0), "test_acc is 250.0, outside [0, 100]"),
+        (lambda d: d["epochs"][0].update(test_loss="low"), "epochs[1].test_loss is 'low', not a float"),
+        (lambda d: d.pop("status"), "field status is missing"),
+        (lambda d: d["recipe"].update(lr="fast"), "recipe field lr is 'fast', not a float"),
+        (lambda d: d["recipe"].update(seed_reference=[1]), "recipe field seed_reference is [1], not a dict"),
+    ],
+)
+def test_every_field_of_a_results_file_is_typed(tmp_path, capsys, change, message):
+    from tests.synth import step4_runs, write_results
+
+    folder = write_results(tmp_path / "r", step4_runs())
+    path = folder / "step4" / "seed0.json"
+    d = json.loads(path.read_text())
+    change(d)
+    path.write_text(json.dumps(d))
+    assert main(["compare", str(folder), str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "seed0.json" in err and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "devzero", "deep", "wrong-seed", "twice"])
+def test_files_that_are_not_results_are_refused_by_name(tmp_path, capsys, kind):
+    from tests.synth import step4_runs, write_results
+
+    folder = write_results(tmp_path / "r", step4_runs())
+    path = folder / "step4" / "seed0.json"
+    if kind == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+        want = "not a regular file"
+    elif kind == "devzero":
+        path.unlink()
+        path.symlink_to("/dev/zero")
+        want = "not a regular file"
+    elif kind == "deep":
+        path.write_text("[" * 200_000 + "]" * 200_000)
+        want = "nested too deeply"
+    elif kind == "wrong-seed":
+        path.rename(folder / "step4" / "seed9.json")
+        want = "holds seed 0, not the seed its name says"
+    else:
+        (folder / "copy").mkdir()
+        (folder / "copy" / "seed1.json").write_bytes((folder / "step4" / "seed1.json").read_bytes())
+        want = "holds results of recipe 'step4', not of 'copy'"
+    assert main(["report", str(folder), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert want in err and err.count("\n") == 1, err
+
+
+def test_schema_1_and_2_files_of_one_recipe_are_one_recipe(tmp_path):
+    from tests.synth import step4_runs, write_results
+    from tinymnist.verdict import judge
+
+    runs = step4_runs()
+    old = runs[0].recipe.copy()
+    for k in ("key", "max_scale", "compile"):
+        old.pop(k, None)  # fields added since schema 1
+    runs[0].recipe = old
+    runs[0].schema_version = 1
+    v = judge(runs)
+    assert v.passed, v.reasons
+    from tinymnist.compare import compare
+
+    folder = write_results(tmp_path / "r", step4_runs())
+    assert not any("recipe" == r.figure for r in compare(folder, folder).rows)
+
+
+def test_a_sigint_during_start_up_is_130_and_one_line(tmp_path):
+    """Ctrl-C while torch is still importing: exit 130, no traceback (issue 18, B1)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinymnist", "train", "--step", "4", "--out", str(tmp_path / "o")],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MNIST_ROOT": str(tmp_path)},
+    )
+    time.sleep(0.6)  # the parser is up (stdlib only); the command is importing torch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and err.strip().count("\n") == 0, err
+
+
+def test_a_missing_dependency_is_exit_2_naming_the_extra(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "onnxruntime.py").write_text("raise ImportError('broken onnxruntime', name='onnxruntime')\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "tinymnist", "evaluate", "--onnx", str(tmp_path / "x.onnx")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert "onnxruntime" in done.stderr

@@ -68,13 +68,37 @@ def _write_files(items: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
         held = {signal.SIGINT, signal.SIGTERM}
         old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
-            for tmp, path in staged:
-                os.replace(tmp, path)
+            _swap_in(staged)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
     finally:
         for tmp, _ in staged:
             Path(tmp).unlink(missing_ok=True)
+
+
+def _swap_in(staged: list[tuple[str, Path]]) -> None:
+    """Rename every staged file over its target, all or none: each existing target is first moved aside, and
+    any failure (an immutable or unwritable file, a full directory) puts back every target as it was, so a
+    result is never replaced without its weights, nor its weights without it (issue 18, B3)."""
+    aside: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for _, path in staged:
+            if path.exists():
+                backup = path.with_name(f".{path.name}.{os.getpid()}.old.tmp")
+                os.replace(path, backup)
+                aside.append((backup, path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+            placed.append(path)
+    except OSError:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        for backup, path in aside:
+            os.replace(backup, path)
+        raise
+    for backup, _ in aside:
+        backup.unlink(missing_ok=True)
 
 
 def torch_bytes(obj) -> bytes:
