@@ -89,10 +89,10 @@ class Recipe:
         unknown = sorted(set(expect) - {f.name for f in fields(Expectation)})
         if unknown:
             raise ValueError(f"recipe expect has fields this harness does not know: {', '.join(unknown)}")
-        d["expect"] = Expectation(**{k: _typed(f"expect.{k}", EXPECT_TYPES[k], v) for k, v in expect.items()})
+        d["expect"] = Expectation(**{k: typed(f"expect.{k}", EXPECT_TYPES[k], v) for k, v in expect.items()})
         for k, v in d.items():
             if k in FIELD_TYPES:
-                d[k] = _typed(k, FIELD_TYPES[k], v)
+                d[k] = typed(k, FIELD_TYPES[k], v)
         d["seeds"] = tuple(d.get("seeds", (0, 1, 2)))
         return cls(**d)
 
@@ -113,7 +113,7 @@ def short_name(key: str) -> str:
     return key[4:] if re.fullmatch(r"step\d+", key) else key
 
 
-def _typed(name: str, kinds: tuple[type, ...], value):
+def typed(name: str, kinds: tuple[type, ...], value, what: str | None = None):
     """``value`` if it is one of ``kinds`` (an int is a float; a bool is never a number), else a ValueError
     naming the field. Integers are kept to 64 bits: a 400-digit one is a damaged file, not a setting."""
     if float in kinds and isinstance(value, int) and not isinstance(value, bool):
@@ -128,7 +128,7 @@ def _typed(name: str, kinds: tuple[type, ...], value):
     if not ok:
         want = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
         shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
-        raise ValueError(f"recipe field {name} is {shown}, not a {want}")
+        raise ValueError(f"{what or f'recipe field {name}'} is {shown}, not a {want}")
     return value
 
 
@@ -413,9 +413,9 @@ def from_table(table: dict, where: str) -> Recipe:
     changes: dict = {"key": name, "name": table.get("description", name), "seed_reference": {}}
     for k in TUNABLE:
         if k in table:
-            changes[k] = _typed(k, FIELD_TYPES[k], table[k])
+            changes[k] = typed(k, FIELD_TYPES[k], table[k])
     if "seeds" in table:
-        seeds = _typed("seeds", FIELD_TYPES["seeds"], table["seeds"])
+        seeds = typed("seeds", FIELD_TYPES["seeds"], table["seeds"])
         if not seeds or len(set(seeds)) != len(seeds):
             raise RecipeError(f"{where}: seeds {seeds!r} must be a non-empty list of distinct seeds")
         changes["seeds"] = tuple(seeds)
@@ -427,7 +427,7 @@ def from_table(table: dict, where: str) -> Recipe:
         if bad:
             raise RecipeError(f"{where}: [expect] has unknown key {bad[0]!r}; it holds {', '.join(EXPECT_TYPES)}")
         # The file's [expect] is the whole expectation: a base's thresholds do not leak into a user's gate.
-        changes["expect"] = Expectation(**{k: _typed(f"expect.{k}", EXPECT_TYPES[k], v) for k, v in expect.items()})
+        changes["expect"] = Expectation(**{k: typed(f"expect.{k}", EXPECT_TYPES[k], v) for k, v in expect.items()})
     try:
         return replace(base, **changes)
     except (TypeError, ValueError) as e:

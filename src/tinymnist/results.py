@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tinymnist.errors import UserError
-from tinymnist.recipes import Recipe, label_of, sort_key
+from tinymnist.recipes import Recipe, label_of, sort_key, typed
 
 SCHEMA_VERSION = 2
 # Schema 1 (reports/baseline/) lacks `identity` and `population`; it stays readable, with their defaults.
@@ -209,20 +209,10 @@ def read_json(path: str | os.PathLike, what: str):
 
 
 def _check_fields(obj: dict, types: dict[str, tuple[type, ...]], where: str) -> dict:
-    """Each present field of ``obj`` of its type (an int is a float; a bool is not a number); ints to 64 bits."""
+    """Each present field of ``obj`` of its type, by the one type check recipes use (``recipes.typed``)."""
     for name, kinds in types.items():
-        if name not in obj:
-            continue
-        value = obj[name]
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = obj[name] = float(value)
-        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-        if ok and isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
-            ok = False
-        if not ok:
-            want = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-            shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
-            raise ValueError(f"{where}{name} is {shown}, not a {want}")
+        if name in obj:
+            obj[name] = typed(name, kinds, obj[name], what=f"{where}{name}")
     return obj
 
 

@@ -1,1 +1,0 @@
-"""An example tinymnist plugin: one model builder and one recipe, registered through entry points."""
