@@ -159,3 +159,45 @@ def test_a_fresh_sample_must_be_at_least_as_large(tmp_path):
     assert any("2 fresh seeds against the baseline's 3" in r for r in regs)
     bigger = [make_result(4, s, RAMP + [99.5, 99.5, 99.5]) for s in (10, 11, 12)]
     assert compare(base, write_results(tmp_path / "c", bigger)).regressions == []
+
+
+def test_dry_run_junit_has_two_passing_seed_cases_and_a_step_case(tmp_path, mnist_root):
+    junit = tmp_path / "t.xml"
+    argv = ["train", "--step", "4", "--seeds", "0", "1", "--dry-run", "--data-root", str(mnist_root)]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--quiet", "--junit-xml", str(junit)]) == 0
+    cases = _cases(junit)
+    assert [c.name for c in cases] == ["seed 0", "seed 1", "recipe verdict (seeds present, mean final, one recipe)"]
+    assert all(c.is_passed for c in cases)
+
+
+def test_compare_junit_names_a_half_point_drop_of_one_seed(tmp_path):
+    import shutil
+
+    from tests.conftest import REPO
+
+    base = REPO / "reports" / "baseline"
+    new = tmp_path / "new"
+    shutil.copytree(base, new)
+    path = new / "step4" / "seed0.json"
+    d = json.loads(path.read_text())
+    for e in d["epochs"]:
+        e["test_acc"] -= 0.5
+    path.write_text(json.dumps(d))
+    junit = tmp_path / "c.xml"
+    assert main(["compare", str(base), str(new), "--junit-xml", str(junit)]) == 1
+    cases = _cases(junit)
+    (acc,) = [c for c in cases if c.classname == "tinymnist.compare.4" and c.name.startswith("last-3 mean")]
+    (problem,) = acc.result
+    assert isinstance(problem, Failure) and "step 4: last-3 mean test accuracy" in problem.message
+    assert "(-0.17;" in problem.message  # the drop: 0.5 points on one of three seeds
+    assert all(c.is_passed for c in cases if c.classname != "tinymnist.compare.4")
+
+
+def test_three_shards_of_six_seeds_write_disjoint_results_whose_union_is_all(tmp_path, mnist_root):
+    found = []
+    for k in (1, 2, 3):
+        out = tmp_path / f"s{k}"
+        argv = ["train", "--step", "4", "--seeds", "0-5", "--shard", f"{k}/3", "--dry-run", "--quiet"]
+        assert main([*argv, "--data-root", str(mnist_root), "--out", str(out)]) == 0
+        found.append({json.loads(p.read_text())["seed"] for p in (out / "step4").glob("seed*.json")})
+    assert set().union(*found) == set(range(6)) and sum(map(len, found)) == 6

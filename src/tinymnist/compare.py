@@ -46,7 +46,8 @@ def _bench_throughput(folder: Path) -> tuple[dict[str, float], str]:
     files = sorted(p for p in folder.rglob("*.json") if not p.name.startswith("seed"))
     benches, machine = load_benchmarks(files, strict=False)
     figures = {
-        b.get("fullname", b["name"]): b.get("extra_info", {}).get("batch", 1) / b["stats"]["median"] for b in benches
+        b.get("fullname", b["name"]): (b.get("extra_info") or {}).get("batch", 1) / b["stats"]["median"]
+        for b in benches
     }
     return figures, machine_name(machine)
 

@@ -182,8 +182,8 @@ def _step_section(s: StepSummary) -> list[str]:
 
 
 def _benchmark_section(bench: list[dict]) -> list[str]:
-    train = [b for b in bench if b.get("extra_info", {}).get("kind") == "train"]
-    infer = [b for b in bench if b.get("extra_info", {}).get("kind") == "inference"]
+    train = [b for b in bench if (b.get("extra_info") or {}).get("kind") == "train"]
+    infer = [b for b in bench if (b.get("extra_info") or {}).get("kind") == "inference"]
     out = ["## Benchmarks", ""]
     if train:
         out += [

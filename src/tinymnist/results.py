@@ -417,9 +417,9 @@ def _checked_benchmarks(p, d: dict) -> list[dict]:
         if not isinstance(b, dict) or not isinstance(b.get("name"), str):
             raise ResultsError(f"{where} has no name; regenerate the file with tox -e bench")
         for name in ("stats", "params", "extra_info"):
-            if not isinstance(b.get(name, {}), dict):
+            if not isinstance(b.get(name) or {}, dict):  # pytest-benchmark writes null for no params
                 raise ResultsError(f"{where} ({b['name']}): {name} is not an object; regenerate it with tox -e bench")
-        median = b.get("stats", {}).get("median")
+        median = (b.get("stats") or {}).get("median")
         if isinstance(median, bool) or not isinstance(median, (int, float)) or not 0 < median < float("inf"):
             raise ResultsError(
                 f"{p}: benchmark {b['name']} has no positive median time; regenerate the file with tox -e bench"
