@@ -123,10 +123,15 @@ class Comparison:
 
 
 def compare(
-    baseline: str | os.PathLike, new: str | os.PathLike, t: Thresholds = Thresholds(), keys: list[str] | None = None
+    baseline: str | os.PathLike,
+    new: str | os.PathLike,
+    t: Thresholds = Thresholds(),
+    keys: list[str] | None = None,
+    on: str = "test",
 ) -> Comparison:
-    """Every compared figure of NEW against the baseline; ``keys`` limits it to those recipes (``step4``)."""
-    old_r, new_r = load_results(baseline), load_results(new)
+    """Every compared figure of NEW against the baseline; ``keys`` limits it to those recipes (``step4``);
+    ``on="val"`` compares the validation figures instead of the test figures."""
+    old_r, new_r = load_results(baseline, on), load_results(new, on)
     if keys:
         old_r = {k: r for k, r in old_r.items() if k in keys}
         new_r = {k: r for k, r in new_r.items() if k in keys}

@@ -125,12 +125,63 @@ class MNISTTensors:
     train_y: torch.Tensor  # (60000,) int64
     test_x: torch.Tensor
     test_y: torch.Tensor
+    val_x: torch.Tensor | None = None  # held out of the training set by split_validation, when asked
+    val_y: torch.Tensor | None = None
 
     def to(self, device) -> MNISTTensors:
-        return MNISTTensors(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)))
+        move = [t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)]
+        val = [None if t is None else t.to(device) for t in (self.val_x, self.val_y)]
+        return MNISTTensors(*move, *val)
+
+    @property
+    def val_images(self) -> int:
+        return 0 if self.val_x is None else len(self.val_x)
 
     def subset(self, n_train: int, n_test: int) -> MNISTTensors:
-        return MNISTTensors(self.train_x[:n_train], self.train_y[:n_train], self.test_x[:n_test], self.test_y[:n_test])
+        """The first N training and test images; a validation split is kept whole (it was carved out first,
+        so it is the same set whatever subset trains)."""
+        return MNISTTensors(
+            self.train_x[:n_train],
+            self.train_y[:n_train],
+            self.test_x[:n_test],
+            self.test_y[:n_test],
+            self.val_x,
+            self.val_y,
+        )
+
+
+# The validation split's own seed: one constant, so that the held-out images are the same for every run seed,
+# every recipe and every machine (numpy's PCG64 stream is specified bit for bit, on every platform).
+VAL_SPLIT_SEED = 20261203
+
+
+def validation_indices(labels: np.ndarray, n: int) -> np.ndarray:
+    """``n`` indices of ``labels``, stratified: each digit's share of the split is its share of the labels
+    (largest remainder, so the counts sum to ``n``), drawn from one fixed permutation. Sorted."""
+    labels = np.asarray(labels)
+    if not 0 < n < len(labels):
+        raise ValueError(f"a validation split of {n} from {len(labels)} images")
+    order = np.random.default_rng(VAL_SPLIT_SEED).permutation(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * n / len(labels)
+    take = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - take), kind="stable")[: n - int(take.sum())]:
+        take[i] += 1
+    chosen = [order[labels[order] == c][:k] for c, k in zip(classes, take, strict=True)]
+    return np.sort(np.concatenate(chosen))
+
+
+def split_validation(data: MNISTTensors, n: int) -> MNISTTensors:
+    """``data`` with ``n`` training images moved to a validation set (``validation_indices``); training keeps
+    the rest, in their order."""
+    idx = validation_indices(data.train_y.cpu().numpy(), n)
+    keep = np.ones(len(data.train_y), dtype=bool)
+    keep[idx] = False
+    held = torch.from_numpy(idx).to(data.train_y.device)
+    rest = torch.from_numpy(np.flatnonzero(keep)).to(data.train_y.device)
+    return MNISTTensors(
+        data.train_x[rest], data.train_y[rest], data.test_x, data.test_y, data.train_x[held], data.train_y[held]
+    )
 
 
 def _pair(img_path: Path, lbl_path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -169,6 +220,23 @@ def load_mnist(
         return torch.from_numpy(a.astype(np.int64)).to(device)
 
     return MNISTTensors(images(tr[0]), labels(tr[1]), images(te[0]), labels(te[1]))
+
+
+def load_for_training(
+    root: str | os.PathLike | None,
+    device: str | torch.device,
+    val_split: int = 0,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+) -> MNISTTensors:
+    """What ``train`` and ``sweep`` train on: the validated data, the validation split carved out first (so it
+    is the same set whatever subset trains), then the first N of the remaining training and test images."""
+    data = load_mnist(root, device)
+    if val_split:
+        data = split_validation(data, val_split)
+    if train_subset or test_subset:
+        data = data.subset(train_subset or len(data.train_x), test_subset or len(data.test_x))
+    return data
 
 
 # The value a black (0) pixel has after normalization: what rotation and shifts must fill in at the borders.

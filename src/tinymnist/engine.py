@@ -39,6 +39,7 @@ class Trained:
     wall_seconds: float
     train_images: int
     test_images: int
+    val_images: int
     diverged_at: dict | None = None
     state_dict: dict | None = None  # the final (evaluated) model's weights, when completed
 
@@ -273,6 +274,7 @@ def train(
             wall_seconds=wall_before + time.perf_counter() - t_run,
             train_images=min(n_train, batches * recipe.batch_size),
             test_images=len(test_x),
+            val_images=data.val_images,
             diverged_at=diverged_at,
             state_dict=final.state_dict() if status == "completed" else None,
         )
@@ -326,6 +328,9 @@ def train(
             t1 = time.perf_counter()
             test_loss, test_acc = evaluate(final, test_x, test_y)
             eval_seconds = time.perf_counter() - t1
+            val_loss, val_acc = (None, None)
+            if data.val_x is not None and data.val_y is not None:
+                val_loss, val_acc = evaluate(final, data.val_x, data.val_y)
             if not (math.isfinite(test_loss) and math.isfinite(train_loss)):
                 # The last optimizer step can leave non-finite weights that no training loss saw yet.
                 diverged_at = {"epoch": epoch, "batch": "evaluation", "loss": str(test_loss)}
@@ -341,6 +346,8 @@ def train(
                     seconds=train_seconds,
                     eval_seconds=eval_seconds,
                     images_per_second=seen / train_seconds,
+                    val_loss=val_loss,
+                    val_acc=val_acc,
                 )
             )
             if on_epoch is not None:

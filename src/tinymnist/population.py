@@ -238,6 +238,7 @@ def train_population(
             wall_seconds=wall_before + time.perf_counter() - t_run,
             train_images=min(n_train, batches * bs),
             test_images=len(test_x),
+            val_images=data.val_images,
             diverged_at=diverged_at[m],
             state_dict=(stack.member_state(m, ema_params, ema_buffers) if status == "completed" else None),
         )
@@ -306,6 +307,12 @@ def train_population(
                 stack, ema_params or stack.params, ema_buffers or stack.buffers, test_x, test_y
             )
             eval_seconds = time.perf_counter() - t1
+            val_loss: list | None = None
+            val_acc: list | None = None
+            if data.val_x is not None and data.val_y is not None:
+                val_loss, val_acc = evaluate_population(
+                    stack, ema_params or stack.params, ema_buffers or stack.buffers, data.val_x, data.val_y
+                )
             for m in range(P):
                 if not alive[m]:
                     continue
@@ -324,6 +331,8 @@ def train_population(
                         seconds=train_seconds,
                         eval_seconds=eval_seconds,
                         images_per_second=seen / train_seconds,
+                        val_loss=None if val_loss is None else val_loss[m],
+                        val_acc=None if val_acc is None else val_acc[m],
                     )
                 )
             if not alive.any():

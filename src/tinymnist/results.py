@@ -10,15 +10,16 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tinymnist.errors import UserError
 from tinymnist.recipes import Recipe, label_of, sort_key, typed
 
-SCHEMA_VERSION = 2
-# Schema 1 (reports/baseline/) lacks `identity` and `population`; it stays readable, with their defaults.
-READABLE_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3
+# Schema 1 (reports/baseline/) lacks `identity` and `population`; schema 2 lacks the validation figures
+# (`val_images`, and `val_loss`/`val_acc` per epoch). Both stay readable, with their defaults.
+READABLE_SCHEMAS = (1, 2, 3)
 
 
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # MNIST's full sets: fewer means a smoke run
@@ -227,7 +228,10 @@ EPOCH_TYPES: dict[str, tuple[type, ...]] = {
     "seconds": (float,),
     "eval_seconds": (float,),
     "images_per_second": (float,),
+    "val_loss": (float, _NONE),
+    "val_acc": (float, _NONE),
 }
+_EPOCH_OPTIONAL = ("val_loss", "val_acc")
 RESULT_TYPES: dict[str, tuple[type, ...]] = {
     "step": (int,),
     "seed": (int,),
@@ -250,6 +254,7 @@ RESULT_TYPES: dict[str, tuple[type, ...]] = {
     "extra": (dict,),
     "identity": (dict,),
     "population": (int,),
+    "val_images": (int,),
 }
 
 
@@ -264,6 +269,8 @@ class EpochStats:
     seconds: float  # training, this epoch
     eval_seconds: float  # evaluation on the test set, timed apart
     images_per_second: float
+    val_loss: float | None = None  # on the held-out validation split (--val-split); None without one
+    val_acc: float | None = None
 
 
 @dataclass
@@ -289,6 +296,18 @@ class RunResult:
     extra: dict = field(default_factory=dict)
     identity: dict = field(default_factory=dict)  # what makes two runs the same run (see tinymnist.runner)
     population: int = 1  # how many seeds trained together with this one
+    val_images: int = 0  # training images held out as the validation split (0: none)
+
+    def on_validation(self, where: str | os.PathLike) -> RunResult:
+        """This run with its validation figures where the test figures are, so that the one judge, summary
+        and compare judge it on validation (``--on val``). A run without a split is refused, by ``where``."""
+        if not self.val_images or any(e.val_acc is None or e.val_loss is None for e in self.epochs):
+            raise ResultsError(
+                f"{where}: no validation figures (trained without --val-split); judge it with --on test, "
+                "or train with --val-split N"
+            )
+        epochs = [replace(e, test_acc=float(e.val_acc or 0), test_loss=float(e.val_loss or 0)) for e in self.epochs]
+        return replace(self, epochs=epochs, extra={**self.extra, "judged_on": "val"})
 
     @property
     def test_acc(self) -> list[float]:
@@ -325,20 +344,20 @@ class RunResult:
             if not isinstance(e, dict):
                 raise ValueError(f"epochs[{i}] is {type(e).__name__}, not an object")
             e = _check_fields(dict(e), EPOCH_TYPES, f"epochs[{i}].")
-            if set(e) != set(EPOCH_TYPES):
-                gone = sorted(set(EPOCH_TYPES) ^ set(e))
+            if set(e) - set(_EPOCH_OPTIONAL) != set(EPOCH_TYPES) - set(_EPOCH_OPTIONAL) or set(e) - set(EPOCH_TYPES):
+                gone = sorted((set(EPOCH_TYPES) - set(_EPOCH_OPTIONAL)) ^ (set(e) - set(_EPOCH_OPTIONAL)))
                 raise ValueError(f"epochs[{i}] field {gone[0]} is missing or unknown")
-            for name in ("train_acc", "test_acc"):
+            for name in ("train_acc", "test_acc", "val_acc"):
                 # NaN is recorded (a diverged run) and judged as non-finite; a number outside 0-100 is no
                 # accuracy at all, and must not pass silently.
-                if math.isfinite(e[name]) and not 0 <= e[name] <= 100:
+                if e.get(name) is not None and math.isfinite(e[name]) and not 0 <= e[name] <= 100:
                     raise ValueError(f"epochs[{i}].{name} is {e[name]}, outside [0, 100]")
             epochs.append(EpochStats(**e))
         d["epochs"] = epochs
         return cls(**d)
 
 
-_OPTIONAL = ("diverged_at", "schema_version", "extra", "identity", "population")
+_OPTIONAL = ("diverged_at", "schema_version", "extra", "identity", "population", "val_images")
 
 
 def result_path(out_dir: str | os.PathLike, key: str, seed: int, suffix: str = ".json") -> Path:
@@ -365,10 +384,14 @@ def load_result(path: str | os.PathLike) -> RunResult:
     return result
 
 
-def load_results(results_dir: str | os.PathLike) -> dict[str, list[RunResult]]:
+JUDGED_ON = ("test", "val")
+
+
+def load_results(results_dir: str | os.PathLike, on: str = "test") -> dict[str, list[RunResult]]:
     """Every ``<key>/seed*.json`` under a folder, grouped by recipe key (built-in steps first, in order), sorted
     by seed. A folder holding a seed twice, or another recipe's results, is refused by name: either would be
-    judged as something it is not."""
+    judged as something it is not. ``on="val"`` puts each run's validation figures where its test figures
+    are (``RunResult.on_validation``)."""
     by_key: dict[str, list[RunResult]] = {}
     where: dict[tuple[str, int], Path] = {}
     for p in sorted(Path(results_dir).glob("*/seed*.json")):
@@ -380,6 +403,8 @@ def load_results(results_dir: str | os.PathLike) -> dict[str, list[RunResult]]:
         if (r.key, r.seed) in where:
             raise ResultsError(f"{p}: seed {r.seed} of {r.key} is also in {where[r.key, r.seed]}; keep one")
         where[r.key, r.seed] = p
+        if on == "val":
+            r = r.on_validation(p)
         by_key.setdefault(r.key, []).append(r)
     return {k: sorted(by_key[k], key=lambda r: r.seed) for k in sorted(by_key, key=sort_key)}
 

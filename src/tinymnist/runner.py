@@ -89,6 +89,8 @@ class RunPlan:
             "seed": self.seed,
             "train_images": len(data.train_x),
             "test_images": test,
+            # The split is one fixed set of its size (data.validation_indices), so its size names it.
+            "val_images": data.val_images,
             "max_batches": self.max_batches,
             "device": self.device.type,
             "population": self.requested_population,
@@ -334,6 +336,7 @@ def to_result(t: engine.Trained, plan: RunPlan, identity: dict, commit: str) -> 
         diverged_at=t.diverged_at,
         identity=identity,
         population=plan.population,
+        val_images=t.val_images,
     )
     result.gate = seed_verdict(result).to_dict()
     return result

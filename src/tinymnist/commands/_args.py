@@ -131,5 +131,37 @@ def writable_dir(text: str) -> Path:
     return path
 
 
+MAX_VAL_SPLIT = 50_000  # of MNIST's 60,000 training images: leave 10,000 to train on
+
+
+def val_split(text: str) -> int:
+    value = integer(text)
+    if not 0 <= value <= MAX_VAL_SPLIT:
+        raise argparse.ArgumentTypeError(
+            f"{value}: hold out between 1 and {MAX_VAL_SPLIT:,} training images (0, the default, holds out none)"
+        )
+    return value
+
+
+def add_val_split(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--val-split",
+        type=val_split,
+        default=0,
+        metavar="N",
+        help="hold N training images out as a validation set (stratified, the same N images for every seed, "
+        "recipe and machine) and report validation loss and accuracy beside test (default 0: none)",
+    )
+
+
+def add_judged_on(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--on",
+        choices=["test", "val"],
+        default="test",
+        help="judge on the test set (default) or on the validation split the runs held out (--val-split)",
+    )
+
+
 def add_data_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./data)")

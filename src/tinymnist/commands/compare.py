@@ -35,6 +35,7 @@ def add_parser(sub) -> None:
         nargs="+",
         help="compare only these recipes: step numbers or recipe names (default: all found)",
     )
+    _args.add_judged_on(c)
     c.add_argument("--junit-xml", metavar="FILE", help="also write the compared rows as JUnit XML")
     c.add_argument("--markdown", metavar="FILE", help="also write the table as markdown (e.g. $GITHUB_STEP_SUMMARY)")
 
@@ -57,6 +58,7 @@ def run(args) -> int:
                 max_throughput_drop=args.max_throughput_drop,
             ),
             args.steps,
+            args.on,
         )
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None

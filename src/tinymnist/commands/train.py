@@ -51,6 +51,7 @@ def add_parser(sub) -> None:
         "--train-subset", type=_args.positive_int, metavar="N", help="train on the first N training images only"
     )
     t.add_argument("--test-subset", type=_args.positive_int, metavar="N", help="evaluate on the first N test images")
+    _args.add_val_split(t)
     t.add_argument(
         "--set",
         action="append",
@@ -147,7 +148,7 @@ def run(args) -> int:
         print(f"shard {k}/{n}: no (recipe, seed) falls to this shard; nothing to train")
         return EXIT_OK
 
-    from tinymnist.data import load_mnist
+    from tinymnist.data import load_for_training
     from tinymnist.engine import resolve_device
     from tinymnist.runner import TrainOptions, sigterm_as_interrupt
 
@@ -167,9 +168,7 @@ def run(args) -> int:
         requested_population=args.population,
     )
     # Validated once, before any training starts; a CPU population's forked workers share these tensors.
-    data = load_mnist(args.data_root, device)
-    if args.train_subset or args.test_subset:
-        data = data.subset(args.train_subset or len(data.train_x), args.test_subset or len(data.test_x))
+    data = load_for_training(args.data_root, device, args.val_split, args.train_subset, args.test_subset)
     outcomes = []
     with sigterm_as_interrupt():
         for recipe, seeds in jobs:
@@ -221,8 +220,9 @@ def _train_one(args, recipe, seeds, data, device, options, population):
     def on_run(r) -> None:
         if not args.quiet:
             for e in r.epochs:
+                val = "" if e.val_acc is None else f"val {e.val_loss:.4f} {e.val_acc:6.2f}%  "
                 print(
-                    f"  seed {r.seed} epoch {e.epoch:2d}  train {e.train_loss:.4f} {e.train_acc:6.2f}%  "
+                    f"  seed {r.seed} epoch {e.epoch:2d}  train {e.train_loss:.4f} {e.train_acc:6.2f}%  {val}"
                     f"test {e.test_loss:.4f} {e.test_acc:6.2f}%  lr {e.lr:.5f}  {e.seconds:5.1f}s "
                     f"({e.images_per_second:,.0f} img/s)"
                 )

@@ -1,0 +1,123 @@
+"""``tinymnist sweep``: candidate recipes x a seed population, trained resumably, ranked on validation only."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from tinymnist.commands import _args
+from tinymnist.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, UsageError, UserError
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser(
+        "sweep",
+        help="train candidate recipes on a seed population and rank them on a validation split (never on test)",
+    )
+    base = s.add_mutually_exclusive_group(required=True)
+    base.add_argument("--step", type=_args.step, help="the base recipe: a built-in step")
+    base.add_argument("--recipe", metavar="FILE|NAME", help="the base recipe: a recipe file, plugin or pkg:obj")
+    s.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="'KEY=VALUE ...'",
+        help="a candidate: the base with these --set changes (space-separated); repeatable",
+    )
+    s.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="candidates: every combination of the grid's values; repeat for more axes",
+    )
+    s.add_argument(
+        "--candidate", action="append", default=[], metavar="FILE|NAME", help="a candidate recipe file; repeatable"
+    )
+    s.add_argument("--seeds", type=_args.seeds, nargs="+", required=True, help="the seed population, e.g. 0-7")
+    _args.add_val_split(s)
+    s.add_argument("--epochs", type=_args.positive_int, help="override every candidate's epochs")
+    s.add_argument("--train-subset", type=_args.positive_int, metavar="N", help="train on N images (a smoke sweep)")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _args.add_data_root(s)
+    s.add_argument("--out", type=_args.writable_dir, required=True, help="sweep folder: a folder per candidate")
+    s.add_argument("--population", type=_args.positive_int, metavar="P", help="seeds trained at once (see train)")
+
+
+def run(args) -> int:
+    from tinymnist.recipes import get_recipe, resolve_recipe, with_overrides
+    from tinymnist.sweep import candidates
+
+    if not args.val_split:
+        raise UsageError("--val-split N is required: a sweep ranks on validation only (e.g. --val-split 10000)")
+    base = get_recipe(args.step) if args.step else resolve_recipe(args.recipe)
+    if args.epochs:
+        base = with_overrides(base, [f"epochs={args.epochs}"])
+    variants = [v.split() for v in args.variant]
+    if any(not v for v in variants):
+        raise UsageError("--variant '': give the --set changes, e.g. --variant 'lr=0.05 batch_size=32'")
+    files = [resolve_recipe(f) for f in args.candidate]
+    if args.epochs:
+        files = [with_overrides(f, [f"epochs={args.epochs}"]) for f in files]
+    try:
+        cands = candidates(base, variants, args.grid, files)
+    except UserError as e:
+        raise UsageError(str(e)) from None
+    seeds = _args.seed_list(args.seeds)
+    return _train_and_rank(args, cands, seeds)
+
+
+def _train_and_rank(args, cands, seeds) -> int:
+    from tinymnist.commands.train import DEFAULT_POPULATION
+    from tinymnist.data import load_for_training
+    from tinymnist.engine import resolve_device
+    from tinymnist.recipes import budget_failure
+    from tinymnist.results import atomic_write_bytes, load_results
+    from tinymnist.runner import RunInterrupted, TrainOptions, sigterm_as_interrupt, train_recipe
+    from tinymnist.sweep import rank, sweep_markdown
+
+    for c in cands:
+        why = budget_failure(c.recipe)
+        if why:
+            print(f"{c.key}: skipped, {why}", file=sys.stderr)
+    cands = [c for c in cands if not budget_failure(c.recipe)]
+    if not cands:
+        raise UsageError("every candidate is over its parameter budget; nothing to sweep")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    population = args.population or DEFAULT_POPULATION[device.type]
+    # Always resumable: a rerun of the same sweep keeps completed seeds and continues checkpoints.
+    options = TrainOptions(out=args.out, resume=True, progress=False, requested_population=args.population)
+    data = load_for_training(args.data_root, device, args.val_split, args.train_subset)
+    command = shlex.join(["tinymnist", *args._argv])
+    print(f"sweep: {len(cands)} candidates x {len(seeds)} seeds, validation split {args.val_split:,}", flush=True)
+
+    def on_run(r) -> None:  # validation only: the test figures are not shown while sweeping
+        val = [e.val_acc for e in r.epochs if e.val_acc is not None]
+        k = min(3, len(val))
+        last = f"val last-{k} {sum(val[-k:]) / k:.2f}" if k else "no epoch"
+        print(f"  {r.key} seed {r.seed}: {r.status}, {last}, {r.wall_seconds:.0f}s", flush=True)
+
+    with sigterm_as_interrupt():
+        for i, c in enumerate(cands, start=1):
+            print(f"[{i}/{len(cands)}] {c.key}: {c.said}", flush=True)
+            try:
+                train_recipe(c.recipe, seeds, data, device, options, population, on_run)
+            except RunInterrupted as e:
+                print(
+                    f"\ninterrupted ({e.signal_name}) in {c.key}; what finished is kept in {args.out}. "
+                    f"Resume with the same command: {shlex.join([sys.executable, '-m', 'tinymnist', *args._argv])}",
+                    file=sys.stderr,
+                )
+                return EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED
+    ranked = rank(cands, load_results(args.out, "val"), seeds)
+    path = Path(args.out) / "SWEEP.md"
+    atomic_write_bytes(path, sweep_markdown(ranked, command, args.val_split, seeds).encode())
+    for i, r in enumerate(ranked, start=1):
+        figure = r.last_k.fmt(3) if r.last_k else "not trained"
+        print(f"{i}. {r.candidate.key}: val last-3 {figure}; {r.pass_rate.fmt()} pass on validation")
+    print(f"wrote {path}")
+    return EXIT_OK
