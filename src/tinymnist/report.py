@@ -272,8 +272,15 @@ def plots(summaries: dict[str, StepSummary], results: dict[str, list[RunResult]]
         if sm.final_test is None:
             continue
         f = sm.final_test
+        # Clamped at 0: the mean of equal seeds can land an ulp below their minimum, and matplotlib refuses
+        # a negative error bar (seeds 0-2 all at 99.6 crashed the report).
         ax.errorbar(
-            [sm.params], [f.mean], yerr=[[f.mean - f.min], [f.max - f.mean]], fmt="o", capsize=4, label=sm.recipe.label
+            [sm.params],
+            [f.mean],
+            yerr=[[max(0.0, f.mean - f.min)], [max(0.0, f.max - f.mean)]],
+            fmt="o",
+            capsize=4,
+            label=sm.recipe.label,
         )
         # Steps that share a network sit on one vertical line: alternate the labels above and below.
         ax.annotate(
