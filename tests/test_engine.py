@@ -250,3 +250,72 @@ def test_resume_restores_the_weight_ema(small_mnist, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "evaluate", real)
     resumed = run(recipe, 0, small_mnist, tmp_path, resume=True)
     assert metrics(resumed) == metrics(ref)
+
+
+# --- the anchors' pieces (issue 21): a piecewise-linear schedule, augmenting a share of the images, BlocksNet ---
+
+ANCHOR_POINTS = [[0, 0.5], [3, 1], [9, 0.1], [15, 0]]
+
+
+def test_piecewise_schedule_hits_its_knots_and_interpolates():
+    r = validate(replace(STEP4, schedule="piecewise", lr=0.1, lr_points=ANCHOR_POINTS, epochs=15))
+    total = 1500  # 100 steps an epoch
+    # by hand: epoch 0 -> 0.05, 3 -> 0.1, 9 -> 0.01, 15 -> 0; half-way from 3 to 9 is 0.055
+    assert get_lr(r, 0, total) == pytest.approx(0.05)
+    assert get_lr(r, 300, total) == pytest.approx(0.1)
+    assert get_lr(r, 600, total) == pytest.approx(0.055)
+    assert get_lr(r, 900, total) == pytest.approx(0.01)
+    assert get_lr(r, 150, total) == pytest.approx(0.075)
+    assert get_lr(r, 1499, total) == pytest.approx(0.1 * 0.1 * (1 / 600), abs=1e-9)
+    # the knots are epochs: with --epochs 30, step 600 of 3,000 is epoch 6, and past the last knot it holds
+    assert get_lr(replace(r, epochs=30), 600, 3000) == pytest.approx(0.055)
+    assert get_lr(replace(r, epochs=30), 2400, 3000) == 0
+
+
+@pytest.mark.parametrize(
+    "points",
+    [[[0, 1]], [[1, 1], [2, 0]], [[0, 1], [0, 0.5]], [[0, 2], [5, 0]], [[0, 1], [5, float("nan")]], [[0, "a"], [1, 0]]],
+)
+def test_bad_lr_points_are_refused(points):
+    with pytest.raises(RecipeError, match="lr_points="):
+        validate(replace(STEP4, schedule="piecewise", lr_points=points))
+
+
+def test_lr_points_without_the_piecewise_schedule_are_refused():
+    with pytest.raises(RecipeError, match="schedule is not 'piecewise'"):
+        validate(replace(STEP4, lr_points=ANCHOR_POINTS))
+
+
+def test_aug_prob_augments_that_share_and_leaves_the_rest_exact(small_mnist):
+    from tinymnist.data import augment
+
+    x = small_mnist.train_x[:400]
+    g = torch.Generator().manual_seed(0)
+    out = augment(x, g, 7.0, 0.08, 0.0, prob=0.5)
+    same = (out == x).flatten(1).all(1)
+    # about half pass untouched (binomial(400, 0.5): 200 +- 10 SD), the others moved
+    assert 150 < int(same.sum()) < 250
+    full = augment(x, torch.Generator().manual_seed(0), 7.0, 0.08)
+    # the augmented ones are exactly what prob=1 draws for them: the share is drawn after, so it adds no shift
+    assert torch.equal(out[~same], full[~same])
+    assert torch.equal(augment(x, torch.Generator().manual_seed(0), 7.0, 0.08, prob=1.0), full)
+
+
+def test_blocks_net_is_the_anchor_size_and_recipes_round_trip():
+    from tinymnist.models import count_params, create_model
+    from tinymnist.recipes import Recipe, with_overrides
+
+    # 3,762 parameters: the public anchor's count, from its 4-4-4, 8-8-8, 8-8-8 blocks with biases
+    assert count_params(create_model("blocks")) == 3762
+    assert count_params(create_model("blocks", bias=False)) == 3762 - (4 * 3 + 8 * 6 + 10)
+    r = validate(
+        with_overrides(
+            STEP4,
+            ["model=blocks", "schedule=piecewise", f"lr_points={json.dumps(ANCHOR_POINTS)}", "aug_prob=0.5"],
+        )
+    )
+    assert Recipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r  # one form on disk and in memory
+    with pytest.raises(RecipeError, match="bias="):
+        validate(replace(r, model_kwargs={"bias": 1}))
+    with pytest.raises(RecipeError, match="layer sizes"):
+        validate(replace(r, model_kwargs={"blocks": [[4, 0], [8]]}))

@@ -244,13 +244,19 @@ BACKGROUND = (0.0 - MEAN) / STD
 
 
 def augment(
-    x: torch.Tensor, generator: torch.Generator, max_degrees: float, max_shift: float, max_scale: float = 0.0
+    x: torch.Tensor,
+    generator: torch.Generator,
+    max_degrees: float,
+    max_shift: float,
+    max_scale: float = 0.0,
+    prob: float = 1.0,
 ) -> torch.Tensor:
     """Rotate each image by U(-max_degrees, max_degrees), shift it by U(-max_shift, max_shift) of its size
     and, with ``max_scale``, zoom it by U(1 - max_scale, 1 + max_scale).
 
     One affine_grid + grid_sample over the whole batch; the random draws come from ``generator`` only,
-    so a run's augmentation is a pure function of its seed.
+    so a run's augmentation is a pure function of its seed. With ``prob`` < 1 each image is augmented with that
+    probability (the anchors' ShiftScaleRotate(p=0.5)) and passes untouched otherwise.
     """
     if max_degrees == 0 and max_shift == 0 and max_scale == 0:
         return x  # exactly the input; grid_sample's identity is only exact to ~1e-5
@@ -268,4 +274,8 @@ def augment(
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # Sample the offset from the background so that pixels coming in from outside are black, not grey.
     out = F.grid_sample(x - BACKGROUND, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out + BACKGROUND
+    out = out + BACKGROUND
+    if prob < 1:  # drawn last, so recipes that augment every image keep their exact draws
+        keep = torch.rand(n, generator=generator, device=x.device, dtype=x.dtype) >= prob
+        out = torch.where(keep[:, None, None, None], x, out)
+    return out

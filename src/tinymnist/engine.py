@@ -64,6 +64,14 @@ def get_lr(recipe: Recipe, step: int, total_steps: int) -> float:
             return start + (recipe.lr - start) * step / warm
         t = min(1.0, (step - warm) / max(1, total_steps - 1 - warm))
         return end + (recipe.lr - end) * 0.5 * (1 + math.cos(math.pi * t))
+    if recipe.schedule == "piecewise":
+        # Knots are in epochs; a step sits at its fraction of the run, so the knots scale with --epochs' steps.
+        at = step / max(1, total_steps) * recipe.epochs
+        knots = [(float(e), float(f)) for e, f in recipe.lr_points]
+        for (e0, f0), (e1, f1) in zip(knots, knots[1:], strict=False):
+            if at <= e1:
+                return recipe.lr * (f0 + (f1 - f0) * (at - e0) / (e1 - e0))
+        return recipe.lr * knots[-1][1]  # past the last knot: hold it
     raise ValueError(f"unknown schedule {recipe.schedule!r}")
 
 
@@ -120,7 +128,7 @@ def get_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = data.train_x[idx], data.train_y[idx]
     if recipe.max_degrees or recipe.max_shift or recipe.max_scale:
-        x = augment(x, gen, recipe.max_degrees, recipe.max_shift, recipe.max_scale)
+        x = augment(x, gen, recipe.max_degrees, recipe.max_shift, recipe.max_scale, recipe.aug_prob)
     return x, y
 
 

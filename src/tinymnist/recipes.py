@@ -53,6 +53,10 @@ class Recipe:
     max_degrees: float = 0.0  # augmentation: rotation U(-d, d) per image
     max_shift: float = 0.0  # augmentation: shift U(-s, s) of the image size per axis
     max_scale: float = 0.0  # augmentation: zoom U(1-s, 1+s) per image
+    aug_prob: float = 1.0  # share of the images that are augmented (each drawn apart); the rest pass as they are
+    # schedule "piecewise": [[epoch, factor], ...] knots, the learning rate `lr * factor` interpolated linearly
+    # between them per optimizer step (epochs may be fractional; the first knot is at 0)
+    lr_points: tuple = ()
     seeds: tuple[int, ...] = (0, 1, 2)
     expect: Expectation = Expectation()
     seed_reference: dict = field(default_factory=dict)  # the seed write-up's published figures
@@ -63,6 +67,9 @@ class Recipe:
     def __post_init__(self):
         if not self.key:
             object.__setattr__(self, "key", f"step{self.step}")
+        if isinstance(self.lr_points, list):  # from JSON or TOML: one form, so that equal recipes compare equal
+            knots = tuple(tuple(p) if isinstance(p, list) else p for p in self.lr_points)
+            object.__setattr__(self, "lr_points", knots)
 
     @property
     def label(self) -> str:
@@ -72,6 +79,7 @@ class Recipe:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["seeds"] = list(self.seeds)
+        d["lr_points"] = [list(p) if isinstance(p, tuple) else p for p in self.lr_points]
         return d
 
     @classmethod
@@ -196,6 +204,8 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "max_degrees": (float,),
     "max_shift": (float,),
     "max_scale": (float,),
+    "aug_prob": (float,),
+    "lr_points": (list, tuple),
     "seeds": (list, tuple),
     "seed_reference": (dict,),
     "key": (str,),
@@ -226,6 +236,8 @@ def _coerce(item: str, key: str, current, value):
         value = float(value) if ok else value
     elif isinstance(current, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(current, tuple):
+        ok = isinstance(value, (list, tuple))
     else:
         ok = isinstance(value, type(current))
     if not ok:
@@ -288,7 +300,7 @@ class RecipeError(UserError, ValueError):
 
 MAX_LR = 100.0
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "onecycle")
+SCHEDULES = ("constant", "onecycle", "piecewise")
 PRECISIONS = ("fp32", "bf16")
 NUM_CLASSES = 10
 
@@ -305,8 +317,38 @@ def _in(name: str, value, low: float, high: float, high_open: bool = True, low_o
         raise RecipeError(f"{name}={value!r} is outside its range: it must be a finite number in {span}")
 
 
+def _check_lr_points(recipe: Recipe) -> None:
+    points = recipe.lr_points
+    if recipe.schedule != "piecewise":
+        if points:
+            raise RecipeError("lr_points is set, but schedule is not 'piecewise'; set schedule=piecewise or drop it")
+        return
+    ok = (
+        isinstance(points, (list, tuple))
+        and len(points) >= 2
+        and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in points)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for p in points for v in p)
+    )
+    if ok:
+        epochs = [float(p[0]) for p in points]
+        factors = [float(p[1]) for p in points]
+        ok = (
+            epochs[0] == 0
+            and all(b > a for a, b in zip(epochs, epochs[1:], strict=False))
+            and all(math.isfinite(f) and 0 <= f <= 1 for f in factors)
+            and all(math.isfinite(e) for e in epochs)
+        )
+    if not ok:
+        raise RecipeError(
+            f"lr_points={points!r}: give at least two [epoch, factor] knots, epochs rising from 0 and factors in "
+            "[0, 1] of lr, e.g. [[0, 0.5], [3, 1], [9, 0.1], [15, 0]]"
+        )
+
+
 def _positive_sizes(name: str, value) -> None:
     sizes = value if isinstance(value, (list, tuple)) else [value]
+    # nested lists (a network's blocks) are checked size by size
+    sizes = [v for s in sizes for v in (s if isinstance(s, (list, tuple)) and s else [s])]
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
         raise RecipeError(f"model_kwargs {name}={value!r}: layer sizes must be integers >= 1")
 
@@ -325,6 +367,8 @@ def validate(recipe: Recipe) -> Recipe:
     _in("max_degrees", recipe.max_degrees, 0, 180, high_open=False)
     _in("max_shift", recipe.max_shift, 0, 1)
     _in("max_scale", recipe.max_scale, 0, 1)
+    _in("aug_prob", recipe.aug_prob, 0, 1, high_open=False)
+    _check_lr_points(recipe)
     for name in ("batch_size", "epochs"):
         value = getattr(recipe, name)
         if not isinstance(value, int) or value < 1:
@@ -343,6 +387,9 @@ def validate(recipe: Recipe) -> Recipe:
     for name, value in kwargs.items() if recipe.model in builtin_models() else ():
         if name == "dropout":
             _in("model_kwargs dropout", value, 0, 1)
+        elif name == "bias":
+            if not isinstance(value, bool):
+                raise RecipeError(f"model_kwargs bias={value!r} must be true or false")
         elif name == "num_classes":
             if value != NUM_CLASSES:
                 raise RecipeError(f"model_kwargs num_classes={value!r}: MNIST has {NUM_CLASSES} classes")
