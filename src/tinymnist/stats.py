@@ -95,6 +95,13 @@ def welch_drop_p(new: Iterable[float], old: Iterable[float]) -> float:
         return float(stats.ttest_ind(a, b, equal_var=False, alternative="less").pvalue)
 
 
+def welch_within_p(new: Iterable[float], old: Iterable[float], margin: float) -> float:
+    """p-value of the one-sided Welch t-test that NEW's mean is above OLD's mean minus ``margin``: a small p
+    shows that NEW lost less than ``margin`` (the TOST-style half of an equivalence test, for "clearly no
+    regression"; ``welch_drop_p`` is the other question, "clearly a drop")."""
+    return welch_drop_p([o - margin for o in old], new)
+
+
 def last_k_mean(test_acc: list[float], k: int = 3) -> float:
     return float(np.mean(test_acc[-k:]))
 

@@ -1,0 +1,308 @@
+"""``bisect``: the first commit between GOOD and BAD whose seed population regresses against GOOD's.
+
+asv's ``find`` takes one sample per commit and warns that it needs a "more-or-less monotonic" metric; an
+accuracy that moves by +-0.05 between seeds is neither. Here every tested commit is a population of seeds, and
+its verdict against GOOD's population is one of three:
+
+- **bad**: compare's own test (``compare.accuracy_rule``) calls it a regression;
+- **good**: "clearly no regression": the same seeds give the same figures to the last bit (the code that
+  trains did not change), or the one-sided Welch test shows the drop is *smaller than compare's minimum
+  effect* at the same alpha (``stats.welch_within_p``). Failing to find a drop is not enough: a population
+  too small to see one would pass as good, and the search would walk past the culprit;
+- **inconclusive** otherwise: both populations grow by the initial number of seeds, up to ``max_seeds``, and
+  the commit is judged again. Past the cap it is skipped, as ``git bisect skip`` would.
+
+A commit whose code does not run (an import error, a crash), or that predates this interface (its ``train``
+lacks an option the bisect passes), is skipped and named.
+
+Each commit trains in its own ``git worktree`` (detached, in a temporary folder) with its own code on the
+current interpreter and environment, one seed at a time (``--population 1``, so that every commit's runs are
+computed alike and file under one machine). Results go into the store (``tinymnist.history``), so a second
+bisect, or ``history show``, reuses them. The worktrees are removed however the search ends; it never uses
+``git bisect``, so no bisect state can be left behind.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tinymnist import history
+from tinymnist.compare import MIN_SEEDS_FOR_TEST, Thresholds, accuracy_rule
+from tinymnist.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+from tinymnist.history import Commit, StoreError
+from tinymnist.results import RunResult
+from tinymnist.stats import SeedStats, welch_within_p
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What to train at every commit, as ``tinymnist train`` arguments."""
+
+    recipe_args: tuple[str, ...]  # ("--step", "2") or ("--recipe", "/abs/file.toml")
+    key: str  # the recipe's folder in the results (step2, or the recipe file's name)
+    options: tuple[str, ...] = ()  # --epochs 1 --train-subset 2000 ...: passed to every commit's train
+    settings: dict = field(default_factory=dict)  # what a stored run must have recorded to be reused
+
+
+@dataclass(frozen=True)
+class Tested:
+    """One commit's standing against GOOD."""
+
+    commit: Commit
+    verdict: str  # good | bad | skip | reference
+    n: int = 0
+    stats: SeedStats | None = None
+    p: float = math.nan  # compare's test against GOOD (one-sided Welch p)
+    drop: float = math.nan  # GOOD's mean minus this commit's
+    why: str = ""  # why it was skipped
+
+    def row(self) -> str:
+        figure = f"mean {self.stats.mean:.3f} (95% CI {self.stats.ci(3)})" if self.stats else ""
+        p = "" if math.isnan(self.p) else f"p {self.p:.2g}"
+        what = self.verdict + (f": {self.why}" if self.why else "")
+        subject = self.commit.subject if len(self.commit.subject) <= 48 else self.commit.subject[:45] + "..."
+        return f"{self.commit.short}  {subject:48}  n={self.n:<3} {figure:34} {p:9} {what}"
+
+
+class Skip(Exception):
+    """A commit that cannot be judged; the message says why."""
+
+
+class Interrupted(Exception):
+    def __init__(self, code: int):
+        super().__init__("interrupted")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Outcome:
+    first_bad: Commit | None
+    rows: tuple[Tested, ...]
+    no_regression: bool = False  # BAD is not shown to regress against GOOD
+    undecided: tuple[Commit, ...] = ()  # skipped commits the first bad one could be among
+
+
+def _seeds_for(seeds: Sequence[int], n: int) -> list[int]:
+    """The first ``n`` seeds of the population: the given ones, then the next unused integers above them."""
+    out = list(seeds)
+    nxt = max(out) + 1
+    while len(out) < n:
+        if nxt not in out:
+            out.append(nxt)
+        nxt += 1
+    return out[:n]
+
+
+def _settings_mismatch(run: RunResult, settings: dict) -> str | None:
+    for k, v in settings.items():
+        got = run.recipe.get(k[7:]) if k.startswith("recipe.") else getattr(run, k, None)
+        if got != v:
+            return f"{k} {got!r}, this bisect trains {v!r}"
+    return None
+
+
+class Bisector:
+    def __init__(
+        self,
+        repo: str | os.PathLike,
+        store: str | os.PathLike,
+        spec: Spec,
+        seeds: Sequence[int],
+        max_seeds: int,
+        machine: str,
+        env: dict | None = None,
+        thresholds: Thresholds | None = None,
+        say: Callable[[str], None] = print,
+    ):
+        self.repo, self.store, self.spec = Path(repo), Path(store), spec
+        self.seeds, self.max_seeds, self.machine = list(seeds), max_seeds, machine
+        self.env = dict(os.environ if env is None else env)
+        # The children compute with this process's thread count, so that what they record (and the machine
+        # folder it names) is the machine this bisect looks up.
+        import torch
+
+        self.env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+        self.t, self.say = thresholds or Thresholds(), say
+        self.tmp = Path(tempfile.mkdtemp(prefix="tinymnist-bisect-"))
+        self.worktrees: list[Path] = []
+
+    # --- training at a commit -------------------------------------------------------------------------------
+
+    def stored(self, commit: Commit, seeds: Sequence[int]) -> dict[int, RunResult]:
+        runs = history.population(self.store, commit.short, self.machine, self.spec.key)
+        out = {}
+        for r in runs:
+            if r.seed not in seeds:
+                continue
+            why = _settings_mismatch(r, self.spec.settings)
+            if why:
+                raise StoreError(
+                    f"{self.store}: {r.label} seed {r.seed} at {commit.short} was trained with other settings "
+                    f"({why}); bisect into another --store"
+                )
+            out[r.seed] = r
+        return out
+
+    def population(self, commit: Commit, n: int) -> list[RunResult]:
+        """The first ``n`` seeds' runs at ``commit``: from the store, training the missing ones there."""
+        seeds = _seeds_for(self.seeds, n)
+        have = self.stored(commit, seeds)
+        missing = [s for s in seeds if s not in have]
+        if missing:
+            self._train(commit, missing)
+            have = self.stored(commit, seeds)
+            if any(s not in have for s in missing):
+                raise Skip(
+                    f"its train wrote no results for seeds {[s for s in missing if s not in have]} on machine "
+                    f"{self.machine}"
+                )
+        return [have[s] for s in seeds]
+
+    def _train(self, commit: Commit, seeds: list[int]) -> None:
+        wt = self.tmp / f"wt-{commit.short}"
+        out = self.tmp / f"out-{commit.short}"
+        history.git(self.repo, "worktree", "add", "--detach", "--quiet", str(wt), commit.sha)
+        self.worktrees.append(wt)
+        try:
+            code = wt / "src" if (wt / "src" / "tinymnist").is_dir() else wt
+            env = {**self.env, "PYTHONPATH": os.pathsep.join([str(code), self.env.get("PYTHONPATH", "")]).rstrip(":")}
+            self._probe(wt, env)
+            seed_args = [str(s) for s in seeds]
+            cmd = [sys.executable, "-m", "tinymnist", "train", *self.spec.recipe_args, "--seeds", *seed_args]
+            cmd += [*self.spec.options, "--population", "1", "--quiet", "--out", str(out)]
+            done = subprocess.run(cmd, cwd=wt, env=env, capture_output=True, text=True)
+            if done.returncode in (EXIT_INTERRUPTED, EXIT_TERMINATED, -2, -15):
+                raise Interrupted(EXIT_TERMINATED if done.returncode in (EXIT_TERMINATED, -15) else EXIT_INTERRUPTED)
+            if done.returncode not in (0, 1):  # 1: a gate failed; the runs are still this commit's figures
+                last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+                raise Skip(f"its code does not run (train exit {done.returncode}: {last[:160]})")
+            history.add(out, self.store)
+        finally:
+            self._remove(wt)
+            shutil.rmtree(out, ignore_errors=True)
+
+    def _probe(self, wt: Path, env: dict) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "tinymnist", "train", "--help"], cwd=wt, env=env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            err = done.stderr.strip().splitlines() or [""]
+            if "No module named tinymnist" in done.stderr or "No module named 'tinymnist'" in done.stderr:
+                raise Skip("before this interface (no tinymnist package)")
+            raise Skip(f"its code does not run ({err[-1][:160]})")
+        flags = [a for a in (*self.spec.recipe_args, *self.spec.options, "--population") if a.startswith("--")]
+        lacking = [f for f in flags if f not in done.stdout]
+        if lacking:
+            raise Skip(f"before this interface (its train has no {', '.join(lacking)})")
+
+    def _remove(self, wt: Path) -> None:
+        subprocess.run(["git", "-C", str(self.repo), "worktree", "remove", "--force", str(wt)], capture_output=True)
+        shutil.rmtree(wt, ignore_errors=True)
+        if wt in self.worktrees:
+            self.worktrees.remove(wt)
+
+    def close(self) -> None:
+        """Remove every worktree and the temporary folder; prune git's record of them."""
+        for wt in list(self.worktrees):
+            self._remove(wt)
+        subprocess.run(["git", "-C", str(self.repo), "worktree", "prune"], capture_output=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # --- judging ------------------------------------------------------------------------------------------
+
+    def judge(self, good: Commit, commit: Commit) -> Tested:
+        """``commit`` against GOOD, growing both populations while the test is inconclusive."""
+        n = len(self.seeds)
+        while True:
+            try:
+                ref = self.population(good, n)
+                runs = self.population(commit, n)
+            except Skip as e:
+                return Tested(commit, "skip", why=str(e))
+            a = [_last_k(r) for r in ref]
+            b = [_last_k(r) for r in runs]
+            if not all(math.isfinite(v) for v in b):
+                return Tested(commit, "bad", len(b), None, why="a run did not finish an epoch")
+            check = accuracy_rule(a, b, self.t)
+            stats = SeedStats.of(b)
+            if check.regression:
+                return Tested(commit, "bad", len(b), stats, check.p, check.drop)
+            # The same seeds giving the same figures to the last bit is the strongest "no change" there is: a
+            # commit that does not touch what trains (docs, tests, another recipe) computes exactly what GOOD
+            # did, however noisy the configuration (the test's 1-epoch runs have an SD of 6 points).
+            if a == b or welch_within_p(b, a, self.t.min_effect) < self.t.alpha:
+                return Tested(commit, "good", len(b), stats, check.p, check.drop)
+            grown = min(self.max_seeds, n + len(self.seeds))
+            if grown == n:
+                return Tested(
+                    commit, "skip", len(b), stats, check.p, check.drop, why=f"inconclusive at {n} seeds (--max-seeds)"
+                )
+            self.say(f"{commit.short}  inconclusive at n={n} (p {check.p:.2g}, drop {check.drop:+.3f}): {grown} seeds")
+            n = grown
+
+    def run(self, good_rev: str, bad_rev: str) -> Outcome:
+        good = _one(self.repo, good_rev)
+        bad = _one(self.repo, bad_rev)
+        line = history.commits(self.repo, [f"{good.sha}..{bad.sha}"])
+        if not line or line[-1].sha != bad.sha:
+            raise StoreError(f"{bad_rev} is not a first-parent descendant of {good_rev}; give GOOD as an ancestor")
+        rows: list[Tested] = []
+
+        def show(t: Tested) -> Tested:
+            rows.append(t)
+            self.say(t.row())
+            return t
+
+        try:
+            ref = self.population(good, len(self.seeds))
+        except Skip as e:
+            raise StoreError(f"GOOD {good.short} cannot be trained: {e}") from None
+        show(Tested(good, "reference", len(ref), SeedStats.of([_last_k(r) for r in ref])))
+        first = show(self.judge(good, bad))
+        if first.verdict != "bad":
+            return Outcome(None, tuple(rows), no_regression=True)
+        lo, hi = -1, len(line) - 1  # indexes into line: lo is good (-1 = GOOD itself), hi is bad
+        skipped: set[int] = set()
+        while True:
+            open_ = [i for i in range(lo + 1, hi) if i not in skipped]
+            if not open_:
+                break
+            mid = (lo + hi) // 2
+            i = min(open_, key=lambda j: (abs(j - mid), j))  # the middle, or the nearest untested commit to it
+            t = show(self.judge(good, line[i]))
+            if t.verdict == "bad":
+                hi = i
+            elif t.verdict == "good":
+                lo = i
+            else:
+                skipped.add(i)
+        between = tuple(line[i] for i in range(lo + 1, hi) if i in skipped)
+        if between:
+            return Outcome(None, tuple(rows), undecided=(*between, line[hi]))
+        return Outcome(line[hi], tuple(rows))
+
+
+def _last_k(r: RunResult) -> float:
+    from tinymnist.recipes import Recipe
+    from tinymnist.stats import last_k_mean
+
+    if not r.epochs:
+        return math.nan
+    return last_k_mean(r.test_acc, Recipe.from_dict(r.recipe).expect.last_k)
+
+
+def _one(repo: Path, rev: str) -> Commit:
+    sha = history.git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
+    out = history.git(repo, "log", "-1", "--format=%H%x00%cI%x00%s", sha)
+    return Commit(*out.strip().split("\0", 2))
+
+
+__all__ = ["Bisector", "Outcome", "Spec", "Tested", "Skip", "Interrupted", "MIN_SEEDS_FOR_TEST", "Terminated"]

@@ -1,0 +1,138 @@
+"""``tinymnist bisect GOOD BAD``: the first commit whose seed population regresses against GOOD's.
+
+Exit codes: 0 the first bad commit is named on the last line; 4 BAD is not shown to be a regression of GOOD;
+5 skipped commits leave the first bad commit undecided (the last line lists the candidates); 2 bad usage, a
+store conflict or a repository git cannot read; 130/143 interrupted (the store keeps every finished run, and
+no worktree is left).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tinymnist.commands import _args
+from tinymnist.errors import EXIT_NO_REGRESSION, EXIT_OK, EXIT_UNDECIDED, UsageError
+
+
+def add_parser(sub) -> None:
+    b = sub.add_parser(
+        "bisect", help="find the first commit between GOOD and BAD whose seed population regresses against GOOD's"
+    )
+    b.add_argument("good", help="a commit where the recipe is fine")
+    b.add_argument("bad", help="a later commit (first-parent descendant of GOOD) where it regressed")
+    which = b.add_mutually_exclusive_group(required=True)
+    which.add_argument("--step", type=_args.step, help="a built-in step")
+    which.add_argument("--recipe", metavar="FILE.toml", help="a recipe file (read by each commit's code)")
+    b.add_argument("--seeds", type=_args.seeds, nargs="+", default=[range(5)], help="the first population (0-4)")
+    b.add_argument(
+        "--max-seeds",
+        type=_args.positive_int,
+        default=16,
+        help="grow an inconclusive commit's population up to this many seeds, then skip it (16)",
+    )
+    b.add_argument("--alpha", type=_args.fraction, default=0.01, help="compare's test: one-sided Welch alpha (0.01)")
+    b.add_argument(
+        "--min-effect",
+        type=_args.non_negative,
+        default=0.05,
+        help="points of mean last-3 accuracy: a smaller drop is no regression, and a commit shown to lose less "
+        "is good (0.05, for full runs; raise it for short noisy ones)",
+    )
+    b.add_argument("--store", type=_args.writable_dir, required=True, help="results store (tinymnist history)")
+    b.add_argument("--repo", default=".", help="the git checkout to bisect (default: the current folder)")
+    b.add_argument("--epochs", type=_args.positive_int, help="train options, passed to every commit's train")
+    b.add_argument("--train-subset", type=_args.positive_int, metavar="N")
+    b.add_argument("--test-subset", type=_args.positive_int, metavar="N")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    _args.add_data_root(b)
+
+
+def run(args) -> int:
+    import torch
+
+    from tinymnist.bisection import MIN_SEEDS_FOR_TEST, Bisector, Interrupted
+    from tinymnist.engine import device_name, resolve_device
+
+    seeds = _args.seed_list(args.seeds)
+    if len(seeds) < MIN_SEEDS_FOR_TEST:
+        raise UsageError(f"--seeds: {len(seeds)} seeds; compare's test needs at least {MIN_SEEDS_FOR_TEST}")
+    if args.max_seeds < len(seeds):
+        raise UsageError(f"--max-seeds {args.max_seeds} is below the {len(seeds)} seeds given")
+    if not (Path(args.repo) / ".git").exists():
+        raise UsageError(f"--repo {args.repo}: not a git checkout")
+    spec = _spec(args)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    # The machine the runs will file under: what each commit's serial train records (history.machine_key).
+    from tinymnist.history import machine_folder
+    from tinymnist.runner import sigterm_as_interrupt
+
+    machine = machine_folder(device.type, device_name(device), torch.get_num_threads())
+    from tinymnist.compare import Thresholds
+
+    t = Thresholds(alpha=args.alpha, min_effect=args.min_effect)
+    b = Bisector(args.repo, args.store, spec, seeds, args.max_seeds, machine, thresholds=t)
+    print(
+        f"bisect {args.good}..{args.bad}: {spec.key}, seeds {seeds[0]}-{seeds[-1]} (up to {args.max_seeds}), "
+        f"store {args.store}, machine {b.machine}",
+        flush=True,
+    )
+    try:
+        with sigterm_as_interrupt():
+            outcome = b.run(args.good, args.bad)
+    except Interrupted as e:
+        print("interrupted; the store keeps every finished run and no worktree is left")
+        return e.code
+    finally:
+        b.close()
+    if outcome.no_regression:
+        print(f"no regression: {args.bad} is not shown to be a regression of {args.good}; nothing to bisect")
+        return EXIT_NO_REGRESSION
+    if outcome.undecided:
+        cands = ", ".join(f"{c.short} {c.subject}" for c in outcome.undecided)
+        print(f"undecided: skipped commits leave the first bad commit among: {cands}")
+        return EXIT_UNDECIDED
+    assert outcome.first_bad is not None
+    print(f"first bad commit: {outcome.first_bad.sha} {outcome.first_bad.subject}")
+    return EXIT_OK
+
+
+def _spec(args):
+    from tinymnist.bisection import Spec
+
+    if args.step:
+        recipe_args: tuple[str, ...] = ("--step", str(args.step))
+        key = f"step{args.step}"
+    else:
+        from tinymnist.recipes import resolve_recipe
+
+        path = Path(args.recipe).resolve()
+        key = resolve_recipe(str(path)).key
+        recipe_args = ("--recipe", str(path))
+    options: list[str] = []
+    settings: dict = {}
+    for flag, value, setting in (
+        ("--epochs", args.epochs, "recipe.epochs"),
+        ("--train-subset", args.train_subset, "train_images"),
+        ("--test-subset", args.test_subset, "test_images"),
+    ):
+        if value:
+            options += [flag, str(value)]
+            settings[setting] = value
+    for item in args.set:
+        k, sep, text = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set {item}: expected KEY=VALUE")
+        options += ["--set", item]
+        try:
+            settings[f"recipe.{k}"] = json.loads(text)
+        except ValueError:
+            settings[f"recipe.{k}"] = text
+    options += ["--device", args.device]
+    if args.data_root:
+        options += ["--data-root", str(Path(args.data_root).resolve())]
+    return Spec(recipe_args, key, tuple(options), settings)

@@ -1,0 +1,271 @@
+"""The results store: runs filed by commit and machine, and the accuracy history across commits.
+
+Layout: ``STORE/<commit>/<machine>/<recipe key>/seed<S>.json``. Each ``STORE/<commit>/<machine>/`` folder is
+a plain results folder, so ``report`` and ``compare`` read it as it is. ``<commit>`` is the 12-digit sha the
+run recorded (``git_sha``); ``<machine>`` is the device, its model and the thread count (as ``compare`` keys
+throughput: figures from two machines are not one population).
+
+Adding is all or none: every run is checked against what the store holds before anything is written, and
+each file is written atomically. The same run added twice is a no-op; a different run under the same commit,
+machine, recipe and seed is refused, naming the field.
+
+Nothing here prints or parses arguments (``tinymnist.commands.history`` does), and nothing here computes a
+statistic: the test between commits is ``tinymnist.compare.accuracy_rule``, the figures ``tinymnist.stats``'.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinymnist.compare import MIN_SEEDS_FOR_TEST, AccuracyCheck, Thresholds, accuracy_rule
+from tinymnist.errors import UserError
+from tinymnist.results import RunResult, atomic_write_json, load_results
+from tinymnist.stats import SeedStats
+from tinymnist.summary import StepSummary, summarize
+
+SHA = re.compile(r"[0-9a-f]{7,40}")
+
+
+class StoreError(UserError):
+    """A run the store refuses, or a store or repository it cannot read; the message names it."""
+
+
+def machine_key(run: RunResult) -> str:
+    """``cpu-AMD_EPYC_9B14-1t``: the folder of one machine's runs."""
+    return machine_folder(run.device, run.device_name, run.threads)
+
+
+def machine_folder(device: str, device_name: str, threads: int) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", device_name).strip("_") or "unknown"
+    return f"{device}-{name[:60]}-{threads}t"
+
+
+def _comparable(d: dict) -> dict:
+    # What two files of one run may differ in without being two runs: nothing but the wall clock.
+    return {k: v for k, v in d.items() if k not in ("wall_seconds", "epochs")} | {
+        "epochs": [
+            {k: v for k, v in e.items() if k not in ("seconds", "eval_seconds", "images_per_second")}
+            for e in d.get("epochs", [])
+        ]
+    }
+
+
+def _first_difference(old: RunResult, new: RunResult) -> str:
+    from tinymnist.runner import identity_mismatch
+
+    why = identity_mismatch(old.identity, new.identity) if old.identity and new.identity else None
+    if why:
+        return why
+    why = identity_mismatch({"recipe": old.recipe}, {"recipe": new.recipe})  # names the recipe's fields
+    if why:
+        return why
+    a, b = _comparable(old.to_dict()), _comparable(new.to_dict())
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            return f"{k} differs"
+    return ""
+
+
+@dataclass(frozen=True)
+class Added:
+    new: tuple[Path, ...]
+    unchanged: tuple[Path, ...]
+    skipped: tuple[str, ...]  # runs that cannot be filed (unfinished), said in words
+
+
+def add(results_dir: str | os.PathLike, store: str | os.PathLike) -> Added:
+    """File every finished run of ``results_dir`` under ``store``; all or none (see the module's notes)."""
+    runs = load_results(results_dir)
+    if not runs:
+        raise StoreError(f"{results_dir}: no <recipe>/seed*.json results to add")
+    plan: list[tuple[Path, RunResult]] = []
+    unchanged: list[Path] = []
+    skipped: list[str] = []
+    for key, rs in runs.items():
+        for r in rs:
+            if r.status == "interrupted":
+                skipped.append(f"{r.label} seed {r.seed}: interrupted, not a finished run")
+                continue
+            if not SHA.fullmatch(r.git_sha):
+                raise StoreError(
+                    f"{results_dir}/{key}/seed{r.seed}.json: recorded commit {r.git_sha!r}, not a commit "
+                    "(trained outside a git checkout, or with uncommitted changes); commit and train again"
+                )
+            dest = Path(store) / r.git_sha / machine_key(r) / key / f"seed{r.seed}.json"
+            if dest.exists():
+                from tinymnist.results import load_result
+
+                old = load_result(dest)
+                why = _first_difference(old, r)
+                if why:
+                    raise StoreError(
+                        f"{results_dir}/{key}/seed{r.seed}.json: the store already holds another run of "
+                        f"{r.label} seed {r.seed} for commit {r.git_sha} on this machine ({why}), in {dest}; "
+                        "nothing was added. Add it to another store, or remove the stored one"
+                    )
+                unchanged.append(dest)
+                continue
+            plan.append((dest, r))
+    for dest, r in plan:
+        atomic_write_json(dest, r.to_dict())
+    return Added(tuple(d for d, _ in plan), tuple(unchanged), tuple(skipped))
+
+
+def population(store: str | os.PathLike, commit: str, machine: str, key: str) -> list[RunResult]:
+    """The stored runs of one recipe at one commit on one machine (``commit`` may be longer than the folder's
+    12 digits)."""
+    folder = Path(store) / commit[:12] / machine
+    return load_results(folder).get(key, []) if folder.is_dir() else []
+
+
+# --- git ----------------------------------------------------------------------------------------------------
+
+
+def git(repo: str | os.PathLike, *args: str) -> str:
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise StoreError(f"git {' '.join(args)}: {e}; is git installed?") from None
+    if done.returncode != 0:
+        first = (done.stderr.strip().splitlines() or ["failed"])[0]
+        raise StoreError(f"{repo}: git {' '.join(args)}: {first}")
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str  # full
+    date: str  # committer date, ISO 8601
+    subject: str
+
+    @property
+    def short(self) -> str:
+        return self.sha[:12]
+
+
+def commits(repo: str | os.PathLike, rev_range: Sequence[str]) -> list[Commit]:
+    """Commits of ``git rev-list --first-parent --reverse`` over ``rev_range``: oldest first."""
+    out = git(repo, "log", "--first-parent", "--reverse", "--format=%H%x00%cI%x00%s", *rev_range, "--")
+    return [Commit(*line.split("\0", 2)) for line in out.splitlines() if line]
+
+
+# --- history ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """One commit of one recipe's history on one machine."""
+
+    commit: Commit
+    summary: StepSummary | None  # None: no runs stored for it
+    versus_previous: AccuracyCheck | None  # compare's test against the previous tested commit
+    tested: bool  # False when either side has too few seeds for the test
+
+    @property
+    def n(self) -> int:
+        return self.summary.last_k.n if self.summary and self.summary.last_k else 0
+
+    @property
+    def regression(self) -> bool:
+        return self.tested and self.versus_previous is not None and self.versus_previous.regression
+
+
+@dataclass(frozen=True)
+class Series:
+    key: str
+    machine: str
+    points: tuple[Point, ...]
+
+    @property
+    def regressions(self) -> list[Point]:
+        return [p for p in self.points if p.regression]
+
+
+def stored_keys(store: str | os.PathLike) -> dict[str, set[tuple[str, str]]]:
+    """{commit folder: {(machine, recipe key)}} of everything in the store."""
+    out: dict[str, set[tuple[str, str]]] = {}
+    for p in Path(store).glob("*/*/*/seed*.json"):
+        out.setdefault(p.parts[-4], set()).add((p.parts[-3], p.parts[-2]))
+    return out
+
+
+def history(
+    store: str | os.PathLike, repo: str | os.PathLike, keys: Sequence[str] | None = None, t: Thresholds | None = None
+) -> list[Series]:
+    """Every (recipe, machine) in the store over the first-parent history of ``repo``'s HEAD, oldest first;
+    each commit tested against the previous commit that has runs. Stored commits that are not on that line
+    (a side branch) are left out, and said so by ``off_line``."""
+    t = t or Thresholds()
+    held = stored_keys(store)
+    if not held:
+        raise StoreError(f"{store}: the store holds no runs; add some with tinymnist history add")
+    line = commits(repo, ["HEAD"])
+    pairs = sorted({pair for v in held.values() for pair in v}, key=lambda p: (p[1], p[0]))
+    series = []
+    for machine, key in pairs:
+        if keys and key not in keys:
+            continue
+        points: list[Point] = []
+        previous: list[float] | None = None
+        for c in line:
+            if (machine, key) not in held.get(c.short, set()):
+                continue
+            runs = population(store, c.short, machine, key)
+            sm = summarize(runs)
+            values = list(sm.last_k_by_seed.values())
+            check, tested = None, False
+            if previous is not None and values:
+                check = accuracy_rule(previous, values, t)
+                tested = min(len(previous), len(values)) >= MIN_SEEDS_FOR_TEST
+            points.append(Point(c, sm, check, tested))
+            if values:
+                previous = values
+        if points:
+            series.append(Series(key, machine, tuple(points)))
+    return series
+
+
+def off_line(store: str | os.PathLike, repo: str | os.PathLike) -> list[str]:
+    """Stored commits that are not on the first-parent line of ``repo``'s HEAD."""
+    line = {c.short for c in commits(repo, ["HEAD"])}
+    return sorted(c for c in stored_keys(store) if c not in line)
+
+
+def mean_ci(stats: SeedStats | None) -> str:
+    if stats is None:
+        return ""
+    return f"{stats.mean:.3f} ({stats.ci(3)})"
+
+
+def to_json(series: Sequence[Series]) -> str:
+    """The history as data (HISTORY.json beside HISTORY.md): what the table and plots show, for other tools."""
+    out = []
+    for s in series:
+        rows = []
+        for p in s.points:
+            lk = p.summary.last_k if p.summary else None
+            ips = p.summary.images_per_second if p.summary else None
+            rows.append(
+                {
+                    "commit": p.commit.sha,
+                    "date": p.commit.date,
+                    "subject": p.commit.subject,
+                    "n": p.n,
+                    "last_k_mean": lk.mean if lk else None,
+                    "ci": [lk.ci_low, lk.ci_high] if lk else None,
+                    "pass_rate": [p.summary.pass_rate.k, p.summary.pass_rate.n] if p.summary else None,
+                    "images_per_second": ips.mean if ips else None,
+                    "p": None if p.versus_previous is None or math.isnan(p.versus_previous.p) else p.versus_previous.p,
+                    "tested": p.tested,
+                    "regression": p.regression,
+                }
+            )
+        out.append({"recipe": s.key, "machine": s.machine, "commits": rows})
+    return json.dumps({"schema_version": 1, "series": out}, indent=1, allow_nan=False, default=str)

@@ -1,0 +1,172 @@
+"""Regression forensics (issue 19): the results store, the history across commits, and bisect, on a throwaway git
+repository that holds this project over five commits, one of which really makes step 2 worse.
+
+The configuration: step 2, 1 epoch on the first 6,000 training images, judged on the first 2,000 test images,
+seeds 0-4, one seed at a time. Measured on this machine (2026-12-03, `tinymnist train --step 2 --seeds 0-4
+--epochs 1 --train-subset 6000 --test-subset 2000 --population 1`): final accuracy mean 69.59, SD 5.97 over
+the five seeds. The bad commit drops step 2's learning rate from 0.05 to 0.002: mean 23.10, SD 3.93. The drop,
+46 points, is about 8 SDs of the seed noise; the test asserts that margin from its own runs. Commits that do
+not touch training give the same figures to the last bit, which bisect takes as "clearly no regression".
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO, train_env
+from tinymnist.cli import main
+from tinymnist.history import add, history, machine_key
+from tinymnist.results import load_results
+
+CONFIG = ["--epochs", "1", "--train-subset", "6000", "--test-subset", "2000", "--min-effect", "10"]
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def commit(repo, message):
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Five commits of this project's package; the third lowers step 2's learning rate 25-fold."""
+    repo = tmp_path_factory.mktemp("project")
+    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(REPO / "pyproject.toml", repo / "pyproject.toml")
+    git(repo, "init", "-q", "-b", "main")
+    shas = [commit(repo, "the project as it is")]
+    (repo / "NOTES.md").write_text("notes\n")
+    shas.append(commit(repo, "docs: notes"))
+    recipes = repo / "src" / "tinymnist" / "recipes.py"
+    text = recipes.read_text()
+    assert text.count("    lr=0.05,\n") == 1  # step 2's own line
+    recipes.write_text(text.replace("    lr=0.05,\n", "    lr=0.002,\n"))
+    shas.append(commit(repo, "step 2: a smaller learning rate"))
+    (repo / "NOTES.md").write_text("notes, more\n")
+    shas.append(commit(repo, "docs: more notes"))
+    (repo / "OTHER.md").write_text("x\n")
+    shas.append(commit(repo, "docs: another file"))
+    return repo, shas
+
+
+def _state(repo):
+    return (
+        git(repo, "worktree", "list", "--porcelain"),
+        git(repo, "status", "--porcelain"),
+        git(repo, "rev-parse", "HEAD"),
+    )
+
+
+def test_bisect_names_the_commit_that_broke_step_2_and_history_marks_it(project, tmp_path, mnist_root, capsys):
+    repo, shas = project
+    store = tmp_path / "store"
+    before = _state(repo)
+    env = train_env(mnist_root)  # one thread: the in-process bisect below sets the same
+    config = [*CONFIG, "--data-root", str(mnist_root)]
+    argv = ["bisect", shas[0], shas[-1], "--step", "2", *config, "--store", str(store), "--repo", str(repo)]
+    # in a subprocess from another folder, as a user runs it
+    done = subprocess.run(
+        [sys.executable, "-m", "tinymnist", *argv], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[-1] == f"first bad commit: {shas[2]} step 2: a smaller learning rate"
+    assert any(shas[1][:12] in line and line.endswith("good") for line in lines)
+    # the checkout is as it was: no worktree, no bisect state, nothing changed
+    assert _state(repo) == before
+    assert not (repo / ".git" / "BISECT_LOG").exists()
+    # the store is plain results folders, one per commit and machine, that compare reads as they are
+    tested = sorted(p.name for p in store.iterdir())
+    assert shas[0][:12] in tested and shas[2][:12] in tested and shas[4][:12] in tested
+    machine = next((store / shas[0][:12]).iterdir()).name
+    good = load_results(store / shas[0][:12] / machine)["step2"]
+    bad = load_results(store / shas[2][:12] / machine)["step2"]
+    lg = [r.test_acc[-1] for r in good]
+    lb = [r.test_acc[-1] for r in bad]
+    sd = max(_sd(lg), _sd(lb))
+    assert sum(lg) / 5 - sum(lb) / 5 > 5 * sd  # the drop is far beyond the seed noise at this size
+    assert main(["compare", str(store / shas[0][:12] / machine), str(store / shas[2][:12] / machine)]) == 1
+
+    # a second bisect over a span with no regression reuses the store and says so (exit 4)
+    capsys.readouterr()
+    torch.set_num_threads(1)  # the machine the store holds: the subprocess above ran with one thread
+    argv2 = ["bisect", shas[0], shas[1], "--step", "2", *config, "--store", str(store), "--repo", str(repo)]
+    assert main(argv2) == 4
+    out = capsys.readouterr().out
+    assert "no regression" in out.splitlines()[-1]
+
+    # history over the same store marks the same commit, and writes HISTORY.md, HISTORY.json and a plot
+    series = history(store, repo, ["step2"])
+    assert [p.commit.sha for p in series[0].regressions] == [shas[2]]
+    hist = tmp_path / "hist"
+    assert main(["history", "show", "--store", str(store), "--out", str(hist), "--repo", str(repo)]) == 0
+    md = (hist / "HISTORY.md").read_text()
+    row = next(line for line in md.splitlines() if shas[2][:12] in line)
+    assert "**REGRESSION**" in row and "step 2: a smaller learning rate" in row
+    assert (hist / "history-step2.png").stat().st_size > 1000
+    data = json.loads((hist / "HISTORY.json").read_text())
+    flagged = [c["commit"] for c in data["series"][0]["commits"] if c["regression"]]
+    assert flagged == [shas[2]]
+
+
+def _sd(xs):
+    m = sum(xs) / len(xs)
+    return (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
+
+
+def test_bisect_refuses_too_few_seeds_and_a_non_repository(tmp_path, capsys):
+    assert main(["bisect", "a", "b", "--step", "2", "--seeds", "0-2", "--store", str(tmp_path / "s")]) == 2
+    assert "needs at least 5" in capsys.readouterr().err
+    argv = ["bisect", "a", "b", "--step", "2", "--store", str(tmp_path / "s"), "--repo", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a git checkout" in err[0]
+
+
+# --- the store -----------------------------------------------------------------------------------------------
+
+
+def _results(tmp_path, name, sha="0123456789ab", lr=None):
+    from dataclasses import replace
+
+    from tests.synth import make_result, write_results
+
+    runs = [replace(make_result(2, s, [90.0 + s]), git_sha=sha) for s in range(3)]
+    if lr is not None:
+        for r in runs:
+            r.recipe["lr"] = lr
+    folder = tmp_path / name
+    write_results(folder, runs)
+    return folder, runs
+
+
+def test_store_adds_by_commit_and_machine_is_idempotent_and_refuses_another_run(tmp_path):
+    folder, runs = _results(tmp_path, "r")
+    store = tmp_path / "store"
+    first = add(folder, store)
+    assert len(first.new) == 3 and not first.unchanged
+    dest = store / "0123456789ab" / machine_key(runs[0]) / "step2"
+    assert sorted(p.name for p in dest.iterdir()) == ["seed0.json", "seed1.json", "seed2.json"]
+    before = {p: p.read_bytes() for p in store.rglob("*.json")}
+    again = add(folder, store)
+    assert not again.new and len(again.unchanged) == 3
+    other, _ = _results(tmp_path, "o", lr=0.01)
+    with pytest.raises(Exception, match=r"another run of step 2 seed 0 .*\(recipe lr 0.05 -> 0.01\)"):
+        add(other, store)
+    assert {p: p.read_bytes() for p in store.rglob("*.json")} == before  # all or none: nothing was added
+
+
+def test_store_refuses_runs_without_a_commit(tmp_path, capsys):
+    folder, _ = _results(tmp_path, "r", sha="abc123def456-dirty")
+    assert main(["history", "add", str(folder), "--store", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "recorded commit 'abc123def456-dirty'" in err[0] and "commit and train again" in err[0]
+    assert not list((tmp_path / "store").iterdir())
