@@ -5,6 +5,7 @@ from tinymnist.models import ModelError, count_params, create_model, list_models
 
 # The seed table's parameter counts. A model registered without an entry here fails test_every_model_has_count.
 EXPECTED_PARAMS = {"step1": 147_658, "step2": 8_952, "step3": 8_952, "step4": 8_952, "step5": 4_972, "step6": 9_802}
+EXPECTED_PARAMS["blocks"] = 3_762  # the public anchor's count (issue 21), from its own widths
 
 
 def test_every_model_has_count():
@@ -39,7 +40,7 @@ def test_every_parameter_gets_gradient(name):
 
 
 def test_unknown_model_is_clear():
-    with pytest.raises(ModelError, match="unknown model 'nope'; registered: step1"):
+    with pytest.raises(ModelError, match="unknown model 'nope'; registered: blocks, step1"):
         create_model("nope")
 
 
