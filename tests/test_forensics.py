@@ -10,51 +10,28 @@ not touch training give the same figures to the last bit, which bisect takes as 
 """
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from tests.conftest import REPO, train_env
+from tests.conftest import train_env
 from tinymnist.cli import main
 from tinymnist.history import add, history, machine_key
 from tinymnist.results import load_results
-
-CONFIG = ["--epochs", "1", "--train-subset", "6000", "--test-subset", "2000", "--min-effect", "10"]
+from tools.forensics import CONFIG, demo_repo
 
 
 def git(repo, *args):
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def commit(repo, message):
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """Five commits of this project's package; the third lowers step 2's learning rate 25-fold."""
-    repo = tmp_path_factory.mktemp("project")
-    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(REPO / "pyproject.toml", repo / "pyproject.toml")
-    git(repo, "init", "-q", "-b", "main")
-    shas = [commit(repo, "the project as it is")]
-    (repo / "NOTES.md").write_text("notes\n")
-    shas.append(commit(repo, "docs: notes"))
-    recipes = repo / "src" / "tinymnist" / "recipes.py"
-    text = recipes.read_text()
-    assert text.count("    lr=0.05,\n") == 1  # step 2's own line
-    recipes.write_text(text.replace("    lr=0.05,\n", "    lr=0.002,\n"))
-    shas.append(commit(repo, "step 2: a smaller learning rate"))
-    (repo / "NOTES.md").write_text("notes, more\n")
-    shas.append(commit(repo, "docs: more notes"))
-    (repo / "OTHER.md").write_text("x\n")
-    shas.append(commit(repo, "docs: another file"))
-    return repo, shas
+    """Five commits of this project's package; the third lowers step 2's learning rate 25-fold (the same
+    repository ``python -m tools.forensics`` bisects for the README)."""
+    return demo_repo(tmp_path_factory.mktemp("demo") / "project")
 
 
 def _state(repo):

@@ -243,3 +243,16 @@ def test_a_sweep_needs_a_validation_split(tmp_path, capsys):
 def test_epoch_stats_default_to_no_validation():
     e = EpochStats(1, 0.1, 99.0, 0.1, 99.0, 0.01, 1.0, 0.1, 100.0)
     assert e.val_acc is None and e.val_loss is None
+
+
+def test_named_variants_name_their_folder():
+    from tinymnist.sweep import parse_variant
+
+    assert parse_variant("anchor: model=blocks lr=0.1") == ("anchor", ["model=blocks", "lr=0.1"])
+    assert parse_variant("lr=0.1 batch_size=32") == (None, ["lr=0.1", "batch_size=32"])
+    cands = candidates(get_recipe(5), ["anchor: model=blocks", "batch_size=32"], [], [])
+    assert [c.key for c in cands] == ["step5", "step5.anchor", "step5.batch_size-32"]
+    with pytest.raises(RecipeError, match="no changes"):
+        candidates(get_recipe(5), ["empty: "], [], [])
+    with pytest.raises(RecipeError, match="must be a folder name"):
+        parse_variant("a/b: lr=0.1")

@@ -43,7 +43,10 @@ def test_workflow_shape():
     assert all(j["n"] == len(four) for j in four)
     assert wf["jobs"]["report"]["needs"] == "train"
     uploads = [s for job in wf["jobs"].values() for s in job["steps"] if "upload-artifact" in s.get("uses", "")]
-    assert len(uploads) == 2
+    assert len(uploads) == 3
+    # the store lives on a branch, which the history job alone writes
+    hist = wf["jobs"]["history"]
+    assert hist["permissions"] == {"contents": "write"} and hist["concurrency"]["cancel-in-progress"] is False
 
 
 def test_every_called_command_exists(tmp_path, monkeypatch):
@@ -69,4 +72,4 @@ def test_every_called_command_exists(tmp_path, monkeypatch):
             assert argv[0] in COMMANDS, argv
             parser.parse_args(argv)  # raises SystemExit if malformed
             seen.add(argv[0])
-    assert {"train", "report", "compare"} <= seen
+    assert {"train", "report", "compare", "history"} <= seen

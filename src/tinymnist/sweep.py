@@ -69,16 +69,30 @@ def grid_points(grid: Sequence[str]) -> list[list[str]]:
     return [list(p) for p in itertools.product(*axes)] if axes else []
 
 
+def parse_variant(text: str) -> tuple[str | None, list[str]]:
+    """``"anchor: model=blocks lr=0.1"`` -> ("anchor", ["model=blocks", "lr=0.1"]); the name is optional and
+    names the candidate's folder (``step5.anchor``)."""
+    head, sep, rest = text.partition(": ")
+    if sep and "=" not in head and head.strip():
+        if not NAME_PATTERN.fullmatch(head.strip()):
+            raise RecipeError(f"--variant {text!r}: the name {head!r} must be a folder name (letters, digits, ._-)")
+        return head.strip(), rest.split()
+    return None, text.split()
+
+
 def candidates(
-    base: Recipe, variants: Sequence[Sequence[str]], grid: Sequence[str], files: Sequence[Recipe]
+    base: Recipe, variants: Sequence[Sequence[str] | str], grid: Sequence[str], files: Sequence[Recipe]
 ) -> list[Candidate]:
-    """The base recipe, then each variant, each grid point and each recipe file, validated; a candidate that
-    repeats another (the same recipe) is refused, naming both."""
+    """The base recipe, then each variant (``--set`` items, or ``parse_variant``'s text), each grid point and
+    each recipe file, validated; a candidate that repeats another (the same recipe) is refused, naming both."""
     out = [Candidate(validate(base), ())]
-    for changes in [*variants, *grid_points(grid)]:
-        changes = list(changes)
+    named = [parse_variant(v) if isinstance(v, str) else (None, list(v)) for v in variants]
+    for name, changes in [*named, *[(None, p) for p in grid_points(grid)]]:
+        if not changes:
+            raise RecipeError("--variant with no changes; give KEY=VALUE items, e.g. --variant 'lr=0.05 batch_size=32'")
         recipe = with_overrides(base, changes)
-        out.append(Candidate(validate(_rekey(recipe, candidate_key(base, changes))), tuple(changes)))
+        key = f"{base.key}.{name}" if name else candidate_key(base, changes)
+        out.append(Candidate(validate(_rekey(recipe, key)), tuple(changes)))
     out += [Candidate(validate(r), (f"recipe file {r.key}",)) for r in files]
     seen: dict[str, Candidate] = {}
     for c in out:

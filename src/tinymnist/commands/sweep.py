@@ -22,8 +22,9 @@ def add_parser(sub) -> None:
         "--variant",
         action="append",
         default=[],
-        metavar="'KEY=VALUE ...'",
-        help="a candidate: the base with these --set changes (space-separated); repeatable",
+        metavar="'[NAME: ]KEY=VALUE ...'",
+        help="a candidate: the base with these --set changes (space-separated), in folder <base>.NAME when named; "
+        "repeatable",
     )
     s.add_argument(
         "--grid",
@@ -43,6 +44,11 @@ def add_parser(sub) -> None:
     _args.add_data_root(s)
     s.add_argument("--out", type=_args.writable_dir, required=True, help="sweep folder: a folder per candidate")
     s.add_argument("--population", type=_args.positive_int, metavar="P", help="seeds trained at once (see train)")
+    s.add_argument(
+        "--rank-only",
+        action="store_true",
+        help="train nothing: rank what OUT holds for these candidates and write SWEEP.md (e.g. while a sweep runs)",
+    )
 
 
 def run(args) -> int:
@@ -54,9 +60,7 @@ def run(args) -> int:
     base = get_recipe(args.step) if args.step else resolve_recipe(args.recipe)
     if args.epochs:
         base = with_overrides(base, [f"epochs={args.epochs}"])
-    variants = [v.split() for v in args.variant]
-    if any(not v for v in variants):
-        raise UsageError("--variant '': give the --set changes, e.g. --variant 'lr=0.05 batch_size=32'")
+    variants = list(args.variant)
     files = [resolve_recipe(f) for f in args.candidate]
     if args.epochs:
         files = [with_overrides(f, [f"epochs={args.epochs}"]) for f in files]
@@ -73,9 +77,7 @@ def _train_and_rank(args, cands, seeds) -> int:
     from tinymnist.data import load_for_training
     from tinymnist.engine import resolve_device
     from tinymnist.recipes import budget_failure
-    from tinymnist.results import atomic_write_bytes, load_results
     from tinymnist.runner import RunInterrupted, TrainOptions, sigterm_as_interrupt, train_recipe
-    from tinymnist.sweep import rank, sweep_markdown
 
     for c in cands:
         why = budget_failure(c.recipe)
@@ -84,6 +86,9 @@ def _train_and_rank(args, cands, seeds) -> int:
     cands = [c for c in cands if not budget_failure(c.recipe)]
     if not cands:
         raise UsageError("every candidate is over its parameter budget; nothing to sweep")
+    command = shlex.join(["tinymnist", *[a for a in args._argv if a != "--rank-only"]])
+    if args.rank_only:
+        return _rank(args, cands, seeds, command)
     try:
         device = resolve_device(args.device)
     except ValueError as e:
@@ -92,7 +97,6 @@ def _train_and_rank(args, cands, seeds) -> int:
     # Always resumable: a rerun of the same sweep keeps completed seeds and continues checkpoints.
     options = TrainOptions(out=args.out, resume=True, progress=False, requested_population=args.population)
     data = load_for_training(args.data_root, device, args.val_split, args.train_subset)
-    command = shlex.join(["tinymnist", *args._argv])
     print(f"sweep: {len(cands)} candidates x {len(seeds)} seeds, validation split {args.val_split:,}", flush=True)
 
     def on_run(r) -> None:  # validation only: the test figures are not shown while sweeping
@@ -113,6 +117,13 @@ def _train_and_rank(args, cands, seeds) -> int:
                     file=sys.stderr,
                 )
                 return EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED
+    return _rank(args, cands, seeds, command)
+
+
+def _rank(args, cands, seeds, command: str) -> int:
+    from tinymnist.results import atomic_write_bytes, load_results
+    from tinymnist.sweep import rank, sweep_markdown
+
     ranked = rank(cands, load_results(args.out, "val"), seeds)
     path = Path(args.out) / "SWEEP.md"
     atomic_write_bytes(path, sweep_markdown(ranked, command, args.val_split, seeds).encode())
