@@ -128,11 +128,30 @@ def _pipelines() -> str:
     )
 
 
+def _forensics() -> str:
+    folder = REPO / "reports" / "forensics"
+    if not (folder / "bisect.txt").exists():
+        return "Not made yet: run `python -m tools.forensics`."
+    session = (folder / "bisect.txt").read_text().rstrip("\n")
+    return "\n".join(["```", session, "```", "", "![history of step 2](reports/forensics/history-step2.png)"])
+
+
+def _frontier() -> str:
+    path = REPO / "reports" / "frontier" / "step5" / "SWEEP.md"
+    if not path.exists():
+        return "Not swept yet: run `bash reports/frontier/sweep_step5.sh`."
+    # the ranking table and its closing lines; the command that made it is named above the block
+    lines = [line for line in path.read_text().splitlines() if line.startswith(("|", "Top two"))]
+    return "\n".join(lines)
+
+
 BLOCKS = {
     "seed-table": _seed_table,
     "population": _population,
     "population-speed": _population_speed,
     "pipelines": _pipelines,
+    "forensics": _forensics,
+    "frontier-step5": _frontier,
 }
 
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from tinymnist.recipes import Recipe, short_name
+from tinymnist.recipes import Recipe, label_of, short_name
 from tinymnist.results import RunResult, atomic_write_bytes, load_benchmarks, load_results, machine_name
 from tinymnist.stats import OLYMPIC_MIN_N, SeedStats
 from tinymnist.summary import TARGET, StepSummary, summarize
@@ -473,7 +473,7 @@ def write_history(series, out_dir: str | os.PathLike, command: str, off_line: Se
         png = f"history-{s.key}.png" if per_key[s.key] == 1 else f"history-{s.key}-{s.machine}.png"
         k = s.points[0].summary.k if s.points and s.points[0].summary else 3
         lines += [
-            f"## {short_name(s.key) if s.key.startswith('step') else s.key} on {s.machine}",
+            f"## {label_of(s.key)} on {s.machine}",
             "",
             f"| commit | date | subject | n | last-{k} mean (95% CI) | gate pass rate (95% CI) | images/s "
             "| p vs previous | verdict |",

@@ -41,8 +41,10 @@ class SeedStats:
         if n < 2 or not np.all(np.isfinite(v)):
             sd = lo = hi = math.nan
         else:
-            sd = float(np.std(v, ddof=1))
-            if sd == 0:  # every seed equal: the interval is the point (scipy would return nan)
+            # Every seed equal: the interval is the point (scipy would return nan). Tested on the values, not
+            # on the SD: the SD of three equal 99.4s is 1.7e-14 in floating point, not 0.
+            sd = 0.0 if np.ptp(v) == 0 else float(np.std(v, ddof=1))
+            if sd == 0:
                 lo = hi = mean
             else:
                 lo, hi = (float(x) for x in stats.t.interval(CONFIDENCE, n - 1, loc=mean, scale=stats.sem(v)))
