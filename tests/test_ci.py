@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,20 @@ def test_three_shards_of_six_seeds_write_disjoint_results_whose_union_is_all(tmp
         assert main([*argv, "--data-root", str(mnist_root), "--out", str(out)]) == 0
         found.append({json.loads(p.read_text())["seed"] for p in (out / "step4").glob("seed*.json")})
     assert set().union(*found) == set(range(6)) and sum(map(len, found)) == 6
+
+
+@pytest.mark.parametrize("flag", ["--junit-xml", "--markdown"])
+def test_an_unwritable_ci_file_fails_before_any_training(tmp_path, capsys, flag):
+    """The known defect of session 4: a bad --junit-xml or --markdown was found only after training."""
+    from tinymnist.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    bad = tmp_path / "afile" / "out.xml"  # a folder that is a file: cannot be created
+    started = time.perf_counter()
+    assert main(["train", "--step", "4", "--out", str(tmp_path / "o"), flag, str(bad)]) == 2
+    assert time.perf_counter() - started < 30  # refused at parsing: no data read, nothing trained
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument {flag}: {bad}: cannot create its folder" in err
+    assert not (tmp_path / "o" / "step4").exists()
+    assert main(["train", "--step", "4", "--out", str(tmp_path / "o"), flag, str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err

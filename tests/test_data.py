@@ -117,3 +117,40 @@ def test_zoom_is_drawn_after_the_old_draws_and_enlarges():
     big, small = zoom > 1.2, zoom < 0.8
     assert big.any() and small.any()
     assert (area[big] > 64).all() and (area[small] < 64).all()
+
+
+def test_idx_size_is_checked_against_the_header_before_the_body_is_read(tmp_path, monkeypatch):
+    """Issue 18, B9: a header claiming a huge shape, or a file far larger than its header, is named before its
+    bulk is read (a 4-byte read, a 16-byte read, then nothing)."""
+    import builtins
+
+    from tinymnist.data import DataError
+
+    huge = tmp_path / "huge-idx3-ubyte"
+    huge.write_bytes(bytes([0, 0, 8, 3]) + (10**9).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0" * 100)
+    with pytest.raises(DataError, match="larger than MNIST"):
+        read_idx(huge, 2051)
+    big = tmp_path / "big-idx1-ubyte"
+    big.write_bytes(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big") + b"\1" * 10 + b"\0" * (1 << 20))
+    reads = []
+    real_open = builtins.open
+
+    class Spy:
+        def __init__(self, f):
+            self.f = f
+
+        def read(self, n=-1):
+            reads.append(n)
+            return self.f.read(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+    monkeypatch.setattr(builtins, "open", lambda p, mode="r", *a, **k: Spy(real_open(p, mode, *a, **k)))
+    with pytest.raises(DataError, match=r"has trailing bytes: 1048594 bytes, header shape \(10,\) needs 18"):
+        read_idx(big, 2049)
+    monkeypatch.undo()
+    assert reads == [4, 4]  # the magic, the one dimension: never the megabyte behind them

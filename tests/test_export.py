@@ -117,3 +117,73 @@ def test_bad_export_input(argv, message, checkpoint, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+# --- issue 18, B8: damaged checkpoints and foreign ONNX files are named, in one line -----------------------
+
+
+def _one_line(capsys, *needles):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    for n in needles:
+        assert n in err[0], err[0]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda s: s.update(seed="0"), "seed is '0', not an integer"),
+        (lambda s: s["recipe"].update(lr="fast"), "its recipe cannot be read (recipe field lr is 'fast'"),
+        (lambda s: s.update(model=[1, 2]), "not a tinymnist checkpoint"),
+        # the weights of one network under the recipe of another: one line, not one per tensor
+        (lambda s: s["recipe"].update(model_kwargs={"block1": [8, 8]}), "its weights do not fit model 'step4'"),
+    ],
+)
+def test_damaged_checkpoint_metadata_is_one_line(checkpoint, tmp_path, capsys, damage, message):
+    state = torch.load(checkpoint, weights_only=True)
+    damage(state)
+    bad = tmp_path / "seed0.pt"
+    torch.save(state, bad)
+    assert main(["export", "--checkpoint", str(bad), "--out", str(tmp_path / "x.onnx")]) == 2
+    _one_line(capsys, str(bad), message)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def _onnx(path, in_shape, out_shape):
+    """A one-node ONNX graph (Flatten, then a MatMul) with the given input and output shapes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n_out = out_shape[-1]
+    w = numpy_helper.from_array(np.zeros((784, n_out), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["image"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])],
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, out_shape)],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "in_shape, out_shape, message",
+    [
+        ([1, 1, 28, 28], [1, 10], "its batch is fixed at 1"),
+        (["N", 1, 28, 28], ["N", 5], "its output is ['N', 5], not (batch, 10) logits"),
+        (["N", 784], ["N", 10], "not (batch, 1, 28, 28) float images"),
+    ],
+)
+def test_foreign_onnx_files_are_named_for_what_they_break(tmp_path, capsys, in_shape, out_shape, message):
+    path = _onnx(tmp_path / "m.onnx", in_shape, out_shape)
+    assert main(["evaluate", "--onnx", str(path)]) == 2
+    _one_line(capsys, str(path), message)
+
+
+def test_unreasonable_thread_counts_are_refused(tmp_path, capsys):
+    assert main(["evaluate", "--onnx", str(tmp_path / "m.onnx"), "--threads", "100000"]) == 2
+    # argparse's own form: its usage, then the one line that names the argument
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("argument --threads: 100000 threads: at most 1024")

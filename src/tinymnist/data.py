@@ -44,36 +44,53 @@ def _find(raw: Path, name: str) -> Path | None:
     return None
 
 
+# MNIST's largest file is 47,040,016 bytes; a header that claims more than this is not MNIST (issue 18, B9).
+MAX_IDX_BYTES = 64 << 20
+
+
 def read_idx(path: str | os.PathLike, expect_magic: int | None = None) -> np.ndarray:
-    """Read an IDX file (raw or .gz) of unsigned bytes into an array, checking every header field."""
+    """Read an IDX file (raw or .gz) of unsigned bytes into an array, checking every header field.
+
+    The header is read and checked first, and the body read only up to the size it claims (plus one byte, to
+    see trailing data): a truncated file, or one that is far too big (a disk image, ``/dev/zero``), is named
+    before its bulk is read."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
+    fix = "replace it with an intact copy"
     try:
+        if not path.is_file():
+            raise DataError(f"{path}: not a regular file; {fix}")
         with opener(path, "rb") as f:
-            data = f.read()
+            head = f.read(4)
+            if len(head) < 4:
+                raise DataError(f"{path}: truncated ({len(head)} bytes, no IDX header); {fix}")
+            magic = int.from_bytes(head, "big")
+            ndim = head[3]
+            if head[:2] != b"\0\0" or head[2] != 0x08 or not 1 <= ndim <= 4 or (expect_magic and magic != expect_magic):
+                want = f"0x{expect_magic:08x}" if expect_magic else "0x0000080N"
+                raise DataError(
+                    f"{path}: wrong magic number 0x{magic:08x} (expected {want}); "
+                    "this is not an MNIST IDX file of unsigned bytes"
+                )
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header; {fix}")
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            header = 4 + 4 * ndim
+            need = header + math.prod(shape)
+            if need > MAX_IDX_BYTES:
+                raise DataError(f"{path}: its header claims shape {shape} ({need:,} bytes), larger than MNIST; {fix}")
+            if opener is open and (size := path.stat().st_size) != need:
+                what = "truncated" if size < need else "has trailing bytes"
+                raise DataError(f"{path}: {what}: {size} bytes, header shape {shape} needs {need}; {fix}")
+            body = f.read(need - header + 1)
     except (OSError, EOFError, zlib.error) as e:  # a flipped byte in a .gz is a CRC or zlib error
-        raise DataError(f"{path}: cannot be read ({type(e).__name__}: {e}); replace it with an intact copy") from None
-    if len(data) < 4:
-        raise DataError(f"{path}: truncated ({len(data)} bytes, no IDX header); replace it with an intact copy")
-    magic = int.from_bytes(data[:4], "big")
-    ndim = data[3]
-    if data[:2] != b"\0\0" or data[2] != 0x08 or not 1 <= ndim <= 4 or (expect_magic and magic != expect_magic):
-        want = f"0x{expect_magic:08x}" if expect_magic else "0x0000080N"
-        raise DataError(
-            f"{path}: wrong magic number 0x{magic:08x} (expected {want}); "
-            "this is not an MNIST IDX file of unsigned bytes"
-        )
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path}: truncated IDX header; replace it with an intact copy")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    need = header + math.prod(shape)
-    if len(data) != need:
-        what = "truncated" if len(data) < need else "has trailing bytes"
-        raise DataError(
-            f"{path}: {what}: {len(data)} bytes, header shape {shape} needs {need}; replace it with an intact copy"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+        raise DataError(f"{path}: cannot be read ({type(e).__name__}: {e}); {fix}") from None
+    if len(body) != need - header:
+        what = "truncated" if len(body) < need - header else "has trailing bytes"
+        got = header + len(body) if len(body) < need - header else f"more than {need}"
+        raise DataError(f"{path}: {what}: {got} bytes, header shape {shape} needs {need}; {fix}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:

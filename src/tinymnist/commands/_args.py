@@ -163,5 +163,25 @@ def add_judged_on(p: argparse.ArgumentParser) -> None:
     )
 
 
+def writable_file(text: str) -> str:
+    """A file a command will write when it is done (JUnit XML, a job summary): its folder is created and
+    proved writable now, so that a bad path fails before minutes of training, not after them."""
+    import os
+
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file path")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text}: cannot create its folder ({e.strerror}); choose another path"
+        ) from None
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text}: cannot write here (permission denied); choose another path")
+    return text
+
+
 def add_data_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./data)")

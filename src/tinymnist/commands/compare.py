@@ -36,8 +36,15 @@ def add_parser(sub) -> None:
         help="compare only these recipes: step numbers or recipe names (default: all found)",
     )
     _args.add_judged_on(c)
-    c.add_argument("--junit-xml", metavar="FILE", help="also write the compared rows as JUnit XML")
-    c.add_argument("--markdown", metavar="FILE", help="also write the table as markdown (e.g. $GITHUB_STEP_SUMMARY)")
+    c.add_argument(
+        "--junit-xml", type=_args.writable_file, metavar="FILE", help="also write the compared rows as JUnit XML"
+    )
+    c.add_argument(
+        "--markdown",
+        type=_args.writable_file,
+        metavar="FILE",
+        help="also write the table as markdown (e.g. $GITHUB_STEP_SUMMARY)",
+    )
 
 
 def run(args) -> int:

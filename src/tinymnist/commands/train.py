@@ -73,8 +73,18 @@ def add_parser(sub) -> None:
         metavar="K/N",
         help="train only the K-th of N shards of the (recipe, seed) list, e.g. for a CI matrix or a SLURM array",
     )
-    t.add_argument("--junit-xml", metavar="FILE", help="also write the verdicts as JUnit XML (one case per seed)")
-    t.add_argument("--markdown", metavar="FILE", help="also write a markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+    t.add_argument(
+        "--junit-xml",
+        type=_args.writable_file,
+        metavar="FILE",
+        help="also write the verdicts as JUnit XML (one case per seed)",
+    )
+    t.add_argument(
+        "--markdown",
+        type=_args.writable_file,
+        metavar="FILE",
+        help="also write a markdown summary (e.g. $GITHUB_STEP_SUMMARY)",
+    )
 
 
 def recipes_of(args) -> list:
