@@ -153,3 +153,46 @@ def test_verdict_is_monotone(hist, i, bump, step):
 
 def test_step6_recipe_has_a_mean_rule():
     assert STEP6.expect.min_mean_final == 99.60
+
+
+def _passing_floor(e: Expectation) -> float:
+    """The lowest accuracy at which every epoch of a run meets each per-epoch and mean threshold of ``e``."""
+    return max(x for x in (e.min_best_test, e.min_last_k, e.min_final, e.min_mean_final, 0.0) if x is not None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    step=st.sampled_from([4, 5, 6]),
+    data=st.data(),
+    seed_i=st.integers(0, 2),
+    epoch_i=st.integers(0, 14),
+    bump=st.floats(0, 5),
+)
+def test_raising_any_epoch_of_a_passing_step_keeps_it_passing(step, data, seed_i, epoch_i, bump):
+    """Issue 18: the property must start from a pass. Histories are drawn above the step's thresholds with the
+    step's real parameter count, so every example starts from a passing verdict (asserted), for steps 4, 5
+    and 6; raising any epoch of any seed never makes it fail."""
+    from tinymnist.models import count_params, create_model
+
+    recipe = RECIPES[step]
+    params = count_params(create_model(recipe.model, **recipe.model_kwargs))
+    floor = _passing_floor(recipe.expect)
+    hists = [data.draw(st.lists(st.floats(floor, 100), min_size=15, max_size=15)) for _ in range(3)]
+    runs = [make_result(step, s, h, params=params, recipe=recipe) for s, h in enumerate(hists)]
+    before = judge(runs, required_seeds=[0, 1, 2])
+    assert before.passed, before.reasons  # the premise, so the property is never vacuous
+    raised = [list(h) for h in hists]
+    raised[seed_i][epoch_i] = min(100.0, raised[seed_i][epoch_i] + bump)
+    after = judge([make_result(step, s, h, params=params, recipe=recipe) for s, h in enumerate(raised)], [0, 1, 2])
+    assert after.passed, after.reasons
+    # and the converse is live: a last epoch far below the floor fails the same step
+    lowered = [list(h) for h in hists]
+    lowered[seed_i][-1] = floor - 1.0
+    assert not judge([make_result(step, s, h, params=params, recipe=recipe) for s, h in enumerate(lowered)]).passed
+
+
+def test_a_mean_exactly_at_its_threshold_passes():
+    # found by the property above: three seeds at 99.60 have a float mean of 99.59999999999998
+    runs = [make_result(6, s, [99.6] * 15, params=9802, recipe=STEP6) for s in range(3)]
+    assert sum(r.test_acc[-1] for r in runs) / 3 < 99.6
+    assert judge(runs, [0, 1, 2]).passed

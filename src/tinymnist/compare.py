@@ -27,14 +27,10 @@ import numpy as np
 
 from tinymnist.recipes import short_name, sort_key
 from tinymnist.results import load_benchmarks, load_results, machine_name
-from tinymnist.stats import welch_drop_p
+from tinymnist.stats import EPS, welch_drop_p
 from tinymnist.summary import StepSummary, summarize
 
 MIN_SEEDS_FOR_TEST = 5  # a t-test on fewer seeds a side has too little power to be worth its name
-# Accuracies are multiples of 0.01 points (of 10,000 test images); their means differ from a threshold by float
-# error alone when the drop is exactly it: 99.40 -> 99.30 is a drop of 0.10000000000000853. The thresholds are
-# met or missed by at least 1e-9 otherwise.
-EPS = 1e-9
 
 
 @dataclass(frozen=True)
