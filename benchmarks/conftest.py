@@ -29,3 +29,23 @@ def mnist_cuda(request):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
     return request.getfixturevalue("mnist").to("cuda")  # the tensors already read and checked, not the files again
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="FILE|NAME",
+        help="also benchmark this recipe (a recipe file, a plugin's recipe or package.module:object), beside the "
+        "built-in steps; repeatable",
+    )
+
+
+def pytest_generate_tests(metafunc):
+    """``recipe``: every built-in step, then each --recipe, by the name the training tests use."""
+    if "recipe_name" in metafunc.fixturenames:
+        from tinymnist.recipes import RECIPES
+
+        names = [str(s) for s in sorted(RECIPES)] + list(metafunc.config.getoption("recipe"))
+        metafunc.parametrize("recipe_name", names)

@@ -35,11 +35,14 @@ def _step_fn(model, opt, prepare, bf16: bool):
     return step
 
 
-def make_trainer(step: int, device: torch.device, overrides: list[str] = ()):
+def make_trainer(step: int | str, device: torch.device, overrides: list[str] = ()):
+    """A training step of a built-in step (``4``) or of any recipe ``train --recipe`` takes (a file, a plugin's
+    name, ``package.module:object``)."""
     from tinymnist.engine import _prepare, build_model, build_optimizer, training_forward
-    from tinymnist.recipes import get_recipe, with_overrides
+    from tinymnist.recipes import get_recipe, resolve_recipe, validate, with_overrides
 
-    recipe = with_overrides(get_recipe(step), list(overrides))
+    base = get_recipe(int(step)) if str(step).isdigit() else resolve_recipe(str(step))
+    recipe = validate(with_overrides(base, list(overrides)))
     model = build_model(recipe, 0, device).train()
     return recipe, _step_fn(
         training_forward(model, recipe),

@@ -3,12 +3,10 @@
 images/s = batch size / median seconds per step. On CUDA every timed call ends with a synchronize.
 """
 
-import pytest
 import torch
 
 from benchmarks.pipelines import compare, conventional_batches, harness_batches, make_trainer
 from tinymnist.engine import sync
-from tinymnist.recipes import RECIPES
 
 
 def _bench_train(benchmark, step, device, pipeline_batches, pipeline):
@@ -24,7 +22,8 @@ def _bench_train(benchmark, step, device, pipeline_batches, pipeline):
         one()
     benchmark.extra_info.update(
         kind="train",
-        step=step,
+        step=recipe.step,
+        recipe=recipe.key,
         device=device.type,
         pipeline=pipeline,
         batch=recipe.batch_size,
@@ -33,16 +32,16 @@ def _bench_train(benchmark, step, device, pipeline_batches, pipeline):
     benchmark.pedantic(one, rounds=60, iterations=1, warmup_rounds=0)
 
 
-@pytest.mark.parametrize("step", sorted(RECIPES))
-def test_train_cpu(benchmark, mnist, step):
+# recipe_name: every built-in step, then each `--recipe FILE|NAME` given to pytest (benchmarks/conftest.py), e.g.
+# `tox -e bench -- --recipe examples/sep4k.toml`: a user's recipe is benchmarked as the steps are.
+def test_train_cpu(benchmark, mnist, recipe_name):
     dev = torch.device("cpu")
-    _bench_train(benchmark, step, dev, lambda r: harness_batches(mnist, r, dev), "harness")
+    _bench_train(benchmark, recipe_name, dev, lambda r: harness_batches(mnist, r, dev), "harness")
 
 
-@pytest.mark.parametrize("step", sorted(RECIPES))
-def test_train_cuda(benchmark, mnist_cuda, step):
+def test_train_cuda(benchmark, mnist_cuda, recipe_name):
     dev = torch.device("cuda")
-    _bench_train(benchmark, step, dev, lambda r: harness_batches(mnist_cuda, r, dev), "harness")
+    _bench_train(benchmark, recipe_name, dev, lambda r: harness_batches(mnist_cuda, r, dev), "harness")
 
 
 def test_train_cpu_conventional(benchmark, mnist_root):

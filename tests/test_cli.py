@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -265,3 +266,25 @@ def test_pipelines_benchmark_needs_uncompressed_files(mnist_root, tmp_path, caps
     assert pipelines_main(["--data-root", str(tmp_path), "--batches", "1", "--rounds", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "gunzip" in err and str(raw) in err
+
+
+def test_the_training_benchmark_takes_a_users_recipe(mnist_root, tmp_path):
+    """Issue 17's gap: `tox -e bench -- --recipe FILE` benchmarks a user's recipe beside the built-in steps."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    recipe = tmp_path / "mine.toml"
+    recipe.write_text('name = "mine"\nbase = "step5"\nbatch_size = 32\n')
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "pytest", "benchmarks/test_training.py", "-k", "test_train_cpu and mine", "-q"]
+    cmd += ["-p", "no:cacheprovider", "--recipe", str(recipe), f"--benchmark-json={out}", "--benchmark-min-rounds=1"]
+    done = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "MNIST_ROOT": str(mnist_root)}
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (bench,) = json.loads(out.read_text())["benchmarks"]
+    assert bench["extra_info"]["recipe"] == "mine" and bench["extra_info"]["batch"] == 32
+    assert bench["stats"]["median"] > 0
