@@ -1,0 +1,47 @@
+"""``python -m tools.mutation [--project DIR]``: file a finished ``mutmut run`` as reports/mutation/.
+
+Run it where ``mutmut run`` ran (``tox -e mutation`` does both). It writes ``score.json`` (the counts of
+``mutmut export-cicd-stats``, with the modules mutated and the tests run, read from that project's
+pyproject.toml) and ``survivors.txt`` (``mutmut results``: every mutant that no test killed, by name; ``mutmut
+show NAME`` prints one). The README's mutation line is generated from score.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.mutation")
+    p.add_argument("--project", type=Path, default=REPO, help="where mutmut ran (default: this checkout)")
+    args = p.parse_args(argv)
+    mutmut = [sys.executable, "-m", "mutmut"]
+    subprocess.run([*mutmut, "export-cicd-stats"], cwd=args.project, check=True, capture_output=True)
+    stats = json.loads((args.project / "mutants" / "mutmut-cicd-stats.json").read_text())
+    config = tomllib.loads((args.project / "pyproject.toml").read_text())["tool"]["mutmut"]
+    results = subprocess.run([*mutmut, "results"], cwd=args.project, check=True, capture_output=True, text=True)
+    survivors = [line.strip() for line in results.stdout.splitlines() if line.strip().endswith(": survived")]
+    out = REPO / "reports" / "mutation"
+    out.mkdir(parents=True, exist_ok=True)
+    score = {
+        "command": "mutmut run, in a project whose [tool.mutmut] is below",
+        "only_mutate": config.get("only_mutate", []),
+        "tests": config.get("pytest_add_cli_args_test_selection", []),
+        "counts": stats,
+        "mutation_score": stats["killed"] / max(1, stats["killed"] + stats["survived"]),
+    }
+    (out / "score.json").write_text(json.dumps(score, indent=1) + "\n")
+    (out / "survivors.txt").write_text("\n".join(survivors) + "\n")
+    print(f"wrote {out}: {stats['killed']} killed, {stats['survived']} survived, {stats.get('no_tests', 0)} untested")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
