@@ -196,3 +196,29 @@ def test_a_mean_exactly_at_its_threshold_passes():
     runs = [make_result(6, s, [99.6] * 15, params=9802, recipe=STEP6) for s in range(3)]
     assert sum(r.test_acc[-1] for r in runs) / 3 < 99.6
     assert judge(runs, [0, 1, 2]).passed
+
+
+# --- mutants that survived the first mutmut run (reports/mutation/survivors.txt) -----------------------------
+
+
+def test_the_gate_a_results_file_records():
+    from tinymnist.verdict import seed_verdict
+
+    passing = make_result(4, 0, [99.5] * 15)
+    assert seed_verdict(passing).to_dict() == {"passed": True, "reasons": [], "smoke": False}
+    failing = make_result(4, 0, [99.0] * 15)
+    d = seed_verdict(failing).to_dict()
+    assert d["passed"] is False and d["smoke"] is False and d["reasons"][0].startswith("step 4 seed 0: epoch 13 ")
+    # a smoke run (a training subset) is judged on completion alone, and says so
+    small = replace(failing, train_images=1000)
+    assert seed_verdict(small).to_dict() == {"passed": True, "reasons": [], "smoke": True}
+    # and smoke=True judges a full run as a smoke run
+    assert seed_verdict(failing, smoke=True).passed
+
+
+def test_seed_stats_print_two_digits_unless_asked():
+    from tinymnist.stats import SeedStats
+
+    s = SeedStats.of([99.41, 99.43, 99.45])
+    # SD 0.02, t(0.975, 2) = 4.302653: half-width 4.302653 * 0.02 / sqrt(3) = 0.049683
+    assert s.ci() == "99.38-99.48" and s.ci(3) == "99.380-99.480" and s.ci(4) == "99.3803-99.4797"

@@ -145,6 +145,21 @@ def _frontier() -> str:
     return "\n".join(lines)
 
 
+def _mutation() -> str:
+    path = REPO / "reports" / "mutation" / "score.json"
+    if not path.exists():
+        return "Not run yet: `tox -e mutation`."
+    r = json.loads(path.read_text())
+    c = r["counts"]
+    ran = c["killed"] + c["survived"]
+    return (
+        f"{c['killed']} of {ran} mutants killed (score {100 * r['mutation_score']:.0f}%), {c['survived']} survived, "
+        f"{c.get('no_tests', 0)} in code no selected test runs, {c.get('timeout', 0)} timed out; mutated: "
+        f"{', '.join(m.rsplit('/', 1)[-1] for m in r['only_mutate'])}; tests: "
+        f"{', '.join(t.rsplit('/', 1)[-1] for t in r['tests'])}."
+    )
+
+
 BLOCKS = {
     "seed-table": _seed_table,
     "population": _population,
@@ -152,6 +167,7 @@ BLOCKS = {
     "pipelines": _pipelines,
     "forensics": _forensics,
     "frontier-step5": _frontier,
+    "mutation": _mutation,
 }
 
 
