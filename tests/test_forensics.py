@@ -12,6 +12,7 @@ not touch training give the same figures to the last bit, which bisect takes as 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,3 +148,88 @@ def test_store_refuses_runs_without_a_commit(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "recorded commit 'abc123def456-dirty'" in err[0] and "commit and train again" in err[0]
     assert not list((tmp_path / "store").iterdir())
+
+
+# --- commits that cannot be judged, and Ctrl-C ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    """good, then a commit whose package does not import, then step 2's regression, then docs."""
+    repo = tmp_path_factory.mktemp("broken") / "project"
+    repo, shas = demo_repo(repo)  # five commits; rebuild the middle ones on top of the first
+    git(repo, "reset", "-q", "--hard", shas[0])
+    recipes = repo / "src" / "tinymnist" / "recipes.py"
+    good_text = recipes.read_text()
+    recipes.write_text(good_text + "\nraise ImportError('half-done refactor')\n")
+    out = [shas[0], _commit(repo, "refactor: half done")]
+    recipes.write_text(good_text.replace("    lr=0.05,\n", "    lr=0.002,\n"))
+    out.append(_commit(repo, "step 2: a smaller learning rate, and the refactor undone"))
+    (repo / "NOTES.md").write_text("notes\n")
+    out.append(_commit(repo, "docs: notes"))
+    return repo, out
+
+
+def _commit(repo, message):
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def test_a_commit_that_does_not_run_is_skipped_named_and_leaves_the_culprit_undecided(broken, tmp_path, mnist_root):
+    repo, shas = broken
+    store = tmp_path / "store"
+    argv = ["bisect", shas[0], shas[-1], "--step", "2", *CONFIG, "--data-root", str(mnist_root)]
+    argv += ["--store", str(store), "--repo", str(repo)]
+    done = subprocess.run(
+        [sys.executable, "-m", "tinymnist", *argv],
+        capture_output=True,
+        text=True,
+        env=train_env(mnist_root),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 5, done.stdout + done.stderr  # undecided
+    lines = done.stdout.strip().splitlines()
+    skipped = next(line for line in lines if line.startswith(shas[1][:12]))
+    assert "skip: its code does not run" in skipped and "half-done refactor" in skipped
+    assert lines[-1].startswith("undecided: skipped commits leave the first bad commit among: ")
+    assert shas[1][:12] in lines[-1] and shas[2][:12] in lines[-1]
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_ctrl_c_leaves_the_store_whole_and_no_worktree(broken, tmp_path, mnist_root):
+    import os
+    import signal
+    import time
+
+    repo, shas = broken
+    store = tmp_path / "store"
+    argv = ["bisect", shas[0], shas[-1], "--step", "2", *CONFIG, "--data-root", str(mnist_root)]
+    argv += ["--store", str(store), "--repo", str(repo)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinymnist", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=train_env(mnist_root),
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and git(repo, "worktree", "list", "--porcelain").count("worktree ") < 2:
+        time.sleep(0.2)
+    time.sleep(3)  # into the training of GOOD's seeds
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert not list(Path(tempfile_dir()).glob("tinymnist-bisect-*/wt-*"))
+    for p in store.rglob("*.json"):
+        json.loads(p.read_text())  # every filed run is whole (the store may be empty)
+
+
+def tempfile_dir():
+    import tempfile
+
+    return tempfile.gettempdir()

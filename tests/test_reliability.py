@@ -690,16 +690,22 @@ def test_a_sigint_during_start_up_is_130_and_one_line(tmp_path):
     import sys
     import time
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tinymnist", "train", "--step", "4", "--out", str(tmp_path / "o")],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "MNIST_ROOT": str(tmp_path)},
-    )
-    time.sleep(0.6)  # the parser is up (stdlib only); the command is importing torch
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err and err.strip().count("\n") == 0, err
+    # Across the first second: the parser, then torch, numpy and scipy importing. A fresh clone's CI run
+    # caught -2 here once; 5 of 24 interrupts between 0.3 and 0.85 s then ended as -2 or exit 3 (a
+    # KeyboardInterrupt half-swallowed inside numpy's import), before the command line ended such
+    # interrupts itself (cli._exit_at_once).
+    for delay, sig, code in [(d / 10, signal.SIGINT, 130) for d in range(3, 11)] + [(0.6, signal.SIGTERM, 143)]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tinymnist", "train", "--step", "4", "--out", str(tmp_path / "o")],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "MNIST_ROOT": str(tmp_path)},
+        )
+        time.sleep(delay)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        one_line = "Traceback" not in err and err.strip().count("\n") == 0
+        assert proc.returncode in (code, 2) and one_line, (delay, sig, proc.returncode, err)
 
 
 def test_a_missing_dependency_is_exit_2_naming_the_extra(tmp_path):

@@ -181,8 +181,10 @@ class Bisector:
             done = subprocess.run(cmd, cwd=wt, env=env, capture_output=True, text=True)
             if done.returncode in (EXIT_INTERRUPTED, EXIT_TERMINATED, -2, -15):
                 raise Interrupted(EXIT_TERMINATED if done.returncode in (EXIT_TERMINATED, -15) else EXIT_INTERRUPTED)
-            if done.returncode not in (0, 1):  # 1: a gate failed; the runs are still this commit's figures
-                last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            # 1: a gate failed, and the runs are still this commit's figures; but older code may end a crash
+            # with 1 too, so no results at all is a crash whatever the exit code
+            if done.returncode not in (0, 1) or not list(out.glob("*/seed*.json")):
                 raise Skip(f"its code does not run (train exit {done.returncode}: {last[:160]})")
             history.add(out, self.store)
         finally:

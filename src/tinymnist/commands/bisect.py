@@ -9,10 +9,19 @@ no worktree is left).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from tinymnist.commands import _args
-from tinymnist.errors import EXIT_NO_REGRESSION, EXIT_OK, EXIT_UNDECIDED, UsageError
+from tinymnist.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_NO_REGRESSION,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_UNDECIDED,
+    Terminated,
+    UsageError,
+)
 
 
 def add_parser(sub) -> None:
@@ -75,20 +84,25 @@ def run(args) -> int:
     from tinymnist.compare import Thresholds
 
     t = Thresholds(alpha=args.alpha, min_effect=args.min_effect)
-    b = Bisector(args.repo, args.store, spec, seeds, args.max_seeds, machine, thresholds=t)
-    print(
-        f"bisect {args.good}..{args.bad}: {spec.key}, seeds {seeds[0]}-{seeds[-1]} (up to {args.max_seeds}), "
-        f"store {args.store}, machine {b.machine}",
-        flush=True,
-    )
-    try:
-        with sigterm_as_interrupt():
+    # From here a Ctrl-C or SIGTERM is an exception that unwinds through the cleanup below (the command
+    # line's own handler would end the process at once, leaving the worktrees).
+    with sigterm_as_interrupt():
+        b = Bisector(args.repo, args.store, spec, seeds, args.max_seeds, machine, thresholds=t)
+        try:
+            print(
+                f"bisect {args.good}..{args.bad}: {spec.key}, seeds {seeds[0]}-{seeds[-1]} (up to {args.max_seeds}), "
+                f"store {args.store}, machine {b.machine}",
+                flush=True,
+            )
             outcome = b.run(args.good, args.bad)
-    except Interrupted as e:
-        print("interrupted; the store keeps every finished run and no worktree is left")
-        return e.code
-    finally:
-        b.close()
+        except (Interrupted, KeyboardInterrupt) as e:
+            b.close()
+            print("\ninterrupted; the store keeps every finished run, and no worktree is left", file=sys.stderr)
+            if isinstance(e, Interrupted):
+                return e.code
+            return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
+        finally:
+            b.close()
     if outcome.no_regression:
         print(f"no regression: {args.bad} is not shown to be a regression of {args.good}; nothing to bisect")
         return EXIT_NO_REGRESSION
