@@ -233,3 +233,76 @@ def tempfile_dir():
     import tempfile
 
     return tempfile.gettempdir()
+
+
+# --- the review's findings (session 5) -----------------------------------------------------------------------
+
+
+def _tiny_repo(path):
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    (path / "a").write_text("a\n")
+    return path, _commit(path, "first")
+
+
+def test_history_of_one_seed_and_a_stray_file_writes_json_with_nulls(tmp_path):
+    from dataclasses import replace
+
+    from tests.synth import make_result, write_results
+    from tinymnist.history import to_json
+
+    repo, sha = _tiny_repo(tmp_path / "repo")
+    folder = tmp_path / "r"
+    write_results(folder, [replace(make_result(2, 0, [90.0]), git_sha=sha[:12])])
+    store = tmp_path / "store"
+    add(folder, store)
+    stray = next(store.rglob("seed0.json")).with_name("seed0.bak.json")
+    stray.write_text("{}")  # not a results file name: neither listed nor read
+    series = history(store, repo)
+    data = json.loads(to_json(series))
+    (point,) = data["series"][0]["commits"]
+    assert point["n"] == 1 and point["ci"] == [None, None] and point["p"] is None
+    assert main(["history", "show", "--store", str(store), "--out", str(tmp_path / "h"), "--repo", str(repo)]) == 0
+
+
+def test_bisect_refuses_a_good_that_is_not_on_bads_first_parent_line(tmp_path, capsys):
+    repo, first = _tiny_repo(tmp_path / "repo")
+    git(repo, "checkout", "-q", "-b", "side")
+    (repo / "b").write_text("b\n")
+    side = _commit(repo, "side")
+    git(repo, "checkout", "-q", "main")
+    (repo / "c").write_text("c\n")
+    main_tip = _commit(repo, "main")
+    argv = ["bisect", side, main_tip, "--step", "2", "--store", str(tmp_path / "s"), "--repo", str(repo)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a first-parent descendant" in err[0]
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_a_sweep_ranked_with_another_split_is_refused(tmp_path, capsys):
+    from dataclasses import replace
+
+    from tests.synth import make_result, write_results
+    from tinymnist.recipes import get_recipe
+
+    runs = []
+    for s in range(2):
+        r = make_result(5, s, [99.4] * 3, recipe=get_recipe(5), params=4972)
+        epochs = [replace(e, val_acc=99.5, val_loss=0.02) for e in r.epochs]
+        runs.append(replace(r, epochs=epochs, val_images=10_000, train_images=50_000))
+    write_results(tmp_path / "sw", runs)
+    argv = ["sweep", "--step", "5", "--seeds", "0-1", "--out", str(tmp_path / "sw"), "--rank-only"]
+    assert main([*argv, "--val-split", "5000"]) == 2
+    assert "trained with a validation split of 10,000, not --val-split 5,000" in capsys.readouterr().err
+    assert main([*argv, "--val-split", "10000"]) == 0
+    assert "| 1 | step5 | (the base recipe) | 4,972 | 2 | 99.500" in (tmp_path / "sw" / "SWEEP.md").read_text()
+
+
+def test_a_fifo_is_no_ci_file(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "summary"
+    os.mkfifo(fifo)
+    assert main(["compare", str(tmp_path), str(tmp_path), "--markdown", str(fifo)]) == 2
+    assert "is not a regular file" in capsys.readouterr().err

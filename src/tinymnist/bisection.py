@@ -10,7 +10,9 @@ its verdict against GOOD's population is one of three:
   effect* at the same alpha (``stats.welch_within_p``). Failing to find a drop is not enough: a population
   too small to see one would pass as good, and the search would walk past the culprit;
 - **inconclusive** otherwise: both populations grow by the initial number of seeds, up to ``max_seeds``, and
-  the commit is judged again. Past the cap it is skipped, as ``git bisect skip`` would.
+  the commit is judged again. Past the cap it is skipped, as ``git bisect skip`` would. Every look is another
+  chance of a false verdict, so alpha is spent across the possible looks (Bonferroni: with 5 seeds growing to
+  16, four looks at alpha / 4 each).
 
 A commit whose code does not run (an import error, a crash), or that predates this interface (its ``train``
 lacks an option the bisect passes), is skipped and named.
@@ -31,12 +33,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tinymnist import history
 from tinymnist.compare import MIN_SEEDS_FOR_TEST, Thresholds, accuracy_rule
-from tinymnist.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+from tinymnist.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, UserError
 from tinymnist.history import Commit, StoreError
 from tinymnist.results import RunResult
 from tinymnist.stats import SeedStats, welch_within_p
@@ -103,7 +105,12 @@ def _seeds_for(seeds: Sequence[int], n: int) -> list[int]:
 
 def _settings_mismatch(run: RunResult, settings: dict) -> str | None:
     for k, v in settings.items():
-        got = run.recipe.get(k[7:]) if k.startswith("recipe.") else getattr(run, k, None)
+        if k.startswith("recipe."):
+            got = run.recipe.get(k[7:])
+        elif k.startswith("identity."):
+            got = run.identity.get(k[9:])
+        else:
+            got = getattr(run, k, None)
         if got != v:
             return f"{k} {got!r}, this bisect trains {v!r}"
     return None
@@ -169,9 +176,9 @@ class Bisector:
     def _train(self, commit: Commit, seeds: list[int]) -> None:
         wt = self.tmp / f"wt-{commit.short}"
         out = self.tmp / f"out-{commit.short}"
-        history.git(self.repo, "worktree", "add", "--detach", "--quiet", str(wt), commit.sha)
-        self.worktrees.append(wt)
+        self.worktrees.append(wt)  # before the add: an add cut short is cleaned up too
         try:
+            history.git(self.repo, "worktree", "add", "--detach", "--quiet", str(wt), commit.sha)
             code = wt / "src" if (wt / "src" / "tinymnist").is_dir() else wt
             env = {**self.env, "PYTHONPATH": os.pathsep.join([str(code), self.env.get("PYTHONPATH", "")]).rstrip(":")}
             self._probe(wt, env)
@@ -180,13 +187,17 @@ class Bisector:
             cmd += [*self.spec.options, "--population", "1", "--quiet", "--out", str(out)]
             done = subprocess.run(cmd, cwd=wt, env=env, capture_output=True, text=True)
             if done.returncode in (EXIT_INTERRUPTED, EXIT_TERMINATED, -2, -15):
+                self._file(out)  # the seeds that finished before the interrupt are kept
                 raise Interrupted(EXIT_TERMINATED if done.returncode in (EXIT_TERMINATED, -15) else EXIT_INTERRUPTED)
             last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
             # 1: a gate failed, and the runs are still this commit's figures; but older code may end a crash
             # with 1 too, so no results at all is a crash whatever the exit code
             if done.returncode not in (0, 1) or not list(out.glob("*/seed*.json")):
                 raise Skip(f"its code does not run (train exit {done.returncode}: {last[:160]})")
-            history.add(out, self.store)
+            try:
+                history.add(out, self.store)
+            except UserError as e:  # results this version cannot read, or that conflict with the store
+                raise Skip(f"its results cannot be filed ({str(e)[:200]})") from None
         finally:
             self._remove(wt)
             shutil.rmtree(out, ignore_errors=True)
@@ -205,6 +216,13 @@ class Bisector:
         if lacking:
             raise Skip(f"before this interface (its train has no {', '.join(lacking)})")
 
+    def _file(self, out: Path) -> None:
+        if list(out.glob("*/seed*.json")):
+            try:
+                history.add(out, self.store)
+            except UserError:
+                pass  # an interrupt is being reported; what cannot be filed is not worth a second error
+
     def _remove(self, wt: Path) -> None:
         subprocess.run(["git", "-C", str(self.repo), "worktree", "remove", "--force", str(wt)], capture_output=True)
         shutil.rmtree(wt, ignore_errors=True)
@@ -215,32 +233,55 @@ class Bisector:
         """Remove every worktree and the temporary folder; prune git's record of them."""
         for wt in list(self.worktrees):
             self._remove(wt)
-        subprocess.run(["git", "-C", str(self.repo), "worktree", "prune"], capture_output=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
+        # after the folders are gone: prune drops the records of worktrees whose folder no longer exists
+        subprocess.run(["git", "-C", str(self.repo), "worktree", "prune"], capture_output=True)
 
     # --- judging ------------------------------------------------------------------------------------------
 
+    def looks(self) -> int:
+        """How many times a commit can be judged: at the first population, then after each growth."""
+        n0 = len(self.seeds)
+        return 1 + max(0, math.ceil((self.max_seeds - n0) / n0))
+
+    def reference(self, good: Commit, n: int) -> list[float]:
+        try:
+            ref = self.population(good, n)
+        except Skip as e:
+            raise StoreError(f"GOOD {good.short} cannot be trained: {e}") from None
+        values = [_last_k(r) for r in ref]
+        bad = [r.seed for r, v in zip(ref, values, strict=True) if not math.isfinite(v)]
+        if bad:
+            raise StoreError(
+                f"GOOD {good.short}: seeds {bad} did not finish with finite figures (diverged?); a reference "
+                "must be sound: choose another GOOD or other seeds"
+            )
+        return values
+
     def judge(self, good: Commit, commit: Commit) -> Tested:
-        """``commit`` against GOOD, growing both populations while the test is inconclusive."""
+        """``commit`` against GOOD, growing both populations while the test is inconclusive.
+
+        Each look at a growing population is another chance of a false verdict, so alpha is spent across
+        the looks (Bonferroni: alpha / looks() per look, for "bad" and for "good" alike)."""
         n = len(self.seeds)
+        t = replace(self.t, alpha=self.t.alpha / self.looks())
         while True:
+            a = self.reference(good, n)
             try:
-                ref = self.population(good, n)
                 runs = self.population(commit, n)
             except Skip as e:
                 return Tested(commit, "skip", why=str(e))
-            a = [_last_k(r) for r in ref]
             b = [_last_k(r) for r in runs]
             if not all(math.isfinite(v) for v in b):
-                return Tested(commit, "bad", len(b), None, why="a run did not finish an epoch")
-            check = accuracy_rule(a, b, self.t)
+                return Tested(commit, "bad", len(b), None, why="a run did not finish with finite figures")
+            check = accuracy_rule(a, b, t)
             stats = SeedStats.of(b)
             if check.regression:
                 return Tested(commit, "bad", len(b), stats, check.p, check.drop)
             # The same seeds giving the same figures to the last bit is the strongest "no change" there is: a
             # commit that does not touch what trains (docs, tests, another recipe) computes exactly what GOOD
             # did, however noisy the configuration (the test's 1-epoch runs have an SD of 6 points).
-            if a == b or welch_within_p(b, a, self.t.min_effect) < self.t.alpha:
+            if a == b or welch_within_p(b, a, t.min_effect) < t.alpha:
                 return Tested(commit, "good", len(b), stats, check.p, check.drop)
             grown = min(self.max_seeds, n + len(self.seeds))
             if grown == n:
@@ -254,8 +295,12 @@ class Bisector:
         good = _one(self.repo, good_rev)
         bad = _one(self.repo, bad_rev)
         line = history.commits(self.repo, [f"{good.sha}..{bad.sha}"])
-        if not line or line[-1].sha != bad.sha:
-            raise StoreError(f"{bad_rev} is not a first-parent descendant of {good_rev}; give GOOD as an ancestor")
+        first_parent = history.git(self.repo, "rev-parse", f"{line[0].sha}^").strip() if line else ""
+        if not line or line[-1].sha != bad.sha or first_parent != good.sha:
+            raise StoreError(
+                f"{bad_rev} is not a first-parent descendant of {good_rev}; give GOOD as an ancestor on BAD's "
+                "first-parent line"
+            )
         rows: list[Tested] = []
 
         def show(t: Tested) -> Tested:
@@ -263,11 +308,8 @@ class Bisector:
             self.say(t.row())
             return t
 
-        try:
-            ref = self.population(good, len(self.seeds))
-        except Skip as e:
-            raise StoreError(f"GOOD {good.short} cannot be trained: {e}") from None
-        show(Tested(good, "reference", len(ref), SeedStats.of([_last_k(r) for r in ref])))
+        ref = self.reference(good, len(self.seeds))
+        show(Tested(good, "reference", len(ref), SeedStats.of(ref)))
         first = show(self.judge(good, bad))
         if first.verdict != "bad":
             return Outcome(None, tuple(rows), no_regression=True)

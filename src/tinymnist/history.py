@@ -26,11 +26,12 @@ from pathlib import Path
 
 from tinymnist.compare import MIN_SEEDS_FOR_TEST, AccuracyCheck, Thresholds, accuracy_rule
 from tinymnist.errors import UserError
-from tinymnist.results import RunResult, atomic_write_json, load_results
+from tinymnist.results import RunResult, load_results
 from tinymnist.stats import SeedStats
 from tinymnist.summary import StepSummary, summarize
 
-SHA = re.compile(r"[0-9a-f]{7,40}")
+SHA = re.compile(r"[0-9a-f]{12}")  # results.git_sha's form: every lookup is by these 12 digits
+SEED_FILE = re.compile(r"seed\d+\.json")  # load_results' own pattern: the store lists what it can read
 
 
 class StoreError(UserError):
@@ -113,8 +114,12 @@ def add(results_dir: str | os.PathLike, store: str | os.PathLike) -> Added:
                 unchanged.append(dest)
                 continue
             plan.append((dest, r))
-    for dest, r in plan:
-        atomic_write_json(dest, r.to_dict())
+    from tinymnist.results import atomic_write_pair, json_bytes
+
+    try:  # all or none: staged and synced first, then renamed together (a full disk changes nothing)
+        atomic_write_pair([(dest, json_bytes(r.to_dict())) for dest, r in plan])
+    except OSError as e:
+        raise StoreError(f"{store}: cannot write the store ({e.strerror}); nothing was added") from None
     return Added(tuple(d for d, _ in plan), tuple(unchanged), tuple(skipped))
 
 
@@ -192,6 +197,8 @@ def stored_keys(store: str | os.PathLike) -> dict[str, set[tuple[str, str]]]:
     """{commit folder: {(machine, recipe key)}} of everything in the store."""
     out: dict[str, set[tuple[str, str]]] = {}
     for p in Path(store).glob("*/*/*/seed*.json"):
+        if not SEED_FILE.fullmatch(p.name):
+            continue
         out.setdefault(p.parts[-4], set()).add((p.parts[-3], p.parts[-2]))
     return out
 
@@ -218,6 +225,8 @@ def history(
             if (machine, key) not in held.get(c.short, set()):
                 continue
             runs = population(store, c.short, machine, key)
+            if not runs:
+                continue
             sm = summarize(runs)
             values = list(sm.last_k_by_seed.values())
             check, tested = None, False
@@ -268,4 +277,15 @@ def to_json(series: Sequence[Series]) -> str:
                 }
             )
         out.append({"recipe": s.key, "machine": s.machine, "commits": rows})
-    return json.dumps({"schema_version": 1, "series": out}, indent=1, allow_nan=False, default=str)
+    return json.dumps({"schema_version": 1, "series": _finite(out)}, indent=1, allow_nan=False, default=str)
+
+
+def _finite(obj):
+    """NaN and infinities as null: one seed has no interval, a diverged seed no mean; JSON has neither."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj

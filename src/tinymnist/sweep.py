@@ -180,9 +180,11 @@ def sweep_markdown(ranked: Sequence[Ranked], command: str, val_images: int, seed
         f"Seeds {_seed_text(seeds)} (n = {len(seeds)} per candidate). Ranked by each seed's mean validation "
         f"accuracy over the last {k} epochs: its mean over seeds with a 95% t-interval. The pass rate is the "
         "recipe's own gate judged on validation, with a 95% Wilson interval. 'vs #1' is compare's test of the "
-        "candidate against the top one (one-sided Welch t-test at alpha 0.01 with a 0.05-point minimum effect "
-        "from 5 seeds a side; below that, the fixed 0.10-point rule): 'worse' is a difference the data "
-        "resolves, 'not resolved' one it does not.",
+        "candidate against the top one (one-sided Welch t-test at alpha 0.01 with a 0.05-point minimum effect, "
+        "at least 5 seeds a side; with fewer, untested): 'worse' is a difference the data resolves, 'not "
+        "resolved' one it does not. Each pair is tested on its own, with no correction for the number of "
+        "candidates or for the top one being chosen by its mean: read 'worse' as evidence, not as a "
+        "family-wise claim.",
         "",
         f"| rank | candidate | changes | params | n | val last-{k} mean (95% CI) | SD | val pass rate (95% CI) "
         "| s/seed | vs #1 |",

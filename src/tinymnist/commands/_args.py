@@ -178,8 +178,17 @@ def writable_file(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text}: cannot create its folder ({e.strerror}); choose another path"
         ) from None
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if path.exists() and not path.is_file():  # a FIFO or a device would hang or swallow the write
+        raise argparse.ArgumentTypeError(f"{text}: is not a regular file; give a file path")
+    if path.exists() and not os.access(path, os.W_OK):
         raise argparse.ArgumentTypeError(f"{text}: cannot write here (permission denied); choose another path")
+    import tempfile
+
+    try:  # the temporary the atomic write will make beside it, with as long a name
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{text}: cannot write here ({e.strerror}); choose another path") from None
     return text
 
 

@@ -127,16 +127,21 @@ def _spec(args):
         path = Path(args.recipe).resolve()
         key = resolve_recipe(str(path)).key
         recipe_args = ("--recipe", str(path))
+    from tinymnist.results import TEST_IMAGES, TRAIN_IMAGES
+
     options: list[str] = []
-    settings: dict = {}
-    for flag, value, setting in (
-        ("--epochs", args.epochs, "recipe.epochs"),
-        ("--train-subset", args.train_subset, "train_images"),
-        ("--test-subset", args.test_subset, "test_images"),
+    # What a stored run must have recorded to be reused: every commit's runs computed alike, serially and in
+    # full (a nightly's stacked population or a smoke bisect's 1-epoch runs of the same commit are not these).
+    settings: dict = {"identity.max_batches": None, "identity.population": 1, "identity.stacked": 1}
+    for flag, value, setting, default in (
+        ("--epochs", args.epochs, "recipe.epochs", None),
+        ("--train-subset", args.train_subset, "train_images", TRAIN_IMAGES),
+        ("--test-subset", args.test_subset, "test_images", TEST_IMAGES),
     ):
         if value:
             options += [flag, str(value)]
-            settings[setting] = value
+        if value or default:
+            settings[setting] = value or default
     for item in args.set:
         k, sep, text = item.partition("=")
         if not sep:
@@ -147,6 +152,8 @@ def _spec(args):
         except ValueError:
             settings[f"recipe.{k}"] = text
     options += ["--device", args.device]
-    if args.data_root:
-        options += ["--data-root", str(Path(args.data_root).resolve())]
+    from tinymnist.data import resolve_root
+
+    # Always absolute: each commit trains in its own worktree, where a relative ./data is another folder.
+    options += ["--data-root", str(resolve_root(args.data_root).resolve())]
     return Spec(recipe_args, key, tuple(options), settings)

@@ -45,8 +45,9 @@ def run(args) -> int:
     if not series:
         raise UsageError(f"{args.store}: no stored runs of {', '.join(args.steps or [])} on this history")
     command = shlex.join(["tinymnist", *args._argv])
+    data = history.to_json(series).encode()  # built first: nothing is written if it cannot be
     path = write_history(series, args.out, command, history.off_line(args.store, args.repo))
-    atomic_write_bytes(Path(args.out) / "HISTORY.json", history.to_json(series).encode())
+    atomic_write_bytes(Path(args.out) / "HISTORY.json", data)
     for s in series:
         for p in s.regressions:
             print(f"{s.key} on {s.machine}: regression at {p.commit.short} {p.commit.subject}")

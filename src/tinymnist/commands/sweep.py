@@ -124,7 +124,15 @@ def _rank(args, cands, seeds, command: str) -> int:
     from tinymnist.results import atomic_write_bytes, load_results
     from tinymnist.sweep import rank, sweep_markdown
 
-    ranked = rank(cands, load_results(args.out, "val"), seeds)
+    runs = load_results(args.out, "val")
+    for c in cands:
+        for run in runs.get(c.key, []):
+            if run.val_images != args.val_split:
+                raise UsageError(
+                    f"{args.out}/{c.key}/seed{run.seed}.json: trained with a validation split of {run.val_images:,}, "
+                    f"not --val-split {args.val_split:,}; rank each split in its own --out"
+                )
+    ranked = rank(cands, runs, seeds)
     path = Path(args.out) / "SWEEP.md"
     atomic_write_bytes(path, sweep_markdown(ranked, command, args.val_split, seeds).encode())
     for i, r in enumerate(ranked, start=1):
