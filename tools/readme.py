@@ -154,7 +154,8 @@ def _mutation() -> str:
     ran = c["killed"] + c["survived"]
     return (
         f"{c['killed']} of {ran} mutants killed (score {100 * r['mutation_score']:.0f}%), {c['survived']} survived, "
-        f"{c.get('no_tests', 0)} in code no selected test runs, {c.get('timeout', 0)} timed out; mutated: "
+        f"{c.get('no_tests', 0)} in code no selected test runs, {c.get('timeout', 0)} timed out, "
+        f"{c['total'] - ran - c.get('no_tests', 0) - c.get('timeout', 0)} of {c['total']} not run yet; mutated: "
         f"{', '.join(m.rsplit('/', 1)[-1] for m in r['only_mutate'])}; tests: "
         f"{', '.join(t.rsplit('/', 1)[-1] for t in r['tests'])}."
     )
