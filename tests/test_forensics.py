@@ -176,18 +176,22 @@ def _commit(repo, message):
     return git(repo, "rev-parse", "HEAD")
 
 
+def _bisect_whole_span(repo, shas, tmp_path, mnist_root) -> dict:
+    """subprocess arguments of `tinymnist bisect FIRST LAST --step 2` on the test's configuration, run from
+    another folder as a user runs it, into tmp_path/store."""
+    argv = ["bisect", shas[0], shas[-1], "--step", "2", *CONFIG, "--data-root", str(mnist_root)]
+    argv += ["--store", str(tmp_path / "store"), "--repo", str(repo)]
+    return {
+        "args": [sys.executable, "-m", "tinymnist", *argv],
+        "text": True,
+        "env": train_env(mnist_root),
+        "cwd": tmp_path,
+    }
+
+
 def test_a_commit_that_does_not_run_is_skipped_named_and_leaves_the_culprit_undecided(broken, tmp_path, mnist_root):
     repo, shas = broken
-    store = tmp_path / "store"
-    argv = ["bisect", shas[0], shas[-1], "--step", "2", *CONFIG, "--data-root", str(mnist_root)]
-    argv += ["--store", str(store), "--repo", str(repo)]
-    done = subprocess.run(
-        [sys.executable, "-m", "tinymnist", *argv],
-        capture_output=True,
-        text=True,
-        env=train_env(mnist_root),
-        cwd=tmp_path,
-    )
+    done = subprocess.run(**_bisect_whole_span(repo, shas, tmp_path, mnist_root), capture_output=True)
     assert done.returncode == 5, done.stdout + done.stderr  # undecided
     lines = done.stdout.strip().splitlines()
     skipped = next(line for line in lines if line.startswith(shas[1][:12]))
@@ -204,15 +208,10 @@ def test_ctrl_c_leaves_the_store_whole_and_no_worktree(broken, tmp_path, mnist_r
 
     repo, shas = broken
     store = tmp_path / "store"
-    argv = ["bisect", shas[0], shas[-1], "--step", "2", *CONFIG, "--data-root", str(mnist_root)]
-    argv += ["--store", str(store), "--repo", str(repo)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tinymnist", *argv],
+        **_bisect_whole_span(repo, shas, tmp_path, mnist_root),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
-        env=train_env(mnist_root),
-        cwd=tmp_path,
         start_new_session=True,
     )
     deadline = time.time() + 120

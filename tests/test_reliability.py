@@ -691,9 +691,9 @@ def test_a_sigint_during_start_up_is_130_and_one_line(tmp_path):
     import time
 
     # Across the first second: the parser, then torch, numpy and scipy importing. A fresh clone's CI run
-    # caught -2 here once; 5 of 24 interrupts between 0.3 and 0.85 s then ended as -2 or exit 3 (a
-    # KeyboardInterrupt half-swallowed inside numpy's import), before the command line ended such
-    # interrupts itself (cli._exit_at_once).
+    # caught -2 here once; 5 and 4 of 24 interrupts between 0.3 and 0.85 s (two runs of `python -m
+    # tools.interrupts`) ended as -2 or exit 3 (a KeyboardInterrupt half-swallowed inside numpy's import),
+    # before the command line ended such interrupts itself (cli._exit_at_once).
     for delay, sig, code in [(d / 10, signal.SIGINT, 130) for d in range(3, 11)] + [(0.6, signal.SIGTERM, 143)]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tinymnist", "train", "--step", "4", "--out", str(tmp_path / "o")],

@@ -37,11 +37,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tinymnist import history
-from tinymnist.compare import MIN_SEEDS_FOR_TEST, Thresholds, accuracy_rule
-from tinymnist.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, UserError
+from tinymnist.compare import Thresholds, accuracy_rule
+from tinymnist.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, UserError
 from tinymnist.history import Commit, StoreError
 from tinymnist.results import RunResult
 from tinymnist.stats import SeedStats, welch_within_p
+from tinymnist.summary import summarize
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,7 @@ class Bisector:
             ref = self.population(good, n)
         except Skip as e:
             raise StoreError(f"GOOD {good.short} cannot be trained: {e}") from None
-        values = [_last_k(r) for r in ref]
+        values = _last_k(ref)
         bad = [r.seed for r, v in zip(ref, values, strict=True) if not math.isfinite(v)]
         if bad:
             raise StoreError(
@@ -271,7 +272,7 @@ class Bisector:
                 runs = self.population(commit, n)
             except Skip as e:
                 return Tested(commit, "skip", why=str(e))
-            b = [_last_k(r) for r in runs]
+            b = _last_k(runs)
             if not all(math.isfinite(v) for v in b):
                 return Tested(commit, "bad", len(b), None, why="a run did not finish with finite figures")
             check = accuracy_rule(a, b, t)
@@ -334,19 +335,19 @@ class Bisector:
         return Outcome(line[hi], tuple(rows))
 
 
-def _last_k(r: RunResult) -> float:
-    from tinymnist.recipes import Recipe
-    from tinymnist.stats import last_k_mean
-
-    if not r.epochs:
-        return math.nan
-    return last_k_mean(r.test_acc, Recipe.from_dict(r.recipe).expect.last_k)
+def _last_k(runs: list[RunResult]) -> list[float]:
+    """Each run's last-k mean, as the summary computes it for compare (nan for a run with no epoch)."""
+    by_seed = summarize(runs).last_k_by_seed
+    return [by_seed.get(r.seed, math.nan) for r in runs]
 
 
 def _one(repo: Path, rev: str) -> Commit:
-    sha = history.git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
+    try:
+        sha = history.git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
+    except StoreError:
+        raise StoreError(f"{rev!r} is not a commit of {repo}; give a sha, tag or branch it holds") from None
     out = history.git(repo, "log", "-1", "--format=%H%x00%cI%x00%s", sha)
     return Commit(*out.strip().split("\0", 2))
 
 
-__all__ = ["Bisector", "Outcome", "Spec", "Tested", "Skip", "Interrupted", "MIN_SEEDS_FOR_TEST", "Terminated"]
+__all__ = ["Bisector", "Outcome", "Spec", "Tested", "Skip", "Interrupted"]

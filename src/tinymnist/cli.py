@@ -43,8 +43,9 @@ def _exit_at_once(signum, frame) -> None:
     # Until a command installs its own handlers (training, bisect: tinymnist.runner.sigterm_as_interrupt), a
     # Ctrl-C or SIGTERM ends the process here. Raised as KeyboardInterrupt instead, it lands inside whatever
     # import is running (torch, numpy, scipy load for seconds), which some libraries half-swallow: measured on
-    # a fresh clone, 5 of 24 interrupts in the first second ended as exit 3 (numpy left half-imported, then a
-    # RecursionError) or as a death by SIGINT after the message was printed (-2).
+    # a fresh clone, 5 and 4 of 24 interrupts in the first second (two runs) ended as exit 3 (numpy left
+    # half-imported, then a RecursionError) or as a death by SIGINT after the message was printed (-2);
+    # `python -m tools.interrupts` measures it (24 of 24 end with 130 since).
     print("\ninterrupted; no result was being written", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -27,7 +27,6 @@ from pathlib import Path
 from tinymnist.compare import MIN_SEEDS_FOR_TEST, AccuracyCheck, Thresholds, accuracy_rule
 from tinymnist.errors import UserError
 from tinymnist.results import RunResult, load_results
-from tinymnist.stats import SeedStats
 from tinymnist.summary import StepSummary, summarize
 
 SHA = re.compile(r"[0-9a-f]{12}")  # results.git_sha's form: every lookup is by these 12 digits
@@ -245,12 +244,6 @@ def off_line(store: str | os.PathLike, repo: str | os.PathLike) -> list[str]:
     """Stored commits that are not on the first-parent line of ``repo``'s HEAD."""
     line = {c.short for c in commits(repo, ["HEAD"])}
     return sorted(c for c in stored_keys(store) if c not in line)
-
-
-def mean_ci(stats: SeedStats | None) -> str:
-    if stats is None:
-        return ""
-    return f"{stats.mean:.3f} ({stats.ci(3)})"
 
 
 def to_json(series: Sequence[Series]) -> str:

@@ -219,12 +219,7 @@ def plots(summaries: dict[str, StepSummary], results: dict[str, list[RunResult]]
     names = []
 
     def save(fig, name):
-        import io
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        atomic_write_bytes(out / name, buf.getvalue())
+        _save_png(fig, out / name)
         names.append(name)
 
     cols = min(len(steps), 2)

@@ -192,5 +192,21 @@ def writable_file(text: str) -> str:
     return text
 
 
+def add_welch(p: argparse.ArgumentParser, min_effect_help: str) -> None:
+    """compare's test, as compare, calibrate and bisect take it. The defaults are ``compare.Thresholds``' own
+    (read by ``thresholds``): the help names them, the parser keeps None for "not given"."""
+    p.add_argument("--alpha", type=fraction, help="compare's test: one-sided Welch t-test alpha (0.01)")
+    p.add_argument("--min-effect", type=non_negative, help=min_effect_help)
+
+
+def thresholds(args, **given):
+    """``compare.Thresholds`` from ``add_welch``'s arguments and ``given`` ones; what was not given keeps the
+    default."""
+    from tinymnist.compare import Thresholds
+
+    values = {"alpha": args.alpha, "min_effect": args.min_effect, **given}
+    return Thresholds(**{k: v for k, v in values.items() if v is not None})
+
+
 def add_data_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./data)")

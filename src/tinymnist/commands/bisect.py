@@ -40,13 +40,10 @@ def add_parser(sub) -> None:
         default=16,
         help="grow an inconclusive commit's population up to this many seeds, then skip it (16)",
     )
-    b.add_argument("--alpha", type=_args.fraction, default=0.01, help="compare's test: one-sided Welch alpha (0.01)")
-    b.add_argument(
-        "--min-effect",
-        type=_args.non_negative,
-        default=0.05,
-        help="points of mean last-3 accuracy: a smaller drop is no regression, and a commit shown to lose less "
-        "is good (0.05, for full runs; raise it for short noisy ones)",
+    _args.add_welch(
+        b,
+        "points of mean last-3 accuracy: a smaller drop is no regression, and a commit shown to lose less is good "
+        "(0.05, for full runs; raise it for short noisy ones)",
     )
     b.add_argument("--store", type=_args.writable_dir, required=True, help="results store (tinymnist history)")
     b.add_argument("--repo", default=".", help="the git checkout to bisect (default: the current folder)")
@@ -61,7 +58,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from tinymnist.bisection import MIN_SEEDS_FOR_TEST, Bisector, Interrupted
+    from tinymnist.bisection import Bisector, Interrupted
+    from tinymnist.compare import MIN_SEEDS_FOR_TEST
     from tinymnist.engine import device_name, resolve_device
 
     seeds = _args.seed_list(args.seeds)
@@ -81,9 +79,7 @@ def run(args) -> int:
     from tinymnist.runner import sigterm_as_interrupt
 
     machine = machine_folder(device.type, device_name(device), torch.get_num_threads())
-    from tinymnist.compare import Thresholds
-
-    t = Thresholds(alpha=args.alpha, min_effect=args.min_effect)
+    t = _args.thresholds(args)
     # From here a Ctrl-C or SIGTERM is an exception that unwinds through the cleanup below (the command
     # line's own handler would end the process at once, leaving the worktrees).
     with sigterm_as_interrupt():
@@ -96,7 +92,7 @@ def run(args) -> int:
             )
             outcome = b.run(args.good, args.bad)
         except (Interrupted, KeyboardInterrupt) as e:
-            b.close()
+            b.close()  # before the message: what it says is done
             print("\ninterrupted; the store keeps every finished run, and no worktree is left", file=sys.stderr)
             if isinstance(e, Interrupted):
                 return e.code

@@ -15,13 +15,12 @@ def add_parser(sub) -> None:
     k.add_argument("--step", type=_args.recipe_key, default="step4", help="the step or recipe to calibrate on (4)")
     k.add_argument("--splits", type=_args.positive_int, default=1000, help="random half-splits (1000)")
     k.add_argument("--seed", type=_args.integer, default=0, help="seed of the splits (0)")
-    k.add_argument("--alpha", type=_args.fraction, default=0.01, help="compare's significance level (0.01)")
-    k.add_argument("--min-effect", type=_args.non_negative, default=0.05, help="compare's minimum effect (0.05)")
+    _args.add_welch(k, "compare's minimum effect, in points (0.05)")
     k.add_argument("--out", required=True, help="JSON file to write, e.g. reports/population/calibration.json")
 
 
 def run(args) -> int:
-    from tinymnist.compare import Thresholds, calibration_report
+    from tinymnist.compare import calibration_report
     from tinymnist.results import atomic_write_json, load_results
 
     if not Path(args.results).is_dir():
@@ -32,7 +31,7 @@ def run(args) -> int:
     try:
         report, cal, s = calibration_report(
             runs,
-            Thresholds(alpha=args.alpha, min_effect=args.min_effect),
+            _args.thresholds(args),
             args.splits,
             args.seed,
             "tinymnist " + shlex.join(args._argv),

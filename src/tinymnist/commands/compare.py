@@ -13,15 +13,7 @@ def add_parser(sub) -> None:
     c = sub.add_parser("compare", help="compare two results folders; exit 1 on a regression")
     c.add_argument("baseline", help="results folder of the reference run (e.g. reports/baseline)")
     c.add_argument("new", help="results folder of the run under test")
-    c.add_argument(
-        "--alpha", type=_args.fraction, default=0.01, help="one-sided Welch t-test, >= 5 seeds a side (0.01)"
-    )
-    c.add_argument(
-        "--min-effect",
-        type=_args.non_negative,
-        default=0.05,
-        help="smallest drop of the mean last-3 accuracy, in points, that counts as a regression (0.05)",
-    )
+    _args.add_welch(c, "smallest drop of the mean last-3 accuracy, in points, that counts as a regression (0.05)")
     c.add_argument(
         "--max-acc-drop",
         type=_args.non_negative,
@@ -49,7 +41,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from tinymnist import ci
-    from tinymnist.compare import Thresholds, compare
+    from tinymnist.compare import compare
 
     for p in (args.baseline, args.new):
         if not Path(p).is_dir():
@@ -58,12 +50,7 @@ def run(args) -> int:
         result = compare(
             args.baseline,
             args.new,
-            Thresholds(
-                alpha=args.alpha,
-                min_effect=args.min_effect,
-                max_acc_drop=args.max_acc_drop,
-                max_throughput_drop=args.max_throughput_drop,
-            ),
+            _args.thresholds(args, max_acc_drop=args.max_acc_drop, max_throughput_drop=args.max_throughput_drop),
             args.steps,
             args.on,
         )

@@ -79,11 +79,10 @@ def _train_and_rank(args, cands, seeds) -> int:
     from tinymnist.recipes import budget_failure
     from tinymnist.runner import RunInterrupted, TrainOptions, sigterm_as_interrupt, train_recipe
 
-    for c in cands:
-        why = budget_failure(c.recipe)
-        if why:
-            print(f"{c.key}: skipped, {why}", file=sys.stderr)
-    cands = [c for c in cands if not budget_failure(c.recipe)]
+    over = {c.key: why for c in cands if (why := budget_failure(c.recipe))}  # each model built once
+    for key, why in over.items():
+        print(f"{key}: skipped, {why}", file=sys.stderr)
+    cands = [c for c in cands if c.key not in over]
     if not cands:
         raise UsageError("every candidate is over its parameter budget; nothing to sweep")
     command = shlex.join(["tinymnist", *[a for a in args._argv if a != "--rank-only"]])
