@@ -222,3 +222,14 @@ def test_seed_stats_print_two_digits_unless_asked():
     s = SeedStats.of([99.41, 99.43, 99.45])
     # SD 0.02, t(0.975, 2) = 4.302653: half-width 4.302653 * 0.02 / sqrt(3) = 0.049683
     assert s.ci() == "99.38-99.48" and s.ci(3) == "99.380-99.480" and s.ci(4) == "99.3803-99.4797"
+
+
+def test_a_figure_just_below_its_bar_is_shown_below_it():
+    """99.396 < 99.40 is not printed as "99.40 < 99.40": as many decimals as it takes, the bar with them."""
+    near = [make_result(4, s, RAMP + [99.45, 99.5, 99.5]) for s in range(3)]
+    near[1].epochs[-1].test_acc = 99.396
+    assert judge(near).reasons == (
+        "step 4 seed 1: epoch 15 test accuracy 99.396 < 99.400 (each of the last 3 epochs must reach it)",
+    )
+    six = [make_result(6, s, RAMP + [99.6, 99.6, f]) for s, f in enumerate((99.6, 99.6, 99.5999))]
+    assert judge(six).reasons[-1] == "step 6: mean final test accuracy 99.59997 over seeds [0, 1, 2] < 99.60000"

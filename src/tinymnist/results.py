@@ -392,6 +392,8 @@ def load_results(results_dir: str | os.PathLike, on: str = "test") -> dict[str, 
     by seed. A folder holding a seed twice, or another recipe's results, is refused by name: either would be
     judged as something it is not. ``on="val"`` puts each run's validation figures where its test figures
     are (``RunResult.on_validation``)."""
+    if on not in ("test", "val"):
+        raise ValueError(f"on={on!r}: judge on 'test' or 'val'")
     by_key: dict[str, list[RunResult]] = {}
     where: dict[tuple[str, int], Path] = {}
     for p in sorted(Path(results_dir).glob("*/seed*.json")):

@@ -39,6 +39,17 @@ class Verdict:
         return "PASS" if self.passed else "FAIL"
 
 
+def _places(value: float, bar: float) -> int:
+    """Decimals to show a figure below its bar with: two, or as many more as it takes for it not to read as the
+    bar itself (99.396 is not "99.40 < 99.40")."""
+    return next((n for n in range(2, 7) if f"{value:.{n}f}" != f"{bar:.{n}f}"), 12)
+
+
+def _below(value: float, bar: float) -> str:
+    n = _places(value, bar)
+    return f"{value:.{n}f} < {bar:.{n}f}"
+
+
 def accuracy_reasons(expect: Expectation, who: str, params: int, test_acc: Sequence[float]) -> list[str]:
     """The per-seed checks of the gate on a run's numbers: the parameter budget and the accuracy thresholds."""
     reasons: list[str] = []
@@ -49,7 +60,7 @@ def accuracy_reasons(expect: Expectation, who: str, params: int, test_acc: Seque
             reasons.append(f"{who}: no epoch finished, no accuracy to check")
         return reasons
     if expect.min_best_test is not None and max(test_acc) < expect.min_best_test:
-        reasons.append(f"{who}: best test accuracy {max(test_acc):.2f} < {expect.min_best_test:.2f}")
+        reasons.append(f"{who}: best test accuracy {_below(max(test_acc), expect.min_best_test)}")
     if expect.min_last_k is not None:
         k = expect.last_k
         if len(test_acc) < k:
@@ -58,11 +69,11 @@ def accuracy_reasons(expect: Expectation, who: str, params: int, test_acc: Seque
         for i, acc in enumerate(test_acc[-k:], start=first):
             if acc < expect.min_last_k:
                 reasons.append(
-                    f"{who}: epoch {i} test accuracy {acc:.2f} < {expect.min_last_k:.2f} "
+                    f"{who}: epoch {i} test accuracy {_below(acc, expect.min_last_k)} "
                     f"(each of the last {k} epochs must reach it)"
                 )
     if expect.min_final is not None and test_acc[-1] < expect.min_final:
-        reasons.append(f"{who}: final test accuracy {test_acc[-1]:.2f} < {expect.min_final:.2f}")
+        reasons.append(f"{who}: final test accuracy {_below(test_acc[-1], expect.min_final)}")
     return reasons
 
 
@@ -152,10 +163,8 @@ def judge(
         elif finals:
             m = sum(finals) / len(finals)
             if not m >= expect.min_mean_final - EPS:  # `not >=` so that nan fails too
-                reasons.append(
-                    f"{step}: mean final test accuracy {m:.2f} over seeds "
-                    f"{sorted(present)} < {expect.min_mean_final:.2f}"
-                )
+                n, bar = _places(m, expect.min_mean_final), expect.min_mean_final
+                reasons.append(f"{step}: mean final test accuracy {m:.{n}f} over seeds {sorted(present)} < {bar:.{n}f}")
     return Verdict(not reasons, tuple(reasons), tuple(failed), smoke, missing, len(runs))
 
 

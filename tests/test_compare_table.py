@@ -1,0 +1,161 @@
+"""compare's whole table on one pair of folders that holds every kind of row, checked field by field against
+figures worked out by hand: a mutation of any row's text, rule, verdict, message, p or effect fails it."""
+
+import json
+import math
+from dataclasses import astuple, replace
+
+import pytest
+
+from tests.synth import RAMP, make_result, write_results
+from tinymnist.compare import Comparison, Row, compare
+from tinymnist.recipes import STEP4
+
+# Five step-4 seeds' last-3 centres 99.52, 99.576, 99.632, 99.56, 99.616: mean 99.5808.
+CENTRES = [99.58 + 0.008 * ((7 * i) % 16 - 7.5) for i in range(5)]
+
+
+def _bench(folder, median):
+    folder.mkdir(parents=True, exist_ok=True)
+    bench = {"name": "t", "fullname": "benchmarks/x.py::t", "stats": {"median": median}, "extra_info": {"batch": 100}}
+    (folder / "bench.json").write_text(json.dumps({"machine_info": {"cpu": {"brand_raw": "X"}}, "benchmarks": [bench]}))
+
+
+@pytest.fixture
+def pair(tmp_path):
+    old = (
+        [make_result(1, s, [98.0, 98.9, 99.1]) for s in range(3)]
+        + [make_result(2, s, [99.0, 99.3, 99.4]) for s in range(3)]
+        + [make_result(4, s, RAMP + [c - 0.02, c, c + 0.02]) for s, c in enumerate(CENTRES)]
+    )
+    new = (
+        # step 1: two fresh seeds (fewer than the baseline's three), trained on another machine at half the speed
+        [make_result(1, s, [98.0, 98.9, 99.1], device_name="Other CPU", ips=5000.0) for s in (10, 11)]
+        # step 2: missing; step 3: new
+        + [make_result(3, s, RAMP + [99.4, 99.45, 99.5]) for s in range(2)]
+        # step 4: every seed 0.13 lower (seed 0 then fails epochs 13 and 14), lr changed, 20% slower
+        + [
+            make_result(4, s, RAMP + [c - 0.15, c - 0.13, c - 0.11], ips=8000.0, recipe=replace(STEP4, lr=0.05))
+            for s, c in enumerate(CENTRES)
+        ]
+    )
+    a, b = write_results(tmp_path / "old", old), write_results(tmp_path / "new", new)
+    _bench(a, 0.010)  # 100 images in 10 ms: 10,000/s
+    _bench(b, 0.0125)  # 8,000/s
+    return a, b
+
+
+def _fields(r: Row):
+    return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in astuple(r))
+
+
+def test_every_row_of_a_comparison(pair):
+    a, b = pair
+    c = compare(a, b)
+    last3 = "each of the last 3 epochs must reach it"
+    welch = "Welch t-test, p 0.00089 (alpha 0.01), min effect 0.05"
+    fixed = "fixed rule: drop <= 0.10 (n < 5; p 1 for reference)"
+    expected = [
+        ("1", "gate", "", "PASS, 2/2 seeds, 95% CI 34-100%", "", "tinymnist.verdict", "ok", "", None, None),
+        # (two fresh seeds against three: a smaller fresh sample cannot stand for the baseline)
+        ("1", "seeds", "3", "2, none of the baseline's", "", "a fresh sample must be at least as large", "REGRESSION",
+         "step 1: 2 fresh seeds against the baseline's 3; a smaller sample cannot stand for it", None, None),
+        # same figures on both sides: drop 0, Welch p = 1 (for reference), effect 0
+        ("1", "last-3 mean test acc", "98.67 (n=3)", "98.67 (n=2)", "+0.00", fixed, "ok", "", 1.0, 0.0),
+        ("1", "train images/s", "10,000 images/s", "5,000 images/s", "-50.0%", "", "skipped: different machine",
+         "", None, -0.5),
+        ("2", "runs", "3 seeds", "missing", "", "", "REGRESSION", f"step 2: no results in {b}", None, None),
+        ("3", "gate", "", "PASS, 2/2 seeds, 95% CI 34-100%", "", "tinymnist.verdict", "ok", "", None, None),
+        ("3", "last-3 mean test acc", "missing", "99.45", "", "", "new recipe", "", None, None),
+        ("4", "gate", "", "FAIL, 4/5 seeds, 95% CI 38-96%", "", "tinymnist.verdict", "REGRESSION",
+         f"step 4 seed 0: epoch 13 test accuracy 99.37 < 99.40 ({last3}); "
+         f"step 4 seed 0: epoch 14 test accuracy 99.39 < 99.40 ({last3})", None, None),
+        ("4", "recipe", "", "", "lr 0.1 -> 0.05", "", "changed: not the same experiment", "", None, None),
+        # 99.5808 -> 99.4508: -0.13 on five seeds of SD 0.046 a side: Welch t 4.47 on 8 df, one-sided p 0.00089
+        ("4", "last-3 mean test acc", "99.58 (n=5)", "99.45 (n=5)", "-0.13", welch, "REGRESSION",
+         f"step 4: last-3 mean test accuracy 99.45 vs 99.58 (-0.13; {welch})", pytest.approx(0.000886, rel=1e-3),
+         pytest.approx(-0.13)),
+        ("4", "train images/s", "10,000 images/s", "8,000 images/s", "-20.0%", "drop <= 10%", "REGRESSION",
+         "step 4: training throughput 8,000 vs 10,000 images/s (-20.0%, limit -10%)", None, pytest.approx(-0.2)),
+        ("bench", "benchmarks/x.py::t", "10,000/s", "8,000/s", "-20.0%", "drop <= 10%", "REGRESSION",
+         "benchmark benchmarks/x.py::t 8,000 vs 10,000/s (-20.0%, limit -10%)", None, pytest.approx(-0.2)),
+    ]  # fmt: skip
+    assert [_fields(r) for r in c.rows] == expected
+    assert c.regressions == [r[7] for r in expected if r[6] == "REGRESSION"]
+
+
+def test_the_printed_table(pair):
+    a, b = pair
+    lines = Comparison(compare(a, b).rows[4:7]).lines()
+    assert lines == [
+        "| step | figure | baseline | new | difference | rule | verdict |",
+        "|---|---|---|---|---|---|---|",
+        "| 2 | runs | 3 seeds | missing |  |  | REGRESSION |",
+        "| 3 | gate |  | PASS, 2/2 seeds, 95% CI 34-100% |  | tinymnist.verdict | ok |",
+        "| 3 | last-3 mean test acc | missing | 99.45 |  |  | new recipe |",
+    ]
+
+
+def test_a_throughput_drop_of_exactly_the_limit_is_no_regression(tmp_path):
+    """The limit is a drop of *more* than 10%: 10,000 -> 9,000 images/s passes, 8,999 does not."""
+    a = write_results(tmp_path / "old", [make_result(4, s, RAMP + [99.5] * 3, ips=10_000.0) for s in range(3)])
+    for ips, bad in ((9_000.0, False), (8_999.0, True)):
+        b = write_results(tmp_path / f"new{ips:.0f}", [make_result(4, s, RAMP + [99.5] * 3, ips=ips) for s in range(3)])
+        row = next(r for r in compare(a, b).rows if r.figure == "train images/s")
+        assert row.regression is bad, ips
+
+
+def _with_validation(runs, val):
+    """The runs with a validation split whose per-epoch accuracy is ``val`` (loss 0.04)."""
+    out = []
+    for r in runs:
+        epochs = [replace(e, val_acc=v, val_loss=0.04) for e, v in zip(r.epochs, val, strict=True)]
+        out.append(replace(r, epochs=epochs, val_images=10_000, train_images=50_000))
+    return out
+
+
+def test_compare_on_validation_judges_both_sides_on_validation(tmp_path):
+    """Test figures equal, validation 0.3 lower in NEW: ``on="val"`` regresses, the default does not; and the
+    other way round. Either side read on the wrong figures would change a verdict."""
+    same = RAMP + [99.5] * 3
+    high, low = RAMP + [99.6] * 3, RAMP + [99.3] * 3
+    base = _with_validation([make_result(4, s, same) for s in range(3)], high)
+    worse_val = _with_validation([make_result(4, s, same) for s in range(3)], low)
+    a, b = write_results(tmp_path / "a", base), write_results(tmp_path / "b", worse_val)
+    assert compare(a, b).regressions == []
+    assert compare(a, b, on="test").regressions == []
+    regs = compare(a, b, on="val").regressions
+    assert regs and "last-3 mean test accuracy 99.30 vs 99.60 (-0.30" in regs[-1]
+    # and NEW worse on test but not on validation
+    worse_test = _with_validation([make_result(4, s, RAMP + [99.3] * 3) for s in range(3)], high)
+    c = write_results(tmp_path / "c", worse_test)
+    assert compare(a, c, on="val").regressions == [] and compare(a, c).regressions
+    with pytest.raises(ValueError, match="on='tset'"):
+        compare(a, b, on="tset")
+
+
+def test_an_empty_side_names_its_folder(tmp_path):
+    a = write_results(tmp_path / "a", [make_result(4, 0, RAMP + [99.5] * 3)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'empty'}: no <recipe>/seed"):
+        compare(tmp_path / "empty", a)
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'empty'}: no <recipe>/seed"):
+        compare(a, tmp_path / "empty")
+
+
+def test_recipes_are_compared_in_step_order_and_all_of_them(tmp_path):
+    """Built-in steps first, then recipe files by name ("alpha" after step 2, not before it), and a missing
+    recipe does not end the comparison."""
+    alpha = replace(STEP4, key="alpha")
+    old = [make_result(2, 0, [99.0, 99.3, 99.4]), make_result(1, 0, [98.0, 98.9, 99.1])]
+    new = [make_result(2, 0, [99.0, 99.3, 99.4]), make_result(4, 0, RAMP + [99.5] * 3, recipe=alpha)]
+    a, b = write_results(tmp_path / "a", old), write_results(tmp_path / "b", new)
+    rows = [(r.recipe, r.figure, r.verdict) for r in compare(a, b).rows]
+    assert rows == [
+        ("1", "runs", "REGRESSION"),
+        ("2", "gate", "ok"),
+        ("2", "last-3 mean test acc", "ok"),
+        ("2", "train images/s", "ok"),
+        ("alpha", "gate", "ok"),
+        ("alpha", "last-3 mean test acc", "new recipe"),
+    ]
