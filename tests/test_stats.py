@@ -128,3 +128,35 @@ def test_calibrate_false_alarm_rate_is_about_alpha_without_a_minimum_effect():
         for s in range(400)
     ]
     assert 0.03 < float(np.mean(rates)) < 0.07
+
+
+# --- the edges a mutation run found unchecked (reports/mutation/survivors.txt) -------------------------------
+
+
+def test_two_seeds_have_an_sd_and_a_t_interval_and_none_is_refused():
+    """n = 2 is the first n with an SD and an interval: 1 and 2 give SD 0.7071 and mean 1.5 +- 12.706 * 0.5."""
+    s = SeedStats.of([1.0, 2.0])
+    assert s.sd == pytest.approx(math.sqrt(0.5))
+    assert (s.ci_low, s.ci_high) == pytest.approx((1.5 - 12.7062 * 0.5, 1.5 + 12.7062 * 0.5), rel=1e-5)
+    assert s.ci() == "-4.85-7.85" and s.ci(1) == "-4.9-7.9"
+    with pytest.raises(ValueError, match="^no values$"):
+        SeedStats.of([])
+
+
+def test_no_trials_is_zero_of_zero_with_no_interval():
+    r = Rate.of(0, 0)
+    assert (r.k, r.n) == (0, 0) and math.isnan(r.low) and math.isnan(r.high) and r.fmt() == "0/0 seeds"
+
+
+def test_welch_with_one_side_constant_is_still_a_t_test():
+    """One side without spread is a one-sample question, not a certainty: NEW 1, 1, 1 against OLD 1.5, 2, 2.5
+    is t = -2 on 2 df (Welch-Satterthwaite, all the variance on OLD's side): p = 0.0918."""
+    p = welch_drop_p([1.0, 1.0, 1.0], [1.5, 2.0, 2.5])
+    assert p == pytest.approx(sps.t.cdf(-1.0 / math.sqrt(0.25 / 3), 2), rel=1e-9)
+    assert welch_drop_p([1.5, 2.0, 2.5], [1.0, 1.0, 1.0]) == pytest.approx(1 - p, rel=1e-9)
+
+
+def test_defaults_of_the_epoch_helpers():
+    assert last_k_mean([1.0, 2.0, 3.0, 4.0]) == 3.0  # the last 3, not 4
+    assert first_stable_epoch([99.3, 99.5, 99.45]) == 2  # the bar is 99.4
+    assert first_stable_epoch([]) is None

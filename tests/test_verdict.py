@@ -233,3 +233,83 @@ def test_a_figure_just_below_its_bar_is_shown_below_it():
     )
     six = [make_result(6, s, RAMP + [99.6, 99.6, f]) for s, f in enumerate((99.6, 99.6, 99.5999))]
     assert judge(six).reasons[-1] == "step 6: mean final test accuracy 99.59997 over seeds [0, 1, 2] < 99.60000"
+
+
+# --- every field of a verdict, on the edges a mutation run found unchecked (reports/mutation/) ---------------
+
+from tinymnist.verdict import Verdict, is_smoke, run_reasons, seed_verdict  # noqa: E402
+
+
+def test_no_runs_is_a_failure_that_says_so():
+    assert judge([]) == Verdict(False, ("no runs",), smoke=False)
+    assert judge([], smoke=True) == Verdict(False, ("no runs",), smoke=True)
+
+
+def test_a_seed_verdict_field_by_field():
+    good = make_result(4, 3, RAMP + [99.45, 99.5, 99.5])
+    assert seed_verdict(good) == Verdict(True, (), (), False, (), 1)
+    assert seed_verdict(good).to_dict() == {"passed": True, "reasons": [], "smoke": False}
+    bad = make_result(4, 5, RAMP + [99.45, 99.5, 99.3])
+    reason = "step 4 seed 5: epoch 15 test accuracy 99.30 < 99.40 (each of the last 3 epochs must reach it)"
+    assert seed_verdict(bad) == Verdict(False, (reason,), (5,), False, (), 1)
+    assert seed_verdict(bad).to_dict() == {"passed": False, "reasons": [reason], "smoke": False}
+    small = replace(bad, train_images=6_000)  # a subset: accuracy is not judged
+    assert seed_verdict(small) == Verdict(True, (), (), True, (), 1)
+    assert seed_verdict(small).to_dict() == {"passed": True, "reasons": [], "smoke": True}
+    assert seed_verdict(bad, smoke=True).smoke and seed_verdict(bad, smoke=True).passed
+
+
+def test_what_makes_a_smoke_run():
+    full = make_result(4, 0, RAMP + [99.5] * 3)
+    assert not is_smoke(full)
+    assert not is_smoke(replace(full, train_images=50_000, val_images=10_000))  # a split is not a subset
+    assert is_smoke(replace(full, train_images=50_000))
+    assert is_smoke(replace(full, test_images=9_999))
+    assert is_smoke(replace(full, identity={"max_batches": 3}))
+    assert not is_smoke(replace(full, identity={"max_batches": None}))
+
+
+def test_run_reasons_word_for_word():
+    who = "step 4 seed 0"
+    r = make_result(4, 0, RAMP + [99.5] * 3)
+    expect = STEP4.expect
+    assert run_reasons(replace(r, status="diverged", diverged_at="epoch 3 batch 7"), expect) == [
+        f"{who}: run diverged at epoch 3 batch 7, not completed"
+    ]
+    assert run_reasons(replace(r, status="interrupted"), expect) == [f"{who}: run interrupted, not completed"]
+    one = make_result(4, 0, [99.5], planned_epochs=1)
+    assert run_reasons(one, replace(expect, min_last_k=None)) == []  # one planned epoch is a run
+    nan = make_result(4, 0, RAMP + [99.5] * 3)
+    for e in nan.epochs[:2]:
+        e.train_loss = e.test_loss = float("nan")
+    assert run_reasons(nan, expect) == [
+        f"{who}: non-finite figures: epoch 1 train_loss nan, epoch 1 test_loss nan, epoch 2 train_loss nan ..."
+    ]
+    nan.epochs[1].test_loss = 0.1
+    assert run_reasons(nan, expect)[0].endswith("epoch 2 train_loss nan")
+    big = replace(r, params=9_000, test_images=100)  # a smoke run: only the parameter budget is judged
+    budget = f"{who}: 9,000 parameters, must be fewer than 5,000"
+    assert run_reasons(big, replace(expect, max_params=5_000), smoke=True) == [budget]
+    assert run_reasons(make_result(4, 0, RAMP + [99.5, 99.5, 99.3]), expect) != []  # smoke defaults to False
+
+
+def test_accuracy_reasons_at_their_edges():
+    who = "step 1 seed 0"
+    exact = Expectation(min_best_test=99.0)
+    assert accuracy_reasons(exact, who, 10, [98.0, 99.0]) == []  # the best reaching the bar passes
+    assert accuracy_reasons(Expectation(), who, 10, []) == []  # nothing expected of no epochs
+    k3 = Expectation(min_last_k=99.0, last_k=3)
+    assert accuracy_reasons(k3, who, 10, [99.0, 99.1, 99.2]) == []  # exactly k epochs are enough
+    assert accuracy_reasons(k3, who, 10, [99.1, 99.2]) == [f"{who}: 2 epochs, the last-3 check needs at least 3"]
+    assert accuracy_reasons(Expectation(min_final=99.5), who, 10, [99.6, 99.4]) == [
+        f"{who}: final test accuracy 99.40 < 99.50"
+    ]
+
+
+def test_judge_collects_every_failing_seed_and_every_unfinished_run():
+    runs = [make_result(4, s, RAMP + [99.45, 99.5, f]) for s, f in enumerate((99.3, 99.5, 99.2))]
+    v = judge(runs)
+    assert v.failed_seeds == (0, 2) and len(v.reasons) == 2 and "seed 0" in v.reasons[0] and "seed 2" in v.reasons[1]
+    six = [make_result(6, s, RAMP + [99.6] * 3) for s in range(2)] + [make_result(6, 2, [], planned_epochs=15)]
+    assert "step 6: mean final test accuracy needs every run to have finished an epoch" in judge(six).reasons
+    assert judge([replace(runs[1], train_images=100)]).smoke
