@@ -27,20 +27,35 @@ def main(argv: list[str] | None = None) -> int:
     stats = json.loads((args.project / "mutants" / "mutmut-cicd-stats.json").read_text())
     config = tomllib.loads((args.project / "pyproject.toml").read_text())["tool"]["mutmut"]
     results = subprocess.run([*mutmut, "results"], cwd=args.project, check=True, capture_output=True, text=True)
-    survivors = [line.strip() for line in results.stdout.splitlines() if line.strip().endswith(": survived")]
+    survivors = [
+        line.strip().removesuffix(": survived")
+        for line in results.stdout.splitlines()
+        if line.strip().endswith(": survived")
+    ]
     out = REPO / "reports" / "mutation"
     out.mkdir(parents=True, exist_ok=True)
+    explained = equivalents(out / "equivalent.txt")
     score = {
         "command": "mutmut run, in a project whose [tool.mutmut] is below",
         "only_mutate": config.get("only_mutate", []),
         "tests": config.get("pytest_add_cli_args_test_selection", []),
         "counts": stats,
         "mutation_score": stats["killed"] / max(1, stats["killed"] + stats["survived"]),
+        "survivors_explained": sum(name in explained for name in survivors),
+        "survivors_unexplained": sum(name not in explained for name in survivors),
     }
     (out / "score.json").write_text(json.dumps(score, indent=1) + "\n")
-    (out / "survivors.txt").write_text("\n".join(survivors) + "\n")
+    (out / "survivors.txt").write_text("".join(f"{name}: {explained.get(name, 'UNEXPLAINED')}\n" for name in survivors))
     print(f"wrote {out}: {stats['killed']} killed, {stats['survived']} survived, {stats.get('no_tests', 0)} untested")
     return 0
+
+
+def equivalents(path: Path) -> dict[str, str]:
+    """``NAME: why`` lines (``#`` comments and blank lines skipped): the survivors no test can kill."""
+    if not path.exists():
+        return {}
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))
 
 
 if __name__ == "__main__":

@@ -158,6 +158,12 @@ def _mutation() -> str:
         f"{c['total'] - ran - c.get('no_tests', 0) - c.get('timeout', 0)} of {c['total']} not run yet; mutated: "
         f"{', '.join(m.rsplit('/', 1)[-1] for m in r['only_mutate'])}; tests: "
         f"{', '.join(t.rsplit('/', 1)[-1] for t in r['tests'])}."
+        + (
+            f" Of the survivors, {r['survivors_explained']} are explained as equivalent "
+            f"(`reports/mutation/equivalent.txt`) and {r['survivors_unexplained']} are not yet."
+            if "survivors_explained" in r
+            else ""
+        )
     )
 
 
