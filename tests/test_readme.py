@@ -60,3 +60,23 @@ def _prose_figures() -> list[str]:
 def test_prose_figures_match_their_files(figure):
     text = " ".join((REPO / "README.md").read_text().split())  # line breaks are not part of a figure
     assert figure in text
+
+
+def test_a_claim_block_says_what_fails_and_how_far_it_got(tmp_path):
+    """Two of the sixteen fresh seeds of a step-5 claim: one holds 99.40 in its last 3 epochs, one does not."""
+    from tests.synth import RAMP, make_result, write_results
+
+    runs = [
+        make_result(5, 200, RAMP + [99.45, 99.5, 99.41], params=4972),
+        make_result(5, 201, RAMP + [99.5, 99.39, 99.6], params=4972),
+    ]
+    write_results(tmp_path, runs)
+    text = readme._claim(5, tmp_path)
+    assert "Step 5 (4,972 parameters), the registered recipe on fresh seeds 200-215" in text
+    assert "2 of 16 seeds finished so far" in text
+    # last-3 means 99.4533 and 99.4967: mean 99.475; final 99.41 and 99.60
+    assert "| last-3-epoch mean test accuracy | 2 | 99.475 |" in text
+    assert "| final-epoch test accuracy | 2 | 99.505 |" in text
+    assert "- **Gate: FAIL**" in text and "1 of 2; the lowest single value in those epochs is 99.39." in text
+    assert "- Why: " in text
+    assert readme._claim(5, tmp_path / "none").startswith("Not claimed yet: `tinymnist train --step 5 --seeds 200-215")

@@ -256,3 +256,35 @@ def test_named_variants_name_their_folder():
         candidates(get_recipe(5), ["empty: "], [], [])
     with pytest.raises(RecipeError, match="must be a folder name"):
         parse_variant("a/b: lr=0.1")
+
+
+def test_on_validation_moves_each_validation_figure_into_the_test_slots_and_says_so():
+    r = make_result(4, 0, [99.0, 99.1, 99.2])
+    r = replace(r, extra={"note": "kept"})
+    v = _with_val(r, [0.0, 99.5, 99.6])  # 0.0: a real figure, not a missing one
+    v = replace(v, epochs=[replace(e, val_loss=loss) for e, loss in zip(v.epochs, [0.0, 0.2, 0.3], strict=True)])
+    judged = v.on_validation("somewhere")
+    assert [e.test_acc for e in judged.epochs] == [0.0, 99.5, 99.6]
+    assert [e.test_loss for e in judged.epochs] == [0.0, 0.2, 0.3]
+    assert [e.train_acc for e in judged.epochs] == [e.train_acc for e in r.epochs]
+    assert judged.extra == {"note": "kept", "judged_on": "val"}
+    assert v.extra == {"note": "kept"}  # the run itself is unchanged
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: replace(r, val_images=0),  # figures, but no split recorded
+        lambda r: replace(r, epochs=[replace(r.epochs[0], val_acc=None), *r.epochs[1:]]),
+        lambda r: replace(r, epochs=[*r.epochs[:2], replace(r.epochs[2], val_loss=None)]),
+    ],
+    ids=["no-split", "an-epoch-without-val-acc", "an-epoch-without-val-loss"],
+)
+def test_on_validation_refuses_a_run_without_every_validation_figure(change):
+    r = change(_with_val(make_result(4, 0, [99.0, 99.1, 99.2]), [99.5, 99.5, 99.6]))
+    with pytest.raises(ResultsError) as e:
+        r.on_validation("results/step4/seed0.json")
+    assert str(e.value) == (
+        "results/step4/seed0.json: no validation figures (trained without --val-split); judge it with --on test, "
+        "or train with --val-split N"
+    )

@@ -67,16 +67,7 @@ def _population() -> str:
             f"Step 4 on fresh seeds {s.seeds[0]}-{s.seeds[-1]} (n = {len(s.seeds)}; never used to choose anything), "
             f"trained by `tox -e population` (population {runs[0].population}):",
             "",
-            "| figure | n | mean | SD | 95% CI of the mean | olympic mean |",
-            "|---|---|---|---|---|---|",
-            *(
-                f"| {name} | {v.n} | {v.mean:.3f} | {v.sd:.3f} | {v.ci(3)} | {v.olympic:.3f} |"
-                for name, v in (
-                    ("last-3-epoch mean test accuracy", s.last_k),
-                    ("final-epoch test accuracy", s.final_test),
-                )
-                if v.olympic is not None
-            ),
+            *_seed_stats_table(s),
             "",
             f"- **Gate pass rate: {s.pass_rate.fmt()}** (Wilson interval): the honest form of the mission's claim "
             f"that step 4 holds ≥ 99.40 in its last 3 epochs.",
@@ -87,6 +78,53 @@ def _population() -> str:
             f"0.05 points down, {100 * rates['0.1']:.1f}% at 0.10 points.",
         ]
     )
+
+
+def _seed_stats_table(s) -> list[str]:
+    """The last-3 and final test accuracy of a population of seeds: n, mean, SD, 95% CI, olympic mean."""
+    rows = [("last-3-epoch mean test accuracy", s.last_k), ("final-epoch test accuracy", s.final_test)]
+    return [
+        "| figure | n | mean | SD | 95% CI of the mean | olympic mean |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {name} | {v.n} | {v.mean:.3f} | {v.sd:.3f} | {v.ci(3)} | "
+            f"{'' if v.olympic is None else f'{v.olympic:.3f}'} |"
+            for name, v in rows
+            if v is not None
+        ),
+    ]
+
+
+CLAIM_SEEDS = range(200, 216)  # issue 21: fresh seeds that nothing was chosen on
+
+
+def _claim(step: int, folder: Path = REPO / "reports" / "frontier" / "claim") -> str:
+    """A registered frontier recipe claimed once on the fresh seeds, judged on test by its own gate."""
+    runs = load_results(folder).get(f"step{step}", []) if folder.is_dir() else []
+    cmd = f"tinymnist train --step {step} --seeds {CLAIM_SEEDS[0]}-{CLAIM_SEEDS[-1]} --out reports/frontier/claim"
+    if not runs:
+        return f"Not claimed yet: `{cmd}`."
+    s = summarize(runs, required_seeds=list(CLAIM_SEEDS))
+    assert s.last_k is not None
+    low = min(min(r.test_acc[-s.k :]) for r in runs if r.epochs)
+    done = len(s.last_k_by_seed)
+    lines = [
+        f"Step {step} ({s.params:,} parameters), the registered recipe on fresh seeds "
+        f"{CLAIM_SEEDS[0]}-{CLAIM_SEEDS[-1]}, full training set, judged on test by its own gate (`{cmd}`; "
+        f"results in reports/frontier/claim/step{step}/"
+        + (f"; {done} of {len(CLAIM_SEEDS)} seeds finished so far" if done < len(CLAIM_SEEDS) else "")
+        + "):",
+        "",
+        *_seed_stats_table(s),
+        "",
+        f"- **Gate: {s.verdict.word}**, {s.pass_rate.fmt()} (Wilson interval). Seeds holding ≥ 99.40 in each of "
+        f"their last {s.k} epochs: {s.last_k_at_target} of {done}; the lowest single value in those epochs is "
+        f"{low:.2f}.",
+    ]
+    reasons = s.verdict.reasons
+    if reasons:
+        lines.append(f"- Why: {reasons[0]}" + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""))
+    return "\n".join(lines)
 
 
 def _population_speed() -> str:
@@ -174,6 +212,7 @@ BLOCKS = {
     "pipelines": _pipelines,
     "forensics": _forensics,
     "frontier-step5": _frontier,
+    "claim-step5": lambda: _claim(5),
     "mutation": _mutation,
 }
 

@@ -307,8 +307,8 @@ def run_population(
             except engine.Interrupted as e:
                 assert isinstance(e.trained, list)
                 partial = [m.interrupted(t) for m, t in zip(group, e.trained, strict=True)]
-                where = group[0].ckpt if group[0].completed else group[0].done
-                raise RunInterrupted(partial, where.parent, any(m.completed for m in group), _signal_name(e)) from None
+                folder = group[0].done.parent  # every member's files are in the recipe's one folder
+                raise RunInterrupted(partial, folder, any(m.completed for m in group), _signal_name(e)) from None
             for m, t in zip(group, trained, strict=True):
                 results[m.plan.seed] = m.finish(t)
         return [results[p.seed] for p in plans]
