@@ -159,3 +159,37 @@ def test_recipes_are_compared_in_step_order_and_all_of_them(tmp_path):
         ("alpha", "gate", "ok"),
         ("alpha", "last-3 mean test acc", "new recipe"),
     ]
+
+
+def test_calibrate_files_the_rates_with_the_populations_own_statistics(tmp_path, capsys):
+    """``tinymnist calibrate``'s JSON: the same rates ``calibrate`` gives, the population's statistics and
+    verdict beside them, and the command that made it; its printed lines name the same figures."""
+    from dataclasses import asdict
+
+    from tinymnist.cli import main
+    from tinymnist.compare import Thresholds, calibrate
+    from tinymnist.summary import summarize
+
+    runs = [make_result(4, s, RAMP + [c - 0.02, c, c + 0.02]) for s, c in enumerate(CENTRES + CENTRES)]
+    runs = [replace(r, seed=s) for s, r in enumerate(runs)]
+    folder = write_results(tmp_path / "pop", runs)
+    out = tmp_path / "cal.json"
+    argv = ["calibrate", str(folder), "--out", str(out), "--splits", "200", "--seed", "3", "--alpha", "0.05"]
+    assert main(argv) == 0
+    saved = json.loads(out.read_text())
+    s = summarize(runs)
+    cal = calibrate(list(s.last_k_by_seed.values()), Thresholds(alpha=0.05), splits=200, seed=3)
+    assert saved == {
+        "command": "tinymnist " + " ".join(argv),
+        "step": 4,
+        "recipe": "step4",
+        "seeds": list(range(10)),
+        "calibration": {**asdict(cal), "rates": {str(k): v for k, v in cal.rates.items()}},
+        "pass_rate": asdict(s.pass_rate),
+        "verdict": "PASS",
+        "stats": {"last_k": asdict(s.last_k), "final": asdict(s.final_test)},
+    }
+    assert (cal.n_seeds, cal.half, cal.splits, cal.seed, cal.alpha) == (10, 5, 200, 3, 0.05)
+    printed = capsys.readouterr().out
+    assert "step 4, 10 seeds, 200 random splits into halves of 5 (seed 3), alpha 0.05, min effect 0.05:" in printed
+    assert f"false-alarm rate {100 * cal.rates[0.0]:.1f}%" in printed

@@ -1,0 +1,172 @@
+"""Recipe files and import paths read in-process, each outcome pinned exactly: the fields a file sets, what it
+inherits from its base, and every refusal word for word. (test_plugins drives the same files through an
+installed package in a subprocess; these run where mutation testing can see them.)"""
+
+from dataclasses import replace
+
+import pytest
+
+from tinymnist.recipes import (
+    BUILTIN_KEYS,
+    STEP2,
+    STEP4,
+    TUNABLE,
+    Expectation,
+    RecipeError,
+    from_table,
+    load_recipe_file,
+    plugin_recipes,
+    resolve_recipe,
+)
+
+FIELDS = ", ".join(TUNABLE)
+BUILTINS = ", ".join(BUILTIN_KEYS)
+NAME_RULE = (
+    "must be a folder name of letters, digits, '.', '_' or '-' (no '/', not starting with '.'), at most 64 "
+    "characters: results go to OUT/<name>/"
+)
+
+
+def test_a_file_sets_its_fields_over_step_4_and_keeps_the_rest():
+    r = from_table({"name": "mine", "lr": 0.05, "epochs": 3, "seeds": [5, 6]}, "f.toml")
+    assert r == replace(STEP4, key="mine", name="mine", lr=0.05, epochs=3, seeds=(5, 6), seed_reference={})
+
+
+def test_a_file_names_its_base_description_and_whole_expectation():
+    r = from_table(
+        {"name": "m", "base": "step2", "description": "a story", "expect": {"max_params": 100, "min_final": 99}},
+        "f.toml",
+    )
+    assert r.step == STEP2.step and r.model == STEP2.model and r.name == "a story" and r.key == "m"
+    assert r.expect == Expectation(max_params=100, min_final=99.0)  # the base's thresholds do not leak in
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ([1], "f.toml: a recipe is a table of fields, not a list"),
+        (
+            {"name": "x", "lrr": 0.1, "zz": 1},
+            f"f.toml: unknown key 'lrr'; a recipe file holds name, base, description, seeds, expect and the recipe "
+            f"fields {FIELDS}",
+        ),
+        ({"lr": 0.1}, f"f.toml: name None {NAME_RULE}"),
+        ({"name": "../x"}, f"f.toml: name '../x' {NAME_RULE}"),
+        ({"name": ".x"}, f"f.toml: name '.x' {NAME_RULE}"),
+        ({"name": "a" * 65}, f"f.toml: name '{'a' * 65}' {NAME_RULE}"),
+        ({"name": 7}, f"f.toml: name 7 {NAME_RULE}"),
+        ({"name": "step4"}, "f.toml: name 'step4' is a built-in recipe's; choose another name"),
+        ({"name": "x", "base": "step9"}, f"f.toml: base 'step9' does not exist; choose one of {BUILTINS}"),
+        ({"name": "x", "base": 4}, f"f.toml: base 4 does not exist; choose one of {BUILTINS}"),
+        ({"name": "x", "lr": "fast"}, "recipe field lr is 'fast', not a float"),
+        ({"name": "x", "seeds": []}, "f.toml: seeds [] must be a non-empty list of distinct seeds"),
+        ({"name": "x", "seeds": [1, 1]}, "f.toml: seeds [1, 1] must be a non-empty list of distinct seeds"),
+        ({"name": "x", "expect": 3}, "f.toml: [expect] must be a table of Expectation fields"),
+        (
+            {"name": "x", "expect": {"min_acc": 99, "zz": 1}},
+            "f.toml: [expect] has unknown key 'min_acc'; it holds max_params, min_best_test, min_last_k, last_k, "
+            "min_final, min_mean_final",
+        ),
+        (
+            {"name": "x", "expect": {"max_params": "many"}},
+            "recipe field expect.max_params is 'many', not a int or null",
+        ),
+    ],
+)
+def test_a_bad_table_is_refused_by_where_and_field(table, message):
+    with pytest.raises(ValueError) as e:
+        from_table(table, "f.toml")
+    assert str(e.value) == message
+
+
+def test_the_longest_name_and_every_allowed_character_are_accepted():
+    for name in ("a" * 64, "A-b_c.9", "9"):
+        assert from_table({"name": name}, "f.toml").key == name
+
+
+def test_a_recipe_file_is_read_as_toml_and_its_errors_name_the_file(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text('name = "good"\nlr = 0.02\n[expect]\nmax_params = 9000\n')
+    r = load_recipe_file(good)
+    assert (r.key, r.lr, r.expect) == ("good", 0.02, Expectation(max_params=9000))
+    cases = {
+        "typed.toml": ('name = "x"\nlr = "fast"\n', "{p}: recipe field lr is 'fast', not a float"),
+        "named.toml": ('name = "step4"\n', "{p}: name 'step4' is a built-in recipe's; choose another name"),
+    }
+    for file, (body, message) in cases.items():
+        p = tmp_path / file
+        p.write_text(body)
+        with pytest.raises(RecipeError) as e:
+            load_recipe_file(p)
+        assert str(e.value) == message.format(p=p)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("lr = \n")
+    with pytest.raises(RecipeError, match=r"bad\.toml: not valid TOML \(.*\); fix the file$"):
+        load_recipe_file(bad)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'name = "caf\xe9"\n')
+    with pytest.raises(RecipeError) as e:
+        load_recipe_file(latin)
+    assert str(e.value) == f"{latin}: not UTF-8 text; a recipe file is TOML"
+
+
+USER_RECIPES = """
+from dataclasses import replace
+from tinymnist.recipes import STEP4
+
+as_table = {"name": "tabled", "lr": 0.03}
+as_recipe = replace(STEP4, key="mine", name="mine")
+def as_callable():
+    return {"name": "called", "epochs": 2}
+def exploding():
+    raise RuntimeError("no")
+shadowing = replace(STEP4, lr=0.5)
+the_step = STEP4
+bad_key = replace(STEP4, key="../up")
+"""
+
+
+@pytest.fixture
+def usermod(tmp_path, monkeypatch):
+    (tmp_path / "user_recipes.py").write_text(USER_RECIPES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "user_recipes"
+
+
+def test_recipes_by_file_builtin_name_and_import_path(usermod, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.toml").write_text('name = "filed"\n')
+    assert resolve_recipe("r.toml").key == "filed"
+    assert resolve_recipe("step2") is BUILTIN_KEYS["step2"]
+    assert resolve_recipe(f"{usermod}:as_table") == from_table({"name": "tabled", "lr": 0.03}, "x")
+    assert resolve_recipe(f"{usermod}:as_recipe").key == "mine"
+    assert resolve_recipe(f"{usermod}:as_callable").epochs == 2
+    assert resolve_recipe(f"{usermod}:the_step") is STEP4  # a built-in recipe itself is no shadow
+
+
+@pytest.mark.parametrize(
+    "attr, message",
+    [
+        ("exploding", "recipe 'user_recipes:exploding': calling it raised RuntimeError: no"),
+        (
+            "shadowing",
+            "recipe 'user_recipes:shadowing': its key 'step4' is a built-in recipe's; give it a name of its own",
+        ),
+        ("bad_key", "recipe 'user_recipes:bad_key': key '../up' is not a plain folder name"),
+    ],
+)
+def test_an_import_path_that_cannot_stand_for_a_recipe_is_named(usermod, attr, message):
+    with pytest.raises(RecipeError) as e:
+        resolve_recipe(f"{usermod}:{attr}")
+    assert str(e.value) == message
+
+
+def test_an_unknown_recipe_name_lists_what_is_known(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    known = ", ".join([*BUILTIN_KEYS, *sorted(plugin_recipes())])  # an environment may hold plugins
+    with pytest.raises(RecipeError) as e:
+        resolve_recipe("nosuch")
+    assert str(e.value) == (
+        f"--recipe nosuch: no such file, and no recipe of that name (known: {known}); give a .toml file, a "
+        "recipe name or an import path package.module:object"
+    )
