@@ -264,7 +264,9 @@ def test_a_stacked_resume_trains_only_what_each_member_lacks(small_mnist, tmp_pa
         assert [e.test_loss for e in a.epochs] == pytest.approx([e.test_loss for e in b.epochs], abs=1e-4)
     assert resumed[2] == ref[2]
 
-    # An interrupted rerun over completed results keeps them, and says so.
+    # An interrupted rerun over a completed result keeps it, and says so, even beside a seed that had none.
+    for name in ("seed5.json", "seed5.pt"):
+        (folder / name).unlink()
     monkeypatch.setattr(population, "evaluate_population", interrupt_on_call(real_eval, 1))
     with pytest.raises(RunInterrupted) as again:
         run_population(plans[:2], small_mnist, tmp_path / "run")

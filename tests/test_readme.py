@@ -62,21 +62,38 @@ def test_prose_figures_match_their_files(figure):
     assert figure in text
 
 
-def test_a_claim_block_says_what_fails_and_how_far_it_got(tmp_path):
-    """Two of the sixteen fresh seeds of a step-5 claim: one holds 99.40 in its last 3 epochs, one does not."""
+def test_a_claim_block_gives_no_verdict_until_every_seed_has_finished(tmp_path):
+    """Two of the sixteen fresh seeds of a step-5 claim, and an interrupted third that does not count."""
+    from dataclasses import replace
+
     from tests.synth import RAMP, make_result, write_results
 
     runs = [
         make_result(5, 200, RAMP + [99.45, 99.5, 99.41], params=4972),
         make_result(5, 201, RAMP + [99.5, 99.39, 99.6], params=4972),
+        replace(make_result(5, 202, [97.0, 97.1], params=4972), status="interrupted", planned_epochs=15),
     ]
     write_results(tmp_path, runs)
     text = readme._claim(5, tmp_path)
     assert "Step 5 (4,972 parameters), the registered recipe on fresh seeds 200-215" in text
-    assert "2 of 16 seeds finished so far" in text
+    assert "2 of 16 seeds finished so far, no verdict until all have" in text
     # last-3 means 99.4533 and 99.4967: mean 99.475; final 99.41 and 99.60
     assert "| last-3-epoch mean test accuracy | 2 | 99.475 |" in text
     assert "| final-epoch test accuracy | 2 | 99.505 |" in text
-    assert "- **Gate: FAIL**" in text and "1 of 2; the lowest single value in those epochs is 99.39." in text
-    assert "- Why: " in text
+    assert "last 3 epochs: 1 of 2; the lowest single value in those epochs is 99.39." in text
+    assert "Gate" not in text and "Why" not in text
     assert readme._claim(5, tmp_path / "none").startswith("Not claimed yet: `tinymnist train --step 5 --seeds 200-215")
+
+
+def test_a_finished_claim_is_judged_by_the_steps_gate(tmp_path):
+    from tests.synth import RAMP, make_result, write_results
+
+    runs = [make_result(5, s, RAMP + [99.45, 99.5, 99.41], params=4972) for s in range(200, 215)]
+    write_results(tmp_path, runs + [make_result(5, 215, RAMP + [99.5, 99.39, 99.6], params=4972)])
+    text = readme._claim(5, tmp_path)
+    assert "finished so far" not in text
+    assert "last 3 epochs: 15 of 16; the lowest single value in those epochs is 99.39." in text
+    assert "- **Gate: FAIL**, 15/16 seeds, 95% CI 72-99% (Wilson interval)." in text
+    assert "- Why: step 5 seed 215: epoch 14 test accuracy 99.39 < 99.40" in text
+    write_results(tmp_path, [make_result(5, 215, RAMP + [99.45, 99.5, 99.41], params=4972)])
+    assert "- **Gate: PASS**, 16/16 seeds, 95% CI 81-100% (Wilson interval)." in readme._claim(5, tmp_path)

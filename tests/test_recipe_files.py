@@ -18,6 +18,7 @@ from tinymnist.recipes import (
     plugin_recipes,
     resolve_recipe,
 )
+from tinymnist.results import ResultsError
 
 FIELDS = ", ".join(TUNABLE)
 BUILTINS = ", ".join(BUILTIN_KEYS)
@@ -58,7 +59,7 @@ def test_a_file_names_its_base_description_and_whole_expectation():
         ({"name": "step4"}, "f.toml: name 'step4' is a built-in recipe's; choose another name"),
         ({"name": "x", "base": "step9"}, f"f.toml: base 'step9' does not exist; choose one of {BUILTINS}"),
         ({"name": "x", "base": 4}, f"f.toml: base 4 does not exist; choose one of {BUILTINS}"),
-        ({"name": "x", "lr": "fast"}, "recipe field lr is 'fast', not a float"),
+        ({"name": "x", "lr": "fast"}, "f.toml: recipe field lr is 'fast', not a float"),
         ({"name": "x", "seeds": []}, "f.toml: seeds [] must be a non-empty list of distinct seeds"),
         ({"name": "x", "seeds": [1, 1]}, "f.toml: seeds [1, 1] must be a non-empty list of distinct seeds"),
         ({"name": "x", "expect": 3}, "f.toml: [expect] must be a table of Expectation fields"),
@@ -69,12 +70,12 @@ def test_a_file_names_its_base_description_and_whole_expectation():
         ),
         (
             {"name": "x", "expect": {"max_params": "many"}},
-            "recipe field expect.max_params is 'many', not a int or null",
+            "f.toml: recipe field expect.max_params is 'many', not a int or null",
         ),
     ],
 )
 def test_a_bad_table_is_refused_by_where_and_field(table, message):
-    with pytest.raises(ValueError) as e:
+    with pytest.raises(RecipeError) as e:
         from_table(table, "f.toml")
     assert str(e.value) == message
 
@@ -115,6 +116,7 @@ from dataclasses import replace
 from tinymnist.recipes import STEP4
 
 as_table = {"name": "tabled", "lr": 0.03}
+mistyped = {"name": "typo", "lr": "fast"}
 as_recipe = replace(STEP4, key="mine", name="mine")
 def as_callable():
     return {"name": "called", "epochs": 2}
@@ -137,6 +139,11 @@ def test_recipes_by_file_builtin_name_and_import_path(usermod, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "r.toml").write_text('name = "filed"\n')
     assert resolve_recipe("r.toml").key == "filed"
+    (tmp_path / "plain").write_text('name = "suffixless"\n')  # an existing file is a file, whatever its name
+    assert resolve_recipe("plain").key == "suffixless"
+    with pytest.raises(ResultsError) as e:  # a .toml name is a file, even a missing one
+        resolve_recipe("missing.toml")
+    assert str(e.value) == "missing.toml: cannot be read (No such file or directory)"
     assert resolve_recipe("step2") is BUILTIN_KEYS["step2"]
     assert resolve_recipe(f"{usermod}:as_table") == from_table({"name": "tabled", "lr": 0.03}, "x")
     assert resolve_recipe(f"{usermod}:as_recipe").key == "mine"
@@ -153,6 +160,7 @@ def test_recipes_by_file_builtin_name_and_import_path(usermod, tmp_path, monkeyp
             "recipe 'user_recipes:shadowing': its key 'step4' is a built-in recipe's; give it a name of its own",
         ),
         ("bad_key", "recipe 'user_recipes:bad_key': key '../up' is not a plain folder name"),
+        ("mistyped", "recipe 'user_recipes:mistyped': recipe field lr is 'fast', not a float"),
     ],
 )
 def test_an_import_path_that_cannot_stand_for_a_recipe_is_named(usermod, attr, message):

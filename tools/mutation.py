@@ -54,8 +54,16 @@ def equivalents(path: Path) -> dict[str, str]:
     """``NAME: why`` lines (``#`` comments and blank lines skipped): the survivors no test can kill."""
     if not path.exists():
         return {}
-    lines = (line.strip() for line in path.read_text().splitlines())
-    return dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))
+    explained: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, why = line.partition(": ")
+        if not sep or not why.strip():
+            sys.exit(f"{path}:{number}: not 'NAME: why'; give each equivalent mutant one line saying why")
+        explained[name] = why
+    return explained
 
 
 if __name__ == "__main__":

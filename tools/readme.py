@@ -99,31 +99,35 @@ CLAIM_SEEDS = range(200, 216)  # issue 21: fresh seeds that nothing was chosen o
 
 
 def _claim(step: int, folder: Path = REPO / "reports" / "frontier" / "claim") -> str:
-    """A registered frontier recipe claimed once on the fresh seeds, judged on test by its own gate."""
-    runs = load_results(folder).get(f"step{step}", []) if folder.is_dir() else []
+    """A registered frontier recipe claimed once on the fresh seeds, judged on test by its own gate. Until every
+    seed has finished (completed, or diverged: a failure), the block shows the figures so far and no verdict."""
+    found = load_results(folder).get(f"step{step}", []) if folder.is_dir() else []
+    runs = [r for r in found if r.status != "interrupted"]
     cmd = f"tinymnist train --step {step} --seeds {CLAIM_SEEDS[0]}-{CLAIM_SEEDS[-1]} --out reports/frontier/claim"
     if not runs:
         return f"Not claimed yet: `{cmd}`."
     s = summarize(runs, required_seeds=list(CLAIM_SEEDS))
     assert s.last_k is not None
     low = min(min(r.test_acc[-s.k :]) for r in runs if r.epochs)
-    done = len(s.last_k_by_seed)
+    n, complete = len(runs), {r.seed for r in runs} == set(CLAIM_SEEDS)
     lines = [
         f"Step {step} ({s.params:,} parameters), the registered recipe on fresh seeds "
         f"{CLAIM_SEEDS[0]}-{CLAIM_SEEDS[-1]}, full training set, judged on test by its own gate (`{cmd}`; "
         f"results in reports/frontier/claim/step{step}/"
-        + (f"; {done} of {len(CLAIM_SEEDS)} seeds finished so far" if done < len(CLAIM_SEEDS) else "")
+        + ("" if complete else f"; {n} of {len(CLAIM_SEEDS)} seeds finished so far, no verdict until all have")
         + "):",
         "",
         *_seed_stats_table(s),
         "",
-        f"- **Gate: {s.verdict.word}**, {s.pass_rate.fmt()} (Wilson interval). Seeds holding ≥ 99.40 in each of "
-        f"their last {s.k} epochs: {s.last_k_at_target} of {done}; the lowest single value in those epochs is "
-        f"{low:.2f}.",
+        f"- Seeds holding ≥ 99.40 in each of their last {s.k} epochs: {s.last_k_at_target} of {n}; the lowest "
+        f"single value in those epochs is {low:.2f}.",
     ]
-    reasons = s.verdict.reasons
-    if reasons:
-        lines.append(f"- Why: {reasons[0]}" + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""))
+    if complete:
+        lines.append(f"- **Gate: {s.verdict.word}**, {s.pass_rate.fmt()} (Wilson interval).")
+        reasons = s.verdict.reasons
+        if reasons:
+            more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+            lines.append(f"- Why: {reasons[0]}{more}")
     return "\n".join(lines)
 
 
@@ -180,6 +184,23 @@ def _frontier() -> str:
         return "Not swept yet: run `bash reports/frontier/sweep_step5.sh`."
     # the ranking table and its closing lines; the command that made it is named above the block
     lines = [line for line in path.read_text().splitlines() if line.startswith(("|", "Top two"))]
+    # The registration decision, read off the base recipe's own row: its test against the top candidate.
+    cells = {
+        row.split(" | ")[1]: row.strip("| ").split(" | ") for row in lines if row.startswith("| ") and " | " in row
+    }
+    base = cells.get("step5")
+    if base is not None:
+        versus = base[-1]
+        if versus == "(top)" or versus.startswith("not resolved"):
+            lines.append(
+                f"Decision: the base recipe `step5` is not resolved worse than the top candidate ('vs #1': {versus}), "
+                "so no candidate has earned registration; step 5 stays as registered."
+            )
+        else:
+            lines.append(
+                f"Decision: the base recipe `step5` is resolved worse than the top candidate ('vs #1': {versus}); "
+                "register the top candidate as step 5 before claiming it."
+            )
     return "\n".join(lines)
 
 

@@ -458,24 +458,25 @@ def from_table(table: dict, where: str) -> Recipe:
     if base is None:
         raise RecipeError(f"{where}: base {base_name!r} does not exist; choose one of {', '.join(BUILTIN_KEYS)}")
     changes: dict = {"key": name, "name": table.get("description", name), "seed_reference": {}}
-    for k in TUNABLE:
-        if k in table:
-            changes[k] = typed(k, FIELD_TYPES[k], table[k])
-    if "seeds" in table:
-        seeds = typed("seeds", FIELD_TYPES["seeds"], table["seeds"])
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise RecipeError(f"{where}: seeds {seeds!r} must be a non-empty list of distinct seeds")
-        changes["seeds"] = tuple(seeds)
-    if "expect" in table:
-        expect = table["expect"]
-        if not isinstance(expect, dict):
-            raise RecipeError(f"{where}: [expect] must be a table of Expectation fields")
-        bad = sorted(set(expect) - set(EXPECT_TYPES))
-        if bad:
-            raise RecipeError(f"{where}: [expect] has unknown key {bad[0]!r}; it holds {', '.join(EXPECT_TYPES)}")
-        # The file's [expect] is the whole expectation: a base's thresholds do not leak into a user's gate.
-        changes["expect"] = Expectation(**{k: typed(f"expect.{k}", EXPECT_TYPES[k], v) for k, v in expect.items()})
+    # typed() names the field; `where` names the file, plugin or import path, wherever the table came from.
     try:
+        for k in TUNABLE:
+            if k in table:
+                changes[k] = typed(k, FIELD_TYPES[k], table[k])
+        if "seeds" in table:
+            seeds = typed("seeds", FIELD_TYPES["seeds"], table["seeds"])
+            if not seeds or len(set(seeds)) != len(seeds):
+                raise RecipeError(f"seeds {seeds!r} must be a non-empty list of distinct seeds")
+            changes["seeds"] = tuple(seeds)
+        if "expect" in table:
+            expect = table["expect"]
+            if not isinstance(expect, dict):
+                raise RecipeError("[expect] must be a table of Expectation fields")
+            bad = sorted(set(expect) - set(EXPECT_TYPES))
+            if bad:
+                raise RecipeError(f"[expect] has unknown key {bad[0]!r}; it holds {', '.join(EXPECT_TYPES)}")
+            # The file's [expect] is the whole expectation: a base's thresholds do not leak into a user's gate.
+            changes["expect"] = Expectation(**{k: typed(f"expect.{k}", EXPECT_TYPES[k], v) for k, v in expect.items()})
         return replace(base, **changes)
     except (TypeError, ValueError) as e:
         raise RecipeError(f"{where}: {e}") from None
