@@ -178,3 +178,78 @@ def test_an_unknown_recipe_name_lists_what_is_known(tmp_path, monkeypatch):
         f"--recipe nosuch: no such file, and no recipe of that name (known: {known}); give a .toml file, a "
         "recipe name or an import path package.module:object"
     )
+
+
+def test_a_recipe_path_that_is_no_file_of_a_recipes_size_is_refused_by_name(tmp_path):
+    with pytest.raises(ResultsError) as e:
+        load_recipe_file(tmp_path)
+    assert str(e.value) == f"{tmp_path}: a folder; pass a recipe file"
+    big = tmp_path / "big.toml"
+    big.write_text('name = "big"\n' + "#" * (1 << 20) + "\n")  # valid TOML, just over 1 MiB
+    with pytest.raises(ResultsError) as e:
+        load_recipe_file(big)
+    size = big.stat().st_size
+    assert str(e.value) == f"{big}: {size:,} bytes, too large for a recipe file (at most 1,048,576)"
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"name": "x", "base": ["step4"]}, f"f.toml: base ['step4'] does not exist; choose one of {BUILTINS}"),
+        (
+            {"name": "x", "seeds": [-1]},
+            "f.toml: recipe field seeds is [-1], not a list of seeds, each an integer in [0, 2**32)",
+        ),
+        (
+            {"name": "x", "seeds": [2**32]},
+            "f.toml: recipe field seeds is [4294967296], not a list of seeds, each an integer in [0, 2**32)",
+        ),
+    ],
+)
+def test_a_base_or_seed_list_of_the_wrong_kind_is_named(table, message):
+    with pytest.raises(RecipeError) as e:
+        from_table(table, "f.toml")
+    assert str(e.value) == message
+
+
+PLUGIN = """
+from dataclasses import replace
+from tinymnist.recipes import STEP4
+shipped = {"name": "shipped", "epochs": 4}
+raise_on_import = None
+"""
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch):
+    """A package installed as pip leaves one (a module and its .dist-info with entry points) on sys.path:
+    importlib.metadata finds it as it finds any installed plugin."""
+    (tmp_path / "recipe_plugin.py").write_text(PLUGIN)
+    (tmp_path / "broken_plugin.py").write_text("raise ImportError('a dependency is missing')\n")
+    info = tmp_path / "recipe_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: recipe-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[tinymnist.recipes]\nshipped = recipe_plugin:shipped\nstep4 = recipe_plugin:shipped\n"
+        "broken = broken_plugin:anything\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_an_installed_plugins_recipes_are_found_by_name_and_cannot_shadow_a_step(installed_plugin):
+    found = plugin_recipes()
+    assert {"shipped", "broken"} <= found.keys() and "step4" not in found
+    assert found["shipped"].value == "recipe_plugin:shipped"
+    assert resolve_recipe("shipped") == from_table({"name": "shipped", "epochs": 4}, "x")
+    assert resolve_recipe("step4") is STEP4  # the built-in, not the plugin's entry of that name
+
+
+def test_a_broken_plugin_breaks_only_the_recipe_that_uses_it(installed_plugin):
+    with pytest.raises(RecipeError) as e:
+        resolve_recipe("broken")
+    assert str(e.value) == (
+        "recipe 'broken' (plugin broken_plugin:anything) cannot be loaded: ImportError: a dependency is missing"
+    )
+    assert resolve_recipe("shipped").epochs == 4

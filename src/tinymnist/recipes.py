@@ -135,6 +135,8 @@ def typed(name: str, kinds: tuple[type, ...], value, what: str | None = None):
         ok = all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in value)
     if not ok:
         want = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+        if name == "seeds":  # the right type with a seed out of range says what a seed is
+            want = "list of seeds, each an integer in [0, 2**32)"
         shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
         raise ValueError(f"{what or f'recipe field {name}'} is {shown}, not a {want}")
     return value
