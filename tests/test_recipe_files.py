@@ -253,3 +253,17 @@ def test_a_broken_plugin_breaks_only_the_recipe_that_uses_it(installed_plugin):
         "recipe 'broken' (plugin broken_plugin:anything) cannot be loaded: ImportError: a dependency is missing"
     )
     assert resolve_recipe("shipped").epochs == 4
+
+
+def test_an_import_path_that_does_not_resolve_is_named_as_a_recipes(usermod):
+    from tinymnist.models.registry import ModelError
+
+    cases = {
+        "nosuch_module:x": "recipe 'nosuch_module:x': module 'nosuch_module' not found; install it or add its folder "
+        "to PYTHONPATH",
+        f"{usermod}:missing": f"recipe '{usermod}:missing': {usermod} has no attribute 'missing'",
+    }
+    for spec, message in cases.items():
+        with pytest.raises(ModelError) as e:
+            resolve_recipe(spec)
+        assert str(e.value) == message
