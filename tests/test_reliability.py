@@ -116,7 +116,7 @@ def test_an_interrupted_rerun_keeps_the_completed_pair(fast_data, tmp_path, monk
     monkeypatch.setattr(engine, "get_batch", interrupt)
     assert _train(out) == 130
     err = capsys.readouterr().err
-    assert "the completed result already in" in err and "is kept" in err
+    assert f"the completed result already in {out} is kept; this rerun's checkpoint is in {out / 'step4'}." in err
     assert _files(out) == before
 
 

@@ -46,7 +46,8 @@ class RunnerError(UserError):
 
 
 class RunInterrupted(Exception):
-    """Training stopped by a signal; ``results`` are what was written (or kept) for the seeds in training."""
+    """Training stopped by a signal; ``results`` are what was written (or kept) for the seeds in training, and
+    ``path`` the folder that holds their files (a checkpoint, or a partial result)."""
 
     def __init__(self, results: list[RunResult], path: Path, kept_completed: bool, signal_name: str):
         super().__init__("interrupted")
@@ -263,7 +264,7 @@ def run_seed(
         except engine.Interrupted as e:
             assert isinstance(e.trained, engine.Trained)
             result = m.interrupted(e.trained)
-            raise RunInterrupted([result], m.ckpt if m.completed else m.done, m.completed, _signal_name(e)) from None
+            raise RunInterrupted([result], m.done.parent, m.completed, _signal_name(e)) from None
         return m.finish(trained)
 
 

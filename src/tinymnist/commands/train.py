@@ -251,7 +251,7 @@ def _train_one(args, recipe, seeds, data, device, options, population):
     except RunInterrupted as e:
         which = ", ".join(f"seed {r.seed} after {len(r.epochs)} complete epoch(s)" for r in e.results) or "seeds"
         where = (
-            f"the completed result already in {args.out} is kept; this rerun's checkpoint is {e.path}"
+            f"the completed result already in {args.out} is kept; this rerun's checkpoint is in {e.path}"
             if e.kept_completed
             else f"partial results in {e.path}"
         )
