@@ -8,7 +8,7 @@ from dataclasses import astuple, replace
 import pytest
 
 from tests.synth import RAMP, make_result, write_results
-from tinymnist.compare import Comparison, Row, compare
+from tinymnist.compare import Comparison, Row, Thresholds, compare
 from tinymnist.recipes import STEP4
 
 # Five step-4 seeds' last-3 centres 99.52, 99.576, 99.632, 99.56, 99.616: mean 99.5808.
@@ -103,6 +103,13 @@ def test_a_throughput_drop_of_exactly_the_limit_is_no_regression(tmp_path):
         b = write_results(tmp_path / f"new{ips:.0f}", [make_result(4, s, RAMP + [99.5] * 3, ips=ips) for s in range(3)])
         row = next(r for r in compare(a, b).rows if r.figure == "train images/s")
         assert row.regression is bad, ips
+    # 9,000/10,000 - 1 is a hair above -0.10 in floating point; a limit that floats hold exactly pins the rule:
+    # 8,000 -> 6,000 is a drop of exactly 25%, no regression at a 25% limit.
+    a = write_results(tmp_path / "old8k", [make_result(4, s, RAMP + [99.5] * 3, ips=8_000.0) for s in range(3)])
+    b = write_results(tmp_path / "new6k", [make_result(4, s, RAMP + [99.5] * 3, ips=6_000.0) for s in range(3)])
+    for limit, bad in ((0.25, False), (0.24, True)):
+        row = next(r for r in compare(a, b, Thresholds(max_throughput_drop=limit)).rows if r.figure == "train images/s")
+        assert row.regression is bad, limit
 
 
 def _with_validation(runs, val):
