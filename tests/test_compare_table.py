@@ -200,3 +200,40 @@ def test_calibrate_files_the_rates_with_the_populations_own_statistics(tmp_path,
     printed = capsys.readouterr().out
     assert "step 4, 10 seeds, 200 random splits into halves of 5 (seed 3), alpha 0.05, min effect 0.05:" in printed
     assert f"false-alarm rate {100 * cal.rates[0.0]:.1f}%" in printed
+
+
+def test_a_side_with_nothing_finished_has_no_figures_to_compare_and_crashes_nothing(tmp_path):
+    """A baseline whose only step-4 run diverged in its first batch, a new recipe with no finished epoch, a
+    recipe changed in two fields, and a benchmark only NEW ran: each row says what it can, no more."""
+    nothing = replace(make_result(4, 0, [99.0]), epochs=[], status="diverged", planned_epochs=15)
+    a = write_results(tmp_path / "old", [nothing])
+    changed = replace(STEP4, batch_size=64, lr=0.05)
+    new = [make_result(4, s, RAMP + [99.5] * 3, recipe=changed) for s in range(3)]
+    new.append(replace(make_result(3, 0, [99.0]), epochs=[], status="diverged", planned_epochs=15))
+    b = write_results(tmp_path / "new", new)
+    _bench(a, 0.010)
+    (b / "bench.json").write_text(
+        json.dumps(
+            {
+                "machine_info": {"cpu": {"brand_raw": "X"}},
+                "benchmarks": [
+                    {"name": "t", "fullname": "benchmarks/x.py::t", "stats": {"median": 0.010}},
+                    {"name": "u", "fullname": "benchmarks/x.py::u", "stats": {"median": 0.010}},
+                ],
+            }
+        )
+    )
+    rows = compare(a, b).rows
+    assert [(r.recipe, r.figure) for r in rows] == [
+        ("3", "gate"),
+        ("3", "last-3 mean test acc"),
+        ("4", "gate"),
+        ("4", "recipe"),
+        ("bench", "benchmarks/x.py::t"),
+    ]
+    recipe_row = rows[3]
+    assert (recipe_row.diff, recipe_row.verdict) == (
+        "batch_size 128 -> 64; lr 0.1 -> 0.05",
+        "changed: not the same experiment",
+    )
+    assert (rows[1].old, rows[1].new, rows[1].verdict) == ("missing", "n/a", "new recipe")
