@@ -160,3 +160,13 @@ def test_defaults_of_the_epoch_helpers():
     assert last_k_mean([1.0, 2.0, 3.0, 4.0]) == 3.0  # the last 3, not 4
     assert first_stable_epoch([99.3, 99.5, 99.45]) == 2  # the bar is 99.4
     assert first_stable_epoch([]) is None
+
+
+def test_calibrate_defaults_and_its_minimum_population():
+    values = [99.40 + 0.01 * (i % 7) for i in range(10)]
+    cal = calibrate(values, shifts=(0.0,))
+    assert (cal.n_seeds, cal.half, cal.splits, cal.seed) == (10, 5, 1000, 0)
+    assert cal == calibrate(values, Thresholds(), shifts=(0.0,), splits=1000, seed=0)
+    with pytest.raises(ValueError) as e:
+        calibrate(values[:9])
+    assert str(e.value) == "9 seeds: calibration needs at least 10, so that each half is judged by the t-test"
