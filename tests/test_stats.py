@@ -170,3 +170,12 @@ def test_calibrate_defaults_and_its_minimum_population():
     with pytest.raises(ValueError) as e:
         calibrate(values[:9])
     assert str(e.value) == "9 seeds: calibration needs at least 10, so that each half is judged by the t-test"
+
+
+def test_calibrate_leaves_the_odd_seed_out_of_both_halves():
+    """Eleven seeds: halves of five, and the eleventh sits out each split. Ten equal seeds and one 0.4 lower, at
+    alpha 0.5 with no minimum effect: a split flags a drop exactly when the low seed falls in NEW's half (5 of
+    11 places), never when it sits out (1 of 11) or is in the baseline's."""
+    cal = calibrate([99.4] * 10 + [99.0], Thresholds(alpha=0.5, min_effect=0.0), shifts=(0.0,), splits=2000)
+    assert cal.half == 5
+    assert abs(cal.rates[0.0] - 5 / 11) < 0.03  # 6/11 if the odd seed joined NEW's half; sampling SD 0.011
