@@ -179,3 +179,9 @@ def test_calibrate_leaves_the_odd_seed_out_of_both_halves():
     cal = calibrate([99.4] * 10 + [99.0], Thresholds(alpha=0.5, min_effect=0.0), shifts=(0.0,), splits=2000)
     assert cal.half == 5
     assert abs(cal.rates[0.0] - 5 / 11) < 0.03  # 6/11 if the odd seed joined NEW's half; sampling SD 0.011
+
+
+def test_one_seed_a_side_has_no_p_value():
+    """A t-test needs two seeds a side; with one, the rule reports no p rather than a certain one."""
+    for a, b in (([99.5], [99.4]), ([99.5], [99.4, 99.3]), ([99.5, 99.6], [99.4])):
+        assert math.isnan(accuracy_rule(a, b, Thresholds()).p), (a, b)
