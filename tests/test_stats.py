@@ -183,5 +183,5 @@ def test_calibrate_leaves_the_odd_seed_out_of_both_halves():
 
 def test_one_seed_a_side_has_no_p_value():
     """A t-test needs two seeds a side; with one, the rule reports no p rather than a certain one."""
-    for a, b in (([99.5], [99.4]), ([99.5], [99.4, 99.3]), ([99.5, 99.6], [99.4])):
+    for a, b in (([99.5], [99.4]), ([99.5], [99.4, 99.4]), ([99.5, 99.5], [99.4]), ([99.5], [99.4, 99.3])):
         assert math.isnan(accuracy_rule(a, b, Thresholds()).p), (a, b)

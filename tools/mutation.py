@@ -32,6 +32,16 @@ def main(argv: list[str] | None = None) -> int:
         for line in results.stdout.splitlines()
         if line.strip().endswith(": survived")
     ]
+    # Per module, how far the run got: a part-by-part run says which modules it finished.
+    every = subprocess.run(
+        [*mutmut, "results", "--all", "true"], cwd=args.project, check=True, capture_output=True, text=True
+    )
+    by_module: dict[str, dict[str, int]] = {}
+    for line in every.stdout.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep:
+            counts = by_module.setdefault(name.split(".")[1], {})
+            counts[status] = counts.get(status, 0) + 1
     out = REPO / "reports" / "mutation"
     out.mkdir(parents=True, exist_ok=True)
     explained = equivalents(out / "equivalent.txt")
@@ -41,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         "tests": config.get("pytest_add_cli_args_test_selection", []),
         "counts": stats,
         "mutation_score": stats["killed"] / max(1, stats["killed"] + stats["survived"]),
+        "by_module": dict(sorted(by_module.items())),
         "survivors_explained": sum(name in explained for name in survivors),
         "survivors_unexplained": sum(name not in explained for name in survivors),
     }

@@ -218,6 +218,17 @@ def _mutation() -> str:
         f"{', '.join(m.rsplit('/', 1)[-1] for m in r['only_mutate'])}; tests: "
         f"{', '.join(t.rsplit('/', 1)[-1] for t in r['tests'])}."
         + (
+            " By module (killed/survived/timed out/not run of all): "
+            + "; ".join(
+                f"{m} {c.get('killed', 0)}/{c.get('survived', 0)}/{c.get('timeout', 0)}/{c.get('not checked', 0)} "
+                f"of {sum(c.values())}"
+                for m, c in r["by_module"].items()
+            )
+            + "."
+            if "by_module" in r
+            else ""
+        )
+        + (
             f" Of the survivors, {r['survivors_explained']} are explained as equivalent "
             f"(`reports/mutation/equivalent.txt`) and {r['survivors_unexplained']} are not yet."
             if "survivors_explained" in r
