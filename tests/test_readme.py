@@ -97,3 +97,33 @@ def test_a_finished_claim_is_judged_by_the_steps_gate(tmp_path):
     assert "- Why: step 5 seed 215: epoch 14 test accuracy 99.39 < 99.40" in text
     write_results(tmp_path, [make_result(5, 215, RAMP + [99.45, 99.5, 99.41], params=4972)])
     assert "- **Gate: PASS**, 16/16 seeds, 95% CI 81-100% (Wilson interval)." in readme._claim(5, tmp_path)
+
+
+def test_mutation_runs_are_filed_module_by_module():
+    from tools.mutation import NOT_RUN, merge, module_statuses
+
+    results = module_statuses(
+        "    tinymnist.verdict.x_judge__mutmut_1: killed\n"
+        "    tinymnist.verdict.x_judge__mutmut_2: survived\n"
+        "    tinymnist.compare.x_compare__mutmut_1: not checked\n"
+        "    tinymnist.stats.x_mean__mutmut_1: not checked\n"
+    )
+    filed = {
+        "modules": {
+            "compare": {"commit": "old", "tests": ["t"], "counts": {"killed": 5}, "survivors": []},
+            "verdict": {"commit": "old", "tests": ["t"], "counts": {NOT_RUN: 2}, "survivors": []},
+        }
+    }
+    merged = merge(filed, results, "new", ["tests/test_verdict.py"])
+    # checked by this run: replaced, with its commit, tests, counts and survivors
+    assert merged["verdict"] == {
+        "commit": "new",
+        "tests": ["tests/test_verdict.py"],
+        "counts": {"killed": 1, "survived": 1},
+        "survivors": ["tinymnist.verdict.x_judge__mutmut_2"],
+    }
+    # not reached by this run: the filed entry stands
+    assert merged["compare"] == filed["modules"]["compare"]
+    # never filed and not reached: filed as not run, so the total still counts it
+    assert merged["stats"]["counts"] == {NOT_RUN: 1}
+    assert list(merged) == ["compare", "stats", "verdict"]

@@ -1,9 +1,11 @@
-"""``python -m tools.mutation [--project DIR]``: file a finished ``mutmut run`` as reports/mutation/.
+"""``python -m tools.mutation [--project DIR]``: file a ``mutmut run`` as reports/mutation/.
 
-Run it where ``mutmut run`` ran (``tox -e mutation`` does both). It writes ``score.json`` (the counts of
-``mutmut export-cicd-stats``, with the modules mutated and the tests run, read from that project's
-pyproject.toml) and ``survivors.txt`` (``mutmut results``: every mutant that no test killed, by name; ``mutmut
-show NAME`` prints one). The README's mutation line is generated from score.json.
+Run it where ``mutmut run`` ran (``tox -e mutation`` does both). The whole configuration takes hours on 2
+cores, so runs are made part by part (``mutmut run "tinymnist.verdict.*"``) and filed module by module: a
+module this run checked replaces its filed entry (counts, the commit it ran on, the tests it ran), and a module
+it did not reach keeps the entry of the run that did. It writes ``score.json`` (per module, and summed) and
+``survivors.txt`` (every mutant that no test killed, by name, with its line from ``equivalent.txt`` or
+UNEXPLAINED; ``mutmut show NAME`` prints one). The README's mutation line is generated from score.json.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "reports" / "mutation"
+NOT_RUN = "not checked"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,42 +28,69 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--project", type=Path, default=REPO, help="where mutmut ran (default: this checkout)")
     args = p.parse_args(argv)
     mutmut = [sys.executable, "-m", "mutmut"]
-    subprocess.run([*mutmut, "export-cicd-stats"], cwd=args.project, check=True, capture_output=True)
-    stats = json.loads((args.project / "mutants" / "mutmut-cicd-stats.json").read_text())
     config = tomllib.loads((args.project / "pyproject.toml").read_text())["tool"]["mutmut"]
-    results = subprocess.run([*mutmut, "results"], cwd=args.project, check=True, capture_output=True, text=True)
-    survivors = [
-        line.strip().removesuffix(": survived")
-        for line in results.stdout.splitlines()
-        if line.strip().endswith(": survived")
-    ]
-    # Per module, how far the run got: a part-by-part run says which modules it finished.
     every = subprocess.run(
         [*mutmut, "results", "--all", "true"], cwd=args.project, check=True, capture_output=True, text=True
     )
-    by_module: dict[str, dict[str, int]] = {}
-    for line in every.stdout.splitlines():
-        name, sep, status = line.strip().rpartition(": ")
-        if sep:
-            counts = by_module.setdefault(name.split(".")[1], {})
-            counts[status] = counts.get(status, 0) + 1
-    out = REPO / "reports" / "mutation"
-    out.mkdir(parents=True, exist_ok=True)
-    explained = equivalents(out / "equivalent.txt")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=args.project, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    run = module_statuses(every.stdout)
+    filed = json.loads((OUT / "score.json").read_text()) if (OUT / "score.json").exists() else {}
+    modules = merge(filed, run, commit, config.get("pytest_add_cli_args_test_selection", []))
+    OUT.mkdir(parents=True, exist_ok=True)
+    explained = equivalents(OUT / "equivalent.txt")
+    survivors = sorted(name for m in modules.values() for name in m["survivors"])
+    counts: dict[str, int] = {}
+    for m in modules.values():
+        for status, n in m["counts"].items():
+            counts[status] = counts.get(status, 0) + n
+    killed, survived = counts.get("killed", 0), counts.get("survived", 0)
     score = {
-        "command": "mutmut run, in a project whose [tool.mutmut] is below",
+        "schema_version": 2,
+        "command": "mutmut run [NAMES], in a clone whose [tool.mutmut] names the tests each module lists",
         "only_mutate": config.get("only_mutate", []),
-        "tests": config.get("pytest_add_cli_args_test_selection", []),
-        "counts": stats,
-        "mutation_score": stats["killed"] / max(1, stats["killed"] + stats["survived"]),
-        "by_module": dict(sorted(by_module.items())),
+        "modules": modules,
+        "counts": dict(sorted(counts.items())),
+        "total": sum(counts.values()),
+        "mutation_score": killed / max(1, killed + survived),
         "survivors_explained": sum(name in explained for name in survivors),
         "survivors_unexplained": sum(name not in explained for name in survivors),
     }
-    (out / "score.json").write_text(json.dumps(score, indent=1) + "\n")
-    (out / "survivors.txt").write_text("".join(f"{name}: {explained.get(name, 'UNEXPLAINED')}\n" for name in survivors))
-    print(f"wrote {out}: {stats['killed']} killed, {stats['survived']} survived, {stats.get('no_tests', 0)} untested")
+    (OUT / "score.json").write_text(json.dumps(score, indent=1) + "\n")
+    (OUT / "survivors.txt").write_text("".join(f"{name}: {explained.get(name, 'UNEXPLAINED')}\n" for name in survivors))
+    print(f"wrote {OUT}: {killed} killed, {survived} survived, {counts.get(NOT_RUN, 0)} not run")
     return 0
+
+
+def module_statuses(results: str) -> dict[str, dict[str, str]]:
+    """``mutmut results --all true`` lines (``tinymnist.MODULE.x_fn__mutmut_N: STATUS``), by module."""
+    by_module: dict[str, dict[str, str]] = {}
+    for line in results.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and name.count(".") >= 2:
+            by_module.setdefault(name.split(".")[1], {})[name] = status
+    return by_module
+
+
+def merge(
+    filed: dict[str, Any], run: dict[str, dict[str, str]], commit: str, tests: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The filed modules, with each module this run checked at all replaced by this run's entry."""
+    modules: dict[str, dict[str, Any]] = dict(filed.get("modules", {}))
+    for module, statuses in run.items():
+        if module in modules and all(s == NOT_RUN for s in statuses.values()):
+            continue  # not reached by this run: the filed entry stands
+        counts: dict[str, int] = {}
+        for status in statuses.values():
+            counts[status] = counts.get(status, 0) + 1
+        modules[module] = {
+            "commit": commit,
+            "tests": list(tests),
+            "counts": dict(sorted(counts.items())),
+            "survivors": sorted(name for name, s in statuses.items() if s == "survived"),
+        }
+    return dict(sorted(modules.items()))
 
 
 def equivalents(path: Path) -> dict[str, str]:

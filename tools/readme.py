@@ -210,30 +210,30 @@ def _mutation() -> str:
         return "Not run yet: `tox -e mutation`."
     r = json.loads(path.read_text())
     c = r["counts"]
-    ran = c["killed"] + c["survived"]
+    ran = c.get("killed", 0) + c.get("survived", 0)
+    # Modules are filed run by run (tools.mutation): group them by the tests their run selected.
+    by_tests: dict[tuple[str, ...], list[str]] = {}
+    for name, m in r["modules"].items():
+        by_tests.setdefault(tuple(m["tests"]), []).append(name)
     return (
-        f"{c['killed']} of {ran} mutants killed (score {100 * r['mutation_score']:.0f}%), {c['survived']} survived, "
-        f"{c.get('no_tests', 0)} in code no selected test runs, {c.get('timeout', 0)} timed out, "
-        f"{c['total'] - ran - c.get('no_tests', 0) - c.get('timeout', 0)} of {c['total']} not run yet; mutated: "
-        f"{', '.join(m.rsplit('/', 1)[-1] for m in r['only_mutate'])}; tests: "
-        f"{', '.join(t.rsplit('/', 1)[-1] for t in r['tests'])}."
-        + (
-            " By module (killed/survived/timed out/not run of all): "
-            + "; ".join(
-                f"{m} {c.get('killed', 0)}/{c.get('survived', 0)}/{c.get('timeout', 0)}/{c.get('not checked', 0)} "
-                f"of {sum(c.values())}"
-                for m, c in r["by_module"].items()
-            )
-            + "."
-            if "by_module" in r
-            else ""
+        f"{c.get('killed', 0)} of {ran} mutants killed (score {100 * r['mutation_score']:.0f}%), "
+        f"{c.get('survived', 0)} survived, {c.get('no tests', 0)} in code no selected test runs, "
+        f"{c.get('timeout', 0)} timed out, {c.get('not checked', 0)} of {r['total']} not run yet; mutated: "
+        f"{', '.join(m.rsplit('/', 1)[-1] for m in r['only_mutate'])}. "
+        "By module (killed/survived/timed out/not run of all, and the commit it ran on): "
+        + "; ".join(
+            f"{name} {m['counts'].get('killed', 0)}/{m['counts'].get('survived', 0)}/"
+            f"{m['counts'].get('timeout', 0)}/{m['counts'].get('not checked', 0)} "
+            f"of {sum(m['counts'].values())} at {m['commit']}"
+            for name, m in r["modules"].items()
         )
-        + (
-            f" Of the survivors, {r['survivors_explained']} are explained as equivalent "
-            f"(`reports/mutation/equivalent.txt`) and {r['survivors_unexplained']} are not yet."
-            if "survivors_explained" in r
-            else ""
+        + ". Tests run: "
+        + "; ".join(
+            f"for {', '.join(names)}: {', '.join(t.rsplit('/', 1)[-1] for t in tests)}"
+            for tests, names in by_tests.items()
         )
+        + f". Of the survivors, {r['survivors_explained']} are explained as equivalent "
+        f"(`reports/mutation/equivalent.txt`) and {r['survivors_unexplained']} are not yet."
     )
 
 
