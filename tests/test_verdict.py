@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from tests.conftest import REPO
 from tests.synth import RAMP, make_result, step4_runs
 from tinymnist.cli import main
-from tinymnist.recipes import RECIPES, STEP1, STEP4, STEP6, Expectation
+from tinymnist.recipes import RECIPES, STEP1, STEP4, STEP6, Expectation, Recipe
 from tinymnist.summary import summarize
 from tinymnist.verdict import accuracy_reasons, judge
 
@@ -313,3 +313,53 @@ def test_judge_collects_every_failing_seed_and_every_unfinished_run():
     six = [make_result(6, s, RAMP + [99.6] * 3) for s in range(2)] + [make_result(6, 2, [], planned_epochs=15)]
     assert "step 6: mean final test accuracy needs every run to have finished an epoch" in judge(six).reasons
     assert judge([replace(runs[1], train_images=100)]).smoke
+
+
+# --- the second mutation run, over the whole judge (reports/mutation/) -----------------------------------------
+
+
+def test_a_figure_is_shown_with_as_many_decimals_as_set_it_apart_from_its_bar():
+    from tinymnist.verdict import _below
+
+    assert _below(99.3, 99.4) == "99.30 < 99.40"
+    assert _below(99.3999997, 99.4) == "99.399999700000 < 99.400000000000"  # equal to 6 places: all 12
+    assert _below(99.4 - 1e-9, 99.4) == "99.399999999000 < 99.400000000000"
+    assert _below(99.39999, 99.4) == "99.39999 < 99.40000"
+
+
+def test_one_recipe_whatever_the_order_of_its_model_arguments():
+    """Two files of one recipe may list the model's keyword arguments in either order (JSON objects are
+    unordered): they are still one recipe."""
+    base = RECIPES[5].to_dict()
+    one = {**base, "model": "blocks", "model_kwargs": {"blocks": [[4, 4, 4]], "bias": True}}
+    other = {**one, "model_kwargs": {"bias": True, "blocks": [[4, 4, 4]]}}
+    runs = [
+        make_result(5, s, RAMP + [99.5] * 3, params=3000, recipe=Recipe.from_dict(r))
+        for s, r in enumerate((one, other, one))
+    ]
+    assert list(runs[0].recipe["model_kwargs"]) != list(runs[1].recipe["model_kwargs"])
+    assert not any("different recipes" in r for r in judge(runs).reasons)
+    apart = {**one, "model_kwargs": {"bias": False, "blocks": [[4, 4, 4]]}}
+    runs[1] = make_result(5, 1, RAMP + [99.5] * 3, params=3000, recipe=Recipe.from_dict(apart))
+    assert "step 5: the runs were trained with 2 different recipes; a step is judged on one" in judge(runs).reasons
+
+
+def test_a_mean_final_exactly_at_the_tolerance_below_its_bar_passes():
+    bar = STEP6.expect.min_mean_final
+    assert bar is not None
+    from tinymnist.stats import EPS
+
+    at = bar - EPS  # the lowest mean that passes: `not m >= bar - EPS`
+    runs = [make_result(6, s, RAMP + [99.7, 99.7, at], params=9802, recipe=STEP6) for s in range(3)]
+    assert sum(r.test_acc[-1] for r in runs) / 3 == at
+    assert judge(runs, [0, 1, 2]).passed
+    below = [make_result(6, s, RAMP + [99.7, 99.7, at - 1e-9], params=9802, recipe=STEP6) for s in range(3)]
+    assert not judge(below, [0, 1, 2]).passed
+
+
+def test_a_smoke_run_is_not_held_to_any_accuracy_bar():
+    """Not the best, the last-k nor the final bar: a smoke run has no accuracy to check."""
+    run = make_result(4, 0, RAMP + [90.0] * 3)
+    every = Expectation(max_params=10_000, min_best_test=99.0, min_last_k=99.4, min_final=99.4)
+    assert run_reasons(run, every, smoke=True) == []
+    assert len(run_reasons(run, every)) == 5  # best, each of the last 3, the final
