@@ -267,3 +267,77 @@ def test_an_import_path_that_does_not_resolve_is_named_as_a_recipes(usermod):
         with pytest.raises(ModelError) as e:
             resolve_recipe(spec)
         assert str(e.value) == message
+
+
+# --- --set values against the type of the field they set (reports/mutation/: recipes._coerce) -----------------
+
+from tinymnist.recipes import with_overrides  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "item, kind, got",
+    [
+        ("nesterov=1", "bool", "1"),
+        ("lr=true", "float", "True"),
+        ("lr=abc", "float", "'abc'"),
+        ("epochs=true", "int", "True"),
+        ("epochs=2.5", "int", "2.5"),
+        ("lr_points=3", "tuple", "3"),
+        ("model=3", "str", "3"),
+    ],
+)
+def test_a_set_value_of_the_wrong_type_is_refused_naming_the_type(item, kind, got):
+    with pytest.raises(RecipeError) as e:
+        with_overrides(STEP4, [item])
+    key = item.split("=")[0]
+    assert str(e.value) == f"--set {item}: {key} takes a {kind}, got {got}"
+
+
+def test_a_set_value_of_the_right_type_is_taken_and_an_integer_learning_rate_is_a_float():
+    r = with_overrides(STEP4, ["nesterov=true", "lr=1", "epochs=3", "lr_points=[[0, 0.5], [3, 1]]"])
+    assert r.nesterov is True and r.epochs == 3
+    assert r.lr == 1.0 and type(r.lr) is float  # recorded as 1.0, as a --set lr=1.0 would be
+    assert [list(p) for p in r.lr_points] == [[0, 0.5], [3, 1]]
+
+
+# --- every range a recipe value is checked against, at both ends (reports/mutation/: recipes._in) ------------
+
+from tinymnist.recipes import MAX_LR, budget_failure, validate  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "field, value, span",
+    [
+        ("lr", 0.0, "(0, 100]"),  # open below: a learning rate of 0 trains nothing
+        ("lr", MAX_LR * 1.01, "(0, 100]"),
+        ("lr", float("inf"), "(0, 100]"),
+        ("lr", float("nan"), "(0, 100]"),
+        ("momentum", 1.0, "[0, 1)"),  # open above
+        ("momentum", -0.1, "[0, 1)"),
+        ("max_degrees", 180.5, "[0, 180]"),
+        ("aug_prob", 1.5, "[0, 1]"),
+    ],
+)
+def test_a_value_outside_its_range_is_refused_naming_the_range(field, value, span):
+    with pytest.raises(RecipeError) as e:
+        validate(replace(STEP4, **{field: value}))
+    assert str(e.value) == f"{field}={value!r} is outside its range: it must be a finite number in {span}"
+
+
+@pytest.mark.parametrize(
+    "field, value", [("lr", MAX_LR), ("momentum", 0.0), ("max_degrees", 180.0), ("aug_prob", 1.0), ("ema", 0.0)]
+)
+def test_a_value_at_the_closed_end_of_its_range_is_taken(field, value):
+    assert getattr(validate(replace(STEP4, **{field: value})), field) == value
+
+
+def test_the_parameter_budget_is_checked_on_the_model_the_recipe_builds():
+    anchor = replace(STEP4, model="blocks", model_kwargs={})  # 3,762 parameters
+    assert budget_failure(replace(anchor, expect=Expectation(max_params=3_763))) is None
+    at = budget_failure(replace(anchor, expect=Expectation(max_params=3_762)))  # fewer than: equal fails
+    assert at == "step 4: model 'blocks' has 3,762 parameters, must be fewer than 3,762"
+    wide = replace(anchor, model_kwargs={"blocks": [[8, 8, 8], [12, 12, 12], [12, 12, 12]]})
+    assert budget_failure(replace(wide, expect=Expectation(max_params=5_000))) == (
+        "step 4: model 'blocks' has 8,986 parameters, must be fewer than 5,000"
+    )
+    assert budget_failure(replace(wide, expect=Expectation())) is None  # no budget, nothing to check

@@ -185,3 +185,28 @@ def test_one_seed_a_side_has_no_p_value():
     """A t-test needs two seeds a side; with one, the rule reports no p rather than a certain one."""
     for a, b in (([99.5], [99.4]), ([99.5], [99.4, 99.4]), ([99.5, 99.5], [99.4]), ([99.5], [99.4, 99.3])):
         assert math.isnan(accuracy_rule(a, b, Thresholds()).p), (a, b)
+
+
+def test_accuracy_rule_at_its_boundaries_word_for_word():
+    """The second mutation run over compare (reports/mutation/): each edge of the one accuracy rule."""
+    from scipy import stats as sps
+
+    t = Thresholds()
+    a = [99.40, 99.41, 99.42, 99.43, 99.44]
+    # exactly the minimum effect, resolved: a regression (the drop is 0.05 up to rounding, hence EPS)
+    at = accuracy_rule(a, [x - 0.05 for x in a], t)
+    assert at.regression and at.drop == pytest.approx(0.05, abs=1e-12)
+    # five seeds on one side only: the fixed rule, since a t-test needs five a side
+    b4 = [x - 0.08 for x in a[:4]]
+    four = accuracy_rule(a, b4, t)
+    p = sps.ttest_ind(b4, a, equal_var=False, alternative="less").pvalue
+    assert not four.regression and four.p == pytest.approx(p, rel=1e-12)
+    assert four.rule == f"fixed rule: drop <= 0.10 (n < 5; p {p:.2g} for reference)"
+    assert not accuracy_rule(b4, a, t).regression  # and with five on the other side
+    # two seeds a side still have a p-value to show for reference
+    two = accuracy_rule(a[:2], [x - 0.02 for x in a[:2]], t)
+    p2 = sps.ttest_ind([x - 0.02 for x in a[:2]], a[:2], equal_var=False, alternative="less").pvalue
+    assert two.p == pytest.approx(p2, rel=1e-12) and two.rule.endswith(f"p {p2:.2g} for reference)")
+    # one seed on a side has none, and says so
+    one = accuracy_rule(a[:1], a[:2], t)
+    assert one.rule == "fixed rule: drop <= 0.10 (n < 5; p n/a for reference)" and math.isnan(one.p)

@@ -149,7 +149,9 @@ def load_torch_data(path: str | os.PathLike, device="cpu", fix: str = "delete it
     except OSError as e:
         raise ResultsError(f"{path}: cannot be read ({e.strerror}); {fix}") from None
     except Exception as e:  # a truncated zip, or not a torch file at all
-        raise ResultsError(f"{path}: damaged ({type(e).__name__}: {str(e).splitlines()[0][:100]}); {fix}") from None
+        # The first line of what torch said, if it said anything: a pickle cut short is a bare EOFError.
+        said = next(iter(str(e).splitlines()), "")[:100]
+        raise ResultsError(f"{path}: damaged ({type(e).__name__}{': ' + said if said else ''}); {fix}") from None
     if not isinstance(state, dict):
         raise ResultsError(f"{path}: not a tinymnist file (holds a {type(state).__name__}); {fix}")
     return state
@@ -389,22 +391,20 @@ JUDGED_ON = ("test", "val")
 
 def load_results(results_dir: str | os.PathLike, on: str = "test") -> dict[str, list[RunResult]]:
     """Every ``<key>/seed*.json`` under a folder, grouped by recipe key (built-in steps first, in order), sorted
-    by seed. A folder holding a seed twice, or another recipe's results, is refused by name: either would be
-    judged as something it is not. ``on="val"`` puts each run's validation figures where its test figures
-    are (``RunResult.on_validation``)."""
+    by seed. A file holding another seed than its name's, or another recipe's results than its folder's, is
+    refused by name: either would be judged as something it is not. ``on="val"`` puts each run's validation
+    figures where its test figures are (``RunResult.on_validation``)."""
     if on not in ("test", "val"):
         raise ValueError(f"on={on!r}: judge on 'test' or 'val'")
     by_key: dict[str, list[RunResult]] = {}
-    where: dict[tuple[str, int], Path] = {}
     for p in sorted(Path(results_dir).glob("*/seed*.json")):
         if not re.fullmatch(r"seed\d+\.json", p.name):
             continue
+        # load_result holds each file to the seed of its name, and here to the recipe of its folder: so one
+        # (recipe, seed) has one path, and no seed can be counted twice.
         r = load_result(p)
         if r.key != p.parent.name:
             raise ResultsError(f"{p}: holds results of recipe {r.key!r}, not of {p.parent.name!r}; move it")
-        if (r.key, r.seed) in where:
-            raise ResultsError(f"{p}: seed {r.seed} of {r.key} is also in {where[r.key, r.seed]}; keep one")
-        where[r.key, r.seed] = p
         if on == "val":
             r = r.on_validation(p)
         by_key.setdefault(r.key, []).append(r)

@@ -1,0 +1,174 @@
+"""Results folders as every command reads them: what is loaded, in what order, and every refusal word for word.
+
+In-process, so that mutation testing sees them (reports/mutation/: each case here kills a mutant that the
+subprocess tests could not)."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from tests.synth import RAMP, make_result, write_results
+from tinymnist.recipes import RECIPES
+from tinymnist.results import ResultsError, json_bytes, load_benchmarks, load_results, save_result
+
+
+def named(key):
+    return replace(RECIPES[4], key=key, name=key)
+
+
+def test_results_are_grouped_by_recipe_built_in_steps_first_in_their_order(tmp_path):
+    runs = [make_result(4, s, RAMP + [99.5] * 3) for s in (2, 0)]
+    runs += [make_result(2, 1, RAMP + [99.5] * 3)]
+    runs += [make_result(4, s, RAMP + [99.5] * 3, recipe=named("alpha")) for s in (1, 0)]
+    write_results(tmp_path, runs)
+    loaded = load_results(tmp_path)
+    # not alphabetical ("alpha" < "step2"): the steps first, in order, then recipes by name
+    assert list(loaded) == ["step2", "step4", "alpha"]
+    assert [r.seed for r in loaded["step4"]] == [0, 2] and [r.seed for r in loaded["alpha"]] == [0, 1]
+
+
+def test_files_that_are_not_seed_files_are_passed_over_not_read(tmp_path):
+    write_results(tmp_path, [make_result(4, s, RAMP + [99.5] * 3) for s in (0, 1)])
+    # sorts before seed0.json, matches the glob seed*.json, and is not a seed file: skipped, and the rest read
+    (tmp_path / "step4" / "seed-old.json").write_text("not json")
+    assert [r.seed for r in load_results(tmp_path)["step4"]] == [0, 1]
+
+
+def test_a_results_file_in_another_recipes_folder_is_refused_by_name(tmp_path):
+    path = save_result(tmp_path, make_result(4, 0, RAMP + [99.5] * 3))
+    moved = tmp_path / "step3" / "seed0.json"
+    moved.parent.mkdir()
+    path.rename(moved)
+    with pytest.raises(ResultsError) as e:
+        load_results(tmp_path)
+    assert str(e.value) == f"{moved}: holds results of recipe 'step4', not of 'step3'; move it"
+
+
+def test_one_seed_cannot_be_counted_twice(tmp_path):
+    """A copy of seed 0 under another seed file's name is refused: each file holds the seed of its name."""
+    first = save_result(tmp_path, make_result(4, 0, RAMP + [99.5] * 3))
+    second = tmp_path / "step4" / "seed00.json"
+    second.write_bytes(first.read_bytes())
+    with pytest.raises(ResultsError) as e:
+        load_results(tmp_path)
+    assert str(e.value) == f"{second}: holds seed 0, not the seed its name says; rename or remove it"
+
+
+def test_results_files_are_written_two_space_indented_one_value_per_line():
+    """Committed results are read in diffs: one value per line, two spaces, a final newline."""
+    assert json_bytes({"a": [1, 2]}) == b'{\n  "a": [\n    1,\n    2\n  ]\n}\n'
+
+
+def test_a_benchmark_file_that_is_not_json_is_named_as_one(tmp_path):
+    bad = tmp_path / "bench.json"
+    bad.write_text("{")
+    with pytest.raises(ResultsError) as e:
+        load_benchmarks([bad])
+    assert str(e.value).startswith(f"{bad}: not a pytest-benchmark JSON file (not valid JSON: ")
+    assert load_benchmarks([bad], strict=False) == ([], {})
+    json.loads(json_bytes({}))  # and what we write is JSON
+
+
+def test_a_run_records_the_commit_of_the_checkout_it_ran_in(tmp_path, monkeypatch):
+    """In a throwaway repository: its commit, then -dirty once a tracked file changes; outside one, unknown."""
+    import subprocess
+
+    from tinymnist.results import git_sha
+
+    def git(*args):
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=repo,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git("init", "-q")
+    (repo / "model.py").write_text("x = 1\n")
+    git("add", "model.py")
+    git("commit", "-qm", "one")
+    monkeypatch.chdir(repo)
+    git_sha.cache_clear()
+    try:
+        sha = git_sha()
+        assert sha == git("rev-parse", "--short=12", "HEAD") and len(sha) == 12
+        (repo / "model.py").write_text("x = 2\n")
+        git_sha.cache_clear()
+        assert git_sha() == f"{sha}-dirty"
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+        git_sha.cache_clear()
+        assert git_sha() == "unknown"
+    finally:
+        git_sha.cache_clear()
+
+
+# --- torch files: every way one can be bad, named (reports/mutation/: results.load_torch_data) ----------------
+
+
+@pytest.fixture
+def torch_files(tmp_path):
+    import os
+
+    import torch
+
+    torch.save({"w": torch.ones(2)}, tmp_path / "ok.pt")
+    good = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(good[: len(good) // 2])
+    torch.save([torch.ones(1)], tmp_path / "list.pt")
+    torch.save({"run": os.system}, tmp_path / "code.pt")
+    (tmp_path / "opcode.pt").write_bytes(b"\x80\x02\xff")  # a pickle with an opcode that does not exist
+    (tmp_path / "magic.pt").write_bytes(b"\x80\x02K\x01.")  # a legacy torch file whose magic number is 1
+    (tmp_path / "cut-pickle.pt").write_bytes(b"\x80\x02\x8a\x0a")  # a pickle cut short: a bare EOFError
+    return tmp_path
+
+
+def test_a_torch_file_of_plain_data_loads_onto_the_device_asked_for(torch_files):
+    from tinymnist.results import load_torch_data
+
+    assert load_torch_data(torch_files / "ok.pt")["w"].device.type == "cpu"
+    assert load_torch_data(torch_files / "ok.pt", device="meta")["w"].device.type == "meta"
+
+
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("list.pt", "not a tinymnist file (holds a list)"),
+        (
+            "code.pt",
+            "refused: it holds Python code (posix.system), not only tensors and numbers; nothing in it was run",
+        ),
+        ("opcode.pt", "not a torch checkpoint (unreadable pickle)"),
+        ("magic.pt", "damaged (RuntimeError: Invalid magic number; corrupt file?)"),
+        ("cut-pickle.pt", "damaged (EOFError)"),  # torch says nothing more; this once gave an IndexError
+        (".", "cannot be read (Is a directory)"),
+    ],
+)
+def test_a_bad_torch_file_is_named_with_what_is_wrong_and_the_fix(torch_files, name, says):
+    from tinymnist.results import load_torch_data
+
+    path = torch_files / name
+    with pytest.raises(ResultsError) as e:
+        load_torch_data(path)
+    assert str(e.value) == f"{path}: {says}; delete it"
+    with pytest.raises(ResultsError) as e:
+        load_torch_data(path, fix="retrain it")
+    assert str(e.value) == f"{path}: {says}; retrain it"
+
+
+def test_a_damaged_torch_file_quotes_the_first_100_characters_of_what_torch_said(torch_files):
+    import torch
+
+    from tinymnist.results import load_torch_data
+
+    with pytest.raises(RuntimeError) as raw:
+        torch.load(torch_files / "cut.pt", weights_only=True)
+    first = str(raw.value).splitlines()[0]
+    assert len(first) > 100  # torch's message is long: it is cut, not wrapped
+    with pytest.raises(ResultsError) as e:
+        load_torch_data(torch_files / "cut.pt")
+    assert str(e.value) == f"{torch_files / 'cut.pt'}: damaged (RuntimeError: {first[:100]}); delete it"
