@@ -341,3 +341,43 @@ def test_the_parameter_budget_is_checked_on_the_model_the_recipe_builds():
         "step 4: model 'blocks' has 8,986 parameters, must be fewer than 5,000"
     )
     assert budget_failure(replace(wide, expect=Expectation())) is None  # no budget, nothing to check
+
+
+LR_POINTS_RULE = (
+    "give at least two [epoch, factor] knots, epochs rising from 0 and factors in [0, 1] of lr, e.g. "
+    "[[0, 0.5], [3, 1], [9, 0.1], [15, 0]]"
+)
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        ((0, 1.0),),  # one knot
+        ((0, 1.0), (5, 0.5, 1)),  # a knot of three
+        ((0, 1.0), (5,)),
+        ((0, True), (5, 0.5)),  # a bool is not a factor
+        ((0, 1.0), ("5", 0.5)),
+        ((1, 1.0), (5, 0.5)),  # not from 0
+        ((0, 1.0), (5, 0.5), (5, 0.1)),  # not rising
+        ((0, 1.5), (5, 0.5)),  # a factor above 1
+        ((0, 1.0), (5, -0.1)),
+        ((0, 1.0), (float("nan"), 0.5)),
+        ((0, 1.0), (5, float("nan"))),
+        "ramp",
+    ],
+)
+def test_piecewise_knots_are_refused_unless_they_make_a_schedule(points):
+    with pytest.raises(RecipeError) as e:
+        validate(replace(STEP4, schedule="piecewise", lr_points=points))
+    assert str(e.value) == f"lr_points={points!r}: {LR_POINTS_RULE}"
+
+
+def test_piecewise_knots_that_make_a_schedule_are_taken_and_knots_without_one_are_refused():
+    two = ((0, 1.0), (15, 0))  # two knots are enough
+    assert validate(replace(STEP4, schedule="piecewise", lr_points=two)).lr_points == two
+    anchor = ((0, 0.5), (3, 1), (9, 0.1), (15, 0))
+    assert validate(replace(STEP4, schedule="piecewise", lr_points=anchor)).lr_points == anchor
+    assert validate(replace(STEP4, schedule="onecycle", lr_points=())).lr_points == ()
+    with pytest.raises(RecipeError) as e:
+        validate(replace(STEP4, schedule="onecycle", lr_points=anchor))
+    assert str(e.value) == "lr_points is set, but schedule is not 'piecewise'; set schedule=piecewise or drop it"
