@@ -178,30 +178,49 @@ def _forensics() -> str:
     return "\n".join(["```", session, "```", "", "![history of step 2](reports/forensics/history-step2.png)"])
 
 
-def _frontier() -> str:
-    path = REPO / "reports" / "frontier" / "step5" / "SWEEP.md"
+def _frontier(step: int) -> str:
+    path = REPO / "reports" / "frontier" / f"step{step}" / "SWEEP.md"
     if not path.exists():
-        return "Not swept yet: run `bash reports/frontier/sweep_step5.sh`."
+        return f"Not swept yet: run `bash reports/frontier/sweep_step{step}.sh`."
     # the ranking table and its closing lines; the command that made it is named above the block
     lines = [line for line in path.read_text().splitlines() if line.startswith(("|", "Top two"))]
     # The registration decision, read off the base recipe's own row: its test against the top candidate.
     cells = {
         row.split(" | ")[1]: row.strip("| ").split(" | ") for row in lines if row.startswith("| ") and " | " in row
     }
-    base = cells.get("step5")
-    if base is not None:
+    base, name = cells.get(f"step{step}"), f"step{step}"
+    rows = [row for row in cells.values() if row[1] != "candidate"]
+    started = [row for row in rows if _seeds(row) > 0]
+    untrained = [row[1] for row in rows if _seeds(row) == 0]
+    if untrained:
+        lines.append(f"Listed but not trained, so not part of the decision: {', '.join(untrained)}.")
+    unfinished = [row[1] for row in started if _seeds(row) < SWEEP_SEEDS]
+    if unfinished:
+        lines.append(
+            f"Decision: none yet; {len(unfinished)} of {len(started)} candidates started have not finished their "
+            f"{SWEEP_SEEDS} seeds (the sweep runs in the background and resumes where it stopped)."
+        )
+    elif base is not None:
         versus = base[-1]
         if versus == "(top)" or versus.startswith("not resolved"):
             lines.append(
-                f"Decision: the base recipe `step5` is not resolved worse than the top candidate ('vs #1': {versus}), "
-                "so no candidate has earned registration; step 5 stays as registered."
+                f"Decision: the base recipe `{name}` is not resolved worse than the top candidate ('vs #1': "
+                f"{versus}), so no candidate has earned registration; step {step} stays as registered."
             )
         else:
             lines.append(
-                f"Decision: the base recipe `step5` is resolved worse than the top candidate ('vs #1': {versus}); "
-                "register the top candidate as step 5 before claiming it."
+                f"Decision: the base recipe `{name}` is resolved worse than the top candidate ('vs #1': {versus}); "
+                f"register the top candidate as step {step} before claiming it."
             )
     return "\n".join(lines)
+
+
+def _seeds(row: list[str]) -> int:
+    """A ranked candidate's n: how many of its seeds have finished."""
+    return int(row[4]) if row[4].isdigit() else 0
+
+
+SWEEP_SEEDS = 8  # issue 21: at least 8 seeds per candidate
 
 
 def _mutation() -> str:
@@ -243,8 +262,9 @@ BLOCKS = {
     "population-speed": _population_speed,
     "pipelines": _pipelines,
     "forensics": _forensics,
-    "frontier-step5": _frontier,
+    "frontier-step5": lambda: _frontier(5),
     "claim-step5": lambda: _claim(5),
+    "frontier-step6": lambda: _frontier(6),
     "mutation": _mutation,
 }
 
