@@ -381,3 +381,12 @@ def test_piecewise_knots_that_make_a_schedule_are_taken_and_knots_without_one_ar
     with pytest.raises(RecipeError) as e:
         validate(replace(STEP4, schedule="onecycle", lr_points=anchor))
     assert str(e.value) == "lr_points is set, but schedule is not 'piecewise'; set schedule=piecewise or drop it"
+
+
+def test_set_splits_at_the_first_equals_sign_and_needs_one_naming_a_field():
+    r = with_overrides(STEP4, ['model_kwargs={"note": "a=b"}'])  # an '=' inside the value is the value's
+    assert r.model_kwargs == {"note": "a=b"}
+    for item in ("lr", "colour=red"):
+        with pytest.raises(RecipeError) as e:
+            with_overrides(STEP4, [item])
+        assert str(e.value) == f"--set {item}: expected KEY=VALUE with KEY one of {FIELDS}"

@@ -210,3 +210,12 @@ def test_accuracy_rule_at_its_boundaries_word_for_word():
     # one seed on a side has none, and says so
     one = accuracy_rule(a[:1], a[:2], t)
     assert one.rule == "fixed rule: drop <= 0.10 (n < 5; p n/a for reference)" and math.isnan(one.p)
+
+
+def test_seed_stats_in_one_line_word_for_word():
+    from tinymnist.stats import SeedStats
+
+    s = SeedStats.of([99.41, 99.43, 99.45])  # SD 0.02; CI worked out in test_verdict.py
+    assert s.fmt() == "mean 99.43 (95% CI 99.38-99.48, SD 0.02, min 99.41, n=3)"
+    assert s.fmt(3) == "mean 99.430 (95% CI 99.380-99.480, SD 0.020, min 99.410, n=3)"
+    assert SeedStats.of([99.4]).fmt() == "mean 99.40 (95% CI n/a, SD n/a, min 99.40, n=1)"
