@@ -390,3 +390,49 @@ def test_set_splits_at_the_first_equals_sign_and_needs_one_naming_a_field():
         with pytest.raises(RecipeError) as e:
             with_overrides(STEP4, [item])
         assert str(e.value) == f"--set {item}: expected KEY=VALUE with KEY one of {FIELDS}"
+
+
+@pytest.mark.parametrize(
+    "field", ["momentum", "weight_decay", "warmup_frac", "label_smoothing", "ema", "max_shift", "max_scale"]
+)
+def test_every_fraction_is_checked_below_one_by_its_own_name(field):
+    for value in (1.0, -0.5):
+        with pytest.raises(RecipeError) as e:
+            validate(replace(STEP4, **{field: value}))
+        assert str(e.value) == f"{field}={value!r} is outside its range: it must be a finite number in [0, 1)"
+    assert getattr(validate(replace(STEP4, **{field: 0.5})), field) == 0.5
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"batch_size": 0}, "batch_size=0 is outside its range: it must be an integer >= 1"),
+        ({"epochs": 2.5}, "epochs=2.5 is outside its range: it must be an integer >= 1"),
+        ({"epochs": True}, "epochs=True is outside its range: it must be an integer >= 1"),
+        ({"optimizer": "adam"}, "optimizer='adam' is not known: choose one of sgd, adamw"),
+        ({"schedule": "cosine"}, "schedule='cosine' is not known: choose one of constant, onecycle, piecewise"),
+        ({"precision": "fp8"}, "precision='fp8' is not known: choose one of fp32, bf16"),
+        ({"nesterov": True, "optimizer": "adamw"}, "nesterov=true needs optimizer sgd with momentum > 0"),
+        ({"nesterov": True, "momentum": 0.0}, "nesterov=true needs optimizer sgd with momentum > 0"),
+        ({"model_kwargs": [1]}, "model_kwargs=[1] must be a JSON object"),
+        (
+            {"model_kwargs": {"dropout": 1.0}},
+            "model_kwargs dropout=1.0 is outside its range: it must be a finite number in [0, 1)",
+        ),
+        ({"model_kwargs": {"bias": 1}}, "model_kwargs bias=1 must be true or false"),
+        ({"model_kwargs": {"num_classes": 9}}, "model_kwargs num_classes=9: MNIST has 10 classes"),
+        ({"model_kwargs": {"channels": [0, 4]}}, "model_kwargs channels=[0, 4]: layer sizes must be integers >= 1"),
+    ],
+)
+def test_a_recipe_value_that_cannot_run_is_refused_word_for_word(changes, message):
+    with pytest.raises(RecipeError) as e:
+        validate(replace(STEP4, **changes))
+    assert str(e.value) == message
+
+
+def test_values_that_can_run_are_taken():
+    ok = replace(STEP4, batch_size=1, epochs=1, optimizer="adamw", schedule="constant", precision="bf16")
+    assert validate(ok) == ok
+    assert validate(replace(STEP4, nesterov=True)).nesterov  # sgd with momentum 0.9
+    blocks = replace(STEP4, model="blocks", model_kwargs={"bias": False, "num_classes": 10, "dropout": 0.0})
+    assert validate(blocks) == blocks

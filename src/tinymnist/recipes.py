@@ -373,7 +373,7 @@ def validate(recipe: Recipe) -> Recipe:
     _check_lr_points(recipe)
     for name in ("batch_size", "epochs"):
         value = getattr(recipe, name)
-        if not isinstance(value, int) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:  # True is an int to Python
             raise RecipeError(f"{name}={value!r} is outside its range: it must be an integer >= 1")
     for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS)):
         if getattr(recipe, name) not in allowed:
