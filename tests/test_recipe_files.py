@@ -436,3 +436,30 @@ def test_values_that_can_run_are_taken():
     assert validate(replace(STEP4, nesterov=True)).nesterov  # sgd with momentum 0.9
     blocks = replace(STEP4, model="blocks", model_kwargs={"bias": False, "num_classes": 10, "dropout": 0.0})
     assert validate(blocks) == blocks
+
+
+def test_an_unknown_step_is_refused_naming_the_known_ones():
+    from tinymnist.recipes import get_recipe
+
+    with pytest.raises(RecipeError) as e:
+        get_recipe(9)
+    assert str(e.value) == "unknown step 9; known steps: 1, 2, 3, 4, 5, 6"
+    assert get_recipe(4) is STEP4
+
+
+def tiny_net(act: str = "relu"):
+    """A user's model by import path, with a keyword argument that is not a layer size."""
+    import torch.nn as nn
+
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.ReLU() if act == "relu" else nn.Tanh())
+
+
+def test_a_users_model_checks_its_own_arguments_and_a_built_in_is_built_as_configured():
+    from tinymnist.models.registry import ModelError
+
+    user = replace(STEP4, model="tests.test_recipe_files:tiny_net", model_kwargs={"act": "tanh"})
+    assert validate(user) == user  # not a layer size, and not the harness's to check
+    unbuildable = replace(STEP4, model="blocks", model_kwargs={"blocks": [[4]] * 6})  # five pools: 28 px -> 0
+    with pytest.raises(ModelError) as e:
+        validate(unbuildable)
+    assert str(e.value).startswith("model 'blocks' cannot run on a (2, 1, 28, 28) batch (RuntimeError: ")

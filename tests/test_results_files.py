@@ -172,3 +172,68 @@ def test_a_damaged_torch_file_quotes_the_first_100_characters_of_what_torch_said
     with pytest.raises(ResultsError) as e:
         load_torch_data(torch_files / "cut.pt")
     assert str(e.value) == f"{torch_files / 'cut.pt'}: damaged (RuntimeError: {first[:100]}); delete it"
+
+
+# --- the atomic writes, in-process (reports/mutation/: results._write_files, results._swap_in) ---------------
+
+
+def test_a_file_is_staged_beside_its_target_under_a_hidden_temporary_name(tmp_path, monkeypatch):
+    import os
+    import re
+
+    from tinymnist.results import atomic_write_bytes
+
+    seen = []
+    real_fsync = os.fsync
+
+    def fsync(fd):  # the moment the data is on disk and not yet renamed
+        seen.extend(sorted(p.name for p in (tmp_path / "out").iterdir()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    atomic_write_bytes(tmp_path / "out" / "seed0.json", b"{}")
+    assert len(seen) == 1 and re.fullmatch(r"\.seed0\.json\.\w+\.tmp", seen[0]), seen
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["seed0.json"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_a_written_file_has_the_permissions_the_umask_allows(tmp_path, mask):
+    import os
+
+    from tinymnist.results import atomic_write_bytes
+
+    old = os.umask(mask)
+    try:
+        atomic_write_bytes(tmp_path / "seed0.json", b"{}")
+        assert os.umask(mask) == mask  # and the umask is left as it was
+    finally:
+        os.umask(old)
+    assert (tmp_path / "seed0.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_pair_that_cannot_be_placed_whole_puts_the_old_pair_back(tmp_path, monkeypatch):
+    import os
+
+    from tinymnist.results import atomic_write_pair
+
+    result, weights = tmp_path / "seed0.json", tmp_path / "seed0.pt"
+    atomic_write_pair([(result, b"old result"), (weights, b"old weights")])
+    real_replace, calls = os.replace, []
+
+    def replace_(src, dst):
+        calls.append((str(src), str(dst)))
+        # both old files set aside, the new result placed: then the weights cannot be
+        if len(calls) == 4:
+            raise PermissionError(1, "Operation not permitted", str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_)
+    with pytest.raises(PermissionError):
+        atomic_write_pair([(result, b"new result"), (weights, b"new weights")])
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert result.read_bytes() == b"old result" and weights.read_bytes() == b"old weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0.json", "seed0.pt"]  # no temporaries, no backups
+    # and a pair that can be placed replaces both, leaving nothing else behind
+    atomic_write_pair([(result, b"new result"), (weights, b"new weights")])
+    assert result.read_bytes() == b"new result" and weights.read_bytes() == b"new weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0.json", "seed0.pt"]
