@@ -237,3 +237,14 @@ def test_a_pair_that_cannot_be_placed_whole_puts_the_old_pair_back(tmp_path, mon
     atomic_write_pair([(result, b"new result"), (weights, b"new weights")])
     assert result.read_bytes() == b"new result" and weights.read_bytes() == b"new weights"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0.json", "seed0.pt"]
+
+
+@pytest.mark.parametrize(
+    "doc, got", [([1], "'list'"), ({"schema_version": 99}, "99"), ({}, "None"), ("seed", "'str'")]
+)
+def test_a_results_document_of_no_schema_this_harness_reads_says_what_it_is(doc, got):
+    from tinymnist.results import RunResult
+
+    with pytest.raises(ValueError) as e:
+        RunResult.from_dict(doc)
+    assert str(e.value) == f"results schema {got}, this harness reads 1, 2, 3"
