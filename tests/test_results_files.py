@@ -239,9 +239,7 @@ def test_a_pair_that_cannot_be_placed_whole_puts_the_old_pair_back(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0.json", "seed0.pt"]
 
 
-@pytest.mark.parametrize(
-    "doc, got", [([1], "'list'"), ({"schema_version": 99}, "99"), ({}, "None"), ("seed", "'str'")]
-)
+@pytest.mark.parametrize("doc, got", [([1], "'list'"), ({"schema_version": 99}, "99"), ({}, "None"), ("seed", "'str'")])
 def test_a_results_document_of_no_schema_this_harness_reads_says_what_it_is(doc, got):
     from tinymnist.results import RunResult
 
