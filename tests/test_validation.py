@@ -288,3 +288,22 @@ def test_on_validation_refuses_a_run_without_every_validation_figure(change):
         "results/step4/seed0.json: no validation figures (trained without --val-split); judge it with --on test, "
         "or train with --val-split N"
     )
+
+
+def test_an_interrupted_run_is_not_counted_in_a_ranking(tmp_path):
+    """A seed cut off mid-training (its results file says interrupted) is a training in progress: it adds
+    nothing to n or the mean, and leaves its candidate unfinished."""
+    from dataclasses import replace
+
+    base = get_recipe(5)
+    (cand,) = candidates(base, [], [], [])
+    seeds = list(range(8))
+    runs = _val_runs(cand.recipe, seeds, [99.4] * 8, [99.4] * 8)
+    runs[7] = replace(runs[7], status="interrupted", epochs=runs[7].epochs[:1])
+    runs[7].epochs[0].val_acc = 97.0
+    write_results(tmp_path, runs)
+    (ranked,) = rank([cand], load_results(tmp_path, "val"), seeds)
+    assert ranked.last_k.n == 7 and ranked.last_k.mean == pytest.approx(99.4) and not ranked.complete
+    assert "| 1 | step5 (unfinished) | (the base recipe) | 4,000 | 7 |" in sweep_markdown(
+        [ranked], "tinymnist sweep ...", 10_000, seeds
+    )
