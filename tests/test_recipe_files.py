@@ -463,3 +463,29 @@ def test_a_users_model_checks_its_own_arguments_and_a_built_in_is_built_as_confi
     with pytest.raises(ModelError) as e:
         validate(unbuildable)
     assert str(e.value).startswith("model 'blocks' cannot run on a (2, 1, 28, 28) batch (RuntimeError: ")
+
+
+# --- the recipe a results file recorded (reports/mutation/: recipes.Recipe.from_dict) -------------------------
+
+from tinymnist.recipes import Recipe  # noqa: E402
+
+
+def test_a_recorded_recipe_without_expectations_reads_as_expecting_nothing():
+    d = STEP4.to_dict()
+    del d["expect"]
+    assert Recipe.from_dict(d).expect == Expectation()
+    assert Recipe.from_dict(STEP4.to_dict()) == STEP4
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"zeta": 1, "alpha": 2}, "recipe has fields this harness does not know: alpha, zeta"),
+        ({"expect": [1]}, "recipe expect is list, not a table of Expectation fields"),
+        ({"expect": {"min_mean": 99, "max": 1}}, "recipe expect has fields this harness does not know: max, min_mean"),
+    ],
+)
+def test_a_recorded_recipe_this_harness_cannot_read_is_refused_word_for_word(change, message):
+    with pytest.raises(ValueError) as e:
+        Recipe.from_dict({**STEP4.to_dict(), **change})
+    assert str(e.value) == message
