@@ -246,3 +246,86 @@ def test_a_results_document_of_no_schema_this_harness_reads_says_what_it_is(doc,
     with pytest.raises(ValueError) as e:
         RunResult.from_dict(doc)
     assert str(e.value) == f"results schema {got}, this harness reads 1, 2, 3"
+
+
+def _drop(*names):
+    return lambda d: [d.pop(n) for n in names]
+
+
+def _epoch(i, **change):
+    return lambda d: d["epochs"][i].update(change)
+
+
+def _epoch_drop(i, *names):
+    return lambda d: [d["epochs"][i].pop(n) for n in names]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_drop("seed"), "field seed is missing"),
+        (_drop("seed", "step"), "field step is missing"),  # the first in the file's own order
+        (lambda d: d.update(zz=1, aa=2), "field aa is not a results field"),  # the first by name
+        (lambda d: d.update(seed="x"), "seed is 'x', not a int"),
+        (lambda d: d["epochs"].__setitem__(1, [1]), "epochs[2] is list, not an object"),
+        (_epoch_drop(1, "test_loss", "test_acc"), "epochs[2] field test_acc is missing or unknown"),
+        (_epoch(1, extra=1), "epochs[2] field extra is missing or unknown"),
+        (_epoch(1, test_acc="x"), "epochs[2].test_acc is 'x', not a float"),
+        (_epoch(1, train_acc=101.0), "epochs[2].train_acc is 101.0, outside [0, 100]"),
+        (_epoch(1, test_acc=-1.0), "epochs[2].test_acc is -1.0, outside [0, 100]"),
+        (_epoch(1, val_acc=100.5), "epochs[2].val_acc is 100.5, outside [0, 100]"),
+    ],
+)
+def test_a_damaged_results_document_names_the_field_word_for_word(damage, message):
+    import copy
+
+    from tinymnist.results import RunResult
+
+    d = copy.deepcopy(make_result(4, 0, RAMP + [99.5] * 3).to_dict())
+    damage(d)
+    with pytest.raises(ValueError) as e:
+        RunResult.from_dict(d)
+    assert str(e.value) == message
+
+
+def test_only_a_regular_file_of_bounded_size_is_read_and_every_refusal_names_it(tmp_path):
+    import os
+
+    from tinymnist.results import load_result, read_regular_file
+
+    fifo = tmp_path / "seed0.json"
+    os.mkfifo(fifo)  # reading it would hang: refused before it is opened
+    with pytest.raises(ResultsError) as e:
+        load_result(fifo)
+    assert str(e.value) == (f"{fifo}: not a regular file (a FIFO, a device or a socket); pass a tinymnist results file")
+    with pytest.raises(ResultsError) as e:
+        load_result(tmp_path)
+    assert str(e.value) == f"{tmp_path}: a folder; pass a tinymnist results file"
+    with pytest.raises(ResultsError) as e:
+        load_result(tmp_path / "absent.json")
+    assert str(e.value) == f"{tmp_path / 'absent.json'}: cannot be read (No such file or directory)"
+    exact = tmp_path / "exact.bin"
+    exact.write_bytes(b"x" * 10)
+    assert read_regular_file(exact, "file", max_bytes=10) == b"x" * 10  # at the limit: read, all of it
+    with pytest.raises(ResultsError) as e:
+        read_regular_file(exact, "file", max_bytes=9)
+    assert str(e.value) == f"{exact}: 10 bytes, too large for a file (at most 9)"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{" + '"k": 1, ' * 40 + "oops")
+    with pytest.raises(ResultsError) as e:
+        load_result(bad)
+    detail = str(e.value).removeprefix(f"{bad}: not a tinymnist results file (not valid JSON: ").removesuffix(")")
+    assert detail == str(_json_error(bad.read_text()))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000)
+    with pytest.raises(ResultsError) as e:
+        load_result(deep)
+    assert str(e.value) == f"{deep}: not a tinymnist results file (nested too deeply)"
+
+
+def _json_error(text):
+    try:
+        json.loads(text)
+    except ValueError as e:
+        return e
+    raise AssertionError("valid JSON")
