@@ -329,3 +329,13 @@ def _json_error(text):
     except ValueError as e:
         return e
     raise AssertionError("valid JSON")
+
+
+def test_accuracies_at_and_near_zero_are_accuracies():
+    """0% is a bad epoch, not a bad file: the range is [0, 100], closed at both ends."""
+    from tinymnist.results import RunResult
+
+    for value in (0.0, 0.5, 100.0):
+        d = make_result(4, 0, RAMP + [99.5] * 3).to_dict()
+        d["epochs"][0]["train_acc"] = value
+        assert RunResult.from_dict(d).epochs[0].train_acc == value
