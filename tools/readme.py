@@ -102,7 +102,7 @@ def _claim(step: int, folder: Path = REPO / "reports" / "frontier" / "claim") ->
     """A registered frontier recipe claimed once on the fresh seeds, judged on test by its own gate. Until every
     seed has finished (completed, or diverged: a failure), the block shows the figures so far and no verdict."""
     found = load_results(folder).get(f"step{step}", []) if folder.is_dir() else []
-    runs = [r for r in found if r.status != "interrupted"]
+    runs = [r for r in found if not r.in_progress]
     cmd = f"tinymnist train --step {step} --seeds {CLAIM_SEEDS[0]}-{CLAIM_SEEDS[-1]} --out reports/frontier/claim"
     if not runs:
         return f"Not claimed yet: `{cmd}`."

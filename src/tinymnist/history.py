@@ -90,7 +90,7 @@ def add(results_dir: str | os.PathLike, store: str | os.PathLike) -> Added:
     skipped: list[str] = []
     for key, rs in runs.items():
         for r in rs:
-            if r.status == "interrupted":
+            if r.in_progress:
                 skipped.append(f"{r.label} seed {r.seed}: interrupted, not a finished run")
                 continue
             if not SHA.fullmatch(r.git_sha):

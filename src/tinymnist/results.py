@@ -300,6 +300,11 @@ class RunResult:
     population: int = 1  # how many seeds trained together with this one
     val_images: int = 0  # training images held out as the validation split (0: none)
 
+    @property
+    def in_progress(self) -> bool:
+        """Cut off by a signal: a training in progress, not a result, so no statistic or history counts it."""
+        return self.status == "interrupted"
+
     def on_validation(self, where: str | os.PathLike) -> RunResult:
         """This run with its validation figures where the test figures are, so that the one judge, summary
         and compare judge it on validation (``--on val``). A run without a split is refused, by ``where``."""

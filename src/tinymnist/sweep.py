@@ -136,7 +136,7 @@ def rank(cands: Sequence[Candidate], runs_by_key: dict[str, list[RunResult]], se
     for c in cands:
         # An interrupted run is a training in progress, not a result: its last epochs are early ones, and
         # counting them dragged a candidate's mean down by 0.3 points (step6.bs32, one seed cut at epoch 1).
-        runs = [r for r in runs_by_key.get(c.key, []) if r.seed in set(seeds) and r.status != "interrupted"]
+        runs = [r for r in runs_by_key.get(c.key, []) if r.seed in set(seeds) and not r.in_progress]
         if not runs:
             ranked.append(Ranked(c, 0, (), None, (), Rate.of(0, 0), None, complete=False))
             continue
