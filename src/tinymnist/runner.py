@@ -50,7 +50,7 @@ class RunInterrupted(Exception):
     ``path`` the folder that holds their files (a checkpoint, or a partial result)."""
 
     def __init__(self, results: list[RunResult], path: Path, kept_completed: bool, signal_name: str):
-        super().__init__("interrupted")
+        super().__init__()  # no message: every command that catches it says its own line from these fields
         self.results, self.path, self.kept_completed, self.signal_name = results, path, kept_completed, signal_name
 
 
