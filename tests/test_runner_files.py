@@ -52,6 +52,8 @@ class FakeEngine:
     def __init__(self, stop_after: int | None = None, cause: BaseException | None = None, status="completed"):
         self.stop_after, self.cause, self.status = stop_after, cause or KeyboardInterrupt(), status
         self.calls: list[int] = []
+        self.seen: list[dict] = []  # each call's arguments besides the recipe, seeds and callbacks
+        self.diverged_at = {"epoch": 2, "batch": 7, "loss": "nan"}
 
     def run_one(self, recipe, seed, start, on_epoch):
         first = start["epoch"] if start else 0
@@ -70,15 +72,17 @@ class FakeEngine:
             )
         return {"w": torch.full((2,), float(seed))}, history
 
-    def train(self, recipe, seed, data, device, *, start=None, on_epoch=None, **_):
+    def train(self, recipe, seed, data, device, *, start=None, on_epoch=None, **kw):
+        self.seen.append({"data": data, "device": device, **kw})
         weights, history = self.run_one(recipe, seed, start, on_epoch)
         if weights is None:
             raise engine.Interrupted(_trained(recipe, seed, "interrupted", history), self.cause)
         if self.status == "diverged":
-            return _trained(recipe, seed, "diverged", history)
+            return dataclasses.replace(_trained(recipe, seed, "diverged", history), diverged_at=self.diverged_at)
         return _trained(recipe, seed, "completed", history, weights)
 
-    def train_population(self, recipe, seeds, data, device, *, starts=None, on_epoch=None, **_):
+    def train_population(self, recipe, seeds, data, device, *, starts=None, on_epoch=None, **kw):
+        self.seen.append({"data": data, "device": device, **kw})
         done = []
         for i, seed in enumerate(seeds):
             start = starts[i] if starts else None
@@ -207,15 +211,15 @@ def test_a_full_disk_at_a_later_checkpoint_keeps_the_one_before(fake, data, tmp_
 
     def second_fails(path, state):
         calls.append(1)
-        (_full if len(calls) == 3 else real)(path, state)
+        (_full if len(calls) == 2 else real)(path, state)
 
     monkeypatch.setattr(runner, "atomic_torch_save", second_fails)
     with pytest.raises(RunnerError) as e:
         run_seed(_plan(), data, tmp_path)
     assert str(e.value) == (
-        f"{ckpt}: cannot write the checkpoint (No space left on device); kept: the checkpoint of epoch 2"
+        f"{ckpt}: cannot write the checkpoint (No space left on device); kept: the checkpoint of epoch 1"
     )
-    assert load_torch_data(ckpt)["epoch"] == 2
+    assert load_torch_data(ckpt)["epoch"] == 1
 
 
 def test_a_full_disk_during_a_rerun_also_names_the_completed_result_it_kept(fake, data, tmp_path, monkeypatch):
@@ -251,6 +255,7 @@ def test_a_diverged_run_leaves_a_result_without_weights(data, tmp_path, monkeypa
     f.status = "diverged"
     r = run_seed(_plan(), data, tmp_path)
     assert r.status == "diverged" and load_result(done).status == "diverged"
+    assert r.diverged_at == f.diverged_at == load_result(done).diverged_at
     assert not weights.exists()  # the old weights do not belong to this result
 
 
@@ -509,3 +514,196 @@ def test_how_seeds_train_follows_the_device_and_the_population():
     assert runner.how_trained(CPU, 1, [0, 1]) == ("serial", 1)
     assert runner.how_trained(torch.device("cuda"), 4, [0, 1, 2, 3]) == ("stacked", 4)
     assert runner.how_trained(torch.device("cuda"), 1, [0]) == ("serial", 1)
+
+
+# --- what reaches the engine: every setting of the plan, and nothing else --------------------------------
+
+
+def test_a_plans_identity_is_everything_it_computes_from(data):
+    plan = RunPlan(RECIPE, 5, CPU, max_batches=3, eval_limit=7, population=4, requested_population=2)
+    assert plan.identity(data, stacked=2) == {
+        "recipe": RECIPE.to_dict(),
+        "seed": 5,
+        "train_images": 40,
+        "test_images": 7,
+        "val_images": 0,
+        "max_batches": 3,
+        "device": "cpu",
+        "population": 2,
+        "stacked": 2,
+    }
+    assert RunPlan(RECIPE, 5, CPU, eval_limit=500).identity(data)["test_images"] == 20  # no more than there are
+
+
+def test_one_seed_trains_with_its_plans_settings(fake, data, tmp_path):
+    run_seed(RunPlan(RECIPE, 0, CPU, max_batches=3, eval_limit=7), data, tmp_path)
+    run_seed(_plan(1), data, tmp_path, progress=True)
+    assert fake.seen == [
+        {"data": data, "device": CPU, "max_batches": 3, "eval_limit": 7, "progress": False},
+        {"data": data, "device": CPU, "max_batches": None, "eval_limit": None, "progress": True},
+    ]
+
+
+def test_a_population_trains_with_its_plans_settings(fake, data, tmp_path):
+    plans = [RunPlan(RECIPE, s, CPU, max_batches=3, eval_limit=7, population=2) for s in (0, 1)]
+    runner.run_population(plans, data, tmp_path)
+    runner.run_population([_plan(s, population=2) for s in (2, 3)], data, tmp_path, progress=True)
+    assert fake.seen == [
+        {"data": data, "device": CPU, "max_batches": 3, "eval_limit": 7, "progress": False},
+        {"data": data, "device": CPU, "max_batches": None, "eval_limit": None, "progress": True},
+    ]
+
+
+def test_a_step_passes_its_options_to_every_run(fake, data, tmp_path):
+    opts = TrainOptions(out=tmp_path, max_batches=3, eval_limit=7, progress=True)
+    runner.run_step(RECIPE, [0], data, CPU, opts)
+    runner.run_step(RECIPE, [1, 2], data, CPU, opts, population=2, stacked=True)
+    setting = {"data": data, "device": CPU, "max_batches": 3, "eval_limit": 7, "progress": True}
+    assert fake.seen == [setting, setting]
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_a_step_resumes_when_asked(fake, data, tmp_path, stacked):
+    runner.run_step(RECIPE, [0, 1], data, CPU, TrainOptions(out=tmp_path), population=2, stacked=stacked)
+    fake.calls.clear()
+    opts = TrainOptions(out=tmp_path, resume=True)
+    runs, _ = runner.run_step(RECIPE, [0, 1], data, CPU, opts, population=2, stacked=stacked)
+    assert [r.status for r in runs] == ["completed"] * 2 and fake.calls == []  # both were complete
+
+
+def test_a_step_trains_seeds_one_at_a_time_unless_told_to_stack(fake, data, tmp_path, monkeypatch):
+    stacked = []
+    monkeypatch.setattr(runner, "run_population", lambda plans, *a, **k: stacked.append(plans) or [])
+    runs, _ = runner.run_step(RECIPE, [0, 1], data, CPU, TrainOptions(out=tmp_path))
+    assert stacked == [] and [r.population for r in runs] == [1, 1] and len(fake.calls) == 2
+
+
+def test_a_checkpoint_is_read_onto_the_runs_device_and_a_bad_one_names_the_fix(data, tmp_path, monkeypatch):
+    _, _, ckpt = _paths(tmp_path)
+    monkeypatch.setattr(engine, "train", FakeEngine(stop_after=1).train)
+    with pytest.raises(RunInterrupted):
+        run_seed(_plan(), data, tmp_path)
+    real, calls = results.load_torch_data, []
+    monkeypatch.setattr(runner, "load_torch_data", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    monkeypatch.setattr(engine, "train", FakeEngine().train)
+    run_seed(_plan(), data, tmp_path, resume=True)
+    assert calls == [((ckpt, CPU), {"fix": "delete it and rerun without --resume"})]
+
+
+def test_a_damaged_checkpoint_says_to_delete_it_and_rerun_without_resume(data, tmp_path, monkeypatch):
+    _, _, ckpt = _paths(tmp_path)
+    monkeypatch.setattr(engine, "train", FakeEngine(stop_after=1).train)
+    with pytest.raises(RunInterrupted):
+        run_seed(_plan(), data, tmp_path)
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(ResultsError) as e:
+        run_seed(_plan(), data, tmp_path, resume=True)
+    assert str(e.value).startswith(f"{ckpt}: ") and str(e.value).endswith("; delete it and rerun without --resume")
+
+
+@pytest.mark.parametrize(
+    "state", [{"epoch": 1}, {"identity": None, "epoch": 1}, {"identity": {}, "epoch": "1"}, {"identity": {}}]
+)
+def test_a_torch_file_that_is_not_a_checkpoint_is_refused_by_resume(fake, data, tmp_path, state):
+    _, _, ckpt = _paths(tmp_path)
+    ckpt.parent.mkdir(parents=True)
+    results.atomic_torch_save(ckpt, state)
+    with pytest.raises(RunnerError) as e:
+        run_seed(_plan(), data, tmp_path, resume=True)
+    assert str(e.value) == (
+        f"{ckpt}: not a tinymnist checkpoint (no identity or epoch); delete it and rerun without --resume"
+    )
+    assert fake.calls == []
+
+
+def test_a_population_returns_completed_members_untrained_beside_the_trained(fake, data, tmp_path):
+    plans = [_plan(s, population=2) for s in (0, 1)]
+    first = runner.run_population(plans, data, tmp_path)
+    _paths(tmp_path, 1)[0].unlink()  # seed 1's result is gone: only it trains again
+    fake.calls.clear()
+    again = runner.run_population(plans, data, tmp_path, resume=True)
+    assert fake.calls == [0] and again[0].to_dict() == first[0].to_dict() and again[1].seed == 1
+
+
+def test_an_interrupted_population_of_one_resumed_member_names_its_folder(data, tmp_path, monkeypatch):
+    f = FakeEngine()
+    monkeypatch.setattr(tinymnist.population, "train_population", f.train_population)
+    plans = [_plan(s, population=2) for s in (0, 1)]
+    runner.run_population(plans, data, tmp_path)
+    _paths(tmp_path, 1)[0].unlink()
+    f.stop_after = 1
+    with pytest.raises(RunInterrupted) as e:
+        runner.run_population(plans, data, tmp_path, resume=True)
+    assert [r.seed for r in e.value.results] == [1] and e.value.path == tmp_path / RECIPE.key
+
+
+@pytest.mark.parametrize("stop_after", [None, 1])
+def test_a_population_that_loses_a_member_is_an_error_not_a_missing_seed(data, tmp_path, monkeypatch, stop_after):
+    f = FakeEngine(stop_after=stop_after)
+
+    def drops_one(*a, **k):
+        try:
+            return f.train_population(*a, **k)[:-1]
+        except engine.Interrupted as e:
+            raise engine.Interrupted(e.trained[:-1], e.cause) from None
+
+    monkeypatch.setattr(tinymnist.population, "train_population", drops_one)
+    with pytest.raises(ValueError, match="zip"):
+        runner.run_population([_plan(s, population=2) for s in (0, 1)], data, tmp_path)
+
+
+# --- how a recipe's seeds train: workers, a stacked model, or one after another -------------------------
+
+
+@pytest.mark.parametrize(
+    "device, population, workers, how",
+    [
+        ("cpu", 2, 2, ("workers", 2)),
+        ("cpu", 2, 1, ("serial", 1)),
+        ("cpu", 1, 1, ("serial", 1)),
+        ("cuda", 2, 1, ("stacked", 2)),
+        ("cuda", 1, 1, ("serial", 1)),
+    ],
+)
+def test_how_seeds_train(monkeypatch, device, population, workers, how):
+    import tinymnist.workers
+
+    monkeypatch.setattr(tinymnist.workers, "worker_count", lambda p, s: workers)
+    assert runner.how_trained(torch.device(device), population, [0, 1, 2]) == how
+
+
+def test_a_recipe_on_one_core_trains_serially_and_records_population_1(fake, data, tmp_path, monkeypatch):
+    import tinymnist.workers
+
+    monkeypatch.setattr(tinymnist.workers, "worker_count", lambda p, s: 1)
+    seen = []
+    runs, verdict = runner.train_recipe(RECIPE, [0, 1], data, CPU, TrainOptions(out=tmp_path), 4, seen.append)
+    assert [r.population for r in runs] == [1, 1] and [r.seed for r in seen] == [0, 1] and verdict.runs == 2
+    assert len(fake.seen) == 2  # engine.train twice: no stacked model
+
+
+def test_a_recipe_on_cuda_trains_as_a_stacked_population(fake, data, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "device_name", lambda d: "a GPU")
+    seen = []
+    cuda = torch.device("cuda")
+    runs, _ = runner.train_recipe(RECIPE, [0, 1], data, cuda, TrainOptions(out=tmp_path), 2, seen.append)
+    assert [r.population for r in runs] == [2, 2] and [r.seed for r in seen] == [0, 1]
+    assert fake.seen == [{"data": data, "device": cuda, "max_batches": None, "eval_limit": None, "progress": False}]
+
+
+def test_a_recipe_on_several_cores_goes_to_the_workers_with_its_program_name(data, tmp_path, monkeypatch):
+    import tinymnist.workers
+
+    monkeypatch.setattr(tinymnist.workers, "worker_count", lambda p, s: 2)
+    calls = []
+    monkeypatch.setattr(tinymnist.workers, "run_workers", lambda *a: calls.append(a) or ("runs", "verdict"))
+    opts, on_run = TrainOptions(out=tmp_path), print
+    assert runner.train_recipe(RECIPE, [0, 1], data, CPU, opts, 2, on_run, prog="python -m tinymnist") == (
+        "runs",
+        "verdict",
+    )
+    assert runner.train_recipe(RECIPE, [0, 1], data, CPU, opts, 2, on_run)[0] == "runs"
+    assert calls == [
+        (RECIPE, [0, 1], data, opts, 2, on_run, "python -m tinymnist"),
+        (RECIPE, [0, 1], data, opts, 2, on_run, "tinymnist"),
+    ]

@@ -191,7 +191,14 @@ class _Member:
         self.result: RunResult | None = None  # set when --resume finds this seed already completed
         if resume and self.ckpt.exists():
             self.start = load_torch_data(self.ckpt, plan.device, fix="delete it and rerun without --resume")
-            why = identity_mismatch(self.start.get("identity", {}), self.ident)
+            recorded = self.start.get("identity")
+            if not isinstance(recorded, dict) or type(self.start.get("epoch")) is not int:
+                # Every checkpoint this runner writes holds both (on_epoch): anything else was not written here.
+                raise RunnerError(
+                    f"{self.ckpt}: not a tinymnist checkpoint (no identity or epoch); delete it and rerun "
+                    "without --resume"
+                )
+            why = identity_mismatch(recorded, self.ident)
             if why:
                 raise RunnerError(
                     f"{self.ckpt}: --resume of another run ({why}); resume with the settings it was "
@@ -209,7 +216,7 @@ class _Member:
         self.epoch = 0
 
     def on_epoch(self, snapshot: dict) -> None:
-        kept = (f"the checkpoint of epoch {self.epoch}" if self.epoch else "nothing of this run") + (
+        kept = (f"the checkpoint of epoch {self.epoch}" if self.epoch > 0 else "nothing of this run") + (
             f", and the completed result {self.done}" if self.completed else ""
         )
         state = {"identity": self.ident, **snapshot}
