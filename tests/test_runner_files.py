@@ -576,6 +576,9 @@ def test_a_step_trains_seeds_one_at_a_time_unless_told_to_stack(fake, data, tmp_
     monkeypatch.setattr(runner, "run_population", lambda plans, *a, **k: stacked.append(plans) or [])
     runs, _ = runner.run_step(RECIPE, [0, 1], data, CPU, TrainOptions(out=tmp_path))
     assert stacked == [] and [r.population for r in runs] == [1, 1] and len(fake.calls) == 2
+    # a worker of a CPU population records its population's size, and still trains its seeds one by one
+    runs, _ = runner.run_step(RECIPE, [2, 3], data, CPU, TrainOptions(out=tmp_path), population=2)
+    assert stacked == [] and [r.population for r in runs] == [2, 2] and len(fake.calls) == 4
 
 
 def test_a_checkpoint_is_read_onto_the_runs_device_and_a_bad_one_names_the_fix(data, tmp_path, monkeypatch):
