@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The step-6 sweep of issue 21 (< 10,000 parameters, mean final >= 99.60): candidates x seeds 0-7 on a 10,000-image
-# validation split, ranked on validation only (reports/frontier/step6/SWEEP.md). Not run yet: about 8 x 8 seeds
-# x 5 min of this machine's 2 cores (over 5 hours), so it runs in the background across sessions, resumably:
+# validation split, ranked on validation only (reports/frontier/step6/SWEEP.md). About 9 x 8 seeds x 5-9 min of
+# one core each (over 6 hours of this machine), so it runs in the background across sessions, resumably:
 #   nohup bash reports/frontier/sweep_step6.sh > sweep6.log 2>&1 &
 # and `bash reports/frontier/sweep_step6.sh --rank-only` ranks what is there. The candidates are the step-5
 # sweep's cheap changes that did not lose on validation there (batch 32, zoom, zoom on half the images), the
