@@ -265,6 +265,7 @@ BLOCKS = {
     "frontier-step5": lambda: _frontier(5),
     "claim-step5": lambda: _claim(5),
     "frontier-step6": lambda: _frontier(6),
+    "claim-step6": lambda: _claim(6),
     "mutation": _mutation,
 }
 
