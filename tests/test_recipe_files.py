@@ -489,3 +489,79 @@ def test_a_recorded_recipe_this_harness_cannot_read_is_refused_word_for_word(cha
     with pytest.raises(ValueError) as e:
         Recipe.from_dict({**STEP4.to_dict(), **change})
     assert str(e.value) == message
+
+
+# --- the field types a recorded recipe is read with (Recipe.from_dict, typed) ---------------------------------
+from tinymnist.recipes import typed  # noqa: E402
+
+
+def test_integers_are_kept_to_64_bits_and_named_when_they_are_not():
+    assert typed("epochs", (int,), 2**63 - 1) == 2**63 - 1
+    assert typed("epochs", (int,), -(2**63) + 1) == -(2**63) + 1
+    for big in (2**63, -(2**63), 2**64):
+        with pytest.raises(ValueError) as e:
+            typed("epochs", (int,), big)
+        assert str(e.value) == f"recipe field epochs is {big!r}, not a int"
+
+
+def test_an_expectation_must_be_finite_and_says_which_one():
+    with pytest.raises(ValueError) as e:
+        Recipe.from_dict({**STEP4.to_dict(), "expect": {"min_mean_final": float("inf")}})
+    assert str(e.value) == "recipe field expect.min_mean_final is inf, not a float or null"
+    with pytest.raises(ValueError) as e:
+        Recipe.from_dict({**STEP4.to_dict(), "expect": {"min_final": "high"}})
+    assert str(e.value) == "recipe field expect.min_final is 'high', not a float or null"
+    # a setting's own range is validate's to judge, with its own message; typed only checks the kind
+    assert typed("lr", (float,), float("inf")) == float("inf")
+
+
+def test_a_recorded_field_of_the_wrong_kind_is_named():
+    with pytest.raises(ValueError) as e:
+        Recipe.from_dict({**STEP4.to_dict(), "lr": "fast"})
+    assert str(e.value) == "recipe field lr is 'fast', not a float"
+
+
+def test_seeds_are_32_bit_and_a_seed_out_of_range_says_what_a_seed_is():
+    assert typed("seeds", (list,), [0, 100, 2**32 - 1]) == [0, 100, 2**32 - 1]
+    for bad in ([2**32], [-1], [True]):
+        with pytest.raises(ValueError) as e:
+            typed("seeds", (list,), bad)
+        assert str(e.value) == f"recipe field seeds is {bad!r}, not a list of seeds, each an integer in [0, 2**32)"
+    with pytest.raises(ValueError) as e:
+        Recipe.from_dict({**STEP4.to_dict(), "seeds": [2**32]})
+    assert "list of seeds, each an integer in [0, 2**32)" in str(e.value)
+
+
+def test_a_long_value_is_cut_to_60_characters_in_its_message():
+    whole = "x" * 57  # repr 59 characters: shown whole
+    with pytest.raises(ValueError) as e:
+        typed("lr", (float,), whole)
+    assert str(e.value) == f"recipe field lr is {whole!r}, not a float"
+    cut = "y" * 58  # repr 60 characters: its first 57 and "..."
+    with pytest.raises(ValueError) as e:
+        typed("lr", (float,), cut)
+    assert str(e.value) == f"recipe field lr is '{'y' * 56}..., not a float"
+
+
+def test_a_recipe_without_seeds_gets_the_default_three():
+    d = STEP4.to_dict()
+    del d["seeds"]
+    assert Recipe.from_dict(d).seeds == (0, 1, 2)
+    assert Recipe.from_dict({**d, "seeds": [5, 6]}).seeds == (5, 6)  # and one that has them keeps its own
+
+
+def test_knots_from_json_or_toml_are_one_form_so_equal_recipes_compare_equal():
+    as_lists = replace(STEP4, schedule="piecewise", lr_points=[[0, 1.0], [15, 0]])
+    as_tuples = replace(STEP4, schedule="piecewise", lr_points=((0, 1.0), (15, 0)))
+    assert as_lists == as_tuples
+    assert as_lists.to_dict()["lr_points"] == [[0, 1.0], [15, 0]]
+    assert Recipe.from_dict(as_tuples.to_dict()) == as_tuples
+    # a knot that is not a pair reaches validate's message as it was given, not a TypeError
+    broken = replace(STEP4, schedule="piecewise", lr_points=[[0, 1.0], 5])
+    assert broken.lr_points == ((0, 1.0), 5)
+    with pytest.raises(RecipeError) as e:
+        validate(broken)
+    assert str(e.value) == f"lr_points=((0, 1.0), 5): {LR_POINTS_RULE}"
+    # and a recorded recipe that would not validate is still written back as it was read (a resume's
+    # identity message prints the recipe a checkpoint holds)
+    assert broken.to_dict()["lr_points"] == [[0, 1.0], 5]
