@@ -1,7 +1,7 @@
 """``python -m tools.mutation [--project DIR]``: file a ``mutmut run`` as reports/mutation/.
 
-Run it where ``mutmut run`` ran (``tox -e mutation`` does both). The whole configuration takes hours on 2
-cores, so runs are made part by part (``mutmut run "tinymnist.verdict.*"``) and filed module by module: a
+Run it where ``mutmut run`` ran (``tox -e mutation`` does both). The whole configuration takes about an hour of
+one core, so runs can be made part by part (``mutmut run "tinymnist.verdict.*"``) and filed module by module: a
 module this run checked replaces its filed entry (counts, the commit it ran on, the tests it ran), and a module
 it did not reach keeps the entry of the run that did. It writes ``score.json`` (per module, and summed) and
 ``survivors.txt`` (every mutant that no test killed, by name, with its line from ``equivalent.txt`` or
