@@ -14,7 +14,7 @@ import tinymnist.data
 import tinymnist.workers
 from tests.conftest import interrupt_on_call, start_until_checkpoints, train_cmd, train_env
 from tinymnist.cli import main
-from tinymnist.engine import train
+from tinymnist.engine import SNAPSHOT_KEYS, train
 from tinymnist.population import train_population
 from tinymnist.recipes import STEP4
 from tinymnist.runner import RunInterrupted, RunPlan, run_population, run_seed
@@ -247,15 +247,21 @@ def test_a_stacked_resume_trains_only_what_each_member_lacks(small_mnist, tmp_pa
     (folder / "seed7.ckpt").unlink()
 
     seen: list[tuple[int, int]] = []
+    keys: list[set] = []
     real_on_epoch = _Member.on_epoch
     monkeypatch.setattr(
         _Member,
         "on_epoch",
-        lambda self, snap: (seen.append((self.plan.seed, snap["epoch"])), real_on_epoch(self, snap)),
+        lambda self, snap: (
+            seen.append((self.plan.seed, snap["epoch"])),
+            keys.append(set(snap)),
+            real_on_epoch(self, snap),
+        ),
     )
     calls["n"] = 0
     resumed = run_population(plans, small_mnist, tmp_path / "run", resume=True)
     assert sorted(seen) == [(5, 2), (5, 3), (6, 1), (6, 2), (6, 3)]
+    assert all(k == set(SNAPSHOT_KEYS) for k in keys) and len(keys) == 5  # what the runner requires
     assert calls["n"] == (2 + 3) * 2
     assert [r.seed for r in resumed] == [5, 6, 7] and all(r.status == "completed" for r in resumed)
     # Seeds 5 and 6 trained on in stacks of one, not three: other kernels, so equal only to rounding; seed 7 is

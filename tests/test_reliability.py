@@ -547,11 +547,18 @@ def test_resume_trains_only_the_epochs_after_the_checkpoint(fast_data, tmp_path,
     capsys.readouterr()
     seen: list[int] = []
     real_on_epoch = _Member.on_epoch
-    monkeypatch.setattr(_Member, "on_epoch", lambda self, snap: (seen.append(snap["epoch"]), real_on_epoch(self, snap)))
+    keys: list[set] = []
+    monkeypatch.setattr(
+        _Member,
+        "on_epoch",
+        lambda self, snap: (seen.append(snap["epoch"]), keys.append(set(snap)), real_on_epoch(self, snap)),
+    )
     calls["n"] = 0
     monkeypatch.setattr(engine, "get_batch", counting)
     assert main([*argv, "--resume"]) == 0
     assert seen == [3] and calls["n"] == per_epoch  # one epoch trained, not three
+    # what the runner requires of a checkpoint is what the engine writes (step 4 keeps no EMA)
+    assert keys == [set(engine.SNAPSHOT_KEYS)]
     # ... and it ends bit-identical to the uninterrupted run (weights and metrics; timings differ)
     assert _files(out)["seed0.pt"] == ref["seed0.pt"]
     losses = [[e["test_loss"] for e in json.loads(f["seed0.json"])["epochs"]] for f in (_files(out), ref)]

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,10 @@ class FakeEngine:
                 {
                     "epoch": e,
                     "model": {"w": torch.full((2,), float(seed + e))},
+                    "optimizer": {},
+                    "optimizer_step": e,
                     "history": [dataclasses.asdict(h) for h in history],
+                    "wall_seconds": float(e),
                 }
             )
         return {"w": torch.full((2,), float(seed))}, history
@@ -604,19 +608,70 @@ def test_a_damaged_checkpoint_says_to_delete_it_and_rerun_without_resume(data, t
     assert str(e.value).startswith(f"{ckpt}: ") and str(e.value).endswith("; delete it and rerun without --resume")
 
 
+def _good_checkpoint(tmp_path, data) -> dict:
+    """A checkpoint exactly as the runner writes it after epoch 1 (FakeEngine's snapshot)."""
+    _, _, ckpt = _paths(tmp_path / "good")
+    with pytest.raises(RunInterrupted):
+        run_seed(_plan(), data, tmp_path / "good")
+    return load_torch_data(ckpt)
+
+
+def _without(d: dict, key: str) -> dict:
+    return {k: v for k, v in d.items() if k != key}
+
+
 @pytest.mark.parametrize(
-    "state", [{"epoch": 1}, {"identity": None, "epoch": 1}, {"identity": {}, "epoch": "1"}, {"identity": {}}]
+    "damage, named",
+    [
+        (lambda c: {"epoch": 1}, "identity, model, optimizer, optimizer_step, history, wall_seconds"),
+        (lambda c: {**c, "identity": None}, "identity"),
+        (lambda c: {**c, "identity": {}}, "identity"),  # every identity names its recipe and seed
+        (lambda c: {**c, "identity": _without(c["identity"], "seed")}, "identity"),
+        (lambda c: {**c, "epoch": "1"}, "epoch"),
+        (lambda c: {**c, "epoch": True}, "epoch"),
+        (lambda c: {**c, "epoch": 2}, "epoch"),  # one epoch of history, not two
+        (lambda c: {**c, "epoch": 0, "history": []}, "epoch"),  # a checkpoint follows at least one epoch
+        (lambda c: {**c, "history": None}, "epoch"),
+        (lambda c: _without(c, "optimizer"), "optimizer"),
+        (lambda c: _without(c, "wall_seconds"), "wall_seconds"),
+    ],
 )
-def test_a_torch_file_that_is_not_a_checkpoint_is_refused_by_resume(fake, data, tmp_path, state):
+def test_a_torch_file_that_is_not_a_checkpoint_is_refused_by_resume(data, tmp_path, monkeypatch, damage, named):
+    monkeypatch.setattr(engine, "train", FakeEngine(stop_after=1).train)
+    state = damage(_good_checkpoint(tmp_path, data))
     _, _, ckpt = _paths(tmp_path)
     ckpt.parent.mkdir(parents=True)
     results.atomic_torch_save(ckpt, state)
+    fake = FakeEngine()
+    monkeypatch.setattr(engine, "train", fake.train)
     with pytest.raises(RunnerError) as e:
         run_seed(_plan(), data, tmp_path, resume=True)
     assert str(e.value) == (
-        f"{ckpt}: not a tinymnist checkpoint (no identity or epoch); delete it and rerun without --resume"
+        f"{ckpt}: not a tinymnist checkpoint ({named} missing or malformed); delete it and rerun without --resume"
     )
-    assert fake.calls == []
+    assert fake.calls == []  # refused before the engine saw it
+
+
+def test_a_checkpoint_as_written_resumes_and_one_of_an_ema_recipe_must_hold_its_ema(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "train", FakeEngine(stop_after=1).train)
+    good = _good_checkpoint(tmp_path, data)
+    _, _, ckpt = _paths(tmp_path)
+    ckpt.parent.mkdir(parents=True)
+    results.atomic_torch_save(ckpt, good)
+    fake = FakeEngine()
+    monkeypatch.setattr(engine, "train", fake.train)
+    assert run_seed(_plan(), data, tmp_path, resume=True).status == "completed" and fake.calls == [1]
+    # the same checkpoint for a recipe that keeps an EMA: its identity says so, its state has none
+    ema = replace(RECIPE, ema=0.999)
+    state = {**good, "identity": {**good["identity"], "recipe": ema.to_dict()}}
+    _, _, ckpt = (result_path(tmp_path / "e", ema.key, 0, s) for s in (".json", ".pt", ".ckpt"))
+    ckpt.parent.mkdir(parents=True)
+    results.atomic_torch_save(ckpt, state)
+    with pytest.raises(RunnerError) as e:
+        run_seed(_plan(recipe=ema), data, tmp_path / "e", resume=True)
+    assert str(e.value) == (
+        f"{ckpt}: not a tinymnist checkpoint (ema missing or malformed); delete it and rerun without --resume"
+    )
 
 
 def test_a_population_returns_completed_members_untrained_beside_the_trained(fake, data, tmp_path):

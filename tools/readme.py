@@ -190,15 +190,14 @@ def _frontier(step: int) -> str:
     }
     base, name = cells.get(f"step{step}"), f"step{step}"
     rows = [row for row in cells.values() if row[1] != "candidate"]
-    started = [row for row in rows if _seeds(row) > 0]
-    untrained = [row[1] for row in rows if _seeds(row) == 0]
-    if untrained:
-        lines.append(f"Listed but not trained, so not part of the decision: {', '.join(untrained)}.")
-    unfinished = [row[1] for row in started if _seeds(row) < SWEEP_SEEDS]
+    # A candidate listed but not yet trained may be training now: the sweep decides only once all are done.
+    unfinished = [row[1] for row in rows if _seeds(row) < SWEEP_SEEDS]
     if unfinished:
+        untrained = sum(_seeds(row) == 0 for row in rows)
         lines.append(
-            f"Decision: none yet; {len(unfinished)} of {len(started)} candidates started have not finished their "
-            f"{SWEEP_SEEDS} seeds (the sweep runs in the background and resumes where it stopped)."
+            f"Decision: none yet; {len(unfinished)} of {len(rows)} candidates have not finished their "
+            f"{SWEEP_SEEDS} seeds ({untrained} not started; the sweep runs in the background and resumes where it "
+            "stopped)."
         )
     elif base is not None:
         versus = base[-1]

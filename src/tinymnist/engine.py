@@ -224,6 +224,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# What every on_epoch snapshot holds (train's and train_population's), so what a start must hold; "ema" too when
+# the recipe keeps one. The runner refuses a checkpoint without them by name rather than fail here on a KeyError.
+SNAPSHOT_KEYS = ("epoch", "model", "optimizer", "optimizer_step", "history", "wall_seconds")
+
+
 def train(
     recipe: Recipe,
     seed: int,

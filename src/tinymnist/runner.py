@@ -111,6 +111,20 @@ def _identity_of(result: RunResult) -> dict:
     }
 
 
+def _checkpoint_defects(state: dict) -> list[str]:
+    """The fields of a checkpoint that are missing, or in a form on_epoch never writes: every checkpoint this
+    runner writes holds them all, so anything else was not written here (and would fail inside the engine)."""
+    bad = [k for k in ("identity", *engine.SNAPSHOT_KEYS) if k not in state]
+    ident = state.get("identity")
+    if "identity" not in bad and not (isinstance(ident, dict) and {"recipe", "seed"} <= ident.keys()):
+        bad.append("identity")  # every identity since the first has named its recipe and seed
+    epoch, history = state.get("epoch"), state.get("history")
+    whole = type(epoch) is int and isinstance(history, list) and 1 <= epoch == len(history)
+    if not {"epoch", "history"} & set(bad) and not whole:
+        bad.append("epoch")  # one history entry per epoch trained, and a checkpoint follows at least one
+    return bad
+
+
 def identity_mismatch(old: dict, new: dict) -> str | None:
     """The first field where two identities differ, said in words; None when they agree."""
     for key, value in new.items():
@@ -191,18 +205,22 @@ class _Member:
         self.result: RunResult | None = None  # set when --resume finds this seed already completed
         if resume and self.ckpt.exists():
             self.start = load_torch_data(self.ckpt, plan.device, fix="delete it and rerun without --resume")
-            recorded = self.start.get("identity")
-            if not isinstance(recorded, dict) or type(self.start.get("epoch")) is not int:
-                # Every checkpoint this runner writes holds both (on_epoch): anything else was not written here.
+            defects = _checkpoint_defects(self.start)
+            if defects:
                 raise RunnerError(
-                    f"{self.ckpt}: not a tinymnist checkpoint (no identity or epoch); delete it and rerun "
-                    "without --resume"
+                    f"{self.ckpt}: not a tinymnist checkpoint ({', '.join(defects)} missing or malformed); delete "
+                    "it and rerun without --resume"
                 )
-            why = identity_mismatch(recorded, self.ident)
+            why = identity_mismatch(self.start["identity"], self.ident)
             if why:
                 raise RunnerError(
                     f"{self.ckpt}: --resume of another run ({why}); resume with the settings it was "
                     "started with (its command is printed when it stops), or rerun without --resume"
+                )
+            if recipe.ema > 0 and "ema" not in self.start:  # the same recipe, so its writer kept an EMA
+                raise RunnerError(
+                    f"{self.ckpt}: not a tinymnist checkpoint (ema missing or malformed); delete it and rerun "
+                    "without --resume"
                 )
         elif resume and prev is not None and prev.status == "completed":
             why = identity_mismatch(_identity_of(prev), self.ident)
