@@ -632,6 +632,7 @@ def _without(d: dict, key: str) -> dict:
         (lambda c: {**c, "epoch": 2}, "epoch"),  # one epoch of history, not two
         (lambda c: {**c, "epoch": 0, "history": []}, "epoch"),  # a checkpoint follows at least one epoch
         (lambda c: {**c, "history": None}, "epoch"),
+        (lambda c: _without(c, "epoch"), "epoch"),
         (lambda c: _without(c, "optimizer"), "optimizer"),
         (lambda c: _without(c, "wall_seconds"), "wall_seconds"),
     ],
@@ -661,6 +662,10 @@ def test_a_checkpoint_as_written_resumes_and_one_of_an_ema_recipe_must_hold_its_
     fake = FakeEngine()
     monkeypatch.setattr(engine, "train", fake.train)
     assert run_seed(_plan(), data, tmp_path, resume=True).status == "completed" and fake.calls == [1]
+    # an identity of the first version named only its recipe and seed: still resumable
+    first = {k: good["identity"][k] for k in ("recipe", "seed")}
+    results.atomic_torch_save(ckpt, {**good, "identity": first})
+    assert run_seed(_plan(), data, tmp_path, resume=True).status == "completed" and fake.calls == [1, 1]
     # the same checkpoint for a recipe that keeps an EMA: its identity says so, its state has none
     ema = replace(RECIPE, ema=0.999)
     state = {**good, "identity": {**good["identity"], "recipe": ema.to_dict()}}
@@ -672,6 +677,8 @@ def test_a_checkpoint_as_written_resumes_and_one_of_an_ema_recipe_must_hold_its_
     assert str(e.value) == (
         f"{ckpt}: not a tinymnist checkpoint (ema missing or malformed); delete it and rerun without --resume"
     )
+    results.atomic_torch_save(ckpt, {**state, "ema": {}})  # with its EMA it resumes
+    assert run_seed(_plan(recipe=ema), data, tmp_path / "e", resume=True).status == "completed"
 
 
 def test_a_population_returns_completed_members_untrained_beside_the_trained(fake, data, tmp_path):
