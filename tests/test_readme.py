@@ -155,3 +155,16 @@ def test_a_sweep_decides_nothing_until_every_listed_candidate_has_its_seeds(tmp_
         "Decision: the base recipe `step6` is resolved worse than the top candidate"
     )
     assert decision(top, base.format(n=8, vs="not resolved: -0.02, p 0.3")).endswith("step 6 stays as registered.")
+
+
+def test_a_module_is_filed_with_its_mutants_test_time_where_mutmut_recorded_it(tmp_path):
+    from tools.mutation import merge, module_statuses, test_seconds
+
+    meta = tmp_path / "mutants" / "src" / "tinymnist"
+    meta.mkdir(parents=True)
+    (meta / "verdict.py.meta").write_text(json.dumps({"durations_by_key": {"a": 1.25, "b": 2.0}}))
+    (meta / "stats.py.meta").write_text(json.dumps({"exit_code_by_key": {}}))  # no timings: none filed
+    assert test_seconds(tmp_path / "mutants") == {"verdict": 3.25}
+    run = module_statuses("tinymnist.verdict.x_a__mutmut_1: killed\ntinymnist.stats.x_b__mutmut_1: killed\n")
+    merged = merge({}, run, "c", [], test_seconds(tmp_path / "mutants"))
+    assert merged["verdict"]["test_seconds"] == 3 and "test_seconds" not in merged["stats"]

@@ -1,9 +1,9 @@
 """``python -m tools.mutation [--project DIR]``: file a ``mutmut run`` as reports/mutation/.
 
-Run it where ``mutmut run`` ran (``tox -e mutation`` does both). Its three largest modules (1,935 mutants) took
-27 minutes of one core, so runs can be made part by part (``mutmut run "tinymnist.verdict.*"``) and filed module
-by module: a module this run checked replaces its filed entry (counts, the commit it ran on, the tests it ran),
-and a module it did not reach keeps the entry of the run that did. It writes ``score.json`` (per module, and summed) and
+Run it where ``mutmut run`` ran (``tox -e mutation`` does both). Runs can be made part by part (``mutmut run
+"tinymnist.verdict.*"``) and are filed module by module: a module this run checked replaces its filed entry
+(counts, the commit it ran on, the tests it ran, the seconds its mutants' tests took), and a module it did not
+reach keeps the entry of the run that did. It writes ``score.json`` (per module, and summed) and
 ``survivors.txt`` (every mutant that no test killed, by name, with its line from ``equivalent.txt`` or
 UNEXPLAINED; ``mutmut show NAME`` prints one). The README's mutation line is generated from score.json.
 """
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ).stdout.strip()
     run = module_statuses(every.stdout)
     filed = json.loads((OUT / "score.json").read_text()) if (OUT / "score.json").exists() else {}
-    modules = merge(filed, run, commit, config.get("pytest_add_cli_args_test_selection", []))
+    tests = config.get("pytest_add_cli_args_test_selection", [])
+    modules = merge(filed, run, commit, tests, test_seconds(args.project / "mutants"))
     OUT.mkdir(parents=True, exist_ok=True)
     explained = equivalents(OUT / "equivalent.txt")
     survivors = sorted(name for m in modules.values() for name in m["survivors"])
@@ -73,8 +74,23 @@ def module_statuses(results: str) -> dict[str, dict[str, str]]:
     return by_module
 
 
+def test_seconds(mutants: Path) -> dict[str, float]:
+    """Per module, the seconds its mutants' test runs took, each mutant as it was last run (mutmut keeps them in
+    ``mutants/src/<package>/<module>.py.meta``): what running that module again costs one core."""
+    seconds: dict[str, float] = {}
+    for meta in sorted(mutants.glob("src/**/*.py.meta")):
+        durations = json.loads(meta.read_text()).get("durations_by_key", {})
+        if durations:
+            seconds[meta.name.removesuffix(".py.meta")] = sum(durations.values())
+    return seconds
+
+
 def merge(
-    filed: dict[str, Any], run: dict[str, dict[str, str]], commit: str, tests: list[str]
+    filed: dict[str, Any],
+    run: dict[str, dict[str, str]],
+    commit: str,
+    tests: list[str],
+    seconds: dict[str, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The filed modules, with each module this run checked at all replaced by this run's entry."""
     modules: dict[str, dict[str, Any]] = dict(filed.get("modules", {}))
@@ -90,6 +106,8 @@ def merge(
             "counts": dict(sorted(counts.items())),
             "survivors": sorted(name for name, s in statuses.items() if s == "survived"),
         }
+        if seconds and module in seconds:
+            modules[module]["test_seconds"] = round(seconds[module])
     return dict(sorted(modules.items()))
 
 

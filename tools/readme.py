@@ -238,11 +238,13 @@ def _mutation() -> str:
         f"{c.get('survived', 0)} survived, {c.get('no tests', 0)} in code no selected test runs, "
         f"{c.get('timeout', 0)} timed out, {c.get('not checked', 0)} of {r['total']} not run yet; mutated: "
         f"{', '.join(m.rsplit('/', 1)[-1] for m in r['only_mutate'])}. "
-        "By module (killed/survived/timed out/not run of all, and the commit it ran on): "
+        "By module (killed/survived/timed out/not run of all, the commit it ran on, and where mutmut recorded it, "
+        "the minutes of one core its mutants' tests took): "
         + "; ".join(
             f"{name} {m['counts'].get('killed', 0)}/{m['counts'].get('survived', 0)}/"
             f"{m['counts'].get('timeout', 0)}/{m['counts'].get('not checked', 0)} "
             f"of {sum(m['counts'].values())} at {m['commit']}"
+            + (f", {m['test_seconds'] / 60:.0f} min" if "test_seconds" in m else "")
             for name, m in r["modules"].items()
         )
         + ". Tests run: "

@@ -205,23 +205,15 @@ class _Member:
         self.result: RunResult | None = None  # set when --resume finds this seed already completed
         if resume and self.ckpt.exists():
             self.start = load_torch_data(self.ckpt, plan.device, fix="delete it and rerun without --resume")
-            defects = _checkpoint_defects(self.start)
-            if defects:
-                raise RunnerError(
-                    f"{self.ckpt}: not a tinymnist checkpoint ({', '.join(defects)} missing or malformed); delete "
-                    "it and rerun without --resume"
-                )
+            self._refuse_defects(_checkpoint_defects(self.start))
             why = identity_mismatch(self.start["identity"], self.ident)
             if why:
                 raise RunnerError(
                     f"{self.ckpt}: --resume of another run ({why}); resume with the settings it was "
                     "started with (its command is printed when it stops), or rerun without --resume"
                 )
-            if recipe.ema > 0 and "ema" not in self.start:  # the same recipe, so its writer kept an EMA
-                raise RunnerError(
-                    f"{self.ckpt}: not a tinymnist checkpoint (ema missing or malformed); delete it and rerun "
-                    "without --resume"
-                )
+            # checked after the identity: with the same recipe, its writer kept an EMA
+            self._refuse_defects(["ema"] if recipe.ema > 0 and "ema" not in self.start else [])
         elif resume and prev is not None and prev.status == "completed":
             why = identity_mismatch(_identity_of(prev), self.ident)
             if why:
@@ -232,6 +224,13 @@ class _Member:
             self.result = prev
         self.commit = git_sha()  # the code that started the run, even if the checkout moves on while it trains
         self.epoch = 0
+
+    def _refuse_defects(self, defects: list[str]) -> None:
+        if defects:
+            raise RunnerError(
+                f"{self.ckpt}: not a tinymnist checkpoint ({', '.join(defects)} missing or malformed); delete it "
+                "and rerun without --resume"
+            )
 
     def on_epoch(self, snapshot: dict) -> None:
         kept = (f"the checkpoint of epoch {self.epoch}" if self.epoch > 0 else "nothing of this run") + (
