@@ -18,10 +18,11 @@ A commit whose code does not run (an import error, a crash), or that predates th
 lacks an option the bisect passes), is skipped and named.
 
 Each commit trains in its own ``git worktree`` (detached, in a temporary folder) with its own code on the
-current interpreter and environment, one seed at a time (``--population 1``, so that every commit's runs are
-computed alike and file under one machine). Results go into the store (``tinymnist.history``), so a second
-bisect, or ``history show``, reuses them. The worktrees are removed however the search ends; it never uses
-``git bisect``, so no bisect state can be left behind.
+current interpreter and environment. A commit's missing seeds go out as one list of jobs, one seed each, to the
+executor the command chose (this machine's cores, or one SLURM array), every job with the same thread count,
+so that every commit's runs are computed alike and file under one machine. Results go into the store
+(``tinymnist.history``), so a second bisect, or ``history show``, reuses them. The worktrees are removed however
+the search ends; it never uses ``git bisect``, so no bisect state can be left behind.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 from tinymnist import history
 from tinymnist.compare import Thresholds, accuracy_rule
 from tinymnist.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, UserError
+from tinymnist.executors import Ended, Job, JobsInterrupted
 from tinymnist.history import Commit, StoreError
 from tinymnist.results import RunResult
 from tinymnist.stats import SeedStats, welch_within_p
@@ -77,6 +79,14 @@ class Tested:
 
 class Skip(Exception):
     """A commit that cannot be judged; the message says why."""
+
+
+class JobsDied(Exception):
+    """Jobs died outside the code's control (killed, out of memory, a time limit): no verdict on the commit."""
+
+    def __init__(self, ended: list[Ended]):
+        super().__init__("jobs died")
+        self.ended = ended
 
 
 class Interrupted(Exception):
@@ -126,20 +136,25 @@ class Bisector:
         seeds: Sequence[int],
         max_seeds: int,
         machine: str,
-        env: dict | None = None,
+        executor,
+        threads: int,
         thresholds: Thresholds | None = None,
         say: Callable[[str], None] = print,
+        work_dir: str | os.PathLike | None = None,
     ):
         self.repo, self.store, self.spec = Path(repo), Path(store), spec
         self.seeds, self.max_seeds, self.machine = list(seeds), max_seeds, machine
-        self.env = dict(os.environ if env is None else env)
-        # The children compute with this process's thread count, so that what they record (and the machine
-        # folder it names) is the machine this bisect looks up.
-        import torch
+        self.executor, self.threads = executor, threads
+        from tinymnist.threads import thread_env
 
-        self.env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+        # Every job computes with ``threads`` threads, so that what it records (and the machine folder that
+        # names) is the machine this bisect looks up.
+        self.env = {**os.environ, **thread_env(threads)}
         self.t, self.say = thresholds or Thresholds(), say
-        self.tmp = Path(tempfile.mkdtemp(prefix="tinymnist-bisect-"))
+        # The worktrees and each commit's results folder: a temporary folder, or one the jobs' nodes can read.
+        if work_dir is not None:
+            Path(work_dir).mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix="tinymnist-bisect-", dir=work_dir))
         self.worktrees: list[Path] = []
 
     # --- training at a commit -------------------------------------------------------------------------------
@@ -182,19 +197,23 @@ class Bisector:
             history.git(self.repo, "worktree", "add", "--detach", "--quiet", str(wt), commit.sha)
             code = wt / "src" if (wt / "src" / "tinymnist").is_dir() else wt
             env = {**self.env, "PYTHONPATH": os.pathsep.join([str(code), self.env.get("PYTHONPATH", "")]).rstrip(":")}
-            self._probe(wt, env)
-            seed_args = [str(s) for s in seeds]
-            cmd = [sys.executable, "-m", "tinymnist", "train", *self.spec.recipe_args, "--seeds", *seed_args]
-            cmd += [*self.spec.options, "--population", "1", "--quiet", "--out", str(out)]
-            done = subprocess.run(cmd, cwd=wt, env=env, capture_output=True, text=True)
-            if done.returncode in (EXIT_INTERRUPTED, EXIT_TERMINATED, -2, -15):
+            has = self._probe(wt, env)
+            jobs = [self._job(commit, wt, env, out, seed, has) for seed in seeds]
+            try:
+                ended = self.executor.run(jobs, lambda e: None)
+            except JobsInterrupted as e:
                 self._file(out)  # the seeds that finished before the interrupt are kept
-                raise Interrupted(EXIT_TERMINATED if done.returncode in (EXIT_TERMINATED, -15) else EXIT_INTERRUPTED)
-            last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+                raise Interrupted(EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED) from None
+            died = [e for e in ended if e.code is None]
+            if died:
+                self._file(out)
+                raise JobsDied(died)
             # 1: a gate failed, and the runs are still this commit's figures; but older code may end a crash
             # with 1 too, so no results at all is a crash whatever the exit code
-            if done.returncode not in (0, 1) or not list(out.glob("*/seed*.json")):
-                raise Skip(f"its code does not run (train exit {done.returncode}: {last[:160]})")
+            if not list(out.glob("*/seed*.json")):
+                first = next((e for e in ended if e.code not in (0, 1)), ended[0])
+                last = first.why or f"exit code {first.code}"
+                raise Skip(f"its code does not run (train exit {first.code}: {last[:160]})")
             try:
                 history.add(out, self.store)
             except UserError as e:  # results this version cannot read, or that conflict with the store
@@ -203,7 +222,28 @@ class Bisector:
             self._remove(wt)
             shutil.rmtree(out, ignore_errors=True)
 
-    def _probe(self, wt: Path, env: dict) -> None:
+    def _job(self, commit: Commit, wt: Path, env: dict, out: Path, seed: int, has: set[str]) -> Job:
+        """One seed at ``commit``, by that commit's own ``train``: with this version's job options where its
+        train has them (an older one runs its seeds one at a time, in its own process, all the same)."""
+        cmd = [sys.executable, "-m", "tinymnist", "train", *self.spec.recipe_args, "--seeds", str(seed)]
+        cmd += [*self.spec.options, "--population", "1", "--quiet", "--out", str(out)]
+        if "--executor" in has:
+            cmd += ["--executor", "inline"]
+        if "--threads" in has:
+            cmd += ["--threads", str(self.threads)]
+        added = {k: env[k] for k in ("PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+        return Job(
+            name=f"{commit.short} {self.spec.key} seed {seed}",
+            argv=tuple(cmd),
+            cwd=str(wt),
+            env=added,
+            result=str(out / self.spec.key / f"seed{seed}.json"),
+            log=str(out / self.spec.key / f"seed{seed}.log"),
+            threads=self.threads,
+        )
+
+    def _probe(self, wt: Path, env: dict) -> set[str]:
+        """The options of this commit's ``train``; Skip if it has none of ours, or does not run."""
         done = subprocess.run(
             [sys.executable, "-m", "tinymnist", "train", "--help"], cwd=wt, env=env, capture_output=True, text=True
         )
@@ -216,6 +256,7 @@ class Bisector:
         lacking = [f for f in flags if f not in done.stdout]
         if lacking:
             raise Skip(f"before this interface (its train has no {', '.join(lacking)})")
+        return {f for f in ("--executor", "--threads") if f in done.stdout}
 
     def _file(self, out: Path) -> None:
         if list(out.glob("*/seed*.json")):
@@ -350,4 +391,4 @@ def _one(repo: Path, rev: str) -> Commit:
     return Commit(*out.strip().split("\0", 2))
 
 
-__all__ = ["Bisector", "Outcome", "Spec", "Tested", "Skip", "Interrupted"]
+__all__ = ["Bisector", "Outcome", "Spec", "Tested", "Skip", "Interrupted", "JobsDied"]

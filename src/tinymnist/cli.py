@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    from tinymnist.threads import prepare_process
+
+    prepare_process()  # before torch is imported: its OpenMP threads read the wait policy once, at start
     for stream in (sys.stdout, sys.stderr):
         # Paths that are not UTF-8 arrive as surrogate escapes: print them back as the bytes they were.
         reconfigure = getattr(stream, "reconfigure", None)

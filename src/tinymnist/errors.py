@@ -7,8 +7,10 @@ Exit codes, one meaning each:
 0 pass; 1 a gate failed, a run diverged, or a comparison found a regression; 2 bad usage, bad data or a
 missing dependency (one line naming the argument, file or package, and the fix); 3 an internal error (one line
 and the path of the saved traceback); 4 (bisect) BAD is not shown to be a regression of GOOD; 5 (bisect)
-skipped commits leave the first bad commit undecided; 130 interrupted by Ctrl-C; 143 by SIGTERM. A crash is
-never 1. A bisect that names the first bad commit ends with 0: finding it is what it was asked to do.
+skipped commits leave the first bad commit undecided; 6 a job died outside tinymnist's control (killed, out of
+memory, a time limit, a node lost, cancelled: each named by recipe and seed; rerun with --resume to finish);
+130 interrupted by Ctrl-C; 143 by SIGTERM. A crash is never 1. A bisect that names the first bad commit ends
+with 0: finding it is what it was asked to do.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 EXIT_NO_REGRESSION = 4
 EXIT_UNDECIDED = 5
+EXIT_JOB_DIED = 6
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 

@@ -402,15 +402,11 @@ def run_step(
     return runs, judge(runs, required_seeds=seeds)
 
 
-def how_trained(device: torch.device, population: int, seeds: Sequence[int]) -> tuple[str, int]:
-    """How ``population`` seeds at a time train on ``device``: ("workers", n), ("stacked", P) or ("serial", 1)."""
-    from tinymnist.workers import worker_count
-
-    if device.type == "cpu" and population > 1 and worker_count(population, seeds) > 1:
-        return "workers", worker_count(population, seeds)
-    if device.type == "cuda" and population > 1:
-        return "stacked", population
-    return "serial", 1  # one seed, or one core: no process to start; recorded as population 1
+def how_trained(device: torch.device, population: int) -> str:
+    """How ``population`` seeds at a time train on ``device`` in this process: "stacked" (one model of many
+    seeds, on a GPU) or "serial" (one after another). Seeds on several CPU cores are jobs of an executor
+    (tinymnist.executors), each its own process: dispatch is not the runner's."""
+    return "stacked" if device.type == "cuda" and population > 1 else "serial"
 
 
 def train_recipe(
@@ -421,14 +417,9 @@ def train_recipe(
     options: TrainOptions,
     population: int,
     on_run: Callable[[RunResult], None],
-    prog: str = "tinymnist",
 ) -> tuple[list[RunResult], Verdict]:
-    """Train every seed of ``recipe`` the fastest way ``device`` allows for ``population``, then the verdict."""
-    how, _ = how_trained(device, population, seeds)
-    if how == "workers":
-        from tinymnist.workers import run_workers
-
-        return run_workers(recipe, seeds, data, options, population, on_run, prog)
+    """Train every seed of ``recipe`` in this process, stacked where ``device`` allows it, then the verdict."""
+    how = how_trained(device, population)
     if how == "serial":
         population = 1  # what the results record is how the seeds really trained: one at a time
     return run_step(

@@ -103,6 +103,17 @@ def recipe_key(text: str) -> str:
     return f"step{text}" if text.isdigit() else text
 
 
+def folder_name(text: str) -> str:
+    """A recipe key, which names its results folder: letters, digits, '.', '_' and '-', at most 64."""
+    from tinymnist.recipes import NAME_PATTERN
+
+    if not NAME_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a folder name of letters, digits, '.', '_' and '-' (at most 64, not starting with . _ -)"
+        )
+    return text
+
+
 def shard(text: str) -> tuple[int, int]:
     """``K/N``: the K-th (1-based) of N shards, as pytest-split's ``--group K --splits N``."""
     k, sep, n = text.partition("/")

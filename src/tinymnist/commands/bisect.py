@@ -12,9 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from tinymnist.commands import _args
+from tinymnist.commands import _args, _dispatch
 from tinymnist.errors import (
     EXIT_INTERRUPTED,
+    EXIT_JOB_DIED,
     EXIT_NO_REGRESSION,
     EXIT_OK,
     EXIT_TERMINATED,
@@ -53,12 +54,11 @@ def add_parser(sub) -> None:
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     _args.add_data_root(b)
+    _dispatch.add_executor(b)
 
 
 def run(args) -> int:
-    import torch
-
-    from tinymnist.bisection import Bisector, Interrupted
+    from tinymnist.bisection import Bisector, Interrupted, JobsDied
     from tinymnist.compare import MIN_SEEDS_FOR_TEST
     from tinymnist.engine import device_name, resolve_device
 
@@ -78,12 +78,27 @@ def run(args) -> int:
     from tinymnist.history import machine_folder
     from tinymnist.runner import sigterm_as_interrupt
 
-    machine = machine_folder(device.type, device_name(device), torch.get_num_threads())
+    if args.list_jobs:
+        raise UsageError("--list-jobs: a bisect's jobs depend on the verdicts before them; use train --list-jobs")
+    if args.executor == "inline":
+        raise UsageError("--executor inline: each commit trains with its own code, in its own process; use local")
+    settings = _dispatch.settings(args)
+    # One thread count for every job of the bisect: the machine folder its runs file under names it.
+    threads = settings.threads or _dispatch.threads_for(settings, len(seeds), False) or 1
+    machine = machine_folder(device.type, device_name(device), threads)
+    store = Path(args.store)
+    # On a cluster the worktrees must be where the nodes read them: beside the store, which they write.
+    work_dir = store / ".work" if settings.name == "slurm" else None
+    from tinymnist.executors import get
+
+    executor = get(settings, store / ".slurm")
     t = _args.thresholds(args)
     # From here a Ctrl-C or SIGTERM is an exception that unwinds through the cleanup below (the command
     # line's own handler would end the process at once, leaving the worktrees).
     with sigterm_as_interrupt():
-        b = Bisector(args.repo, args.store, spec, seeds, args.max_seeds, machine, thresholds=t)
+        b = Bisector(
+            args.repo, args.store, spec, seeds, args.max_seeds, machine, executor, threads, t, work_dir=work_dir
+        )
         try:
             print(
                 f"bisect {args.good}..{args.bad}: {spec.key}, seeds {seeds[0]}-{seeds[-1]} (up to {args.max_seeds}), "
@@ -91,6 +106,15 @@ def run(args) -> int:
                 flush=True,
             )
             outcome = b.run(args.good, args.bad)
+        except JobsDied as e:
+            b.close()
+            for ended in e.ended:
+                print(
+                    f"tinymnist bisect: {ended.job.name}: the job died ({ended.why}); finished seeds are filed in "
+                    f"{args.store}, and the same command continues",
+                    file=sys.stderr,
+                )
+            return EXIT_JOB_DIED
         except (Interrupted, KeyboardInterrupt) as e:
             b.close()  # before the message: what it says is done
             print("\ninterrupted; the store keeps every finished run, and no worktree is left", file=sys.stderr)

@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from tinymnist.commands import _args
+from tinymnist.commands import _args, _dispatch
 from tinymnist.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, UsageError, UserError
 
 
@@ -49,6 +49,13 @@ def add_parser(sub) -> None:
         action="store_true",
         help="train nothing: rank what OUT holds for these candidates and write SWEEP.md (e.g. while a sweep runs)",
     )
+    s.add_argument(
+        "--shard",
+        type=_args.shard,
+        metavar="K/N",
+        help="train only the K-th of N shards of the (candidate, seed) list (a CI matrix); rank with --rank-only",
+    )
+    _dispatch.add_executor(s)
 
 
 def run(args) -> int:
@@ -69,15 +76,18 @@ def run(args) -> int:
     except UserError as e:
         raise UsageError(str(e)) from None
     seeds = _args.seed_list(args.seeds)
-    return _train_and_rank(args, cands, seeds)
+    # Where each candidate comes from, for its jobs: a recipe file's path (made absolute), and the base's ("").
+    origin = {
+        f.key: _dispatch.absolute(spec) if Path(spec).exists() else spec
+        for f, spec in zip(files, args.candidate, strict=True)
+    }
+    if args.recipe:
+        origin[""] = _dispatch.absolute(args.recipe) if Path(args.recipe).exists() else args.recipe
+    return _train_and_rank(args, cands, seeds, origin)
 
 
-def _train_and_rank(args, cands, seeds) -> int:
-    from tinymnist.commands.train import DEFAULT_POPULATION
-    from tinymnist.data import load_for_training
-    from tinymnist.engine import resolve_device
+def _train_and_rank(args, cands, seeds, origin: dict[str, str]) -> int:
     from tinymnist.recipes import budget_failure
-    from tinymnist.runner import RunInterrupted, TrainOptions, sigterm_as_interrupt, train_recipe
 
     over = {c.key: why for c in cands if (why := budget_failure(c.recipe))}  # each model built once
     for key, why in over.items():
@@ -85,30 +95,131 @@ def _train_and_rank(args, cands, seeds) -> int:
     cands = [c for c in cands if c.key not in over]
     if not cands:
         raise UsageError("every candidate is over its parameter budget; nothing to sweep")
-    command = shlex.join(["tinymnist", *[a for a in args._argv if a != "--rank-only"]])
+    command = shlex.join(["tinymnist", *[a for a in args._argv if a not in ("--rank-only", "--list-jobs")]])
     if args.rank_only:
         return _rank(args, cands, seeds, command)
+    work = _shard([(c, s) for c in cands for s in seeds], args.shard)
+    settings = _dispatch.settings(args, workers=args.population)
+    if args.list_jobs:
+        from tinymnist.executors import jobs_json
+
+        print(jobs_json(_jobs(args, work, origin, _dispatch.threads_for(settings, len(work), True))))
+        return EXIT_OK
+    from tinymnist.engine import resolve_device
+
     try:
         device = resolve_device(args.device)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    print(
+        f"sweep: {len(cands)} candidates x {len(seeds)} seeds, validation split {args.val_split:,}"
+        + (f", shard {args.shard[0]}/{args.shard[1]}: {len(work)} runs" if args.shard else ""),
+        flush=True,
+    )
+    if settings.name == "slurm" or (settings.name == "local" and device.type == "cpu"):
+        code = _train_as_jobs(args, work, origin, settings)
+    else:
+        code = _train_here(args, work, device)
+    if code:
+        return code
+    if args.shard:
+        print(f"shard {args.shard[0]}/{args.shard[1]} done; rank every shard's results with --rank-only")
+        return EXIT_OK
+    return _rank(args, cands, seeds, command)
+
+
+def _shard(work: list, shard) -> list:
+    """The K-th of N shards of the (candidate, seed) list, dealt round-robin as ``train --shard`` deals."""
+    if shard is None:
+        return work
+    k, n = shard
+    return work[k - 1 :: n]
+
+
+def _candidate_args(args, c, origin: dict[str, str]) -> list[str]:
+    """``train`` arguments that make candidate ``c`` again: its base and changes, or its recipe file."""
+    if c.key in origin:
+        out = ["--recipe", origin[c.key]]
+    else:
+        out = ["--step", str(args.step)] if args.step else ["--recipe", origin.get("", args.recipe)]
+        if c.changes:
+            out += ["--name", c.key]
+    sets = list(c.changes) if c.key not in origin else []
+    if args.epochs and not any(x.startswith("epochs=") for x in sets):
+        out += ["--epochs", str(args.epochs)]
+    for item in sets:
+        out += ["--set", item]
+    out += ["--val-split", str(args.val_split)]
+    if args.train_subset:
+        out += ["--train-subset", str(args.train_subset)]
+    if args.device != "auto":
+        out += ["--device", args.device]
+    if args.data_root:
+        out += ["--data-root", _dispatch.absolute(args.data_root)]
+    return out
+
+
+def _jobs(args, work, origin, threads):
+    return [
+        _dispatch.train_job(c.key, c.key, _candidate_args(args, c, origin), s, args.out, threads=threads)
+        for c, s in work
+    ]
+
+
+def _on_run(r) -> None:  # validation only: the test figures are not shown while sweeping
+    val = [e.val_acc for e in r.epochs if e.val_acc is not None]
+    k = min(3, len(val))
+    last = f"val last-{k} {sum(val[-k:]) / k:.2f}" if k else "no epoch"
+    print(f"  {r.key} seed {r.seed}: {r.status}, {last}, {r.wall_seconds:.0f}s", flush=True)
+
+
+def _train_as_jobs(args, work, origin, settings) -> int:
+    """Every (candidate, seed) as one job of the executor: always resumable, so a rerun finishes the rest."""
+    from tinymnist.results import ResultsError, load_result
+    from tinymnist.runner import sigterm_as_interrupt
+
+    jobs = _jobs(args, work, origin, _dispatch.threads_for(settings, len(work), False))
+
+    def on_end(ended) -> None:
+        if ended.finished:
+            try:
+                _on_run(load_result(ended.job.result))
+            except (ResultsError, FileNotFoundError):
+                pass
+
+    with sigterm_as_interrupt():
+        code, interrupted = _dispatch.run_jobs(jobs, settings, Path(args.out) / ".slurm", on_end, "tinymnist sweep")
+    if interrupted:
+        print(
+            f"\ninterrupted ({interrupted}): the running jobs were stopped; what finished is kept in {args.out}. "
+            f"Resume with the same command: {shlex.join([sys.executable, '-m', 'tinymnist', *args._argv])}",
+            file=sys.stderr,
+        )
+    return code
+
+
+def _train_here(args, work, device) -> int:
+    """Every (candidate, seed) in this process (--executor inline, or a GPU's stacked populations)."""
+    import torch
+
+    from tinymnist.commands.train import DEFAULT_POPULATION
+    from tinymnist.data import load_for_training
+    from tinymnist.runner import RunInterrupted, TrainOptions, sigterm_as_interrupt, train_recipe
+    from tinymnist.threads import default_threads
+
+    torch.set_num_threads(args.threads or default_threads())
     population = args.population or DEFAULT_POPULATION[device.type]
     # Always resumable: a rerun of the same sweep keeps completed seeds and continues checkpoints.
     options = TrainOptions(out=args.out, resume=True, progress=False, requested_population=args.population)
     data = load_for_training(args.data_root, device, args.val_split, args.train_subset)
-    print(f"sweep: {len(cands)} candidates x {len(seeds)} seeds, validation split {args.val_split:,}", flush=True)
-
-    def on_run(r) -> None:  # validation only: the test figures are not shown while sweeping
-        val = [e.val_acc for e in r.epochs if e.val_acc is not None]
-        k = min(3, len(val))
-        last = f"val last-{k} {sum(val[-k:]) / k:.2f}" if k else "no epoch"
-        print(f"  {r.key} seed {r.seed}: {r.status}, {last}, {r.wall_seconds:.0f}s", flush=True)
-
+    order: dict = {}
+    for c, s in work:
+        order.setdefault(c.key, (c, []))[1].append(s)
     with sigterm_as_interrupt():
-        for i, c in enumerate(cands, start=1):
-            print(f"[{i}/{len(cands)}] {c.key}: {c.said}", flush=True)
+        for i, (c, seeds) in enumerate(order.values(), start=1):
+            print(f"[{i}/{len(order)}] {c.key}: {c.said}", flush=True)
             try:
-                train_recipe(c.recipe, seeds, data, device, options, population, on_run)
+                train_recipe(c.recipe, seeds, data, device, options, population, _on_run)
             except RunInterrupted as e:
                 print(
                     f"\ninterrupted ({e.signal_name}) in {c.key}; what finished is kept in {args.out}. "
@@ -116,7 +227,7 @@ def _train_and_rank(args, cands, seeds) -> int:
                     file=sys.stderr,
                 )
                 return EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED
-    return _rank(args, cands, seeds, command)
+    return EXIT_OK
 
 
 def _rank(args, cands, seeds, command: str) -> int:

@@ -7,18 +7,18 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tinymnist.commands import _args
+from tinymnist.commands import _args, _dispatch
 from tinymnist.errors import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, GateFailed, UsageError, UserError
 
 if TYPE_CHECKING:
     from tinymnist.recipes import Recipe
 
-# --population's default, per device, from `python -m benchmarks.population` (reports/population/bench_cpu.json,
-# 2 AMD EPYC cores): end to end, 1.29x for 2, 1.32x for 4 and 1.37x for 8 against one seed at a time. On the CPU
-# every P >= 2 runs one single-thread worker per core (so 2, 4 and 8 differ by noise only), and 2 is the
-# smallest that reaches that speed. Stacking seeds in one process measured no faster (2,709 seed-images/s for
-# one stacked seed, 2,779 for 4, fp32). CUDA: not measured yet (no GPU in these sessions): one at a time.
-DEFAULT_POPULATION = {"cpu": 2, "cuda": 1}
+# --population's default on a GPU (seeds stacked into one model): not measured yet (no GPU in these sessions), so
+# one at a time. On the CPU, seeds are jobs of the executor (tinymnist.executors): by default one process per
+# core, one thread each (`python -m benchmarks.population`, reports/population/bench_cpu.json, 2 AMD EPYC cores:
+# 1.29x for 2 single-thread processes against one seed at a time; stacking seeds in one process measured no
+# faster, 2,709 seed-images/s for one stacked seed, 2,779 for 4).
+DEFAULT_POPULATION = {"cpu": 1, "cuda": 1}
 
 
 def add_parser(sub) -> None:
@@ -64,8 +64,14 @@ def add_parser(sub) -> None:
         "--population",
         type=_args.positive_int,
         metavar="P",
-        help="train up to P seeds at the same time: on the CPU one single-thread worker process per core, on a "
-        "GPU one stacked model (default: the fastest size measured for the device; 1 = one at a time)",
+        help="train up to P seeds at the same time: on the CPU P jobs at once (default: one per core), on a GPU "
+        "one stacked model of P seeds (default 1)",
+    )
+    t.add_argument(
+        "--name",
+        type=_args.folder_name,
+        metavar="KEY",
+        help="the results folder (recipe key) for this run, e.g. to keep a --set experiment apart: one recipe only",
     )
     t.add_argument(
         "--shard",
@@ -85,10 +91,16 @@ def add_parser(sub) -> None:
         metavar="FILE",
         help="also write a markdown summary (e.g. $GITHUB_STEP_SUMMARY)",
     )
+    _dispatch.add_executor(t)
 
 
 def recipes_of(args) -> list:
     """Every recipe asked for, with the command line's overrides, validated before any data is read."""
+    return [r for r, _ in sources_of(args)]
+
+
+def sources_of(args) -> list[tuple[Recipe, list[str]]]:
+    """Every recipe asked for, validated, each with the ``train`` arguments that make it again (for its jobs)."""
     from tinymnist.recipes import get_recipe, resolve_recipe, validate, with_overrides
 
     if not args.step and not args.recipe:
@@ -103,9 +115,15 @@ def recipes_of(args) -> list:
             sets.append(f"{field}={value}")
             flags[field] = (f"{flag} {value}", str(value))
     sets += args.set
-    recipes: list[Recipe] = []
+    if args.name and len(base) != 1:
+        raise UsageError(f"--name {args.name}: names one recipe's folder; give one --step or --recipe with it")
+    recipes: list[tuple[Recipe, list[str]]] = []
     seen: dict[str, str] = {}
     for r, where in base:
+        if args.name:
+            from dataclasses import replace as _replace
+
+            r = _replace(r, key=args.name)
         if r.key in seen:
             raise UsageError(f"{seen[r.key]} and {r.label} have one name, {r.key!r}: results would overwrite")
         seen[r.key] = r.label if r.key.startswith("step") else f"recipe {r.key!r}"
@@ -115,13 +133,39 @@ def recipes_of(args) -> list:
 
             r = replace(r, epochs=1)
         try:
-            recipes.append(validate(r))
+            recipes.append((validate(r), _job_args(args, where)))
         except UserError as e:  # name the recipe the bad value came from
             raise UsageError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
     return recipes
 
 
-def jobs_of(args, recipes: list[Recipe]) -> list[tuple[Recipe, list[int]]]:
+def _job_args(args, where: str) -> list[str]:
+    """The arguments of ``train`` that make this recipe with this command's settings, for one seed's job. A
+    recipe file and the data folder are made absolute, so a job reads them from any folder or node."""
+    if where.startswith("--step "):
+        out = where.split(" ", 1)
+    else:
+        out = ["--recipe", _dispatch.absolute(where) if Path(where).exists() else where]
+    for option, given in (
+        ("--name", args.name),
+        ("--epochs", args.epochs),
+        ("--batch-size", args.batch_size),
+        ("--train-subset", args.train_subset),
+        ("--test-subset", args.test_subset),
+        ("--val-split", args.val_split or None),
+        ("--device", None if args.device == "auto" else args.device),
+        ("--data-root", _dispatch.absolute(args.data_root) if args.data_root else None),
+    ):
+        if given is not None:
+            out += [option, str(given)]
+    for item in args.set:
+        out += ["--set", item]
+    if args.dry_run:
+        out.append("--dry-run")
+    return out
+
+
+def jobs_of(args, recipes: list) -> list:
     """(recipe, seeds) to train here: every recipe's seeds, or this shard's share of the (recipe, seed) list.
 
     The list is laid out recipe by recipe, seed by seed, and dealt round-robin, so shards are disjoint, their
@@ -147,20 +191,22 @@ def jobs_of(args, recipes: list[Recipe]) -> list[tuple[Recipe, list[int]]]:
 def run(args) -> int:
     from tinymnist.recipes import budget_failure
 
-    recipes = recipes_of(args)  # every bad value fails here, before the data
+    sources = sources_of(args)  # every bad value fails here, before the data
+    recipes = [r for r, _ in sources]
     for r in recipes:
         why = budget_failure(r)
         if why:
             raise GateFailed(why)
     jobs = jobs_of(args, recipes)
+    if args.list_jobs:
+        print(_jobs_json(args, sources, jobs))
+        return EXIT_OK
     if not jobs:
         k, n = args.shard
         print(f"shard {k}/{n}: no (recipe, seed) falls to this shard; nothing to train")
         return EXIT_OK
 
-    from tinymnist.data import load_for_training
     from tinymnist.engine import resolve_device
-    from tinymnist.runner import TrainOptions, sigterm_as_interrupt
 
     try:
         device = resolve_device(args.device)
@@ -169,6 +215,114 @@ def run(args) -> int:
     population = args.population or DEFAULT_POPULATION[device.type]
     if population > 1 and device.type == "cuda" and any(r.compile for r in recipes):
         raise UsageError("--set compile=true trains one seed at a time on a GPU; add --population 1")
+    settings = _dispatch.settings(args, workers=args.population)
+    if _dispatched(settings, device, sum(len(s) for _, s in jobs)):
+        outcomes, code = _train_as_jobs(args, sources, jobs, settings)
+        if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+            return code
+    else:
+        outcomes, code = _train_here(args, jobs, device, population)
+        if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+            return code
+    codes = [EXIT_OK if v.passed else EXIT_GATE for _, _, v in outcomes]
+    if len(outcomes) > 1:
+        failed = [r.label for (r, _, _), c in zip(outcomes, codes, strict=True) if c != EXIT_OK]
+        smoke = all(v.smoke for _, _, v in outcomes)
+        ok = "all smoke runs OK (accuracy not judged)" if smoke else "all gates PASS"
+        print(f"{', '.join(r.label for r, _, _ in outcomes)}: " + (f"FAIL ({', '.join(failed)})" if failed else ok))
+    _write_ci_files(args, outcomes)
+    # A job that failed or died outranks a verdict: a partly failed array is never a pass, nor a mere gate.
+    return code or max(codes)
+
+
+def _dispatched(settings, device, runs: int) -> bool:
+    """Whether the seeds go out as jobs (processes, a cluster) rather than train in this process: always on
+    SLURM; locally on the CPU when more than one job can run at once (one job gains nothing from a process of
+    its own). On a GPU, seeds stack into one model in this process."""
+    if settings.name == "slurm":
+        return True
+    if settings.name == "inline" or device.type == "cuda":
+        return False
+    from tinymnist.executors.local import LocalExecutor
+
+    return LocalExecutor(settings.workers).slots(runs) > 1
+
+
+def _job_list(args, sources, jobs, settings, listing: bool) -> list:
+    args_of = {r.key: a for r, a in sources}
+    n = sum(len(s) for _, s in jobs)
+    threads = _dispatch.threads_for(settings, n, listing)
+    return [
+        _dispatch.train_job(r.label, r.key, args_of[r.key], s, args.out, threads=threads, resume=listing or args.resume)
+        for r, seeds in jobs
+        for s in seeds
+    ]
+
+
+def _jobs_json(args, sources, jobs) -> str:
+    from tinymnist.executors import jobs_json
+
+    return jobs_json(_job_list(args, sources, jobs, _dispatch.settings(args, workers=args.population), True))
+
+
+def _train_as_jobs(args, sources, jobs, settings):
+    """Every (recipe, seed) as a job on the executor; then each recipe judged from the files its jobs wrote."""
+    from tinymnist.results import ResultsError, load_result
+    from tinymnist.runner import sigterm_as_interrupt
+
+    job_list = _job_list(args, sources, jobs, settings, False)
+    by_key = {r.key: r for r, _ in jobs}
+    where = {"local": "local processes", "slurm": "a SLURM job array"}[settings.name]
+    for r, seeds in jobs:
+        print(
+            f"{r.label}: {r.name} | model {r.model} | seeds {seed_text(seeds)} | {len(seeds)} jobs on {where}, "
+            f"{job_list[0].threads or 'default'} thread(s) each" + _shard_text(args),
+            flush=True,
+        )
+    on_run = _printer(args)
+    runs_of: dict[str, list] = {r.key: [] for r, _ in jobs}
+
+    def on_end(ended) -> None:
+        if not ended.finished:
+            return
+        try:
+            run = load_result(ended.job.result)
+        except (ResultsError, FileNotFoundError):
+            return
+        runs_of[run.key].append(run)
+        on_run(run)
+
+    with sigterm_as_interrupt():
+        code, interrupted = _dispatch.run_jobs(job_list, settings, Path(args.out) / ".slurm", on_end, "tinymnist train")
+    if interrupted:
+        print(
+            f"\ninterrupted ({interrupted}): the running jobs were stopped; what finished is kept in {args.out}. "
+            f"Resume with: {resume_command(args._argv)}",
+            file=sys.stderr,
+        )
+        return [], code
+    outcomes = []
+    for key, runs in runs_of.items():
+        recipe = by_key[key]
+        seeds = next(s for r, s in jobs if r.key == key)
+        runs = sorted(runs, key=lambda r: seeds.index(r.seed))
+        outcomes.append((recipe, runs, _report(recipe, runs, seeds)))
+    return outcomes, code
+
+
+def _shard_text(args) -> str:
+    return f" | shard {args.shard[0]}/{args.shard[1]}" if args.shard else ""
+
+
+def _train_here(args, jobs, device, population):
+    """Every seed in this process: one after another, or stacked on a GPU."""
+    import torch
+
+    from tinymnist.data import load_for_training
+    from tinymnist.runner import TrainOptions, sigterm_as_interrupt
+    from tinymnist.threads import default_threads
+
+    torch.set_num_threads(args.threads or default_threads())
     options = TrainOptions(
         out=args.out,
         resume=args.resume,
@@ -177,23 +331,16 @@ def run(args) -> int:
         progress=not args.quiet,
         requested_population=args.population,
     )
-    # Validated once, before any training starts; a CPU population's forked workers share these tensors.
+    # Validated once, before any training starts.
     data = load_for_training(args.data_root, device, args.val_split, args.train_subset, args.test_subset)
     outcomes = []
     with sigterm_as_interrupt():
         for recipe, seeds in jobs:
             code, runs, verdict = _train_one(args, recipe, seeds, data, device, options, population)
             if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
-                return code  # an interrupt stops the whole command, not just this recipe
+                return [], code  # an interrupt stops the whole command, not just this recipe
             outcomes.append((recipe, runs, verdict))
-    codes = [EXIT_OK if v.passed else EXIT_GATE for _, _, v in outcomes]
-    if len(outcomes) > 1:
-        failed = [r.label for (r, _, _), c in zip(outcomes, codes, strict=True) if c != EXIT_OK]
-        smoke = all(v.smoke for _, _, v in outcomes)
-        ok = "all smoke runs OK (accuracy not judged)" if smoke else "all gates PASS"
-        print(f"{', '.join(r.label for r, _, _ in outcomes)}: " + (f"FAIL ({', '.join(failed)})" if failed else ok))
-    _write_ci_files(args, outcomes)
-    return max(codes)
+    return outcomes, EXIT_OK
 
 
 def _write_ci_files(args, outcomes) -> None:
@@ -207,25 +354,8 @@ def _write_ci_files(args, outcomes) -> None:
         print(f"wrote {args.markdown}")
 
 
-def _train_one(args, recipe, seeds, data, device, options, population):
-    import torch
-
-    from tinymnist.runner import RunInterrupted, how_trained, train_recipe
-    from tinymnist.stats import SeedStats
+def _printer(args):
     from tinymnist.verdict import seed_verdict
-
-    how, n = how_trained(device, population, seeds)
-    extra = {
-        "workers": f" | population {population}: {n} worker processes, 1 thread each",
-        "stacked": f" | population {population}: one stacked model",
-        "serial": "",
-    }[how]
-    shard = f" | shard {args.shard[0]}/{args.shard[1]}" if args.shard else ""
-    print(
-        f"{recipe.label}: {recipe.name} | model {recipe.model} | seeds {seed_text(seeds)} | "
-        f"device {device.type} | threads {1 if how == 'workers' else torch.get_num_threads()}{extra}{shard}",
-        flush=True,
-    )
 
     def on_run(r) -> None:
         if not args.quiet:
@@ -242,12 +372,27 @@ def _train_one(args, recipe, seeds, data, device, options, population):
         diverged = f" diverged at {r.diverged_at}" if r.diverged_at else ""
         print(
             f"seed {r.seed}: {r.status}{diverged}, {r.params:,} params, final test {last:.2f}%, "
-            f"{r.wall_seconds:.0f}s -> {mark}",
+            f"{r.wall_seconds:.0f}s ({r.threads} thread{'s' if r.threads != 1 else ''}) -> {mark}",
             flush=True,
         )
 
+    return on_run
+
+
+def _train_one(args, recipe, seeds, data, device, options, population):
+    import torch
+
+    from tinymnist.runner import RunInterrupted, how_trained, train_recipe
+
+    how = how_trained(device, population)
+    extra = f" | population {population}: one stacked model" if how == "stacked" else ""
+    print(
+        f"{recipe.label}: {recipe.name} | model {recipe.model} | seeds {seed_text(seeds)} | "
+        f"device {device.type} | threads {torch.get_num_threads()}{extra}{_shard_text(args)}",
+        flush=True,
+    )
     try:
-        runs, verdict = train_recipe(recipe, seeds, data, device, options, population, on_run)
+        runs, _ = train_recipe(recipe, seeds, data, device, options, population, _printer(args))
     except RunInterrupted as e:
         which = ", ".join(f"seed {r.seed} after {len(r.epochs)} complete epoch(s)" for r in e.results) or "seeds"
         where = (
@@ -261,6 +406,16 @@ def _train_one(args, recipe, seeds, data, device, options, population):
             file=sys.stderr,
         )
         return (EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED), [], None
+    verdict = _report(recipe, runs, seeds)
+    return (EXIT_OK if verdict.passed else EXIT_GATE), runs, verdict
+
+
+def _report(recipe, runs, seeds):
+    """The recipe's verdict over ``seeds`` (a seed without a result fails it), printed; returned."""
+    from tinymnist.stats import SeedStats
+    from tinymnist.verdict import judge
+
+    verdict = judge(runs, required_seeds=seeds)
     finals = [r.epochs[-1].test_acc for r in runs if r.epochs]
     if finals:
         print(
@@ -274,7 +429,7 @@ def _train_one(args, recipe, seeds, data, device, options, population):
         + ("" if verdict.smoke else f" ({verdict.pass_rate.fmt()} pass their own checks)"),
         flush=True,
     )
-    return (EXIT_OK if verdict.passed else EXIT_GATE), runs, verdict
+    return verdict
 
 
 def seed_text(seeds: list[int]) -> str:

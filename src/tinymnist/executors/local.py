@@ -1,0 +1,114 @@
+"""The local executor: the jobs as child processes on this machine's cores, a fixed number at a time.
+
+Each job is its own process (``tinymnist train ... --executor inline``) with its thread count set in its
+argv and environment, and its output in its log file. A child starts in a session of its own, so a Ctrl-C at
+the terminal reaches only this driver, which then stops the children the way a cluster does: SIGTERM first
+(each writes its checkpoint and partial result), SIGKILL only for one still running after ``GRACE`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tinymnist.errors import Terminated, UsageError
+from tinymnist.executors import Ended, Job, JobsInterrupted, last_line
+from tinymnist.threads import cores
+
+# A run stops at its next batch on SIGTERM and then writes one checkpoint and one result: seconds, measured
+# (tests/test_executors.py interrupts real runs). A minute leaves room for a slow disk.
+GRACE = 60.0
+POLL = 0.1  # seconds between looks at the children: a job lasts minutes, and an idle look costs microseconds
+
+
+def _died(code: int) -> str:
+    name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+    return f"killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers
+
+    def slots(self, jobs: int) -> int:
+        return max(1, min(jobs, self.workers or cores()))
+
+    def run(self, jobs: Sequence[Job], on_end: Callable[[Ended], None]) -> list[Ended]:
+        """Run every job, ``slots`` at a time, calling ``on_end`` as each ends; raises JobsInterrupted."""
+        waiting = list(jobs)
+        running: dict[subprocess.Popen, tuple[Job, object]] = {}
+        ended: list[Ended] = []
+        slots = self.slots(len(jobs))
+        try:
+            while waiting or running:
+                while waiting and len(running) < slots:
+                    job = waiting.pop(0)
+                    proc, log = self._start(job)
+                    running[proc] = (job, log)
+                for proc in [p for p in running if p.poll() is not None]:
+                    job, log = running.pop(proc)
+                    log.close()  # type: ignore[attr-defined]
+                    e = self._ended(job, proc.returncode)
+                    ended.append(e)
+                    on_end(e)
+                if running:
+                    time.sleep(POLL)
+        except KeyboardInterrupt as interrupt:
+            name = "SIGTERM" if isinstance(interrupt, Terminated) else "SIGINT"
+            ended += self._stop(running)
+            raise JobsInterrupted(name, ended) from None
+        return ended
+
+    def _start(self, job: Job):
+        log_path = Path(job.log)
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(log_path, "wb")  # noqa: SIM115 (closed when the job ends)
+        except OSError as e:
+            raise UsageError(f"{log_path}: cannot write the job's log ({e.strerror}); choose another --out") from None
+        proc = subprocess.Popen(
+            list(job.argv),
+            cwd=job.cwd,
+            env={**os.environ, **job.env},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return proc, log
+
+    def _ended(self, job: Job, code: int) -> Ended:
+        why = _died(code) if code < 0 else last_line(job.log)
+        return Ended(job, None if code < 0 else code, why, job.log)
+
+    def _stop(self, running: dict) -> list[Ended]:
+        """SIGTERM to every running job's process group, a wait, then SIGKILL for what is left."""
+        for proc in running:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + GRACE
+        ended = []
+        for proc, (job, log) in running.items():
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+            log.close()
+            ended.append(self._ended(job, proc.returncode))
+        return ended
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+__all__ = ["LocalExecutor", "GRACE"]
