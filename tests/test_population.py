@@ -1,19 +1,11 @@
 """Seed populations: each member trains as its seed trains alone, whatever else shares the population."""
 
-import json
-import os
-import signal
-import subprocess
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
-import tinymnist.data
-import tinymnist.workers
-from tests.conftest import interrupt_on_call, start_until_checkpoints, train_cmd, train_env
-from tinymnist.cli import main
+from tests.conftest import interrupt_on_call
 from tinymnist.engine import SNAPSHOT_KEYS, train
 from tinymnist.population import train_population
 from tinymnist.recipes import STEP4
@@ -102,111 +94,6 @@ def test_population_files_export_and_resume(small_mnist, tmp_path, monkeypatch):
     resumed = run_population(plans, small_mnist, tmp_path / "run", resume=True)
     for a, b in zip(ref, resumed, strict=True):
         assert [e.test_loss for e in a.epochs] == [e.test_loss for e in b.epochs]
-
-
-def _population_argv(out, seeds: str) -> list[str]:
-    return [
-        "train",
-        "--step",
-        "4",
-        "--seeds",
-        seeds,
-        "--epochs",
-        "1",
-        "--train-subset",
-        "256",
-        "--test-subset",
-        "128",
-        "--out",
-        str(out),
-        "--quiet",
-        "--device",
-        "cpu",
-        "--population",
-        "2",
-    ]
-
-
-def test_cli_population_on_the_cpu(small_mnist, tmp_path, monkeypatch, capsys):
-    """--population 2 on the CPU: forked single-thread workers; every seed's files, one verdict."""
-    monkeypatch.setattr(tinymnist.workers, "cores", lambda: 2)  # as on this machine, whatever runs the test
-    monkeypatch.setattr(tinymnist.data, "load_mnist", lambda *a, **k: small_mnist)
-    argv = _population_argv(tmp_path, "0-2")
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "population 2: 2 worker processes, 1 thread each" in out and "SMOKE OK" in out
-    for s in range(3):
-        d = json.loads((tmp_path / "step4" / f"seed{s}.json").read_text())
-        assert d["population"] == 2 and d["threads"] == 1 and d["status"] == "completed"
-        assert f"seed {s}: completed" in out
-    # One thread, the same seed: a worker's run is the run of that seed alone with one thread.
-    torch.set_num_threads(1)
-    alone = train(replace(STEP4, epochs=1), 1, small_mnist.subset(256, 128))
-    d = json.loads((tmp_path / "step4" / "seed1.json").read_text())
-    assert d["epochs"][0]["test_loss"] == alone.epochs[0].test_loss
-
-
-def test_a_worker_error_is_one_line_and_its_exit_code(small_mnist, tmp_path, monkeypatch, capsys):
-    from tinymnist.runner import seed_lock
-
-    monkeypatch.setattr(tinymnist.workers, "cores", lambda: 2)
-    monkeypatch.setattr(tinymnist.data, "load_mnist", lambda *a, **k: small_mnist)
-    argv = _population_argv(tmp_path, "0-1")
-    with seed_lock(tmp_path, "step4", 1):  # another writer holds seed 1
-        assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "step 4 seed 1 is being written by" in err and "Traceback" not in err
-
-
-def _children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def _population_cmd(out, *extra):
-    return train_cmd(out, "--seeds", "0", "1", "--epochs", "8", "--population", "2", *extra)
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
-def test_sigterm_to_the_whole_process_group_keeps_every_partial_result(mnist_root, tmp_path, monkeypatch):
-    """What a CI timeout does: SIGTERM to every process of the group; the parent also forwards it."""
-    if tinymnist.workers.cores() < 2:
-        pytest.skip("one core: a population trains in-process")
-    ckpts = [tmp_path / "step4" / f"seed{s}.ckpt" for s in (0, 1)]
-    proc = start_until_checkpoints(
-        _population_cmd(tmp_path),
-        train_env(mnist_root),
-        *ckpts,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    os.killpg(proc.pid, signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert "interrupted (SIGTERM)" in err and "Traceback" not in err and "Resume with:" in err
-    for s in (0, 1):
-        saved = json.loads((tmp_path / "step4" / f"seed{s}.json").read_text())
-        assert saved["status"] == "interrupted" and len(saved["epochs"]) >= 1 and saved["population"] == 2
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
-def test_a_worker_killed_by_the_system_is_named(mnist_root, tmp_path):
-    if tinymnist.workers.cores() < 2:
-        pytest.skip("one core: a population trains in-process")
-    ckpt = tmp_path / "step4" / "seed0.ckpt"
-    proc = start_until_checkpoints(
-        _population_cmd(tmp_path),
-        train_env(mnist_root),
-        ckpt,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    os.kill(_children(proc.pid)[0], signal.SIGKILL)  # what the out-of-memory killer does
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 3, err
-    assert err.count("\n") == 1 and "the worker process for seeds [0] was killed by signal 9" in err
 
 
 def test_a_stacked_resume_trains_only_what_each_member_lacks(small_mnist, tmp_path, monkeypatch, capsys):

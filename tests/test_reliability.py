@@ -600,19 +600,17 @@ def test_the_resume_command_names_the_interpreter_and_survives_odd_paths(tmp_pat
     assert os.fsencode(line).count(b"r\xe9sults") == 1
 
 
-def test_a_core_count_the_user_never_set_does_not_refuse_resume(fast_data, tmp_path, monkeypatch):
-    """Under taskset the default population changes; what the user asked for is what a resume must match."""
+def test_a_default_population_never_refuses_resume(fast_data, tmp_path, monkeypatch):
+    """Under taskset the default number of jobs at once changes; what the user asked for is what a resume must
+    match (the population is part of a run's identity only when given)."""
     import tinymnist.engine as engine
-    import tinymnist.workers as workers
 
     out = tmp_path / "out"
-    argv = ["train", *TINY, "--seeds", "0", "1", "--out", str(out)]
-    monkeypatch.setattr(workers, "cores", lambda: 1)
+    argv = ["train", *TINY, "--seeds", "0", "1", "--out", str(out), "--executor", "inline"]
     monkeypatch.setattr(engine, "get_batch", interrupt_on_call(engine.get_batch, 6))
     assert main(argv) == 130
     monkeypatch.undo()
     monkeypatch.setattr(tinymnist.data, "load_mnist", lambda *a, **k: fast_data)
-    monkeypatch.setattr(workers, "cores", lambda: 2)
     assert main([*argv, "--resume", "--population", "1"]) == 0
     assert sorted(p.name for p in (out / "step4").glob("seed*.json")) == ["seed0.json", "seed1.json"]
 

@@ -717,30 +717,19 @@ def test_a_population_that_loses_a_member_is_an_error_not_a_missing_seed(data, t
         runner.run_population([_plan(s, population=2) for s in (0, 1)], data, tmp_path)
 
 
-# --- how a recipe's seeds train: workers, a stacked model, or one after another -------------------------
+# --- how a recipe's seeds train in one process: a stacked model, or one after another ----------------------
+# (seeds on several CPU cores are jobs of an executor: tests/test_executors.py)
 
 
 @pytest.mark.parametrize(
-    "device, population, workers, how",
-    [
-        ("cpu", 2, 2, ("workers", 2)),
-        ("cpu", 2, 1, ("serial", 1)),
-        ("cpu", 1, 1, ("serial", 1)),
-        ("cuda", 2, 1, ("stacked", 2)),
-        ("cuda", 1, 1, ("serial", 1)),
-    ],
+    "device, population, how",
+    [("cpu", 2, "serial"), ("cpu", 1, "serial"), ("cuda", 2, "stacked"), ("cuda", 1, "serial")],
 )
-def test_how_seeds_train(monkeypatch, device, population, workers, how):
-    import tinymnist.workers
-
-    monkeypatch.setattr(tinymnist.workers, "worker_count", lambda p, s: workers)
-    assert runner.how_trained(torch.device(device), population, [0, 1, 2]) == how
+def test_how_seeds_train(device, population, how):
+    assert runner.how_trained(torch.device(device), population) == how
 
 
-def test_a_recipe_on_one_core_trains_serially_and_records_population_1(fake, data, tmp_path, monkeypatch):
-    import tinymnist.workers
-
-    monkeypatch.setattr(tinymnist.workers, "worker_count", lambda p, s: 1)
+def test_a_recipe_on_the_cpu_trains_serially_and_records_population_1(fake, data, tmp_path):
     seen = []
     runs, verdict = runner.train_recipe(RECIPE, [0, 1], data, CPU, TrainOptions(out=tmp_path), 4, seen.append)
     assert [r.population for r in runs] == [1, 1] and [r.seed for r in seen] == [0, 1] and verdict.runs == 2
@@ -754,21 +743,3 @@ def test_a_recipe_on_cuda_trains_as_a_stacked_population(fake, data, tmp_path, m
     runs, _ = runner.train_recipe(RECIPE, [0, 1], data, cuda, TrainOptions(out=tmp_path), 2, seen.append)
     assert [r.population for r in runs] == [2, 2] and [r.seed for r in seen] == [0, 1]
     assert fake.seen == [{"data": data, "device": cuda, "max_batches": None, "eval_limit": None, "progress": False}]
-
-
-def test_a_recipe_on_several_cores_goes_to_the_workers_with_its_program_name(data, tmp_path, monkeypatch):
-    import tinymnist.workers
-
-    monkeypatch.setattr(tinymnist.workers, "worker_count", lambda p, s: 2)
-    calls = []
-    monkeypatch.setattr(tinymnist.workers, "run_workers", lambda *a: calls.append(a) or ("runs", "verdict"))
-    opts, on_run = TrainOptions(out=tmp_path), print
-    assert runner.train_recipe(RECIPE, [0, 1], data, CPU, opts, 2, on_run, prog="python -m tinymnist") == (
-        "runs",
-        "verdict",
-    )
-    assert runner.train_recipe(RECIPE, [0, 1], data, CPU, opts, 2, on_run)[0] == "runs"
-    assert calls == [
-        (RECIPE, [0, 1], data, opts, 2, on_run, "python -m tinymnist"),
-        (RECIPE, [0, 1], data, opts, 2, on_run, "tinymnist"),
-    ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,7 +94,9 @@ def failure_code(ended: Sequence[Ended], say: Callable[[str], None], prog: str) 
             continue
         where = f" (log: {e.log})" if e.log else ""
         if e.code in (EXIT_USAGE, EXIT_INTERNAL):
-            say(f"{prog}: {e.job.name}: {e.why or f'exit code {e.code}'}{where}")
+            # the job's own line says "tinymnist train: error: ..."; here it is said of the job it came from
+            why = re.sub(r"^tinymnist \w+: ", "", e.why) or f"exit code {e.code}"
+            say(f"{prog}: {e.job.name}: {why}{where}")
             codes.append(e.code)
         else:
             why = e.why or (f"ended with code {e.code} without writing {e.job.result}")

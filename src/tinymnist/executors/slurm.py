@@ -85,7 +85,7 @@ class SlurmExecutor:
     def _executor(self):
         import submitit
 
-        ex = submitit.AutoExecutor(folder=self.folder / "%j", cluster="slurm")
+        ex = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
         s = self.settings
         params: dict = {
             "timeout_min": s.slurm_time,
@@ -115,7 +115,7 @@ class SlurmExecutor:
             first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             raise UsageError(f"--executor slurm: sbatch refused the array ({first[:200]})") from None
         array = handles[0].job_id.split("_")[0]
-        print(f"slurm: submitted array {array} ({len(jobs)} jobs), logs in {self.folder / array}", flush=True)
+        print(f"slurm: submitted array {array} ({len(jobs)} jobs), logs in {self.folder}", flush=True)
         pending = dict(zip(handles, jobs, strict=True))
         ended: list[Ended] = []
         missing: dict[str, int] = {}

@@ -1,0 +1,203 @@
+"""One job list, run anywhere (issue 29): --list-jobs, the local executor's processes, their failures and
+interrupts, --threads, and the import layers around dispatch. Real processes throughout; the SLURM executor's
+tests against a real cluster are tests/test_slurm.py."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, train_env
+from tinymnist.cli import main
+
+# Step 2 for one epoch on 2,000 images, judged on 500: a few seconds a seed, one thread.
+TINY = ["--step", "2", "--epochs", "1", "--train-subset", "2000", "--test-subset", "500"]
+LONGER = ["--step", "2", "--epochs", "3", "--train-subset", "12000", "--test-subset", "500"]
+TIMING = {"seconds", "eval_seconds", "images_per_second"}
+
+
+def figures(path: Path) -> list[dict]:
+    """A result's per-epoch figures without the clock: what two runs of one seed must agree on to the bit."""
+    return [{k: v for k, v in e.items() if k not in TIMING} for e in json.loads(path.read_text())["epochs"]]
+
+
+def tm(args, mnist_root, cwd=REPO, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "tinymnist", *args], env=train_env(mnist_root), cwd=cwd, text=True, **kw
+    )
+
+
+def test_list_jobs_is_one_resumable_train_per_seed_and_each_job_runs_on_its_own(tmp_path, mnist_root, capsys):
+    out = tmp_path / "out"
+    argv = ["train", *TINY, "--seeds", "0-2", "--set", "lr=0.04", "--name", "exp", "--out", str(out)]
+    assert main([*argv, "--list-jobs"]) == 0
+    jobs = json.loads(capsys.readouterr().out)
+    assert [j["name"] for j in jobs] == ["exp seed 0", "exp seed 1", "exp seed 2"]
+    for s, j in enumerate(jobs):
+        assert j["argv"][1:4] == ["-m", "tinymnist", "train"] and j["cwd"] == os.getcwd()
+        assert j["argv"][-1] == "--resume" and ["--executor", "inline"] == j["argv"][-3:-1]
+        assert j["result"] == str(out.absolute() / "exp" / f"seed{s}.json")
+        assert j["env"] == {} and "--threads" not in j["argv"]  # the machine that runs it decides
+    assert not out.joinpath("exp").exists()  # listing trains nothing
+
+    # an engine runs a listed job as it is (here: from another folder); it writes the result it names
+    done = subprocess.run(jobs[1]["argv"], cwd=tmp_path, env=train_env(mnist_root), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(Path(jobs[1]["result"]).read_text())
+    assert (result["seed"], result["recipe"]["lr"], result["recipe"]["key"]) == (1, 0.04, "exp")
+    # and again: a job is idempotent (--resume over its completed result trains nothing and says PASS or not)
+    again = subprocess.run(jobs[1]["argv"], cwd=tmp_path, env=train_env(mnist_root), capture_output=True, text=True)
+    assert again.returncode == 0 and json.loads(Path(jobs[1]["result"]).read_text()) == result
+
+
+def test_shards_of_the_job_list_are_disjoint_and_whole_for_train_and_sweep(tmp_path, capsys):
+    def listed(argv):
+        assert main(argv) == 0
+        return [j["name"] for j in json.loads(capsys.readouterr().out)]
+
+    train = ["train", "--step", "2", "4", "--seeds", "0-4", "--out", str(tmp_path), "--list-jobs"]
+    sweep = ["sweep", "--step", "2", "--seeds", "0-3", "--val-split", "500", "--variant", "a: lr=0.04"]
+    sweep += ["--grid", "batch_size=64,256", "--out", str(tmp_path), "--list-jobs"]
+    for argv, total in ((train, 10), (sweep, 16)):
+        whole = listed(argv)
+        shards = [listed([*argv, "--shard", f"{k}/3"]) for k in (1, 2, 3)]
+        assert len(whole) == total and sorted(sum(shards, [])) == sorted(whole)
+        assert all(len(set(a) & set(b)) == 0 for a in shards for b in shards if a is not b)
+    assert "step2.a seed 3" in whole and "step2.batch_size-256 seed 0" in whole
+
+
+def test_local_jobs_equal_the_same_seeds_trained_in_one_process(tmp_path, mnist_root):
+    """Two jobs at once on this machine's cores, one thread each, give every figure of the same seeds trained
+    one after another in one process with one thread."""
+    a, b = tmp_path / "jobs", tmp_path / "inline"
+    done = tm(["train", *TINY, "--seeds", "0-2", "--out", str(a), "--population", "2"], mnist_root, capture_output=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 jobs on local processes, 1 thread(s) each" in done.stdout
+    assert "seed 2: completed" in done.stdout and "step 2: SMOKE OK" in done.stdout  # a subset is not judged
+    inline = ["train", *TINY, "--seeds", "0-2", "--out", str(b), "--executor", "inline", "--threads", "1"]
+    assert tm(inline, mnist_root, capture_output=True).returncode == 0
+    for s in range(3):
+        assert figures(a / "step2" / f"seed{s}.json") == figures(b / "step2" / f"seed{s}.json")
+        assert json.loads((a / "step2" / f"seed{s}.json").read_text())["threads"] == 1
+        assert (a / "step2" / f"seed{s}.log").is_file()  # each job's output is kept beside its result
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _start(argv, mnist_root, ckpts):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinymnist", *argv],
+        env=train_env(mnist_root),
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while not all(c.exists() for c in ckpts) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_ctrl_c_stops_every_job_and_the_resume_finishes_bit_identical(tmp_path, mnist_root):
+    ref = tmp_path / "ref"
+    assert tm(["train", *LONGER, "--seeds", "0", "1", "--out", str(ref)], mnist_root).returncode == 0
+    out = tmp_path / "run"
+    argv = ["train", *LONGER, "--seeds", "0", "1", "--out", str(out)]
+    proc = _start(argv, mnist_root, [out / "step2" / f"seed{s}.ckpt" for s in (0, 1)])
+    kids = _children(proc.pid)
+    assert len(kids) == 2  # one process per job, two at once
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the driver's group (each job has its own)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted (SIGINT): the running jobs were stopped" in err and "Traceback" not in err
+    assert not any(Path(f"/proc/{k}").exists() for k in kids)  # no job left running
+    resume = err.strip().splitlines()[-1].split("Resume with: ", 1)[1]
+    assert resume.endswith("--resume")
+    done = subprocess.run(resume, shell=True, env=train_env(mnist_root), cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for s in (0, 1):
+        assert figures(out / "step2" / f"seed{s}.json") == figures(ref / "step2" / f"seed{s}.json")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_job_killed_by_the_system_is_named_and_exits_6(tmp_path, mnist_root):
+    out = tmp_path / "run"
+    proc = _start(["train", *LONGER, "--seeds", "0", "1", "--out", str(out)], mnist_root, [out / "step2/seed0.ckpt"])
+    victim = next(k for k in _children(proc.pid) if "--seeds\x000\x00" in Path(f"/proc/{k}/cmdline").read_text())
+    os.kill(victim, signal.SIGKILL)  # what the out-of-memory killer does
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 6, err
+    assert "tinymnist train: step 2 seed 0: the job died (killed by SIGKILL (out of memory?))" in err
+    assert "seed 1: completed" in stdout  # the other job finished and is kept
+    assert "GATE FAILED: step 2: seeds [0] missing" in err  # a partly failed list is never a pass
+
+
+def test_a_jobs_own_error_is_one_line_naming_the_job(tmp_path, mnist_root):
+    from tinymnist.runner import seed_lock
+
+    out = tmp_path / "run"
+    with seed_lock(out, "step2", 1):  # another writer holds seed 1
+        done = tm(["train", *TINY, "--seeds", "0", "1", "--out", str(out)], mnist_root, capture_output=True)
+    assert done.returncode == 2, done.stderr
+    line = next(x for x in done.stderr.splitlines() if "seed 1" in x and "being written" in x)
+    assert line.startswith("tinymnist train: step 2 seed 1: error: ") and "(log: " in line
+    assert "Traceback" not in done.stderr and "seed 0: completed" in done.stdout
+
+
+def test_threads_are_set_per_job_and_wait_passively(tmp_path, mnist_root, capsys):
+    assert (
+        main(["train", "--step", "2", "--seeds", "0", "1", "--threads", "3", "--list-jobs", "--out", str(tmp_path)])
+        == 0
+    )
+    jobs = json.loads(capsys.readouterr().out)
+    assert all(j["argv"][j["argv"].index("--threads") + 1] == "3" for j in jobs)
+    assert all(j["env"]["OMP_NUM_THREADS"] == "3" and j["env"]["OMP_WAIT_POLICY"] == "PASSIVE" for j in jobs)
+    # a run in this process takes the thread count it is given, and records it
+    argv = ["train", *TINY, "--seeds", "0", "--threads", "1", "--executor", "inline", "--out", str(tmp_path / "a")]
+    assert tm(argv, mnist_root, capture_output=True).returncode == 0
+    assert json.loads((tmp_path / "a" / "step2" / "seed0.json").read_text())["threads"] == 1
+
+
+def test_a_wait_policy_the_user_set_is_kept(monkeypatch):
+    from tinymnist.threads import thread_env
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert thread_env(2) == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "OMP_WAIT_POLICY": "ACTIVE"}
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert thread_env(1)["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_a_sweep_shard_trains_its_share_and_rank_only_ranks_them_all(tmp_path, mnist_root):
+    base = ["sweep", "--step", "2", "--seeds", "0", "1", "--val-split", "500", "--train-subset", "2000"]
+    base += ["--epochs", "1", "--variant", "slow: lr=0.01", "--out", str(tmp_path)]
+    one = tm([*base, "--shard", "1/2"], mnist_root, capture_output=True)
+    assert one.returncode == 0, one.stderr
+    assert "shard 1/2: 2 runs" in one.stdout and not (tmp_path / "SWEEP.md").exists()
+    trained = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("*/seed*.json"))
+    assert trained == ["step2.slow/seed0.json", "step2/seed0.json"]
+    assert tm([*base, "--shard", "2/2"], mnist_root, capture_output=True).returncode == 0
+    ranked = tm([*base, "--rank-only"], mnist_root, capture_output=True)
+    assert ranked.returncode == 0 and "n = 2 per candidate" in (tmp_path / "SWEEP.md").read_text()
+
+
+def test_the_runner_imports_no_executor_and_the_executors_no_runner():
+    """The layers: commands choose an executor; an executor runs jobs and never imports the runner, the engine
+    or torch; the runner runs one process's seeds and never imports an executor."""
+    checks = {
+        "tinymnist.runner": "tinymnist.executors",
+        "tinymnist.executors.local, tinymnist.executors.slurm": ("tinymnist.runner", "tinymnist.engine", "torch"),
+    }
+    for module, banned in checks.items():
+        code = f"import sys, {module}; bad = [m for m in sys.modules if m.startswith({banned!r})]; assert not bad, bad"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
