@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, train_env
+from tests.conftest import REPO, start_until_checkpoints, train_env
 from tinymnist.cli import main
 
 # Step 2 for one epoch on 2,000 images, judged on 500: a few seconds a seed, one thread.
@@ -92,19 +91,11 @@ def _children(pid: int) -> list[int]:
 
 
 def _start(argv, mnist_root, ckpts):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tinymnist", *argv],
-        env=train_env(mnist_root),
-        cwd=REPO,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    deadline = time.time() + 120
-    while not all(c.exists() for c in ckpts) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    return proc
+    """``tinymnist ARGV`` in a session of its own (so a signal to its group is a terminal's Ctrl-C), returned
+    once every one of ``ckpts`` exists."""
+    cmd = [sys.executable, "-m", "tinymnist", *argv]
+    popen = dict(start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_until_checkpoints(cmd, train_env(mnist_root), *ckpts, **popen)
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
@@ -201,3 +192,29 @@ def test_the_runner_imports_no_executor_and_the_executors_no_runner():
         code = f"import sys, {module}; bad = [m for m in sys.modules if m.startswith({banned!r})]; assert not bad, bad"
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+def test_failures_add_up_to_one_code_each_named_by_its_job(tmp_path):
+    from tinymnist.executors import Ended, Job, failure_code
+
+    done = tmp_path / "seed0.json"
+    done.write_text("{}")
+    job = Job("step 4 seed 0", ("x",), str(tmp_path), result=str(done))
+    lost = Job("step 4 seed 1", ("x",), str(tmp_path), result=str(tmp_path / "seed1.json"))
+    said: list[str] = []
+    assert failure_code([Ended(job, 1)], said.append, "tm") == 0 and said == []  # a gate failing is a verdict
+    assert failure_code([Ended(job, 0), Ended(lost, 0)], said.append, "tm") == 6
+    assert said[-1].startswith(f"tm: step 4 seed 1: the job died (it ended with code 0, but its result {lost.result}")
+    assert "filesystem shared" in said[-1]
+    bug = Ended(lost, 3, "tinymnist train: internal error: ValueError: x (traceback saved to /t); please report it")
+    usage = Ended(lost, 2, "tinymnist train: error: --data-root: no MNIST")
+    killed = Ended(lost, None, "killed by SIGKILL (out of memory?)")
+    assert failure_code([usage, killed, bug], said.append, "tm") == 3  # a bug before a death before bad input
+    assert said[-3:] == [
+        "tm: step 4 seed 1: error: --data-root: no MNIST",
+        "tm: step 4 seed 1: the job died (killed by SIGKILL (out of memory?)); finished seeds are kept, and the "
+        "same command with --resume finishes the rest",
+        "tm: step 4 seed 1: internal error: ValueError: x (traceback saved to /t); please report it",
+    ]
+    assert failure_code([usage, killed], said.append, "tm") == 6
+    assert failure_code([usage], said.append, "tm") == 2

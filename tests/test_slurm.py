@@ -8,11 +8,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.conftest import REPO, train_env
+from tests.conftest import REPO, start_until_checkpoints, train_env
 from tests.test_executors import LONGER, TINY, figures
 
 
@@ -76,20 +75,11 @@ def test_a_sweep_of_two_variants_runs_through_slurm(tmp_path, mnist_root):
 
 
 def _start(argv, mnist_root, ckpts):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tinymnist", *argv],
-        env=train_env(mnist_root),
-        cwd=REPO,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    deadline = time.time() + 240
-    while not all(c.exists() for c in ckpts) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    assert all(c.exists() for c in ckpts), "the jobs never reached their first checkpoint"
-    return proc
+    """``tinymnist ARGV`` in a session of its own (so a signal to its group is a terminal's Ctrl-C), returned
+    once every one of ``ckpts`` exists."""
+    cmd = [sys.executable, "-m", "tinymnist", *argv]
+    popen = dict(start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_until_checkpoints(cmd, train_env(mnist_root), *ckpts, **popen)
 
 
 def test_ctrl_c_cancels_the_array_and_the_resume_finishes_bit_identical(tmp_path, mnist_root):

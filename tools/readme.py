@@ -170,6 +170,52 @@ def _pipelines() -> str:
     )
 
 
+def _threads() -> str:
+    path = REPO / "reports" / "threads" / "threads.json"
+    if not path.exists():
+        return "Not measured yet: run `python -m benchmarks.threads`."
+    return threads_table(json.loads(path.read_text()))
+
+
+def threads_table(r: dict) -> str:
+    """A ``benchmarks.threads`` result as the README shows it: one seed's training seconds per setting, quiet
+    and busy, as ratios to one thread; then the executors' wall time against their slowest job."""
+    quiet, busy = r["threads"]["quiet"], r["threads"][f"{r['busy_processes']} busy processes"]
+    n = len(next(iter(quiet.values()))["seconds"])
+    lines = [
+        f"`{r['command']}` on {r['device_name']}, {r['cores']} cores, {r['date']} (medians of {n} alternating "
+        f"rounds; one seed, `{r['workload']}`, its epoch's training seconds):",
+        "",
+        f"| threads | quiet: seconds | quiet: vs 1 thread | beside {r['busy_processes']} busy processes: seconds "
+        "| busy: vs 1 thread |",
+        "|---|---|---|---|---|",
+    ]
+    for name in quiet:
+        q, b = quiet[name], busy[name]
+        lines.append(
+            f"| {name} ({q['threads']}) | {q['median']:.2f} | {q['vs_1_thread']:.2f}x | {b['median']:.2f} | "
+            f"{b['vs_1_thread']:.2f}x |"
+        )
+    d, one = busy["default"], busy["1 thread"]
+    lines += [
+        "",
+        f"**Decision:** the default uses every core with passive waiting. Beside {r['busy_processes']} busy "
+        f"processes it takes {d['vs_1_thread']:.2f}x the time of one thread ({d['median']:.2f} s against "
+        f"{one['median']:.2f} s; the bar is 1.5x), where every core with spin-waiting threads took "
+        f"{busy['all cores, spin-waiting']['vs_1_thread']:.1f}x; on a quiet machine it keeps "
+        f"{1 / quiet['default']['vs_1_thread']:.2f}x of one thread's speed.",
+        "",
+        "Four seeds of the same workload by the executors (one thread per job): a list's wall time approaches its "
+        "slowest single job as the cores (or the cluster's) grow to the number of jobs.",
+        "",
+        "| executor | wall, s | slowest job, s | wall / slowest job |",
+        "|---|---|---|---|",
+    ]
+    for name, j in r["jobs"].items():
+        lines.append(f"| {name} | {j['wall']:.1f} | {j['slowest_job']:.1f} | {j['wall_vs_slowest']:.2f} |")
+    return "\n".join(lines)
+
+
 def _forensics() -> str:
     folder = REPO / "reports" / "forensics"
     if not (folder / "bisect.txt").exists():
@@ -263,6 +309,7 @@ BLOCKS = {
     "population-speed": _population_speed,
     "pipelines": _pipelines,
     "forensics": _forensics,
+    "threads": _threads,
     "frontier-step5": lambda: _frontier(5),
     "claim-step5": lambda: _claim(5),
     "frontier-step6": lambda: _frontier(6),

@@ -99,7 +99,14 @@ def failure_code(ended: Sequence[Ended], say: Callable[[str], None], prog: str) 
             say(f"{prog}: {e.job.name}: {why}{where}")
             codes.append(e.code)
         else:
-            why = e.why or (f"ended with code {e.code} without writing {e.job.result}")
+            # A job that ended well but whose result this driver cannot see wrote it somewhere else: on a
+            # cluster, a folder that is not shared between the nodes and this machine.
+            why = (
+                f"it ended with code {e.code}, but its result {e.job.result} is not here: is that folder on a "
+                "filesystem shared with the machine that ran it?"
+                if e.code in (EXIT_OK, EXIT_GATE)
+                else e.why or f"exit code {e.code}"
+            )
             say(
                 f"{prog}: {e.job.name}: the job died ({why}){where}; finished seeds are kept, and the same "
                 "command with --resume finishes the rest"

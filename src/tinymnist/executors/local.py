@@ -84,7 +84,10 @@ class LocalExecutor:
         return proc, log
 
     def _ended(self, job: Job, code: int) -> Ended:
-        why = _died(code) if code < 0 else last_line(job.log)
+        if code in (130, 143):  # a signal from outside this driver stopped it; it wrote its partial result
+            why = f"stopped by {'SIGINT' if code == 130 else 'SIGTERM'} from outside"
+        else:
+            why = _died(code) if code < 0 else last_line(job.log)
         return Ended(job, None if code < 0 else code, why, job.log)
 
     def _stop(self, running: dict) -> list[Ended]:
