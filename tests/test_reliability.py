@@ -487,6 +487,8 @@ def test_an_interrupt_stops_every_later_step(fast_data, tmp_path, monkeypatch, c
         "--quiet",
         "--device",
         "cpu",
+        "--executor",
+        "inline",  # in this process, step by step (as local jobs the steps train side by side)
         "--out",
         str(tmp_path),
     ]

@@ -514,12 +514,6 @@ def test_run_step_reports_each_run_and_judges_the_seeds_asked_for(fake, data, tm
     assert [r.identity["stacked"] for r in runs] == ([2, 2, 1] if stacked else [1, 1, 1])
 
 
-def test_how_seeds_train_follows_the_device_and_the_population():
-    assert runner.how_trained(CPU, 1, [0, 1]) == ("serial", 1)
-    assert runner.how_trained(torch.device("cuda"), 4, [0, 1, 2, 3]) == ("stacked", 4)
-    assert runner.how_trained(torch.device("cuda"), 1, [0]) == ("serial", 1)
-
-
 # --- what reaches the engine: every setting of the plan, and nothing else --------------------------------
 
 

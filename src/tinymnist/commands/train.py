@@ -8,7 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tinymnist.commands import _args, _dispatch
-from tinymnist.errors import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, GateFailed, UsageError, UserError
+from tinymnist.errors import (
+    EXIT_GATE,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    GateFailed,
+    UsageError,
+    UserError,
+)
 
 if TYPE_CHECKING:
     from tinymnist.recipes import Recipe
@@ -218,7 +228,7 @@ def run(args) -> int:
     settings = _dispatch.settings(args, workers=args.population)
     if _dispatched(settings, device, sum(len(s) for _, s in jobs)):
         outcomes, code = _train_as_jobs(args, sources, jobs, settings)
-        if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        if code in (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, EXIT_INTERNAL):
             return code
     else:
         outcomes, code = _train_here(args, jobs, device, population)
@@ -267,9 +277,12 @@ def _jobs_json(args, sources, jobs) -> str:
 
 def _train_as_jobs(args, sources, jobs, settings):
     """Every (recipe, seed) as a job on the executor; then each recipe judged from the files its jobs wrote."""
+    from tinymnist.data import load_for_training
     from tinymnist.results import ResultsError, load_result
     from tinymnist.runner import sigterm_as_interrupt
 
+    # Every data file is validated here, once, before any job starts: bad data is one line, not one per job.
+    load_for_training(args.data_root, torch_cpu(), args.val_split, args.train_subset, args.test_subset)
     job_list = _job_list(args, sources, jobs, settings, False)
     by_key = {r.key: r for r, _ in jobs}
     where = {"local": "local processes", "slurm": "a SLURM job array"}[settings.name]
@@ -294,6 +307,8 @@ def _train_as_jobs(args, sources, jobs, settings):
 
     with sigterm_as_interrupt():
         code, interrupted = _dispatch.run_jobs(job_list, settings, Path(args.out) / ".slurm", on_end, "tinymnist train")
+    if code in (EXIT_USAGE, EXIT_INTERNAL):  # the jobs' own errors, said; no verdict over seeds that never ran
+        return [], code
     if interrupted:
         print(
             f"\ninterrupted ({interrupted}): the running jobs were stopped; what finished is kept in {args.out}. "
@@ -308,6 +323,12 @@ def _train_as_jobs(args, sources, jobs, settings):
         runs = sorted(runs, key=lambda r: seeds.index(r.seed))
         outcomes.append((recipe, runs, _report(recipe, runs, seeds)))
     return outcomes, code
+
+
+def torch_cpu():
+    import torch
+
+    return torch.device("cpu")
 
 
 def _shard_text(args) -> str:

@@ -89,6 +89,7 @@ def failure_code(ended: Sequence[Ended], say: Callable[[str], None], prog: str) 
     infrastructure's failure, not the code's, so rerunning the same command finishes it. A job that ended with
     tinymnist's own error keeps that error's code: 3 (a bug) before 2 (bad input)."""
     codes = []
+    errors: dict[str, list[Ended]] = {}  # one job's error, said once however many jobs said it
     for e in ended:
         if e.finished:
             continue
@@ -96,7 +97,9 @@ def failure_code(ended: Sequence[Ended], say: Callable[[str], None], prog: str) 
         if e.code in (EXIT_USAGE, EXIT_INTERNAL):
             # the job's own line says "tinymnist train: error: ..."; here it is said of the job it came from
             why = re.sub(r"^tinymnist \w+: ", "", e.why) or f"exit code {e.code}"
-            say(f"{prog}: {e.job.name}: {why}{where}")
+            errors.setdefault(why, []).append(e)
+            if len(errors[why]) == 1:
+                say(f"{prog}: {e.job.name}: {why}{where}")
             codes.append(e.code)
         else:
             # A job that ended well but whose result this driver cannot see wrote it somewhere else: on a
@@ -112,6 +115,9 @@ def failure_code(ended: Sequence[Ended], say: Callable[[str], None], prog: str) 
                 "command with --resume finishes the rest"
             )
             codes.append(EXIT_JOB_DIED)
+    for same in errors.values():
+        if len(same) > 1:
+            say(f"{prog}: the same error in {len(same) - 1} more job(s): {', '.join(e.job.name for e in same[1:])}")
     for code in (EXIT_INTERNAL, EXIT_JOB_DIED, EXIT_USAGE):
         if code in codes:
             return code
