@@ -202,17 +202,21 @@ def threads_table(r: dict) -> str:
         f"**Decision:** the default uses every core with passive waiting. Beside {r['busy_processes']} busy "
         f"processes it takes {d['vs_1_thread']:.2f}x the time of one thread ({d['median']:.2f} s against "
         f"{one['median']:.2f} s; the bar is 1.5x), where every core with spin-waiting threads took "
-        f"{busy['all cores, spin-waiting']['vs_1_thread']:.1f}x; on a quiet machine it keeps "
-        f"{1 / quiet['default']['vs_1_thread']:.2f}x of one thread's speed.",
+        f"{busy['all cores, spin-waiting']['vs_1_thread']:.1f}x. The price is on a quiet machine: "
+        f"{quiet['default']['median']:.2f} s against {quiet['all cores, spin-waiting']['median']:.2f} s with "
+        "spin-waiting threads. On a machine you know is yours alone, `OMP_WAIT_POLICY=ACTIVE` takes it back.",
         "",
-        "Four seeds of the same workload by the executors (one thread per job): a list's wall time approaches its "
-        "slowest single job as the cores (or the cluster's) grow to the number of jobs.",
+        f"Four seeds, `{r['jobs_workload']} --seeds 0-3 --threads 1`, by the executors: a list's wall time "
+        "falls toward its slowest seed's as the cores (or the cluster's) grow toward the number of jobs; what "
+        "is left is start-up (a process, torch, the data) and the queue.",
         "",
-        "| executor | wall, s | slowest job, s | wall / slowest job |",
-        "|---|---|---|---|",
+        "| how | wall, s | seeds' own time, summed, s | slowest seed, s | speed-up |",
+        "|---|---|---|---|---|",
     ]
     for name, j in r["jobs"].items():
-        lines.append(f"| {name} | {j['wall']:.1f} | {j['slowest_job']:.1f} | {j['wall_vs_slowest']:.2f} |")
+        lines.append(
+            f"| {name} | {j['wall']:.1f} | {j['seeds_sum']:.1f} | {j['slowest_seed']:.1f} | {j['speedup']:.2f}x |"
+        )
     return "\n".join(lines)
 
 
