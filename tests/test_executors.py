@@ -203,9 +203,12 @@ def test_failures_add_up_to_one_code_each_named_by_its_job(tmp_path):
     lost = Job("step 4 seed 1", ("x",), str(tmp_path), result=str(tmp_path / "seed1.json"))
     said: list[str] = []
     assert failure_code([Ended(job, 1)], said.append, "tm") == 0 and said == []  # a gate failing is a verdict
-    assert failure_code([Ended(job, 0), Ended(lost, 0)], said.append, "tm") == 6
-    assert said[-1].startswith(f"tm: step 4 seed 1: the job died (it ended with code 0, but its result {lost.result}")
-    assert "filesystem shared" in said[-1]
+    # it ended by itself without a result of its own: a crash before tinymnist could say so (3), named
+    assert failure_code([Ended(job, 0), Ended(lost, 1, "ModuleNotFoundError: x", hint="; h")], said.append, "tm") == 3
+    assert said[-1] == f"tm: step 4 seed 1: ended with code 1 without writing {lost.result}: ModuleNotFoundError: x; h"
+    # an old result beside a job that crashed is not the job's; under --resume a kept completed one is
+    assert not Ended(job, 1, fresh=False).finished
+    assert Ended(Job("r", ("x", "--resume"), str(tmp_path), result=str(done)), 0, fresh=False).finished
     bug = Ended(lost, 3, "tinymnist train: internal error: ValueError: x (traceback saved to /t); please report it")
     usage = Ended(lost, 2, "tinymnist train: error: --data-root: no MNIST")
     killed = Ended(lost, None, "killed by SIGKILL (out of memory?)")
@@ -218,3 +221,62 @@ def test_failures_add_up_to_one_code_each_named_by_its_job(tmp_path):
     ]
     assert failure_code([usage, killed], said.append, "tm") == 6
     assert failure_code([usage], said.append, "tm") == 2
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--slurm-time", "5"], "--slurm-time is an option of --executor slurm; add --executor slurm or leave it out"),
+        (["--list-jobs", "--junit-xml", "j.xml"], "--list-jobs trains nothing, so it writes no --junit-xml"),
+        (["--executor", "slurm", "--threads", "4"], "--threads 4 is more than the 1 CPU(s) a SLURM job gets"),
+        (["--name", "step3"], "'step3' is a built-in step's name; choose another, e.g. step3.mine"),
+        (["--name", "a b"], "'a b': a folder name of letters, digits"),
+    ],
+)
+def test_executor_options_that_cannot_apply_are_refused_in_one_line(tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--step", "2", "--seeds", "0", "1", "--out", str(tmp_path / "o"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().splitlines()[-1].count(message) == 1 and "Traceback" not in err
+
+
+def test_an_exported_omp_num_threads_is_the_default(monkeypatch):
+    from tinymnist.threads import cores, default_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3 and default_threads(8) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert default_threads() == cores() and default_threads(10**6) == 1
+
+
+def test_a_job_that_crashes_beside_an_old_result_is_no_pass(tmp_path, mnist_root):
+    """Every job exits 1 before it trains (a broken environment), in a folder holding an earlier run: the
+    old results are not this run's, and the command says the jobs crashed (3), not PASS."""
+    out = tmp_path / "run"
+    argv = ["train", *TINY, "--seeds", "0", "1", "--out", str(out)]
+    assert tm(argv, mnist_root, capture_output=True).returncode == 0
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nif 'inline' in sys.argv: sys.exit(1)\n")
+    env = {**train_env(mnist_root), "PYTHONPATH": str(site)}
+    done = subprocess.run([sys.executable, "-m", "tinymnist", *argv], env=env, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "tinymnist train: step 2 seed 0: ended with code 1 without writing" in done.stderr
+    assert "SMOKE OK" not in done.stdout
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_an_error_in_the_driver_leaves_no_job_running(tmp_path, mnist_root):
+    out = tmp_path / "run"
+    (out / "step2" / "seed1.log").mkdir(parents=True)  # the second job's log cannot be written
+    done = tm(["train", *LONGER, "--seeds", "0", "1", "--out", str(out)], mnist_root, capture_output=True)
+    assert done.returncode == 2 and "seed1.log: cannot write the job's log" in done.stderr
+    mine = [p for p in Path("/proc").glob("[0-9]*") if str(out) in _cmdline(p)]
+    assert mine == []
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_text().replace("\x00", " ")
+    except OSError:
+        return ""

@@ -24,7 +24,6 @@ from tinymnist.errors import (
     GateFailed,
     Terminated,
     UserError,
-    WorkerFailed,
     internal_error,
 )
 
@@ -95,8 +94,6 @@ def _main(argv: list[str] | None) -> int:
     except GateFailed as e:
         print(f"GATE FAILED: {e}", file=sys.stderr)
         return EXIT_GATE
-    except WorkerFailed as e:  # the worker has printed its own one line
-        return e.code
     except ImportError as e:  # a dependency missing or broken (also while parsing): the environment's fault
         missing = e.name or str(e)
         print(

@@ -38,14 +38,6 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (what CI timeouts and `kill` send): handled like Ctrl-C, so what was trained is written."""
 
 
-class WorkerFailed(Exception):
-    """A worker process of a CPU population ended with ``code``; it has printed its own one line."""
-
-    def __init__(self, code: int):
-        super().__init__(f"a worker process ended with exit code {code}")
-        self.code = code
-
-
 class GateFailed(Exception):
     """A gate that fails before any training (a model over its parameter budget): exit code 1."""
 

@@ -109,6 +109,28 @@ def welch_within_p(new: Iterable[float], old: Iterable[float], margin: float) ->
     return welch_drop_p([o - margin for o in old], new)
 
 
+def paired_drop_p(new: Iterable[float], old: Iterable[float]) -> float:
+    """p-value of the one-sided paired t-test that NEW is below OLD, seed by seed (``new[i]`` and ``old[i]``
+    are one seed's figures): the question ``welch_drop_p`` asks, on the per-seed differences."""
+    a, b = np.asarray(list(new), dtype=float), np.asarray(list(old), dtype=float)
+    if a.shape != b.shape or a.size < 2 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return math.nan
+    d = a - b
+    if np.ptp(d) == 0:
+        return 0.0 if d.mean() < 0 else 1.0
+    return float(stats.ttest_rel(a, b, alternative="less").pvalue)
+
+
+def mean_lower_bound(values: Iterable[float], confidence: float = 0.99) -> float:
+    """The one-sided lower confidence bound of the mean (Student t): the mean is above it with ``confidence``."""
+    v = np.asarray(list(values), dtype=float)
+    if v.size < 2 or not np.all(np.isfinite(v)):
+        return math.nan
+    if np.ptp(v) == 0:
+        return float(v.mean())
+    return float(v.mean() - stats.t.ppf(confidence, v.size - 1) * stats.sem(v))
+
+
 def last_k_mean(test_acc: list[float], k: int = 3) -> float:
     return float(np.mean(test_acc[-k:]))
 

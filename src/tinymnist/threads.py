@@ -28,7 +28,11 @@ def cores() -> int:
 
 
 def default_threads(concurrent: int = 1) -> int:
-    """Threads for each of ``concurrent`` runs sharing this machine's cores: at least one each."""
+    """Threads for each of ``concurrent`` runs sharing this machine's cores, at least one each; or the
+    ``OMP_NUM_THREADS`` the user exported, which torch itself would honour."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
     return max(1, cores() // max(1, concurrent))
 
 

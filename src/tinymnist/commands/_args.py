@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
+
+from tinymnist.errors import UsageError
 
 MAX_SEEDS = 10_000  # seeds in one command, all ranges together: keep it to what anyone trains
 SEED_LIMIT = 2**32  # torch's CPU generator keeps 32 bits of a seed: 2**32 would replay seed 0
@@ -29,6 +32,13 @@ def threads(text: str) -> int:
     value = positive_int(text)
     if value > MAX_THREADS:
         raise argparse.ArgumentTypeError(f"{value} threads: at most {MAX_THREADS}")
+    return value
+
+
+def cpus(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"{value} CPUs per job: at most {MAX_THREADS}")
     return value
 
 
@@ -111,6 +121,8 @@ def folder_name(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r}: a folder name of letters, digits, '.', '_' and '-' (at most 64, not starting with . _ -)"
         )
+    if re.fullmatch(r"step\d+", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a built-in step's name; choose another, e.g. {text}.mine")
     return text
 
 
@@ -128,6 +140,14 @@ def shard(text: str) -> tuple[int, int]:
 
 def writable_dir(text: str) -> Path:
     """Create the folder now and prove it writable, so a bad --out fails before minutes of training."""
+    try:
+        return writable_dir_for("--out", text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def writable_dir_for(flag: str, text: str) -> Path:
+    """``writable_dir`` for any option, its message naming that option (a UsageError)."""
     import tempfile
 
     path = Path(text)
@@ -136,9 +156,7 @@ def writable_dir(text: str) -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise argparse.ArgumentTypeError(
-            f"{text}: cannot create or write this folder ({e.strerror}); choose another --out"
-        ) from None
+        raise UsageError(f"{text}: cannot create or write this folder ({e.strerror}); choose another {flag}") from None
     return path
 
 

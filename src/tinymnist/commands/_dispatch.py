@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tinymnist.commands import _args
-from tinymnist.errors import EXIT_INTERRUPTED, EXIT_TERMINATED
+from tinymnist.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, UsageError
 from tinymnist.executors import EXECUTORS, Ended, Job, JobsInterrupted, Settings, failure_code, get, job_threads
 
 
@@ -35,31 +35,45 @@ def add_executor(p: argparse.ArgumentParser) -> None:
         help="train nothing: print the jobs as JSON (argv, cwd, env, result file), for any engine",
     )
     g.add_argument("--slurm-partition", metavar="NAME", help="slurm: the partition (default: the cluster's)")
-    g.add_argument(
-        "--slurm-time", type=_args.positive_int, default=60, metavar="MIN", help="slurm: minutes per job (60)"
-    )
-    g.add_argument("--slurm-cpus", type=_args.threads, default=1, metavar="N", help="slurm: CPUs per job (1)")
+    g.add_argument("--slurm-time", type=_args.positive_int, metavar="MIN", help="slurm: minutes per job (60)")
+    g.add_argument("--slurm-cpus", type=_args.cpus, metavar="N", help="slurm: CPUs per job, also its threads (1)")
     g.add_argument(
         "--slurm-parallelism", type=_args.positive_int, metavar="N", help="slurm: array jobs at once (default: all)"
     )
     g.add_argument(
         "--slurm-folder",
-        type=_args.writable_dir,
         metavar="DIR",
         help="slurm: where submitit keeps scripts and logs, on a shared filesystem (default: OUT/.slurm)",
     )
 
 
+SLURM_OPTIONS = ("slurm_partition", "slurm_time", "slurm_cpus", "slurm_parallelism", "slurm_folder")
+
+
 def settings(args, workers: int | None = None) -> Settings:
+    """The executor settings, refusing what cannot apply: SLURM's options without --executor slurm, and more
+    threads than a SLURM job has CPUs (they would fight over them: the collapse --threads exists to avoid)."""
+    given = [f"--{k.replace('_', '-')}" for k in SLURM_OPTIONS if getattr(args, k) is not None]
+    if given and args.executor != "slurm":
+        raise UsageError(f"{given[0]} is an option of --executor slurm; add --executor slurm or leave it out")
+    if args.executor == "slurm" and args.threads and args.threads > (args.slurm_cpus or 1):
+        raise UsageError(
+            f"--threads {args.threads} is more than the {args.slurm_cpus or 1} CPU(s) a SLURM job gets; "
+            f"add --slurm-cpus {args.threads}"
+        )
+    if args.list_jobs and (getattr(args, "junit_xml", None) or getattr(args, "markdown", None)):
+        raise UsageError("--list-jobs trains nothing, so it writes no --junit-xml or --markdown; leave them out")
+    if args.slurm_folder:
+        _args.writable_dir_for("--slurm-folder", args.slurm_folder)
     return Settings(
         name=args.executor,
         workers=workers,
         threads=args.threads,
         slurm_partition=args.slurm_partition,
-        slurm_time=args.slurm_time,
-        slurm_cpus=args.slurm_cpus,
+        slurm_time=args.slurm_time or 60,
+        slurm_cpus=args.slurm_cpus or 1,
         slurm_parallelism=args.slurm_parallelism,
-        slurm_folder=str(args.slurm_folder) if args.slurm_folder else None,
+        slurm_folder=args.slurm_folder,
     )
 
 
@@ -102,7 +116,7 @@ def train_job(
         env={**(thread_env(threads) if threads else {}), **(env or {})},
         result=str(result_path(out, key, seed)),
         log=str(result_path(out, key, seed, ".log")),
-        threads=threads or 0,
+        threads=threads,
     )
 
 
@@ -119,11 +133,17 @@ def run_jobs(
     """Run ``jobs`` on the executor ``s`` names: (the failures' exit code or 0, the signal that interrupted it or
     None). Each job that did not finish is named on stderr."""
     executor = get(s, folder)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
     try:
         ended = executor.run(jobs, on_end)
     except JobsInterrupted as e:
+        # the jobs the interrupt stopped are no news; one that had died or failed before it is
+        failure_code([x for x in e.ended if not x.why.startswith("stopped by")], say, prog)
         return (EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED), e.signal_name
-    return failure_code(ended, lambda line: print(line, file=sys.stderr, flush=True), prog), None
+    return failure_code(ended, say, prog), None
 
 
 __all__ = ["add_executor", "settings", "train_job", "run_jobs", "threads_for", "absolute"]

@@ -1,8 +1,9 @@
 """``tinymnist bisect GOOD BAD``: the first commit whose seed population regresses against GOOD's.
 
 Exit codes: 0 the first bad commit is named on the last line; 4 BAD is not shown to be a regression of GOOD;
-5 skipped commits leave the first bad commit undecided (the last line lists the candidates); 2 bad usage, a
-store conflict or a repository git cannot read; 130/143 interrupted (the store keeps every finished run, and
+5 skipped commits leave the first bad commit undecided (the last line lists the candidates); 6 a job died
+(killed, out of memory, a time limit, cancelled: what finished is filed); 2 bad usage, a store conflict or a
+repository git cannot read; 130/143 interrupted (the store keeps every finished run, and
 no worktree is left).
 """
 

@@ -96,6 +96,8 @@ def _train_and_rank(args, cands, seeds, origin: dict[str, str]) -> int:
     if not cands:
         raise UsageError("every candidate is over its parameter budget; nothing to sweep")
     command = shlex.join(["tinymnist", *[a for a in args._argv if a not in ("--rank-only", "--list-jobs")]])
+    if args.rank_only and args.list_jobs:
+        raise UsageError("--rank-only trains nothing and --list-jobs lists what it would train; give one of them")
     if args.rank_only:
         return _rank(args, cands, seeds, command)
     work = _shard([(c, s) for c in cands for s in seeds], args.shard)
@@ -105,21 +107,24 @@ def _train_and_rank(args, cands, seeds, origin: dict[str, str]) -> int:
 
         print(jobs_json(_jobs(args, work, origin, _dispatch.threads_for(settings, len(work), True))))
         return EXIT_OK
-    from tinymnist.engine import resolve_device
-
-    try:
-        device = resolve_device(args.device)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     print(
         f"sweep: {len(cands)} candidates x {len(seeds)} seeds, validation split {args.val_split:,}"
         + (f", shard {args.shard[0]}/{args.shard[1]}: {len(work)} runs" if args.shard else ""),
         flush=True,
     )
-    if settings.name == "slurm" or (settings.name == "local" and device.type == "cpu"):
+    if settings.name == "slurm":  # the device is the nodes' to resolve
         code = _train_as_jobs(args, work, origin, settings)
     else:
-        code = _train_here(args, work, device)
+        from tinymnist.engine import resolve_device
+
+        try:
+            device = resolve_device(args.device)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if settings.name == "local" and device.type == "cpu":
+            code = _train_as_jobs(args, work, origin, settings)
+        else:
+            code = _train_here(args, work, device)
     if code:
         return code
     if args.shard:
@@ -175,9 +180,14 @@ def _on_run(r) -> None:  # validation only: the test figures are not shown while
 
 def _train_as_jobs(args, work, origin, settings) -> int:
     """Every (candidate, seed) as one job of the executor: always resumable, so a rerun finishes the rest."""
+    import torch
+
+    from tinymnist.data import load_for_training
     from tinymnist.results import ResultsError, load_result
     from tinymnist.runner import sigterm_as_interrupt
 
+    # Every data file is validated here, once, before any job starts: bad data is one line, not one per job.
+    load_for_training(args.data_root, torch.device("cpu"), args.val_split, args.train_subset)
     jobs = _jobs(args, work, origin, _dispatch.threads_for(settings, len(work), False))
 
     def on_end(ended) -> None:

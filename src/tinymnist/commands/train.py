@@ -208,14 +208,21 @@ def run(args) -> int:
         if why:
             raise GateFailed(why)
     jobs = jobs_of(args, recipes)
+    settings = _dispatch.settings(args, workers=args.population)
     if args.list_jobs:
-        print(_jobs_json(args, sources, jobs))
+        print(_jobs_json(args, sources, jobs, settings))
         return EXIT_OK
     if not jobs:
         k, n = args.shard
         print(f"shard {k}/{n}: no (recipe, seed) falls to this shard; nothing to train")
         return EXIT_OK
 
+    if settings.name == "slurm":
+        # The device is the nodes' to resolve: a login node without a GPU submits GPU jobs all the same.
+        outcomes, code = _train_as_jobs(args, sources, jobs, settings)
+        if code in (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, EXIT_INTERNAL):
+            return code
+        return _finish(args, outcomes, code)
     from tinymnist.engine import resolve_device
 
     try:
@@ -225,7 +232,6 @@ def run(args) -> int:
     population = args.population or DEFAULT_POPULATION[device.type]
     if population > 1 and device.type == "cuda" and any(r.compile for r in recipes):
         raise UsageError("--set compile=true trains one seed at a time on a GPU; add --population 1")
-    settings = _dispatch.settings(args, workers=args.population)
     if _dispatched(settings, device, sum(len(s) for _, s in jobs)):
         outcomes, code = _train_as_jobs(args, sources, jobs, settings)
         if code in (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, EXIT_INTERNAL):
@@ -234,6 +240,11 @@ def run(args) -> int:
         outcomes, code = _train_here(args, jobs, device, population)
         if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
             return code
+    return _finish(args, outcomes, code)
+
+
+def _finish(args, outcomes, code: int) -> int:
+    """The summary line over several recipes, the CI files, and the exit code."""
     codes = [EXIT_OK if v.passed else EXIT_GATE for _, _, v in outcomes]
     if len(outcomes) > 1:
         failed = [r.label for (r, _, _), c in zip(outcomes, codes, strict=True) if c != EXIT_OK]
@@ -242,7 +253,7 @@ def run(args) -> int:
         print(f"{', '.join(r.label for r, _, _ in outcomes)}: " + (f"FAIL ({', '.join(failed)})" if failed else ok))
     _write_ci_files(args, outcomes)
     # A job that failed or died outranks a verdict: a partly failed array is never a pass, nor a mere gate.
-    return code or max(codes)
+    return code or max(codes, default=EXIT_OK)
 
 
 def _dispatched(settings, device, runs: int) -> bool:
@@ -269,10 +280,10 @@ def _job_list(args, sources, jobs, settings, listing: bool) -> list:
     ]
 
 
-def _jobs_json(args, sources, jobs) -> str:
+def _jobs_json(args, sources, jobs, settings) -> str:
     from tinymnist.executors import jobs_json
 
-    return jobs_json(_job_list(args, sources, jobs, _dispatch.settings(args, workers=args.population), True))
+    return jobs_json(_job_list(args, sources, jobs, settings, True))
 
 
 def _train_as_jobs(args, sources, jobs, settings):

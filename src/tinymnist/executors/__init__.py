@@ -34,7 +34,7 @@ class Job:
     env: dict[str, str] = field(default_factory=dict)  # set on top of the inherited environment
     result: str = ""  # the file it writes when it completes
     log: str = ""  # where its output goes (the local executor; SLURM keeps its own log per job)
-    threads: int = 1
+    threads: int | None = None  # None: the machine that runs it decides (its cores)
 
     def to_dict(self) -> dict:
         return asdict(self) | {"argv": list(self.argv)}
@@ -53,11 +53,30 @@ class Ended:
     code: int | None
     why: str = ""  # "killed by signal 9 (out of memory?)", "CANCELLED", "TIMEOUT", or the job's last error line
     log: str = ""
+    fresh: bool = True  # its result file was written (or first appeared) while it ran
+    hint: str = ""  # what the executor knows of a missing result (SLURM: a folder the nodes do not share)
 
     @property
     def finished(self) -> bool:
-        """It ran to its end (pass or fail) and wrote its result: its figures are the verdict's to judge."""
-        return self.code in (EXIT_OK, EXIT_GATE) and Path(self.job.result).is_file()
+        """It ran to its end (pass or fail) and its result is its own: written while it ran, or, under
+        --resume, the completed result it found and kept. A result left by an earlier run beside a job that
+        crashed is not this job's."""
+        own = self.fresh or "--resume" in self.job.argv
+        return self.code in (EXIT_OK, EXIT_GATE) and Path(self.job.result).is_file() and own
+
+
+def stamp(path: str) -> tuple[int, int] | None:
+    """A result file's (modification time, size) before a job runs, to tell afterwards whether it wrote it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def fresh(path: str, before: tuple[int, int] | None) -> bool:
+    now = stamp(path)
+    return now is not None and now != before
 
 
 class JobsInterrupted(Exception):
@@ -101,18 +120,16 @@ def failure_code(ended: Sequence[Ended], say: Callable[[str], None], prog: str) 
             if len(errors[why]) == 1:
                 say(f"{prog}: {e.job.name}: {why}{where}")
             codes.append(e.code)
+        elif e.code is not None:
+            # It ended by itself, yet without a result of its own: a crash before tinymnist could say so (a
+            # broken environment), or, on a cluster, a result written where this machine cannot see it.
+            last = f": {e.why}" if e.why else ""
+            say(f"{prog}: {e.job.name}: ended with code {e.code} without writing {e.job.result}{last}{where}{e.hint}")
+            codes.append(EXIT_INTERNAL)
         else:
-            # A job that ended well but whose result this driver cannot see wrote it somewhere else: on a
-            # cluster, a folder that is not shared between the nodes and this machine.
-            why = (
-                f"it ended with code {e.code}, but its result {e.job.result} is not here: is that folder on a "
-                "filesystem shared with the machine that ran it?"
-                if e.code in (EXIT_OK, EXIT_GATE)
-                else e.why or f"exit code {e.code}"
-            )
             say(
-                f"{prog}: {e.job.name}: the job died ({why}){where}; finished seeds are kept, and the same "
-                "command with --resume finishes the rest"
+                f"{prog}: {e.job.name}: the job died ({e.why or 'no reason given'}){where}; finished seeds are "
+                "kept, and the same command with --resume finishes the rest"
             )
             codes.append(EXIT_JOB_DIED)
     for same in errors.values():

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tinymnist.errors import Terminated, UsageError
-from tinymnist.executors import Ended, Job, JobsInterrupted, last_line
+from tinymnist.executors import Ended, Job, JobsInterrupted, fresh, last_line, stamp
 from tinymnist.threads import cores
 
 # A run stops at its next batch on SIGTERM and then writes one checkpoint and one result: seconds, measured
@@ -42,19 +43,17 @@ class LocalExecutor:
     def run(self, jobs: Sequence[Job], on_end: Callable[[Ended], None]) -> list[Ended]:
         """Run every job, ``slots`` at a time, calling ``on_end`` as each ends; raises JobsInterrupted."""
         waiting = list(jobs)
-        running: dict[subprocess.Popen, tuple[Job, object]] = {}
+        running: dict[subprocess.Popen, tuple[Job, object, tuple | None]] = {}
         ended: list[Ended] = []
         slots = self.slots(len(jobs))
         try:
             while waiting or running:
                 while waiting and len(running) < slots:
-                    job = waiting.pop(0)
-                    proc, log = self._start(job)
-                    running[proc] = (job, log)
+                    self._start(waiting.pop(0), running)
                 for proc in [p for p in running if p.poll() is not None]:
-                    job, log = running.pop(proc)
+                    job, log, before = running.pop(proc)
                     log.close()  # type: ignore[attr-defined]
-                    e = self._ended(job, proc.returncode)
+                    e = self._ended(job, proc.returncode, before)
                     ended.append(e)
                     on_end(e)
                 if running:
@@ -63,48 +62,76 @@ class LocalExecutor:
             name = "SIGTERM" if isinstance(interrupt, Terminated) else "SIGINT"
             ended += self._stop(running)
             raise JobsInterrupted(name, ended) from None
+        finally:
+            self._stop(running)  # whatever else ends this driver (an error), no job goes on without it
         return ended
 
-    def _start(self, job: Job):
+    def _start(self, job: Job, running: dict) -> None:
         log_path = Path(job.log)
         try:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log = open(log_path, "wb")  # noqa: SIM115 (closed when the job ends)
         except OSError as e:
             raise UsageError(f"{log_path}: cannot write the job's log ({e.strerror}); choose another --out") from None
-        proc = subprocess.Popen(
-            list(job.argv),
-            cwd=job.cwd,
-            env={**os.environ, **job.env},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return proc, log
+        before = stamp(job.result)
+        try:
+            proc = subprocess.Popen(
+                list(job.argv),
+                cwd=job.cwd,
+                env={**os.environ, **job.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as e:
+            log.close()
+            raise UsageError(f"{job.name}: cannot start {job.argv[0]} ({e.strerror})") from None
+        running[proc] = (job, log, before)
 
-    def _ended(self, job: Job, code: int) -> Ended:
-        if code in (130, 143):  # a signal from outside this driver stopped it; it wrote its partial result
-            why = f"stopped by {'SIGINT' if code == 130 else 'SIGTERM'} from outside"
-        else:
-            why = _died(code) if code < 0 else last_line(job.log)
-        return Ended(job, None if code < 0 else code, why, job.log)
+    def _ended(self, job: Job, code: int, before) -> Ended:
+        if code in (130, 143):  # stopped by a signal from outside this driver: it wrote its partial result
+            return Ended(job, None, f"stopped by {'SIGINT' if code == 130 else 'SIGTERM'}", job.log)
+        if code < 0:
+            return Ended(job, None, _died(code), job.log)
+        return Ended(job, code, last_line(job.log), job.log, fresh(job.result, before))
 
     def _stop(self, running: dict) -> list[Ended]:
         """SIGTERM to every running job's process group, a wait, then SIGKILL for what is left."""
+        if not running:
+            return []
+        print(
+            f"stopping {len(running)} job(s): SIGTERM sent, waiting up to {GRACE:.0f} s for each to write its "
+            "checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
         for proc in running:
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + GRACE
         ended = []
-        for proc, (job, log) in running.items():
+        for proc, (job, log, before) in list(running.items()):
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
             log.close()
-            ended.append(self._ended(job, proc.returncode))
+            ended.append(self._ended(job, proc.returncode, before))
+        running.clear()
         return ended
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: SIGTERM when the driver dies, however it dies (even SIGKILL), so that no
+    job trains on without anyone to read its result (Linux's PR_SET_PDEATHSIG; elsewhere nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -23,15 +23,18 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tinymnist.errors import Terminated, UsageError
-from tinymnist.executors import Ended, Job, JobsInterrupted, Settings
+from tinymnist.executors import Ended, Job, JobsInterrupted, Settings, stamp
 
 POLL = 2.0  # seconds between looks at the queue: a look runs squeue once for the whole array
-GONE_AFTER = 3  # looks a job must be missing from squeue without a result before it counts as dead
+# Looks a job must be missing from squeue without a result before it counts as dead: a shared filesystem (NFS)
+# may show the result file that a node wrote some seconds late, and a finished job must not read as dead.
+GONE_AFTER = 15
 CANCEL_WAIT = 300.0  # the longest a cancel waits for the queue to empty (KillWait, then the epilogue)
 
 
@@ -108,6 +111,7 @@ class SlurmExecutor:
         if not jobs:
             return []
         ex = self._executor()
+        self.stamps = {j.result: stamp(j.result) for j in jobs}  # before any job can start
         try:
             with ex.batch():
                 handles = [ex.submit(RunArgv(j.argv, j.cwd, j.env)) for j in jobs]
@@ -159,10 +163,18 @@ class SlurmExecutor:
         if code < 0 or code in (130, 143):  # killed or stopped by a signal: SLURM's doing, not the run's
             why = _reason(_read(h.paths.stderr)) or f"stopped by signal (exit {code})"
             return Ended(job, None, why, _log(h))
-        return Ended(job, code, _last_error(h.paths.stderr) if code else "", _log(h))
+        hint = "; if it wrote it elsewhere, --out must be on a filesystem shared by the nodes and this machine"
+        why = _last_error(h.paths.stderr) if code else ""
+        return Ended(job, code, why, _log(h), self.stamps.get(job.result) != stamp(job.result), hint)
 
     def _cancel(self, array: str, pending: dict) -> list[Ended]:
         """scancel the array's unfinished jobs (SIGTERM, then SIGKILL after KillWait) and wait for the queue."""
+        print(
+            f"cancelling array {array}: scancel sends SIGTERM, then SIGKILL after the cluster's KillWait; waiting "
+            "until no job of it is queued",
+            file=sys.stderr,
+            flush=True,
+        )
         subprocess.run(["scancel", array], capture_output=True)
         deadline = time.monotonic() + CANCEL_WAIT
         while time.monotonic() < deadline:
@@ -172,10 +184,8 @@ class SlurmExecutor:
             time.sleep(1.0)
         ended = []
         for h, job in pending.items():
-            if h.paths.result_pickle.exists():
-                ended.append(self._outcome(h, job))
-            else:
-                ended.append(Ended(job, None, _reason(_read(h.paths.stderr)) or "cancelled", _log(h)))
+            e = self._outcome(h, job) if h.paths.result_pickle.exists() else None
+            ended.append(e if e is not None and e.finished else Ended(job, None, "stopped by scancel", _log(h)))
         return ended
 
 
