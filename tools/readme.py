@@ -170,6 +170,74 @@ def _pipelines() -> str:
     )
 
 
+def _population_rules() -> str:
+    path = REPO / "reports" / "population" / "rules.json"
+    if not path.exists():
+        return "Not measured yet: run `python -m tools.population_rules`."
+    r = json.loads(path.read_text())
+    nights, paired = r["night_rules"], r["paired"]
+    rates = ", ".join(
+        f"{cpu} {v['k']}/{v['n']} ({100 * v['low']:.0f}-{100 * v['high']:.0f}%)"
+        for cpu, v in nights["seed_pass_rate"].items()
+    )
+    lines = [
+        f"`{r['command']}`, on step 4's seeds 100-115 from two CPU models ({', '.join(r['folders'])}); seeds "
+        f"passing their own gate (95% Wilson interval): {rates}. A night is {nights['seeds_per_night']} seeds, "
+        f"drawn half from each CPU's seeds (with replacement), {nights['nights']:,} nights; power is the share of "
+        "nights failed when every epoch of every drawn seed is lowered by the drop.",
+        "",
+        "| rule for a night of 16 seeds | false failures (nothing regressed) | power, drop 0.05 | power, drop 0.10 |",
+        "|---|---|---|---|",
+    ]
+    for name, v in nights["rules"].items():
+        mark = " **(in use)**" if name == nights["in_use"] else ""
+        lines.append(
+            f"| {name}{mark} | {100 * v['false_failure']:.2f}% | {100 * v['power_0.05']:.1f}% | "
+            f"{100 * v['power_0.10']:.1f}% |"
+        )
+    chosen = nights["choice"]
+    lines += [
+        "",
+        f"**Rule in use for populations: {nights['in_use']}.** Chosen as the rule with at most "
+        f"{100 * nights['max_false_failure']:.0f}% false failures and the most power against a 0.10-point drop "
+        f"(this measurement's choice: {chosen}).",
+        "",
+    ]
+    lo, hi = paired["r_ci"]
+    w, pr = paired["rates"]["welch"], paired["rates"]["paired"]
+    n = paired["pairs_per_draw"]
+    better = pr["power_0.05"] > w["power_0.05"] and pr["false_alarm"] <= paired["alpha"]
+    lines += [
+        f"**Paired or unpaired.** The same {len(paired['seeds'])} seeds on the two CPUs ({' and '.join(paired['cpus'])}): "
+        f"their last-3 means correlate at r = {paired['r']:.2f} (95% CI {lo:.2f} to {hi:.2f}); the SD of the "
+        f"per-seed differences is {paired['sd_difference']:.3f}, against {paired['sd_base']:.3f} and "
+        f"{paired['sd_new']:.3f} for the two samples (mean difference {paired['mean_difference']:+.3f}). compare's "
+        f"rule (alpha {paired['alpha']:g}, minimum effect {paired['min_effect']:.2f}) on {n} seeds drawn from them, "
+        "with the second CPU as NEW:",
+        "",
+        "| test | false alarms | power, drop 0.05 | power, drop 0.10 |",
+        "|---|---|---|---|",
+        f"| Welch (unpaired) | {100 * w['false_alarm']:.2f}% | {100 * w['power_0.05']:.1f}% | "
+        f"{100 * w['power_0.10']:.1f}% |",
+        f"| paired t-test | {100 * pr['false_alarm']:.2f}% | {100 * pr['power_0.05']:.1f}% | "
+        f"{100 * pr['power_0.10']:.1f}% |",
+        "",
+        (
+            "The paired test keeps its false alarms under alpha with more power, so `compare` uses it when NEW "
+            "ran exactly the baseline's seeds (at least 5), and Welch's test otherwise; each row names its test. "
+            + (
+                "The correlation's interval still includes zero: with more seeds and CPU models this is measured "
+                "again (`python -m tools.population_rules`), and the choice follows the figures."
+                if lo <= 0
+                else ""
+            )
+            if better
+            else "The paired test is not more powerful here within alpha, so `compare` keeps Welch's test."
+        ),
+    ]
+    return "\n".join(lines)
+
+
 def _threads() -> str:
     path = REPO / "reports" / "threads" / "threads.json"
     if not path.exists():
@@ -314,6 +382,7 @@ BLOCKS = {
     "pipelines": _pipelines,
     "forensics": _forensics,
     "threads": _threads,
+    "population-rules": _population_rules,
     "frontier-step5": lambda: _frontier(5),
     "claim-step5": lambda: _claim(5),
     "frontier-step6": lambda: _frontier(6),

@@ -89,7 +89,11 @@ def train_cases(outcomes) -> list[Case]:
                 props["final"] = r.test_acc[-1]
                 props["last_k_mean"] = last_k_mean(r.test_acc, recipe.expect.last_k)
             not_result = r.status != "completed"
-            message = "; ".join(v.reasons) or None
+            # under a population rule a seed below its own gate is a note (a property), not the step failing
+            failing = [x for x in v.reasons if x not in verdict.notes]
+            if len(failing) < len(v.reasons):
+                props["below_own_gate"] = "; ".join(x for x in v.reasons if x in verdict.notes)
+            message = "; ".join(failing) or None
             cases.append(
                 Case(
                     f"tinymnist.{recipe.key}",
@@ -103,7 +107,7 @@ def train_cases(outcomes) -> list[Case]:
         seed_lines = {reason for r in runs for reason in seed_verdict(r).reasons}
         step_only = [x for x in verdict.reasons if x not in seed_lines]
         finals = [r.test_acc[-1] for r in runs if r.epochs]
-        props = {"seeds": len(runs), "passed": verdict.runs - len(verdict.failed_seeds)}
+        props = {"seeds": len(runs), "passed": verdict.runs - len(verdict.failed_seeds), "rule": verdict.rule_text}
         if finals:
             props["mean_final"] = sum(finals) / len(finals)
         cases.append(
@@ -125,8 +129,8 @@ def train_markdown(outcomes, shard) -> str:
     lines = [
         f"## tinymnist train{where}",
         "",
-        "| recipe | seeds | verdict | pass rate | last-3 mean | final |",
-        "|---|---|---|---|---|---|",
+        "| recipe | seeds | verdict | rule | pass rate | last-3 mean | final |",
+        "|---|---|---|---|---|---|---|",
     ]
     for recipe, runs, verdict in outcomes:
         if not runs:
@@ -134,7 +138,10 @@ def train_markdown(outcomes, shard) -> str:
         s = summarize(runs)
         last = s.last_k.fmt() if s.last_k else "n/a"
         final = s.final_test.fmt() if s.final_test else "n/a"
-        lines.append(f"| {recipe.label} | {len(runs)} | {verdict.word} | {s.pass_rate.fmt()} | {last} | {final} |")
+        lines.append(
+            f"| {recipe.label} | {len(runs)} | {verdict.word} | {verdict.rule_text} | {verdict.pass_rate.fmt()} | "
+            f"{last} | {final} |"
+        )
     return "\n".join(lines) + "\n\n"
 
 

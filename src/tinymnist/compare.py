@@ -27,7 +27,7 @@ import numpy as np
 
 from tinymnist.recipes import short_name, sort_key
 from tinymnist.results import load_benchmarks, load_results, machine_name
-from tinymnist.stats import EPS, welch_drop_p
+from tinymnist.stats import EPS, paired_drop_p, welch_drop_p
 from tinymnist.summary import StepSummary, summarize
 
 MIN_SEEDS_FOR_TEST = 5  # a t-test on fewer seeds a side has too little power to be worth its name
@@ -61,11 +61,26 @@ class AccuracyCheck:
 
 
 def accuracy_check(old: StepSummary, new: StepSummary, t: Thresholds) -> AccuracyCheck | None:
-    """The accuracy judgement of one step; None when either side has no finished run."""
-    a, b = list(old.last_k_by_seed.values()), list(new.last_k_by_seed.values())
+    """The accuracy judgement of one step; None when either side has no finished run. When NEW ran exactly the
+    baseline's seeds (at least 5), the paired test on per-seed differences judges: measured on the same seeds
+    on two CPU models (reports/population/rules.json), it holds false alarms under alpha with more power than
+    Welch's. Otherwise Welch's test, or the fixed rule below 5 seeds."""
+    a, b = old.last_k_by_seed, new.last_k_by_seed
     if not a or not b:
         return None
-    return accuracy_rule(a, b, t)
+    if a.keys() == b.keys() and len(a) >= MIN_SEEDS_FOR_TEST:
+        seeds = sorted(a)
+        return paired_rule([a[s] for s in seeds], [b[s] for s in seeds], t)
+    return accuracy_rule(list(a.values()), list(b.values()), t)
+
+
+def paired_rule(a: Sequence[float], b: Sequence[float], t: Thresholds) -> AccuracyCheck:
+    """The baseline's and NEW's figures of the same seeds, in one order: the one-sided paired t-test on their
+    differences, with compare's alpha and minimum effect."""
+    drop = sum(a) / len(a) - sum(b) / len(b)
+    p = paired_drop_p(b, a)
+    rule = f"paired t-test on {len(a)} shared seeds, p {_p(p)} (alpha {t.alpha:g}), min effect {t.min_effect:.2f}"
+    return AccuracyCheck(rule, drop, p, p < t.alpha and drop >= t.min_effect - EPS)
 
 
 def accuracy_rule(a: Sequence[float], b: Sequence[float], t: Thresholds) -> AccuracyCheck:
@@ -128,6 +143,7 @@ def compare(
     t: Thresholds = Thresholds(),
     keys: list[str] | None = None,
     on: str = "test",
+    rule: str = "seeds",
 ) -> Comparison:
     """Every compared figure of NEW against the baseline; ``keys`` limits it to those recipes (``step4``);
     ``on="val"`` compares the validation figures instead of the test figures."""
@@ -165,7 +181,7 @@ def compare(
         new_seeds = {r.seed for r in new_r[key]}
         # NEW reusing the baseline's seeds must hold all of them; a fresh sample must be as large.
         required = old_seeds if new_seeds & set(old_seeds) else []
-        n = summarize(new_r[key], required)
+        n = summarize(new_r[key], required, rule=rule)
         row(
             key,
             "gate",
@@ -173,7 +189,7 @@ def compare(
             f"{n.verdict.word}, {n.pass_rate.fmt()}",
             "",
             not n.verdict.passed,
-            "tinymnist.verdict",
+            f"tinymnist.verdict: {n.verdict.rule_text}",
             message="; ".join(n.verdict.reasons),
         )
         if old_seeds and not required:

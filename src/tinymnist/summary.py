@@ -65,11 +65,14 @@ class StepSummary:
         return tuple(s for s in self.seeds if s not in self.verdict.failed_seeds)
 
 
-def summarize(runs: Sequence[RunResult], required_seeds: Sequence[int] = (), smoke: bool = False) -> StepSummary:
-    """The summary of one step's runs (all of one step), judged with ``required_seeds`` present."""
+def summarize(
+    runs: Sequence[RunResult], required_seeds: Sequence[int] = (), smoke: bool = False, rule: str = "seeds"
+) -> StepSummary:
+    """The summary of one step's runs (all of one step), judged with ``required_seeds`` present, by ``rule``
+    (``tinymnist.verdict``: every seed, or the population)."""
     runs = sorted(runs, key=lambda r: r.seed)
     recipe = Recipe.from_dict(runs[0].recipe)
-    verdict = judge(runs, required_seeds, smoke)
+    verdict = judge(runs, required_seeds, smoke, rule=rule)
     done = [r for r in runs if r.epochs]
     k = recipe.expect.last_k
     n_ep = min(len(r.epochs) for r in done) if done else 0

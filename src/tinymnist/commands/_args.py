@@ -183,6 +183,16 @@ def add_val_split(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_rule(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rule",
+        choices=["seeds", "population"],
+        default="seeds",
+        help="how a step's accuracy is judged: seeds (default), every seed meets its gate; population, at least "
+        "8 seeds judged together by the rule measured for it (README: Population verdicts)",
+    )
+
+
 def add_judged_on(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--on",

@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
         help="compare only these recipes: step numbers or recipe names (default: all found)",
     )
     _args.add_judged_on(c)
+    _args.add_rule(c)
     c.add_argument(
         "--junit-xml", type=_args.writable_file, metavar="FILE", help="also write the compared rows as JUnit XML"
     )
@@ -53,6 +54,7 @@ def run(args) -> int:
             _args.thresholds(args, max_acc_drop=args.max_acc_drop, max_throughput_drop=args.max_throughput_drop),
             args.steps,
             args.on,
+            args.rule,
         )
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None

@@ -101,6 +101,7 @@ def add_parser(sub) -> None:
         metavar="FILE",
         help="also write a markdown summary (e.g. $GITHUB_STEP_SUMMARY)",
     )
+    _args.add_rule(t)
     _dispatch.add_executor(t)
 
 
@@ -332,7 +333,7 @@ def _train_as_jobs(args, sources, jobs, settings):
         recipe = by_key[key]
         seeds = next(s for r, s in jobs if r.key == key)
         runs = sorted(runs, key=lambda r: seeds.index(r.seed))
-        outcomes.append((recipe, runs, _report(recipe, runs, seeds)))
+        outcomes.append((recipe, runs, _report(args, recipe, runs, seeds)))
     return outcomes, code
 
 
@@ -438,16 +439,21 @@ def _train_one(args, recipe, seeds, data, device, options, population):
             file=sys.stderr,
         )
         return (EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED), [], None
-    verdict = _report(recipe, runs, seeds)
+    verdict = _report(args, recipe, runs, seeds)
     return (EXIT_OK if verdict.passed else EXIT_GATE), runs, verdict
 
 
-def _report(recipe, runs, seeds):
+def judge_rule(args) -> str:
+    """--rule population on one shard judges that shard's share; the gathered population is judged later."""
+    return "share" if args.rule == "population" and args.shard else args.rule
+
+
+def _report(args, recipe, runs, seeds):
     """The recipe's verdict over ``seeds`` (a seed without a result fails it), printed; returned."""
     from tinymnist.stats import SeedStats
     from tinymnist.verdict import judge
 
-    verdict = judge(runs, required_seeds=seeds)
+    verdict = judge(runs, required_seeds=seeds, rule=judge_rule(args))
     finals = [r.epochs[-1].test_acc for r in runs if r.epochs]
     if finals:
         print(
@@ -456,9 +462,11 @@ def _report(recipe, runs, seeds):
         )
     for reason in verdict.reasons:
         print(f"GATE FAILED: {reason}", file=sys.stderr)
+    for note in verdict.notes:
+        print(f"below its own gate (the {args.rule} rule decides): {note}")
     print(
         f"{recipe.label}: {verdict.word}"
-        + ("" if verdict.smoke else f" ({verdict.pass_rate.fmt()} pass their own checks)"),
+        + ("" if verdict.smoke else f" ({verdict.pass_rate.fmt()} pass their own checks; {verdict.rule_text})"),
         flush=True,
     )
     return verdict
