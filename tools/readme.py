@@ -208,7 +208,8 @@ def _population_rules() -> str:
     n = paired["pairs_per_draw"]
     better = pr["power_0.05"] > w["power_0.05"] and pr["false_alarm"] <= paired["alpha"]
     lines += [
-        f"**Paired or unpaired.** The same {len(paired['seeds'])} seeds on the two CPUs ({' and '.join(paired['cpus'])}): "
+        f"**Paired or unpaired.** The same {len(paired['seeds'])} seeds on the two CPUs "
+        f"({' and '.join(paired['cpus'])}): "
         f"their last-3 means correlate at r = {paired['r']:.2f} (95% CI {lo:.2f} to {hi:.2f}); the SD of the "
         f"per-seed differences is {paired['sd_difference']:.3f}, against {paired['sd_base']:.3f} and "
         f"{paired['sd_new']:.3f} for the two samples (mean difference {paired['mean_difference']:+.3f}). compare's "
