@@ -53,10 +53,12 @@ def test_every_row_of_a_comparison(pair):
     a, b = pair
     c = compare(a, b)
     last3 = "each of the last 3 epochs must reach it"
-    welch = "Welch t-test, p 0.00089 (alpha 0.01), min effect 0.05"
+    # NEW ran the baseline's five seeds, each 0.13 lower: the paired test judges (its differences agree to
+    # float rounding, so p is as small as a t-test gets)
+    paired = "paired t-test on 5 shared seeds, p 1.1e-53 (alpha 0.01), min effect 0.05"
     fixed = "fixed rule: drop <= 0.10 (n < 5; p 1 for reference)"
     expected = [
-        ("1", "gate", "", "PASS, 2/2 seeds, 95% CI 34-100%", "", "tinymnist.verdict", "ok", "", None, None),
+        ("1", "gate", "", "PASS, 2/2 seeds, 95% CI 34-100%", "", "tinymnist.verdict: every seed meets its gate", "ok", "", None, None),
         # (two fresh seeds against three: a smaller fresh sample cannot stand for the baseline)
         ("1", "seeds", "3", "2, none of the baseline's", "", "a fresh sample must be at least as large", "REGRESSION",
          "step 1: 2 fresh seeds against the baseline's 3; a smaller sample cannot stand for it", None, None),
@@ -65,15 +67,15 @@ def test_every_row_of_a_comparison(pair):
         ("1", "train images/s", "10,000 images/s", "5,000 images/s", "-50.0%", "", "skipped: different machine",
          "", None, -0.5),
         ("2", "runs", "3 seeds", "missing", "", "", "REGRESSION", f"step 2: no results in {b}", None, None),
-        ("3", "gate", "", "PASS, 2/2 seeds, 95% CI 34-100%", "", "tinymnist.verdict", "ok", "", None, None),
+        ("3", "gate", "", "PASS, 2/2 seeds, 95% CI 34-100%", "", "tinymnist.verdict: every seed meets its gate", "ok", "", None, None),
         ("3", "last-3 mean test acc", "missing", "99.45", "", "", "new recipe", "", None, None),
-        ("4", "gate", "", "FAIL, 4/5 seeds, 95% CI 38-96%", "", "tinymnist.verdict", "REGRESSION",
+        ("4", "gate", "", "FAIL, 4/5 seeds, 95% CI 38-96%", "", "tinymnist.verdict: every seed meets its gate", "REGRESSION",
          f"step 4 seed 0: epoch 13 test accuracy 99.37 < 99.40 ({last3}); "
          f"step 4 seed 0: epoch 14 test accuracy 99.39 < 99.40 ({last3})", None, None),
         ("4", "recipe", "", "", "lr 0.1 -> 0.05", "", "changed: not the same experiment", "", None, None),
-        # 99.5808 -> 99.4508: -0.13 on five seeds of SD 0.046 a side: Welch t 4.47 on 8 df, one-sided p 0.00089
-        ("4", "last-3 mean test acc", "99.58 (n=5)", "99.45 (n=5)", "-0.13", welch, "REGRESSION",
-         f"step 4: last-3 mean test accuracy 99.45 vs 99.58 (-0.13; {welch})", pytest.approx(0.000886, rel=1e-3),
+        # 99.5808 -> 99.4508: -0.13 on each of five shared seeds (Welch's test would give p 0.00089)
+        ("4", "last-3 mean test acc", "99.58 (n=5)", "99.45 (n=5)", "-0.13", paired, "REGRESSION",
+         f"step 4: last-3 mean test accuracy 99.45 vs 99.58 (-0.13; {paired})", pytest.approx(0, abs=1e-12),
          pytest.approx(-0.13)),
         ("4", "train images/s", "10,000 images/s", "8,000 images/s", "-20.0%", "drop <= 10%", "REGRESSION",
          "step 4: training throughput 8,000 vs 10,000 images/s (-20.0%, limit -10%)", None, pytest.approx(-0.2)),
@@ -91,7 +93,7 @@ def test_the_printed_table(pair):
         "| step | figure | baseline | new | difference | rule | verdict |",
         "|---|---|---|---|---|---|---|",
         "| 2 | runs | 3 seeds | missing |  |  | REGRESSION |",
-        "| 3 | gate |  | PASS, 2/2 seeds, 95% CI 34-100% |  | tinymnist.verdict | ok |",
+        "| 3 | gate |  | PASS, 2/2 seeds, 95% CI 34-100% |  | tinymnist.verdict: every seed meets its gate | ok |",
         "| 3 | last-3 mean test acc | missing | 99.45 |  |  | new recipe |",
     ]
 

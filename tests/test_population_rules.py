@@ -121,3 +121,13 @@ def test_the_rule_in_use_is_the_one_the_measurement_chose():
     assert r["choice"] == POPULATION_RULE == r["in_use"]
     assert r["rules"][POPULATION_RULE]["false_failure"] <= r["max_false_failure"] == 0.01
     assert r["rules"]["every seed passes its own gate"]["false_failure"] > 0.1  # why the rule exists
+
+
+def test_report_and_history_take_the_rule_and_say_it(tmp_path):
+    from tinymnist.report import build_report
+
+    write_results(tmp_path / "r", population())
+    md = build_report(tmp_path / "r", tmp_path / "out", rule="population").read_text()
+    assert f"Gate: PASS, population rule: {POPULATION_RULE} (14/16 seeds" in md
+    md = build_report(tmp_path / "r", tmp_path / "out2").read_text()
+    assert "Gate: FAIL, every seed meets its gate (14/16 seeds" in md

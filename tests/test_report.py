@@ -25,7 +25,7 @@ def test_report_sections_and_figures(results, tmp_path):
     assert re.search(r"\| mean test accuracy, last 3 epochs \| 99\.47 \| 99\.43 \| 99\.50 \|", md)
     assert "≥ 99.4 in each of the last 3 epochs for 3 of 3 seeds." in md
     assert "Over-fits: train 99.80 vs test 99.12 at epoch 3 (gap +0.68, mean of 3 seeds)." in md
-    assert "Gate: PASS (3/3 seeds, 95% CI 44-100% pass their own checks)." in md
+    assert "Gate: PASS, every seed meets its gate (3/3 seeds, 95% CI 44-100% pass their own checks)." in md
     # Seed statistics of the last-3 means 99.50, 99.433, 99.477: t-interval with 2 degrees of freedom.
     assert "| last-3 mean test accuracy | 3 | 99.470 | 0.034 | 99.386-99.554 |  |" in md
     assert "![seeds](seeds.png)" in md
@@ -188,7 +188,9 @@ def test_compare_populations(tmp_path, capsys, case, seeds, shift, code):
     assert "Traceback" not in err
     if case != "half the seeds missing":
         acc_row = next(line for line in out.splitlines() if "last-3 mean test acc" in line)
-        assert "Welch t-test, p " in acc_row and acc_row.endswith("REGRESSION |" if code else "ok |")
+        # the same seeds are judged paired, seed by seed; other seeds by Welch's test
+        test = "Welch t-test, p " if seeds[0] >= 16 else "paired t-test on 16 shared seeds, p "
+        assert test in acc_row and acc_row.endswith("REGRESSION |" if code else "ok |")
         assert "| gate |  | PASS, 16/16 seeds, 95% CI 81-100% |" in out
     else:
         assert "seeds [8, 9, 10, 11, 12, 13, 14, 15] missing" in err
@@ -196,7 +198,7 @@ def test_compare_populations(tmp_path, capsys, case, seeds, shift, code):
 
 def test_compare_minimum_effect_and_alpha_flags(tmp_path):
     a = write_results(tmp_path / "old", _population(range(16)))
-    b = write_results(tmp_path / "new", _population(range(16), -0.03))
+    b = write_results(tmp_path / "new", _population(range(16, 32), -0.03))  # fresh seeds: Welch's test
     # -0.03 on 16 seeds of SD 0.037: one-sided p = 0.015. Big enough once the minimum effect is 0.02, but
     # significant only at alpha 0.05, not at the default 0.01.
     assert main(["compare", str(a), str(b), "--min-effect", "0.02"]) == 0

@@ -63,7 +63,7 @@ def test_every_called_command_exists(tmp_path, monkeypatch):
             assert m.group(1) in envs, m.group(0)
         for m in re.finditer(r"tinymnist ([^\n]+)", script):
             line = m.group(1)
-            for key, value in {"step": "4", "seeds": "100-115", "k": "1", "n": "8"}.items():
+            for key, value in {"step": "4", "seeds": "100-115", "k": "1", "n": "8", "rule": "population"}.items():
                 line = line.replace("${{ matrix." + key + " }}", value)
             line = line.split(" || ")[0]
             for name, value in wf["env"].items():

@@ -203,7 +203,11 @@ def stored_keys(store: str | os.PathLike) -> dict[str, set[tuple[str, str]]]:
 
 
 def history(
-    store: str | os.PathLike, repo: str | os.PathLike, keys: Sequence[str] | None = None, t: Thresholds | None = None
+    store: str | os.PathLike,
+    repo: str | os.PathLike,
+    keys: Sequence[str] | None = None,
+    t: Thresholds | None = None,
+    rule: str = "seeds",
 ) -> list[Series]:
     """Every (recipe, machine) in the store over the first-parent history of ``repo``'s HEAD, oldest first;
     each commit tested against the previous commit that has runs. Stored commits that are not on that line
@@ -226,7 +230,7 @@ def history(
             runs = population(store, c.short, machine, key)
             if not runs:
                 continue
-            sm = summarize(runs)
+            sm = summarize(runs, rule=rule)
             values = list(sm.last_k_by_seed.values())
             check, tested = None, False
             if previous is not None and values:

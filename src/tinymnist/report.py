@@ -65,7 +65,7 @@ def analysis(s: StepSummary) -> list[str]:
             f"{s.final_test.mean:.2f} at the final epoch."
         )
     lines.append(
-        f"Gate: {s.verdict.word} ({s.pass_rate.fmt()} pass their own checks"
+        f"Gate: {s.verdict.word}, {s.verdict.rule_text} ({s.pass_rate.fmt()} pass their own checks"
         + ("" if s.verdict.passed or s.verdict.failed_seeds else "; the step-level check fails")
         + ")."
     )
@@ -330,13 +330,14 @@ def build_report(
     out_dir: str | os.PathLike,
     bench_paths: Sequence[str | os.PathLike] = (),
     on: str = "test",
+    rule: str = "seeds",
 ) -> Path:
     results = load_results(results_dir, on)
     if not results:
         raise FileNotFoundError(f"{results_dir}: no <recipe>/seed*.json results; run tinymnist train first")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summaries = {s: summarize(rs) for s, rs in results.items()}
+    summaries = {s: summarize(rs, rule=rule) for s, rs in results.items()}
     images = plots(summaries, results, out)
     judged = (
         "on the 10,000 MNIST test images"

@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
     s.add_argument("--out", type=_args.writable_dir, required=True, help="folder for HISTORY.md and its plots")
     s.add_argument("--steps", type=_args.recipe_key, nargs="+", help="only these recipes (step numbers or names)")
     s.add_argument("--repo", default=".", help="the git checkout whose first-parent history orders the commits")
+    _args.add_rule(s)
 
 
 def run(args) -> int:
@@ -41,7 +42,7 @@ def run(args) -> int:
 
     if not Path(args.store).is_dir():
         raise UsageError(f"--store {args.store}: no such folder")
-    series = history.history(args.store, args.repo, args.steps)
+    series = history.history(args.store, args.repo, args.steps, rule=args.rule)
     if not series:
         raise UsageError(f"{args.store}: no stored runs of {', '.join(args.steps or [])} on this history")
     command = shlex.join(["tinymnist", *args._argv])

@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     r.add_argument("--out", type=_args.writable_dir, required=True, help="folder for REPORT.md and its images")
     r.add_argument("--bench", nargs="*", default=[], help="pytest-benchmark JSON files to add as tables")
     _args.add_judged_on(r)
+    _args.add_rule(r)
 
 
 def run(args) -> int:
@@ -26,7 +27,7 @@ def run(args) -> int:
         if not Path(p).exists():
             raise UsageError(f"{p}: no such file or folder")
     try:
-        path = build_report(args.results, args.out, args.bench, args.on)
+        path = build_report(args.results, args.out, args.bench, args.on, args.rule)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     print(f"wrote {path}")
