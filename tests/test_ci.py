@@ -40,6 +40,7 @@ def test_train_judges_accuracy_and_writes_junit(judged, tmp_path, capsys):
     """One epoch on 1,024 images cannot reach 99.4: train must say FAIL and exit 1 (not SMOKE OK and 0)."""
     junit, md = tmp_path / "train.xml", tmp_path / "summary.md"
     argv = ["train", "--step", "4", "--seeds", "0", "1", "--epochs", "3", "--out", str(tmp_path / "o"), "--quiet"]
+    argv += ["--executor", "inline"]  # in this process: the subset above stands for the full data here only
     assert main([*argv, "--junit-xml", str(junit), "--markdown", str(md)]) == 1
     out = capsys.readouterr()
     assert "step 4: FAIL" in out.out and "GATE FAILED: step 4 seed 0: epoch" in out.err
