@@ -280,3 +280,17 @@ def _cmdline(proc: Path) -> str:
         return (proc / "cmdline").read_text().replace("\x00", " ")
     except OSError:
         return ""
+
+
+def test_version_names_the_installed_package(capsys):
+    from importlib import metadata
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"tinymnist {metadata.version('tinymnist')}"
+
+
+def test_an_empty_shard_still_writes_the_ci_files_it_was_asked_for(tmp_path, capsys):
+    junit, md = tmp_path / "j.xml", tmp_path / "m.md"
+    argv = ["train", "--step", "4", "--seeds", "0", "--shard", "2/3", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--junit-xml", str(junit), "--markdown", str(md)]) == 0
+    assert 'tests="0"' in junit.read_text() and "nothing to train in this shard" in md.read_text()

@@ -132,6 +132,8 @@ def train_markdown(outcomes, shard) -> str:
         "| recipe | seeds | verdict | rule | pass rate | last-3 mean | final |",
         "|---|---|---|---|---|---|---|",
     ]
+    if not outcomes:
+        lines.append("| (none) | 0 | nothing to train in this shard | | | | |")
     for recipe, runs, verdict in outcomes:
         if not runs:
             continue

@@ -32,10 +32,20 @@ PROG = "tinymnist"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="tinymnist: tiny CNNs on MNIST, gated.")
+    p.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     for name in NAMES:
         importlib.import_module(f"tinymnist.commands.{name}").add_parser(sub)
     return p
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("tinymnist")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _exit_at_once(signum, frame) -> None:
