@@ -305,3 +305,19 @@ def test_a_fifo_is_no_ci_file(tmp_path, capsys):
     os.mkfifo(fifo)
     assert main(["compare", str(tmp_path), str(tmp_path), "--markdown", str(fifo)]) == 2
     assert "is not a regular file" in capsys.readouterr().err
+
+
+def test_a_commit_without_its_own_tinymnist_is_skipped_not_run_with_the_installed_copy(tmp_path):
+    """Cause 1 of issue 30: a tree where the package is not where the jobs look would import the copy
+    installed in this environment, and file today's figures under the old commit."""
+    from tinymnist.bisection import Bisector, Skip, Spec
+
+    wt = tmp_path / "wt"
+    (wt / "lib" / "tinymnist").mkdir(parents=True)  # the package, but not in src/ or at the top level
+    (wt / "lib" / "tinymnist" / "__init__.py").write_text("")
+    b = Bisector(tmp_path, tmp_path / "store", Spec(("--step", "2"), "step2"), [0], 5, "m", None, 1)
+    try:
+        with pytest.raises(Skip, match=r"before this interface \(no tinymnist package in its tree; .* would run"):
+            b._probe(wt, {**b.env, "PYTHONPATH": str(wt)})
+    finally:
+        b.close()

@@ -243,7 +243,19 @@ class Bisector:
         )
 
     def _probe(self, wt: Path, env: dict) -> set[str]:
-        """The options of this commit's ``train``; Skip if it has none of ours, or does not run."""
+        """The options of this commit's ``train``; Skip if it has none of ours, does not run, or would not be its
+        own code: a tree without tinymnist where the jobs look (src/ or the top level) imports the copy installed
+        in this environment, and the old commit would be filed with today's results."""
+        found = subprocess.run(
+            [sys.executable, "-c", "import os, tinymnist; print(os.path.realpath(tinymnist.__file__))"],
+            cwd=wt,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        where = found.stdout.strip()
+        if found.returncode == 0 and where and not Path(where).is_relative_to(wt.resolve()):
+            raise Skip(f"before this interface (no tinymnist package in its tree; {where} would run instead)")
         done = subprocess.run(
             [sys.executable, "-m", "tinymnist", "train", "--help"], cwd=wt, env=env, capture_output=True, text=True
         )
