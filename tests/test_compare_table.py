@@ -134,7 +134,8 @@ def test_compare_on_validation_judges_both_sides_on_validation(tmp_path):
     assert compare(a, b).regressions == []
     assert compare(a, b, on="test").regressions == []
     regs = compare(a, b, on="val").regressions
-    assert regs and "last-3 mean test accuracy 99.30 vs 99.60 (-0.30" in regs[-1]
+    assert regs and "last-3 mean validation accuracy 99.30 vs 99.60 (-0.30" in regs[-1]  # named as what it is
+    assert any(r.figure == "last-3 mean validation acc" for r in compare(a, b, on="val").rows)
     # and NEW worse on test but not on validation
     worse_test = _with_validation([make_result(4, s, RAMP + [99.3] * 3) for s in range(3)], high)
     c = write_results(tmp_path / "c", worse_test)

@@ -294,3 +294,26 @@ def test_an_empty_shard_still_writes_the_ci_files_it_was_asked_for(tmp_path, cap
     argv = ["train", "--step", "4", "--seeds", "0", "--shard", "2/3", "--out", str(tmp_path / "o")]
     assert main([*argv, "--junit-xml", str(junit), "--markdown", str(md)]) == 0
     assert 'tests="0"' in junit.read_text() and "nothing to train in this shard" in md.read_text()
+
+
+def test_a_model_with_no_parameters_is_refused_before_any_data_is_read(tmp_path, capsys, monkeypatch):
+    (tmp_path / "zeromod.py").write_text(
+        "import torch.nn as nn\n\ndef build(**kw):\n    return nn.Sequential(nn.Flatten(), nn.AdaptiveAvgPool1d(10))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    argv = ["train", "--step", "4", "--set", "model=zeromod:build", "--data-root", str(tmp_path / "no-data")]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "model 'zeromod:build' has no trainable parameters" in err and "MNIST" not in err
+    assert err.count("\n") == 1
+
+
+def test_a_smoke_sweep_prints_not_judged_as_its_file_says(tmp_path, capsys, monkeypatch, small_mnist):
+    import tinymnist.data
+
+    monkeypatch.setattr(tinymnist.data, "load_mnist", lambda *a, **k: small_mnist)
+    argv = ["sweep", "--step", "2", "--seeds", "0", "--val-split", "100", "--train-subset", "300", "--epochs", "1"]
+    assert main([*argv, "--executor", "inline", "--out", str(tmp_path)]) == 0
+    ranked = [x for x in capsys.readouterr().out.splitlines() if x.startswith("1. ")]
+    assert ranked and "smoke run: not judged" in ranked[0] and "pass on validation" not in ranked[0]
+    assert "smoke run: not judged" in (tmp_path / "SWEEP.md").read_text()

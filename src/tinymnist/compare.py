@@ -156,6 +156,7 @@ def compare(
     if not new_r:
         raise FileNotFoundError(f"{new}: no <recipe>/seed*.json results to compare")
     rows: list[Row] = []
+    split = "validation" if on == "val" else "test"  # what the figures are, in every row that shows them
 
     def row(key, figure, old, new, diff, bad, rule="", note="", message="", **figures):
         verdict = "REGRESSION" if bad else (note or "ok")
@@ -208,7 +209,7 @@ def compare(
         if key not in old_r:
             row(
                 key,
-                "last-3 mean test acc",
+                f"last-3 mean {split} acc",
                 "missing",
                 f"{n.last_k.mean:.2f}" if n.last_k else "n/a",
                 "",
@@ -224,13 +225,13 @@ def compare(
         if acc is not None and o.last_k is not None and n.last_k is not None:
             row(
                 key,
-                f"last-{n.k} mean test acc",
+                f"last-{n.k} mean {split} acc",
                 f"{o.last_k.mean:.2f} (n={o.last_k.n})",
                 f"{n.last_k.mean:.2f} (n={n.last_k.n})",
                 f"{0.0 - acc.drop:+.2f}",
                 acc.regression,
                 acc.rule,
-                message=f"{label}: last-{n.k} mean test accuracy {n.last_k.mean:.2f} vs {o.last_k.mean:.2f} "
+                message=f"{label}: last-{n.k} mean {split} accuracy {n.last_k.mean:.2f} vs {o.last_k.mean:.2f} "
                 f"({0.0 - acc.drop:+.2f}; {acc.rule})",
                 p=acc.p,
                 effect=0.0 - acc.drop,

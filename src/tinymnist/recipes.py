@@ -397,7 +397,11 @@ def validate(recipe: Recipe) -> Recipe:
                 raise RecipeError(f"model_kwargs num_classes={value!r}: MNIST has {NUM_CLASSES} classes")
         else:
             _positive_sizes(name, value)
-    create_model(recipe.model, **kwargs)  # a ModelError names what cannot be imported, built or run
+    from tinymnist.models import count_params
+
+    model = create_model(recipe.model, **kwargs)  # a ModelError names what cannot be imported, built or run
+    if count_params(model) == 0:  # an optimizer over nothing: refused here, before any data is read
+        raise RecipeError(f"model {recipe.model!r} has no trainable parameters; its builder must return a network")
     return recipe
 
 
