@@ -317,3 +317,21 @@ def test_a_smoke_sweep_prints_not_judged_as_its_file_says(tmp_path, capsys, monk
     ranked = [x for x in capsys.readouterr().out.splitlines() if x.startswith("1. ")]
     assert ranked and "smoke run: not judged" in ranked[0] and "pass on validation" not in ranked[0]
     assert "smoke run: not judged" in (tmp_path / "SWEEP.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "code, said",
+    [
+        ("import sys\nsys.exit(0)\n", "importing {mod} failed (SystemExit: 0)"),
+        ("import sys\n\ndef build(**kw):\n    sys.exit(0)\n", "its builder raised SystemExit: 0"),
+    ],
+)
+def test_user_code_that_calls_sys_exit_is_named_never_a_silent_pass(tmp_path, capsys, monkeypatch, code, said):
+    """Issue 30, cause 3: a plugin or builder calling sys.exit(0) ended tinymnist with exit 0 and no output."""
+    mod = f"exits{abs(hash(code)) % 10_000}"
+    (tmp_path / f"{mod}.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    argv = ["train", "--step", "4", "--set", f"model={mod}:build", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said.format(mod=mod) in err and err.count("\n") == 1

@@ -519,6 +519,8 @@ def resolve_recipe(spec: str) -> Recipe:
         return load_recipe_file(path)
     if spec in BUILTIN_KEYS:
         return BUILTIN_KEYS[spec]
+    from tinymnist.models.registry import USER_CODE_ERRORS
+
     if ":" in spec:
         from tinymnist.models.registry import _import_object
 
@@ -534,12 +536,12 @@ def resolve_recipe(spec: str) -> Recipe:
         where = f"recipe {spec!r} (plugin {ep.value})"
         try:
             obj = ep.load()
-        except Exception as e:
+        except USER_CODE_ERRORS as e:
             raise RecipeError(f"{where} cannot be loaded: {type(e).__name__}: {e}") from None
     if callable(obj) and not isinstance(obj, Recipe):
         try:
             obj = obj()
-        except Exception as e:
+        except USER_CODE_ERRORS as e:
             raise RecipeError(f"{where}: calling it raised {type(e).__name__}: {e}") from None
     if isinstance(obj, Recipe):
         if obj.key in BUILTIN_KEYS and obj != BUILTIN_KEYS[obj.key]:

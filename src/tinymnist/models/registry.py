@@ -59,6 +59,12 @@ def list_models(pattern: str = "*") -> list[str]:
     return [n for n in [*builtin_models(), *plugins] if fnmatch.fnmatch(n, pattern)]
 
 
+# What user code (a plugin, a builder, a model's forward) may raise and still be named as the user's error:
+# anything but Ctrl-C. SystemExit above all: a plugin that calls sys.exit(0) would otherwise end tinymnist with
+# exit 0 and no output, a silent pass (issue 30, cause 3).
+USER_CODE_ERRORS = (Exception, SystemExit, GeneratorExit)
+
+
 def is_import_path(name: str) -> bool:
     return ":" in name
 
@@ -73,7 +79,7 @@ def _import_object(path: str, what: str):
         raise ModelError(
             f"{what} {path!r}: module {e.name!r} not found; install it or add its folder to PYTHONPATH"
         ) from None
-    except Exception as e:  # the user's module raised while importing: name it, not where inside it broke
+    except USER_CODE_ERRORS as e:  # the user's module raised while importing: name it, not where inside it broke
         raise ModelError(f"{what} {path!r}: importing {module_name} failed ({type(e).__name__}: {e})") from None
     for part in attr.split("."):
         try:
@@ -100,7 +106,7 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
             )
         try:
             builder = ep.load()
-        except Exception as e:  # a broken plugin is named in one line, and only here, where it is used
+        except USER_CODE_ERRORS as e:  # a broken plugin is named in one line, and only here, where it is used
             raise ModelError(
                 f"model {name!r} (plugin {ep.value}, from {_dist(ep)}) cannot be loaded: {type(e).__name__}: {e}"
             ) from None
@@ -119,7 +125,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
     builder = get_builder(name)
     try:
         model = builder(**kwargs)
-    except Exception as e:
+    except USER_CODE_ERRORS as e:
         raise ModelError(
             f"model {name!r} with model_kwargs {kwargs}: its builder raised {type(e).__name__}: {e}"
         ) from None
@@ -136,7 +142,7 @@ def check_shape(model: nn.Module, name: str) -> None:
     try:
         with torch.no_grad():
             out = model(torch.zeros(2, *INPUT_SHAPE))
-    except Exception as e:  # e.g. a feature map smaller than a kernel
+    except USER_CODE_ERRORS as e:  # e.g. a feature map smaller than a kernel
         first = str(e).splitlines()[0] if str(e) else ""
         raise ModelError(
             f"model {name!r} cannot run on a (2, 1, 28, 28) batch ({type(e).__name__}: {first[:200]}); check its sizes"
