@@ -68,8 +68,6 @@ def seeds(text: str) -> list[int] | range:
 
 def seed_list(groups) -> list[int]:
     """The union of ``--seeds`` groups in the order given; the cap counts every range together."""
-    from tinymnist.errors import UsageError
-
     seen: dict[int, None] = {}
     for g in groups:
         for s in g:

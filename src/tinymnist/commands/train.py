@@ -290,12 +290,14 @@ def _jobs_json(args, sources, jobs, settings) -> str:
 
 def _train_as_jobs(args, sources, jobs, settings):
     """Every (recipe, seed) as a job on the executor; then each recipe judged from the files its jobs wrote."""
+    import torch
+
     from tinymnist.data import load_for_training
     from tinymnist.results import ResultsError, load_result
     from tinymnist.runner import sigterm_as_interrupt
 
     # Every data file is validated here, once, before any job starts: bad data is one line, not one per job.
-    load_for_training(args.data_root, torch_cpu(), args.val_split, args.train_subset, args.test_subset)
+    load_for_training(args.data_root, torch.device("cpu"), args.val_split, args.train_subset, args.test_subset)
     job_list = _job_list(args, sources, jobs, settings, False)
     by_key = {r.key: r for r, _ in jobs}
     where = {"local": "local processes", "slurm": "a SLURM job array"}[settings.name]
@@ -336,12 +338,6 @@ def _train_as_jobs(args, sources, jobs, settings):
         runs = sorted(runs, key=lambda r: seeds.index(r.seed))
         outcomes.append((recipe, runs, _report(args, recipe, runs, seeds)))
     return outcomes, code
-
-
-def torch_cpu():
-    import torch
-
-    return torch.device("cpu")
 
 
 def _shard_text(args) -> str:
