@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, interrupt_on_call, signal_after_first_checkpoint, train_cmd, train_env
-from tinymnist.engine import get_lr, train
+from tinymnist.engine import get_lr, lr_for, train
 from tinymnist.recipes import RECIPES, STEP2, STEP4, RecipeError, validate
 from tinymnist.runner import RunInterrupted, RunPlan, run_seed
 
@@ -270,6 +270,26 @@ def test_piecewise_schedule_hits_its_knots_and_interpolates():
     # the knots are epochs: with --epochs 30, step 600 of 3,000 is epoch 6, and past the last knot it holds
     assert get_lr(replace(r, epochs=30), 600, 3000) == pytest.approx(0.055)
     assert get_lr(replace(r, epochs=30), 2400, 3000) == 0
+
+
+def test_a_schedule_read_per_epoch_is_held_for_the_epoch_and_matches_the_per_step_form_at_each_start():
+    r = validate(replace(STEP4, lr_per="epoch", warmup_frac=0.3))
+    per_step = replace(r, lr_per="step")
+    batches, epochs = 7, r.epochs
+    for epoch in range(1, epochs + 1):
+        lrs = {lr_for(r, epoch, b, batches, epochs) for b in range(batches)}
+        assert lrs == {get_lr(per_step, epoch - 1, epochs)}  # one value an epoch: the schedule over 15 steps
+    # by hand, as OneCycleLR(total_steps=15, pct_start=0.3) stepped per epoch: lr/25 -> peak at epoch 5 -> ~0
+    assert lr_for(r, 1, 3, batches, epochs) == pytest.approx(0.1 / 25)
+    assert lr_for(r, 5, 0, batches, epochs) == pytest.approx(0.1)
+    assert lr_for(r, 15, 6, batches, epochs) == pytest.approx(0.1 / 1e4)
+    # the default moves every step: batch 3 of epoch 1 is not batch 0's rate
+    assert lr_for(per_step, 1, 3, batches, epochs) != lr_for(per_step, 1, 0, batches, epochs)
+    # the anchor's knots, read once per epoch: epoch 2 (index 1) sits half-way from 0.05 to 0.1
+    a = validate(replace(STEP4, schedule="piecewise", lr=0.1, lr_points=[[0, 0.5], [2, 1], [15, 0]], lr_per="epoch"))
+    assert lr_for(a, 2, 5, batches, epochs) == pytest.approx(0.075)
+    with pytest.raises(RecipeError, match="lr_per='batch' is not known: choose one of step, epoch"):
+        validate(replace(STEP4, lr_per="batch"))
 
 
 @pytest.mark.parametrize(

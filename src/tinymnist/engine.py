@@ -75,6 +75,14 @@ def get_lr(recipe: Recipe, step: int, total_steps: int) -> float:
     raise ValueError(f"unknown schedule {recipe.schedule!r}")
 
 
+def lr_for(recipe: Recipe, epoch: int, batch: int, batches: int, epochs: int) -> float:
+    """The learning rate of batch ``batch`` (from 0) of epoch ``epoch`` (from 1) in a run of ``epochs`` epochs of
+    ``batches`` batches: the schedule read per optimizer step, or at the epoch's start and held (``lr_per``)."""
+    if recipe.lr_per == "epoch":
+        return get_lr(recipe, epoch - 1, epochs)
+    return get_lr(recipe, (epoch - 1) * batches + batch, epochs * batches)
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -256,7 +264,6 @@ def train(
     batches = math.ceil(n_train / recipe.batch_size)
     if max_batches is not None:
         batches = min(batches, max_batches)
-    total_steps = n_epochs * batches
 
     model = build_model(recipe, seed, device)
     opt = build_optimizer(recipe, model)
@@ -310,7 +317,7 @@ def train(
             lr = recipe.lr
             for b in range(batches):
                 x, y = get_batch(data, perm[b * recipe.batch_size : (b + 1) * recipe.batch_size], recipe, gen)
-                lr = get_lr(recipe, (epoch - 1) * batches + b, total_steps)
+                lr = lr_for(recipe, epoch, b, batches, n_epochs)
                 for group in opt.param_groups:
                     group["lr"] = lr
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):

@@ -44,7 +44,7 @@ from tinymnist.engine import (
     epoch_permutation,
     epoch_seed,
     get_batch,
-    get_lr,
+    lr_for,
     progress_bar,
     set_deterministic,
     sync,
@@ -193,7 +193,6 @@ def train_population(
     batches = math.ceil(n_train / bs)
     if max_batches is not None:
         batches = min(batches, max_batches)
-    total_steps = n_epochs * batches
 
     stack = StackedModel([build_model(recipe, s, device) for s in seeds])
     plist = list(stack.params.values())
@@ -265,7 +264,7 @@ def train_population(
                 )
                 x, y = torch.stack(xs), torch.stack(ys)
                 masks = draw_masks(stack, drop_gens, len(y[0]), device)
-                lr = get_lr(recipe, (epoch - 1) * batches + b, total_steps)
+                lr = lr_for(recipe, epoch, b, batches, n_epochs)
                 for group in opt.param_groups:
                     group["lr"] = lr
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):

@@ -45,6 +45,9 @@ class Recipe:
     weight_decay: float = 0.0
     schedule: str = "constant"  # constant | onecycle (see tinymnist.engine.get_lr)
     warmup_frac: float = 0.2  # onecycle: share of the steps spent rising to the peak
+    # "step": the schedule moves every optimizer step; "epoch": it is read once at each epoch's start and held
+    # (PyTorch's schedulers stepped once per epoch, as the public 9,994-param net of issue 33 trains)
+    lr_per: str = "step"
     label_smoothing: float = 0.0
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
     precision: str = "fp32"  # fp32 | bf16 (autocast for the forward pass; weights stay fp32)
@@ -199,6 +202,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "weight_decay": (float,),
     "schedule": (str,),
     "warmup_frac": (float,),
+    "lr_per": (str,),
     "label_smoothing": (float,),
     "ema": (float,),
     "precision": (str,),
@@ -303,6 +307,7 @@ class RecipeError(UserError, ValueError):
 MAX_LR = 100.0
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "onecycle", "piecewise")
+LR_PER = ("step", "epoch")
 PRECISIONS = ("fp32", "bf16")
 NUM_CLASSES = 10
 
@@ -375,7 +380,7 @@ def validate(recipe: Recipe) -> Recipe:
         value = getattr(recipe, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:  # True is an int to Python
             raise RecipeError(f"{name}={value!r} is outside its range: it must be an integer >= 1")
-    for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS)):
+    for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("lr_per", LR_PER), ("precision", PRECISIONS)):
         if getattr(recipe, name) not in allowed:
             raise RecipeError(f"{name}={getattr(recipe, name)!r} is not known: choose one of {', '.join(allowed)}")
     if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum == 0):
