@@ -267,32 +267,84 @@ def augment(
     max_shift: float,
     max_scale: float = 0.0,
     prob: float = 1.0,
+    *,
+    max_shear: float = 0.0,
+    elastic_alpha: float = 0.0,
+    elastic_sigma: float = 4.0,
+    max_brightness: float = 0.0,
+    max_contrast: float = 0.0,
 ) -> torch.Tensor:
     """Rotate each image by U(-max_degrees, max_degrees), shift it by U(-max_shift, max_shift) of its size
-    and, with ``max_scale``, zoom it by U(1 - max_scale, 1 + max_scale).
+    and, with ``max_scale``, zoom it by U(1 - max_scale, 1 + max_scale); with ``max_shear``, shear it along x by
+    U(-max_shear, max_shear) degrees; with ``elastic_alpha``, displace every pixel by a random field smoothed
+    with a Gaussian of ``elastic_sigma`` pixels and scaled by ``elastic_alpha`` pixels (Simard et al., 2003).
+    Then, with ``max_brightness``/``max_contrast``, each pixel value p in [0, 1] becomes
+    clamp(p * U(1 - c, 1 + c) + U(-b, b), 0, 1) (albumentations' RandomBrightnessContrast).
 
     One affine_grid + grid_sample over the whole batch; the random draws come from ``generator`` only,
-    so a run's augmentation is a pure function of its seed. With ``prob`` < 1 each image is augmented with that
-    probability (the anchors' ShiftScaleRotate(p=0.5)) and passes untouched otherwise.
+    so a run's augmentation is a pure function of its seed. With ``prob`` < 1 each image is moved with that
+    probability (the anchors' ShiftScaleRotate(p=0.5)) and passes unmoved otherwise; brightness and contrast
+    apply to every image. Each option's draws come after the older ones', so a recipe without it keeps its
+    exact draws.
     """
-    if max_degrees == 0 and max_shift == 0 and max_scale == 0:
-        return x  # exactly the input; grid_sample's identity is only exact to ~1e-5
+    moved = max_degrees or max_shift or max_scale or max_shear or elastic_alpha
+    out = (
+        _move(x, generator, max_degrees, max_shift, max_scale, prob, max_shear, elastic_alpha, elastic_sigma)
+        if moved
+        else x
+    )
+    if max_brightness or max_contrast:
+        out = _brightness_contrast(out, generator, max_brightness, max_contrast)
+    return out  # without any option, exactly the input; grid_sample's identity is only exact to ~1e-5
+
+
+def _move(x, generator, max_degrees, max_shift, max_scale, prob, max_shear, elastic_alpha, elastic_sigma):
     n = x.shape[0]
-    u = torch.rand(n, 3, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
+
+    def uniform(*shape: int) -> torch.Tensor:  # U(-1, 1)
+        return torch.rand(*shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
+
+    u = uniform(n, 3)
     angle = u[:, 0] * math.radians(max_degrees)
     shift = u[:, 1:] * (2 * max_shift)  # affine_grid works in [-1, 1] coordinates: the image spans 2 units
     cos, sin = torch.cos(angle), torch.sin(angle)
     if max_scale:
-        # Drawn after the rotation and shift, so recipes without a zoom keep their exact draws. The grid
-        # maps output to input coordinates: dividing by the zoom enlarges the digit when zoom > 1.
-        zoom = 1 + (torch.rand(n, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * max_scale
+        # The grid maps output to input coordinates: dividing by the zoom enlarges the digit when zoom > 1.
+        zoom = 1 + uniform(n) * max_scale
         cos, sin = cos / zoom, sin / zoom
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    # the rotation-zoom [[cos, -sin], [sin, cos]] times the shear [[1, t], [0, 1]]
+    t = torch.tan(uniform(n) * math.radians(max_shear)) if max_shear else torch.zeros_like(cos)
+    theta = torch.stack(
+        [torch.stack([cos, cos * t - sin, shift[:, 0]], 1), torch.stack([sin, sin * t + cos, shift[:, 1]], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if elastic_alpha:
+        grid = grid + _elastic_field(uniform(n, 2, *x.shape[2:]), elastic_alpha, elastic_sigma)
     # Sample the offset from the background so that pixels coming in from outside are black, not grey.
     out = F.grid_sample(x - BACKGROUND, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     out = out + BACKGROUND
-    if prob < 1:  # drawn last, so recipes that augment every image keep their exact draws
+    if prob < 1:
         keep = torch.rand(n, generator=generator, device=x.device, dtype=x.dtype) >= prob
         out = torch.where(keep[:, None, None, None], x, out)
     return out
+
+
+def _elastic_field(noise: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
+    """(N, 2, H, W) noise in U(-1, 1), smoothed by a normalised Gaussian of ``sigma`` pixels (separable, zero
+    beyond the border), times ``alpha`` pixels: a grid offset (N, H, W, 2) in affine_grid's units."""
+    n, _, h, w = noise.shape
+    r = max(1, math.ceil(3 * sigma))
+    k = torch.exp(-(torch.arange(-r, r + 1, device=noise.device, dtype=noise.dtype) ** 2) / (2 * sigma**2))
+    k = k / k.sum()
+    d = F.conv2d(noise.reshape(n * 2, 1, h, w), k.view(1, 1, 1, -1), padding=(0, r))
+    d = F.conv2d(d, k.view(1, 1, -1, 1), padding=(r, 0)).reshape(n, 2, h, w)
+    scale = torch.tensor([2 * alpha / w, 2 * alpha / h], device=noise.device, dtype=noise.dtype)  # pixels -> grid
+    return d.permute(0, 2, 3, 1) * scale
+
+
+def _brightness_contrast(x: torch.Tensor, generator: torch.Generator, brightness: float, contrast: float):
+    u = torch.rand(x.shape[0], 2, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
+    a = (1 + u[:, 0] * contrast)[:, None, None, None]
+    b = (u[:, 1] * brightness)[:, None, None, None]
+    pixels = (x * STD + MEAN) * a + b  # in [0, 1] pixel units, before normalisation
+    return (pixels.clamp(0, 1) - MEAN) / STD

@@ -135,14 +135,31 @@ def get_batch(
     data: MNISTTensors, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = data.train_x[idx], data.train_y[idx]
-    if recipe.max_degrees or recipe.max_shift or recipe.max_scale:
-        x = augment(x, gen, recipe.max_degrees, recipe.max_shift, recipe.max_scale, recipe.aug_prob)
-    return x, y
+    return augment(
+        x,
+        gen,
+        recipe.max_degrees,
+        recipe.max_shift,
+        recipe.max_scale,
+        recipe.aug_prob,
+        max_shear=recipe.max_shear,
+        elastic_alpha=recipe.elastic_alpha,
+        elastic_sigma=recipe.elastic_sigma,
+        max_brightness=recipe.max_brightness,
+        max_contrast=recipe.max_contrast,
+    ), y
 
 
 def build_model(recipe: Recipe, seed: int, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = create_model(recipe.model, **recipe.model_kwargs).to(device)
+    model = create_model(recipe.model, **recipe.model_kwargs)
+    if recipe.init == "xavier":  # drawn after the builder's own init, from the same seeded generator
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    torch.nn.init.zeros_(m.bias)
+    model = model.to(device)
     if getattr(model, "channels_last", False):
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -185,6 +202,44 @@ class WeightEMA(TensorEMA):
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.updates = state["updates"]
+
+
+class WeightSWA:
+    """Stochastic weight averaging: the plain mean of a model's weights (and BatchNorm statistics) at the end of
+    each of the last ``swa_epochs`` epochs. When a recipe turns it on, the mean is what is evaluated, saved and
+    exported from the first averaged epoch on; ``bn_recalibrate`` then gives it statistics of its own."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.count = 0
+
+    @torch.no_grad()
+    def add(self, model: torch.nn.Module) -> None:
+        self.count += 1
+        for a, b in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+            if a.is_floating_point():
+                a.lerp_(b, 1 / self.count)  # the running mean: avg + (new - avg) / count
+            else:
+                a.copy_(b)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.count = state["count"]
+
+
+def recalibrated(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.nn.Module:
+    """A copy of ``model`` whose BatchNorm statistics are the exact averages over the images ``x``
+    (torch.optim.swa_utils.update_bn: momentum off, one pass, no gradient); ``model`` itself is untouched."""
+    copied = copy.deepcopy(model)
+    torch.optim.swa_utils.update_bn(
+        (_prepare(copied, x[i : i + batch_size]) for i in range(0, len(x), batch_size)), copied
+    )
+    return copied.eval()
 
 
 def training_forward(model: torch.nn.Module, recipe: Recipe):
@@ -269,6 +324,7 @@ def train(
     opt = build_optimizer(recipe, model)
     forward = training_forward(model, recipe)
     ema = WeightEMA(model, recipe.ema) if recipe.ema > 0 else None
+    swa = WeightSWA(model) if recipe.swa_epochs else None
     final = ema.model if ema is not None else model  # what is evaluated and saved
     history: list[EpochStats] = []
     start_epoch, wall_before = 1, 0.0
@@ -277,6 +333,8 @@ def train(
         opt.load_state_dict(start["optimizer"])
         if ema is not None:
             ema.load_state_dict(start["ema"])
+        if swa is not None:
+            swa.load_state_dict(start["swa"])
         history = [EpochStats(**e) for e in start["history"]]
         start_epoch, wall_before = start["epoch"] + 1, start["wall_seconds"]
 
@@ -296,8 +354,10 @@ def train(
             test_images=len(test_x),
             val_images=data.val_images,
             diverged_at=diverged_at,
-            state_dict=final.state_dict() if status == "completed" else None,
+            state_dict=shown.state_dict() if status == "completed" else None,
         )
+
+    shown = final  # the model the last evaluation saw
 
     try:
         for epoch in range(start_epoch, n_epochs + 1):
@@ -346,11 +406,17 @@ def train(
             train_loss = (losses * _batch_sizes(n_train, recipe.batch_size, batches, device)).sum().item() / seen
             train_acc = 100.0 * correct.item() / seen
             t1 = time.perf_counter()
-            test_loss, test_acc = evaluate(final, test_x, test_y)
+            shown = final
+            if swa is not None and epoch > n_epochs - recipe.swa_epochs:
+                swa.add(model)
+                shown = swa.model
+            if recipe.bn_recalibrate:
+                shown = recalibrated(shown, data.train_x[: batches * recipe.batch_size])
+            test_loss, test_acc = evaluate(shown, test_x, test_y)
             eval_seconds = time.perf_counter() - t1
             val_loss, val_acc = (None, None)
             if data.val_x is not None and data.val_y is not None:
-                val_loss, val_acc = evaluate(final, data.val_x, data.val_y)
+                val_loss, val_acc = evaluate(shown, data.val_x, data.val_y)
             if not (math.isfinite(test_loss) and math.isfinite(train_loss)):
                 # The last optimizer step can leave non-finite weights that no training loss saw yet.
                 diverged_at = {"epoch": epoch, "batch": "evaluation", "loss": str(test_loss)}
@@ -377,6 +443,7 @@ def train(
                         "model": model.state_dict(),
                         "optimizer": opt.state_dict(),
                         **({"ema": ema.state_dict()} if ema else {}),
+                        **({"swa": swa.state_dict()} if swa else {}),
                         "optimizer_step": epoch * batches,
                         "history": [asdict(e) for e in history],
                         "wall_seconds": wall_before + time.perf_counter() - t_run,

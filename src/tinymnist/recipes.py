@@ -56,7 +56,17 @@ class Recipe:
     max_degrees: float = 0.0  # augmentation: rotation U(-d, d) per image
     max_shift: float = 0.0  # augmentation: shift U(-s, s) of the image size per axis
     max_scale: float = 0.0  # augmentation: zoom U(1-s, 1+s) per image
-    aug_prob: float = 1.0  # share of the images that are augmented (each drawn apart); the rest pass as they are
+    aug_prob: float = 1.0  # share of the images that are moved (each drawn apart); the rest pass as they are
+    # Issue 33's techniques, each off by default (tinymnist.data.augment says how each is drawn):
+    max_shear: float = 0.0  # x-shear U(-s, s) degrees per image
+    elastic_alpha: float = 0.0  # elastic distortion: a smoothed random displacement field of this many pixels
+    elastic_sigma: float = 4.0  # ... smoothed by a Gaussian of this many pixels (Simard et al. used 34 and 4)
+    max_brightness: float = 0.0  # each image's pixels (in [0, 1]) + U(-b, b)
+    max_contrast: float = 0.0  # ... times U(1 - c, 1 + c)
+    init: str = "default"  # "xavier": Xavier-uniform conv and linear weights, zero biases (the published anchor)
+    swa_epochs: int = 0  # evaluate and save the mean of the weights at the end of the last N epochs (SWA)
+    bn_recalibrate: bool = False  # recompute the evaluated model's BatchNorm statistics on the clean training
+    # images before each evaluation (exact averages, no momentum)
     # schedule "piecewise": [[epoch, factor], ...] knots, the learning rate `lr * factor` interpolated linearly
     # between them per optimizer step (epochs may be fractional; the first knot is at 0)
     lr_points: tuple = ()
@@ -211,6 +221,14 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "max_shift": (float,),
     "max_scale": (float,),
     "aug_prob": (float,),
+    "max_shear": (float,),
+    "elastic_alpha": (float,),
+    "elastic_sigma": (float,),
+    "max_brightness": (float,),
+    "max_contrast": (float,),
+    "init": (str,),
+    "swa_epochs": (int,),
+    "bn_recalibrate": (bool,),
     "lr_points": (list, tuple),
     "seeds": (list, tuple),
     "seed_reference": (dict,),
@@ -308,6 +326,7 @@ MAX_LR = 100.0
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "onecycle", "piecewise")
 LR_PER = ("step", "epoch")
+INITS = ("default", "xavier")
 PRECISIONS = ("fp32", "bf16")
 NUM_CLASSES = 10
 
@@ -375,12 +394,31 @@ def validate(recipe: Recipe) -> Recipe:
     _in("max_shift", recipe.max_shift, 0, 1)
     _in("max_scale", recipe.max_scale, 0, 1)
     _in("aug_prob", recipe.aug_prob, 0, 1, high_open=False)
+    _in("max_shear", recipe.max_shear, 0, 60, high_open=False)
+    _in("elastic_alpha", recipe.elastic_alpha, 0, 100, high_open=False)
+    _in("elastic_sigma", recipe.elastic_sigma, 0.5, 20, high_open=False)
+    _in("max_brightness", recipe.max_brightness, 0, 1)
+    _in("max_contrast", recipe.max_contrast, 0, 1)
     _check_lr_points(recipe)
+    if (
+        not isinstance(recipe.swa_epochs, int)
+        or isinstance(recipe.swa_epochs, bool)
+        or not (0 <= recipe.swa_epochs <= recipe.epochs)
+    ):
+        raise RecipeError(f"swa_epochs={recipe.swa_epochs!r} is outside its range: an integer in [0, epochs]")
+    if recipe.swa_epochs and recipe.ema:
+        raise RecipeError("swa_epochs and ema both average the weights; set one of them to 0")
     for name in ("batch_size", "epochs"):
         value = getattr(recipe, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:  # True is an int to Python
             raise RecipeError(f"{name}={value!r} is outside its range: it must be an integer >= 1")
-    for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("lr_per", LR_PER), ("precision", PRECISIONS)):
+    for name, allowed in (
+        ("optimizer", OPTIMIZERS),
+        ("schedule", SCHEDULES),
+        ("lr_per", LR_PER),
+        ("init", INITS),
+        ("precision", PRECISIONS),
+    ):
         if getattr(recipe, name) not in allowed:
             raise RecipeError(f"{name}={getattr(recipe, name)!r} is not known: choose one of {', '.join(allowed)}")
     if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum == 0):
@@ -394,6 +432,9 @@ def validate(recipe: Recipe) -> Recipe:
     for name, value in kwargs.items() if recipe.model in builtin_models() else ():
         if name == "dropout":
             _in("model_kwargs dropout", value, 0, 1)
+        elif name == "dropout_at":
+            if value not in ("conv", "block"):
+                raise RecipeError(f"model_kwargs dropout_at={value!r}: choose conv or block")
         elif name == "bias":
             if not isinstance(value, bool):
                 raise RecipeError(f"model_kwargs bias={value!r} must be true or false")

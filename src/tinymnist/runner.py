@@ -212,8 +212,9 @@ class _Member:
                     f"{self.ckpt}: --resume of another run ({why}); resume with the settings it was "
                     "started with (its command is printed when it stops), or rerun without --resume"
                 )
-            # checked after the identity: with the same recipe, its writer kept an EMA
-            self._refuse_defects(["ema"] if recipe.ema > 0 and "ema" not in self.start else [])
+            # checked after the identity: with the same recipe, its writer kept an EMA (an SWA mean)
+            kept = {"ema": recipe.ema > 0, "swa": recipe.swa_epochs > 0}
+            self._refuse_defects([k for k, on in kept.items() if on and k not in self.start])
         elif resume and prev is not None and prev.status == "completed":
             why = identity_mismatch(_identity_of(prev), self.ident)
             if why:

@@ -232,8 +232,10 @@ def run(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     population = args.population or DEFAULT_POPULATION[device.type]
-    if population > 1 and device.type == "cuda" and any(r.compile for r in recipes):
-        raise UsageError("--set compile=true trains one seed at a time on a GPU; add --population 1")
+    # options the stacked population (tinymnist.population) does not implement
+    alone = [f for f in ("compile", "swa_epochs", "bn_recalibrate") for r in recipes if getattr(r, f)]
+    if population > 1 and device.type == "cuda" and alone:
+        raise UsageError(f"a recipe with {alone[0]} trains one seed at a time on a GPU; add --population 1")
     if _dispatched(settings, device, sum(len(s) for _, s in jobs)):
         outcomes, code = _train_as_jobs(args, sources, jobs, settings)
         if code in (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, EXIT_INTERNAL):

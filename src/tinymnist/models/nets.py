@@ -165,7 +165,8 @@ class BlocksConfig:
 
     blocks: tuple[tuple[int, ...], ...] = ((4, 4, 4), (8, 8, 8), (8, 8, 8))
     bias: bool = True  # the anchor keeps conv biases, though BatchNorm's shift makes them redundant
-    dropout: float = 0.01  # after every conv, as the anchor
+    dropout: float = 0.01  # after every conv, as our round-1 replica of the anchor
+    dropout_at: str = "conv"  # "block": once after each block but the last (after its pool), as the published one
     num_classes: int = 10
 
 
@@ -178,11 +179,13 @@ class BlocksNet(nn.Module):
         for i, block in enumerate(cfg.blocks):
             for c in block:
                 layers += [nn.Conv2d(cin, c, 3, padding=1, bias=cfg.bias), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
-                if cfg.dropout > 0:
+                if cfg.dropout > 0 and cfg.dropout_at == "conv":
                     layers.append(nn.Dropout(cfg.dropout))
                 cin = c
             if i < len(cfg.blocks) - 1:
                 layers.append(nn.MaxPool2d(2))  # 28 -> 14 -> 7
+                if cfg.dropout > 0 and cfg.dropout_at == "block":
+                    layers.append(nn.Dropout(cfg.dropout))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Conv2d(cin, cfg.num_classes, 1, bias=cfg.bias)
 
