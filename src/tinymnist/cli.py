@@ -84,7 +84,8 @@ def _main(argv: list[str] | None) -> int:
         # Paths that are not UTF-8 arrive as surrogate escapes: print them back as the bytes they were.
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
-            reconfigure(errors="surrogateescape")
+            # Line-buffered: a log file (CI) gets each line when it is printed, not when the buffer fills.
+            reconfigure(errors="surrogateescape", line_buffering=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     # The command's name for messages, before parsing has said which it is.
     name = next((a for a in argv if a in NAMES), "")

@@ -67,6 +67,9 @@ class TrainOptions:
     # of a run's identity: a default that follows the machine's cores (taskset, another runner) must not
     # refuse the printed resume command (issue 18, B2).
     requested_population: int | None = None
+    # told (seed, the epoch's figures as a dict of EpochStats' fields) as each epoch's checkpoint is written, so a
+    # log shows a long run's epochs as they happen (issue 32: 19 minutes of silence in CI)
+    on_epoch: Callable[[int, dict], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -187,9 +190,17 @@ def _write(what: str, path: Path, kept: str, fn: Callable[[], object]) -> None:
 class _Member:
     """One seed's files under its lock: what is there before the run, and how its outcome is written."""
 
-    def __init__(self, plan: RunPlan, data: MNISTTensors, out: Path, resume: bool, stacked: int = 1):
+    def __init__(
+        self,
+        plan: RunPlan,
+        data: MNISTTensors,
+        out: Path,
+        resume: bool,
+        stacked: int = 1,
+        report: Callable[[int, dict], None] | None = None,
+    ):
         recipe, seed = plan.recipe, plan.seed
-        self.plan, self.out = plan, Path(out)
+        self.plan, self.out, self.report = plan, Path(out), report
         self.done, self.ckpt, self.weights = (result_path(out, recipe.key, seed, s) for s in (".json", ".ckpt", ".pt"))
         _remove_stale_temporaries(self.out, recipe.key, seed)
         self.ident = plan.identity(data, stacked)
@@ -240,6 +251,8 @@ class _Member:
         state = {"identity": self.ident, **snapshot}
         _write("checkpoint", self.ckpt, kept, lambda: atomic_torch_save(self.ckpt, state))
         self.epoch = snapshot["epoch"]
+        if self.report is not None:
+            self.report(self.plan.seed, snapshot["history"][-1])
 
     def interrupted(self, trained: engine.Trained) -> RunResult:
         result = to_result(trained, self.plan, self.ident, self.commit)
@@ -267,11 +280,18 @@ def _signal_name(e: engine.Interrupted) -> str:
 
 
 def run_seed(
-    plan: RunPlan, data: MNISTTensors, out: Path, *, resume: bool = False, progress: bool = False
+    plan: RunPlan,
+    data: MNISTTensors,
+    out: Path,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    report: Callable[[int, dict], None] | None = None,
 ) -> RunResult:
-    """Train one seed into ``out`` (or return its completed result under ``--resume``)."""
+    """Train one seed into ``out`` (or return its completed result under ``--resume``); ``report`` is
+    TrainOptions.on_epoch."""
     with seed_lock(Path(out), plan.recipe.key, plan.seed):
-        m = _Member(plan, data, out, resume)
+        m = _Member(plan, data, out, resume, report=report)
         if m.result is not None:
             return m.result
         try:
@@ -294,7 +314,13 @@ def run_seed(
 
 
 def run_population(
-    plans: Sequence[RunPlan], data: MNISTTensors, out: Path, *, resume: bool = False, progress: bool = False
+    plans: Sequence[RunPlan],
+    data: MNISTTensors,
+    out: Path,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    report: Callable[[int, dict], None] | None = None,
 ) -> list[RunResult]:
     """Train the seeds of ``plans`` (one recipe) at once as one stacked model (``tinymnist.population``); each
     seed gets its own lock, files and result, exactly as ``run_seed`` gives it. Seeds resumed from different
@@ -305,7 +331,7 @@ def run_population(
     with ExitStack() as stack:
         for plan in plans:
             stack.enter_context(seed_lock(Path(out), plan.recipe.key, plan.seed))
-        members = [_Member(plan, data, out, resume, stacked=len(plans)) for plan in plans]
+        members = [_Member(plan, data, out, resume, len(plans), report) for plan in plans]
         results: dict[int, RunResult] = {m.plan.seed: m.result for m in members if m.result is not None}
         groups: dict[int, list[_Member]] = {}
         for m in members:
@@ -387,14 +413,14 @@ def run_step(
         for s in seeds
     ]
     size = population if stacked else 1
-    out, resume, progress = options.out, options.resume, options.progress
+    how = dict(resume=options.resume, progress=options.progress, report=options.on_epoch)
     runs = []
     for i in range(0, len(plans), size):
         chunk = plans[i : i + size]
         done = (
-            run_population(chunk, data, out, resume=resume, progress=progress)
+            run_population(chunk, data, options.out, **how)
             if len(chunk) > 1
-            else [run_seed(chunk[0], data, out, resume=resume, progress=progress)]
+            else [run_seed(chunk[0], data, options.out, **how)]
         )
         for r in done:
             runs.append(r)

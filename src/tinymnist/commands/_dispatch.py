@@ -102,7 +102,8 @@ def train_job(
     from tinymnist.threads import thread_env
 
     out = absolute(out)
-    argv = [sys.executable, "-m", "tinymnist", "train", *train_args, "--seeds", str(seed), "--out", out, "--quiet"]
+    # Not --quiet: the job's log gets each epoch's line as it happens (its stderr is no terminal: no bar).
+    argv = [sys.executable, "-m", "tinymnist", "train", *train_args, "--seeds", str(seed), "--out", out]
     if inline:
         argv += ["--executor", "inline"]
     if threads:
@@ -132,17 +133,29 @@ def run_jobs(
 ) -> tuple[int, str | None]:
     """Run ``jobs`` on the executor ``s`` names: (the failures' exit code or 0, the signal that interrupted it or
     None). Each job that did not finish is named on stderr."""
+    from tqdm import tqdm
+
     executor = get(s, folder)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    # In a terminal, a bar over the jobs with an ETA; in a log, the line each job's end prints is the progress.
+    bar = tqdm(total=len(jobs), unit="job", desc=prog, disable=not sys.stderr.isatty(), leave=False)
+
+    def ended_one(e: Ended) -> None:
+        with bar.external_write_mode():
+            on_end(e)
+        bar.update(1)
+
     try:
-        ended = executor.run(jobs, on_end)
+        ended = executor.run(jobs, ended_one)
     except JobsInterrupted as e:
         # the jobs the interrupt stopped are no news; one that had died or failed before it is
         failure_code([x for x in e.ended if not x.why.startswith("stopped by")], say, prog)
         return (EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED), e.signal_name
+    finally:
+        bar.close()
     return failure_code(ended, say, prog), None
 
 

@@ -362,6 +362,7 @@ def _train_here(args, jobs, device, population):
         eval_limit=500 if args.dry_run else None,
         progress=not args.quiet,
         requested_population=args.population,
+        on_epoch=None if args.quiet else _epoch_line,
     )
     # Validated once, before any training starts.
     data = load_for_training(args.data_root, device, args.val_split, args.train_subset, args.test_subset)
@@ -386,18 +387,21 @@ def _write_ci_files(args, outcomes) -> None:
         print(f"wrote {args.markdown}")
 
 
+def _epoch_line(seed: int, e: dict) -> None:
+    """An epoch's line, printed when its checkpoint is written (not when the seed ends)."""
+    val = "" if e.get("val_acc") is None else f"val {e['val_loss']:.4f} {e['val_acc']:6.2f}%  "
+    print(
+        f"  seed {seed} epoch {e['epoch']:2d}  train {e['train_loss']:.4f} {e['train_acc']:6.2f}%  {val}"
+        f"test {e['test_loss']:.4f} {e['test_acc']:6.2f}%  lr {e['lr']:.5f}  {e['seconds']:5.1f}s "
+        f"({e['images_per_second']:,.0f} img/s)",
+        flush=True,
+    )
+
+
 def _printer(args):
     from tinymnist.verdict import seed_verdict
 
     def on_run(r) -> None:
-        if not args.quiet:
-            for e in r.epochs:
-                val = "" if e.val_acc is None else f"val {e.val_loss:.4f} {e.val_acc:6.2f}%  "
-                print(
-                    f"  seed {r.seed} epoch {e.epoch:2d}  train {e.train_loss:.4f} {e.train_acc:6.2f}%  {val}"
-                    f"test {e.test_loss:.4f} {e.test_acc:6.2f}%  lr {e.lr:.5f}  {e.seconds:5.1f}s "
-                    f"({e.images_per_second:,.0f} img/s)"
-                )
         last = r.epochs[-1].test_acc if r.epochs else float("nan")
         v = seed_verdict(r)
         mark = ("smoke" if v.smoke else "PASS") if v.passed else "FAIL"
