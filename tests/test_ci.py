@@ -37,7 +37,7 @@ def judged(monkeypatch, small_mnist):
 
 
 def test_train_judges_accuracy_and_writes_junit(judged, tmp_path, capsys):
-    """One epoch on 1,024 images cannot reach 99.4: train must say FAIL and exit 1 (not SMOKE OK and 0)."""
+    """One epoch on 1,024 images cannot reach 99.4: train must say FAIL and exit 1 (not NOT JUDGED and 0)."""
     junit, md = tmp_path / "train.xml", tmp_path / "summary.md"
     argv = ["train", "--step", "4", "--seeds", "0", "1", "--epochs", "3", "--out", str(tmp_path / "o"), "--quiet"]
     argv += ["--executor", "inline"]  # in this process: the subset above stands for the full data here only
@@ -163,13 +163,41 @@ def test_a_fresh_sample_must_be_at_least_as_large(tmp_path):
     assert compare(base, write_results(tmp_path / "c", bigger)).regressions == []
 
 
-def test_dry_run_junit_has_two_passing_seed_cases_and_a_step_case(tmp_path, mnist_root):
-    junit = tmp_path / "t.xml"
-    argv = ["train", "--step", "4", "--seeds", "0", "1", "--dry-run", "--data-root", str(mnist_root)]
-    assert main([*argv, "--out", str(tmp_path / "o"), "--quiet", "--junit-xml", str(junit)]) == 0
+def test_a_subset_run_is_not_judged_anywhere_it_is_shown(tmp_path, mnist_root):
+    """Issue 32: a 2-epoch run on 2,000 images showed a passing JUnit case, "1/1 seeds" in the summary and "the
+    10,000 MNIST test images" in REPORT.md. Not judged is not judged everywhere."""
+    junit, md, out = tmp_path / "t.xml", tmp_path / "summary.md", tmp_path / "o"
+    argv = ["train", "--step", "4", "--seeds", "0", "1", "--epochs", "2", "--train-subset", "2000"]
+    argv += ["--test-subset", "1000", "--data-root", str(mnist_root), "--out", str(out), "--quiet"]
+    assert main([*argv, "--junit-xml", str(junit), "--markdown", str(md)]) == 0
     cases = _cases(junit)
     assert [c.name for c in cases] == ["seed 0", "seed 1", "recipe verdict (seeds present, mean final, one recipe)"]
-    assert all(c.is_passed for c in cases)
+    assert all(c.is_skipped and not c.is_passed for c in cases)
+    assert "smoke run (2,000 training images an epoch, 2 epochs, 1,000 test images)" in cases[0].result[0].message
+    summary = md.read_text()
+    assert "NOT JUDGED (smoke run)" in summary and "not judged (smoke run)" in summary
+    assert "1/1" not in summary and "2/2" not in summary and "PASS" not in summary
+    assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 0
+    report = (tmp_path / "r" / "REPORT.md").read_text()
+    assert "on 1,000 of the 10,000 MNIST test images, after training on 2,000 training images an epoch" in report
+    assert "percent on the 10,000" not in report and "NOT JUDGED" in report
+
+
+def test_the_accuracy_axis_holds_a_curve_below_98_and_zooms_on_full_runs():
+    from tinymnist.report import accuracy_axis
+
+    assert accuracy_axis(step4_runs()) == (98.0, 100.0)  # full runs: the last tenths
+    low = [make_result(4, 0, [85.2, 90.4])]
+    lo, hi = accuracy_axis(low)
+    assert lo <= 85.2 and hi == 100.0 and lo >= 0
+
+
+def test_an_interval_with_a_negative_bound_prints_with_brackets():
+    from tinymnist.stats import Rate, SeedStats
+
+    s = SeedStats.of([1.0, 23.0])
+    assert s.ci().startswith("[-") and ", " in s.ci() and s.ci().endswith("]")
+    assert Rate.of(1, 8).fmt() == "1/8 seeds, 95% CI [2%, 47%]"
 
 
 def test_compare_junit_names_a_half_point_drop_of_one_seed(tmp_path):

@@ -58,7 +58,7 @@ def test_every_row_of_a_comparison(pair):
     paired = "paired t-test on 5 shared seeds, p 1.1e-53 (alpha 0.01), min effect 0.05"
     fixed = "fixed rule: drop <= 0.10 (n < 5; p 1 for reference)"
     expected = [
-        ("1", "gate", "", "PASS, 2/2 seeds, 95% CI 34-100%", "", "tinymnist.verdict: every seed meets its gate", "ok", "", None, None),
+        ("1", "gate", "", "PASS, 2/2 seeds, 95% CI [34%, 100%]", "", "tinymnist.verdict: every seed meets its gate", "ok", "", None, None),
         # (two fresh seeds against three: a smaller fresh sample cannot stand for the baseline)
         ("1", "seeds", "3", "2, none of the baseline's", "", "a fresh sample must be at least as large", "REGRESSION",
          "step 1: 2 fresh seeds against the baseline's 3; a smaller sample cannot stand for it", None, None),
@@ -67,9 +67,9 @@ def test_every_row_of_a_comparison(pair):
         ("1", "train images/s", "10,000 images/s", "5,000 images/s", "-50.0%", "", "skipped: different machine",
          "", None, -0.5),
         ("2", "runs", "3 seeds", "missing", "", "", "REGRESSION", f"step 2: no results in {b}", None, None),
-        ("3", "gate", "", "PASS, 2/2 seeds, 95% CI 34-100%", "", "tinymnist.verdict: every seed meets its gate", "ok", "", None, None),
+        ("3", "gate", "", "PASS, 2/2 seeds, 95% CI [34%, 100%]", "", "tinymnist.verdict: every seed meets its gate", "ok", "", None, None),
         ("3", "last-3 mean test acc", "missing", "99.45", "", "", "new recipe", "", None, None),
-        ("4", "gate", "", "FAIL, 4/5 seeds, 95% CI 38-96%", "", "tinymnist.verdict: every seed meets its gate", "REGRESSION",
+        ("4", "gate", "", "FAIL, 4/5 seeds, 95% CI [38%, 96%]", "", "tinymnist.verdict: every seed meets its gate", "REGRESSION",
          f"step 4 seed 0: epoch 13 test accuracy 99.37 < 99.40 ({last3}); "
          f"step 4 seed 0: epoch 14 test accuracy 99.39 < 99.40 ({last3})", None, None),
         ("4", "recipe", "", "", "lr 0.1 -> 0.05", "", "changed: not the same experiment", "", None, None),
@@ -93,7 +93,7 @@ def test_the_printed_table(pair):
         "| step | figure | baseline | new | difference | rule | verdict |",
         "|---|---|---|---|---|---|---|",
         "| 2 | runs | 3 seeds | missing |  |  | REGRESSION |",
-        "| 3 | gate |  | PASS, 2/2 seeds, 95% CI 34-100% |  | tinymnist.verdict: every seed meets its gate | ok |",
+        "| 3 | gate |  | PASS, 2/2 seeds, 95% CI [34%, 100%] |  | tinymnist.verdict: every seed meets its gate | ok |",
         "| 3 | last-3 mean test acc | missing | 99.45 |  |  | new recipe |",
     ]
 

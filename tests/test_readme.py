@@ -93,10 +93,10 @@ def test_a_finished_claim_is_judged_by_the_steps_gate(tmp_path):
     text = readme._claim(5, tmp_path)
     assert "finished so far" not in text
     assert "last 3 epochs: 15 of 16; the lowest single value in those epochs is 99.39." in text
-    assert "- **Gate: FAIL**, 15/16 seeds, 95% CI 72-99% (Wilson interval)." in text
+    assert "- **Gate: FAIL**, 15/16 seeds, 95% CI [72%, 99%] (Wilson interval)." in text
     assert "- Why: step 5 seed 215: epoch 14 test accuracy 99.39 < 99.40" in text
     write_results(tmp_path, [make_result(5, 215, RAMP + [99.45, 99.5, 99.41], params=4972)])
-    assert "- **Gate: PASS**, 16/16 seeds, 95% CI 81-100% (Wilson interval)." in readme._claim(5, tmp_path)
+    assert "- **Gate: PASS**, 16/16 seeds, 95% CI [81%, 100%] (Wilson interval)." in readme._claim(5, tmp_path)
 
 
 def test_mutation_runs_are_filed_module_by_module():

@@ -499,10 +499,10 @@ def test_an_interrupt_stops_every_later_step(fast_data, tmp_path, monkeypatch, c
 
 def test_smoke_results_are_smoke_runs_for_report_and_compare_too(fast_data, tmp_path, capsys):
     out = tmp_path / "out"
-    assert _train(out) == 0  # a subset run: train says SMOKE OK
+    assert _train(out) == 0  # a subset run: train says NOT JUDGED (smoke run), exit 0
     assert main(["compare", str(out), str(out)]) == 0
     assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 0
-    assert "Gate: SMOKE OK" in (tmp_path / "r" / "REPORT.md").read_text()
+    assert "Gate: NOT JUDGED (smoke run)" in (tmp_path / "r" / "REPORT.md").read_text()
 
 
 def test_a_metric_that_is_not_a_number_is_a_bad_file(fast_data, tmp_path, capsys):

@@ -25,9 +25,9 @@ def test_report_sections_and_figures(results, tmp_path):
     assert re.search(r"\| mean test accuracy, last 3 epochs \| 99\.47 \| 99\.43 \| 99\.50 \|", md)
     assert "≥ 99.4 in each of the last 3 epochs for 3 of 3 seeds." in md
     assert "Over-fits: train 99.80 vs test 99.12 at epoch 3 (gap +0.68, mean of 3 seeds)." in md
-    assert "Gate: PASS, every seed meets its gate (3/3 seeds, 95% CI 44-100% pass their own checks)." in md
+    assert "Gate: PASS, every seed meets its gate (3/3 seeds, 95% CI [44%, 100%] pass their own checks)." in md
     # Seed statistics of the last-3 means 99.50, 99.433, 99.477: t-interval with 2 degrees of freedom.
-    assert "| last-3 mean test accuracy | 3 | 99.470 | 0.034 | 99.386-99.554 |  |" in md
+    assert "| last-3 mean test accuracy | 3 | 99.470 | 0.034 | [99.386, 99.554] |  |" in md
     assert "![seeds](seeds.png)" in md
     assert "Seed write-up: best test 99.47; ours 99.51 mean of best epochs (+0.04)" in md  # 99.55, 99.48, 99.50
     for png in ("accuracy.png", "loss.png", "lr.png", "params_vs_accuracy.png", "seeds.png"):
@@ -191,7 +191,7 @@ def test_compare_populations(tmp_path, capsys, case, seeds, shift, code):
         # the same seeds are judged paired, seed by seed; other seeds by Welch's test
         test = "Welch t-test, p " if seeds[0] >= 16 else "paired t-test on 16 shared seeds, p "
         assert test in acc_row and acc_row.endswith("REGRESSION |" if code else "ok |")
-        assert "| gate |  | PASS, 16/16 seeds, 95% CI 81-100% |" in out
+        assert "| gate |  | PASS, 16/16 seeds, 95% CI [81%, 100%] |" in out
     else:
         assert "seeds [8, 9, 10, 11, 12, 13, 14, 15] missing" in err
 

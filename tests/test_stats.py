@@ -55,7 +55,7 @@ def test_wilson_by_hand_and_empty():
     # 8 of 10: centre 0.71674, half-width 0.22657, worked through the formula by hand
     r = Rate.of(8, 10)
     assert (round(r.low, 4), round(r.high, 4)) == (0.4902, 0.9433)
-    assert r.fmt() == "8/10 seeds, 95% CI 49-94%"
+    assert r.fmt() == "8/10 seeds, 95% CI [49%, 94%]"
     assert math.isnan(Rate.of(0, 0).low) and Rate.of(0, 0).fmt() == "0/0 seeds"
 
 
@@ -138,7 +138,7 @@ def test_two_seeds_have_an_sd_and_a_t_interval_and_none_is_refused():
     s = SeedStats.of([1.0, 2.0])
     assert s.sd == pytest.approx(math.sqrt(0.5))
     assert (s.ci_low, s.ci_high) == pytest.approx((1.5 - 12.7062 * 0.5, 1.5 + 12.7062 * 0.5), rel=1e-5)
-    assert s.ci() == "-4.85-7.85" and s.ci(1) == "-4.9-7.9"
+    assert s.ci() == "[-4.85, 7.85]" and s.ci(1) == "[-4.9, 7.9]"
     with pytest.raises(ValueError, match="^no values$"):
         SeedStats.of([])
 
@@ -216,6 +216,6 @@ def test_seed_stats_in_one_line_word_for_word():
     from tinymnist.stats import SeedStats
 
     s = SeedStats.of([99.41, 99.43, 99.45])  # SD 0.02; CI worked out in test_verdict.py
-    assert s.fmt() == "mean 99.43 (95% CI 99.38-99.48, SD 0.02, min 99.41, n=3)"
-    assert s.fmt(3) == "mean 99.430 (95% CI 99.380-99.480, SD 0.020, min 99.410, n=3)"
+    assert s.fmt() == "mean 99.43 (95% CI [99.38, 99.48], SD 0.02, min 99.41, n=3)"
+    assert s.fmt(3) == "mean 99.430 (95% CI [99.380, 99.480], SD 0.020, min 99.410, n=3)"
     assert SeedStats.of([99.4]).fmt() == "mean 99.40 (95% CI n/a, SD n/a, min 99.40, n=1)"

@@ -221,7 +221,7 @@ def test_seed_stats_print_two_digits_unless_asked():
 
     s = SeedStats.of([99.41, 99.43, 99.45])
     # SD 0.02, t(0.975, 2) = 4.302653: half-width 4.302653 * 0.02 / sqrt(3) = 0.049683
-    assert s.ci() == "99.38-99.48" and s.ci(3) == "99.380-99.480" and s.ci(4) == "99.3803-99.4797"
+    assert s.ci() == "[99.38, 99.48]" and s.ci(3) == "[99.380, 99.480]" and s.ci(4) == "[99.3803, 99.4797]"
 
 
 def test_a_figure_just_below_its_bar_is_shown_below_it():

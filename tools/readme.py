@@ -35,7 +35,7 @@ def _seed_table() -> str:
         lines.append(
             f"| {step} | {s.recipe.name} | {s.params:,} | {ref.get('best_train', '')} | {ref.get('best_test', '')} | "
             f"{s.best_test.mean:.2f}, {s.best_test.min:.2f} | {s.final_test.mean:.2f}, {s.final_test.min:.2f} | "
-            f"{s.last_k.mean:.2f} ({s.last_k.ci()}) | {s.verdict.word}, {s.pass_rate.fmt()} |"
+            f"{s.last_k.mean:.2f} {s.last_k.ci()} | {s.verdict.word}, {s.pass_rate.fmt()} |"
         )
     mission = summarize(results["step4"])
     low = min(min(r.test_acc[-mission.k :]) for r in results["step4"])
@@ -177,7 +177,7 @@ def _population_rules() -> str:
     r = json.loads(path.read_text())
     nights, paired = r["night_rules"], r["paired"]
     rates = ", ".join(
-        f"{cpu} {v['k']}/{v['n']} ({100 * v['low']:.0f}-{100 * v['high']:.0f}%)"
+        f"{cpu} {v['k']}/{v['n']} [{100 * v['low']:.0f}%, {100 * v['high']:.0f}%]"
         for cpu, v in nights["seed_pass_rate"].items()
     )
     lines = [

@@ -22,6 +22,7 @@ class Case:
     seconds: float
     failure: str | None = None  # a gate or a comparison failed: its one line
     error: str | None = None  # not a result at all (a diverged or unfinished run)
+    skipped: str | None = None  # not judged (a smoke run): never a green case
     properties: dict[str, object] = field(default_factory=dict)
 
 
@@ -36,7 +37,7 @@ def write_junit(path: str | os.PathLike, suite: str, cases: list[Case]) -> None:
         tests=str(len(cases)),
         failures=str(sum(c.failure is not None for c in cases)),
         errors=str(sum(c.error is not None for c in cases)),
-        skipped="0",
+        skipped=str(sum(c.skipped is not None and c.failure is None and c.error is None for c in cases)),
         time=f"{sum(c.seconds for c in cases):.3f}",
     )
     for c in cases:
@@ -51,6 +52,8 @@ def write_junit(path: str | os.PathLike, suite: str, cases: list[Case]) -> None:
             ET.SubElement(tc, "error", message=c.error, type="RunNotCompleted").text = c.error
         elif c.failure is not None:
             ET.SubElement(tc, "failure", message=c.failure, type="GateFailed").text = c.failure
+        elif c.skipped is not None:
+            ET.SubElement(tc, "skipped", message=c.skipped)
     ET.indent(root)
     data = ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
     try:
@@ -101,6 +104,7 @@ def train_cases(outcomes) -> list[Case]:
                     r.wall_seconds,
                     failure=None if not_result else message,
                     error=message if not_result else None,
+                    skipped=_not_judged(r) if v.smoke else None,
                     properties=props,
                 )
             )
@@ -116,10 +120,18 @@ def train_cases(outcomes) -> list[Case]:
                 "recipe verdict (seeds present, mean final, one recipe)",
                 sum(r.wall_seconds for r in runs),
                 failure="; ".join(step_only) or None,
+                skipped="not judged: smoke runs say nothing about accuracy" if verdict.smoke else None,
                 properties=props,
             )
         )
     return cases
+
+
+def _not_judged(r) -> str:
+    epochs = f"{len(r.epochs)} epoch{'s' if len(r.epochs) != 1 else ''}"
+    return (
+        f"not judged: smoke run ({r.train_images:,} training images an epoch, {epochs}, {r.test_images:,} test images)"
+    )
 
 
 def train_markdown(outcomes, shard) -> str:
@@ -141,7 +153,7 @@ def train_markdown(outcomes, shard) -> str:
         last = s.last_k.fmt() if s.last_k else "n/a"
         final = s.final_test.fmt() if s.final_test else "n/a"
         lines.append(
-            f"| {recipe.label} | {len(runs)} | {verdict.word} | {verdict.rule_text} | {verdict.pass_rate.fmt()} | "
+            f"| {recipe.label} | {len(runs)} | {verdict.word} | {verdict.rule_text} | {verdict.rate_text} | "
             f"{last} | {final} |"
         )
     return "\n".join(lines) + "\n\n"

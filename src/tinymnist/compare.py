@@ -187,7 +187,7 @@ def compare(
             key,
             "gate",
             "",
-            f"{n.verdict.word}, {n.pass_rate.fmt()}",
+            f"{n.verdict.word}, {n.verdict.rate_text}",
             "",
             not n.verdict.passed,
             f"tinymnist.verdict: {n.verdict.rule_text}",

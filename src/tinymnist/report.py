@@ -64,11 +64,14 @@ def analysis(s: StepSummary) -> list[str]:
             f"best epochs ({s.best_test.mean - ref['best_test']:+.2f}), "
             f"{s.final_test.mean:.2f} at the final epoch."
         )
-    lines.append(
-        f"Gate: {s.verdict.word}, {s.verdict.rule_text} ({s.pass_rate.fmt()} pass their own checks"
-        + ("" if s.verdict.passed or s.verdict.failed_seeds else "; the step-level check fails")
-        + ")."
-    )
+    if s.verdict.smoke:
+        lines.append(f"Gate: {s.verdict.word}: a training subset or cut-short epochs say nothing about accuracy.")
+    else:
+        lines.append(
+            f"Gate: {s.verdict.word}, {s.verdict.rule_text} ({s.verdict.rate_text} pass their own checks"
+            + ("" if s.verdict.passed or s.verdict.failed_seeds else "; the step-level check fails")
+            + ")."
+        )
     return lines
 
 
@@ -144,7 +147,7 @@ def _step_section(s: StepSummary) -> list[str]:
         f"| wall seconds per run | {_fmt(s.wall_seconds, 0)} |",
         "",
         f"**Seed statistics** (n seeds; 95% CI of the mean from Student's t; olympic mean drops the best and "
-        f"the worst seed, from n = {OLYMPIC_MIN_N}). Gate pass rate: **{s.pass_rate.fmt()}** (Wilson interval).",
+        f"the worst seed, from n = {OLYMPIC_MIN_N}). Gate pass rate: **{s.verdict.rate_text}** (Wilson interval).",
         "",
         "| figure | n | mean | SD | 95% CI | olympic mean |",
         "|---|---|---|---|---|---|",
@@ -209,6 +212,27 @@ def _benchmark_section(bench: list[dict]) -> list[str]:
     return out
 
 
+def accuracy_axis(runs: Sequence[RunResult]) -> tuple[float, float]:
+    """98-100 shows full runs' last tenths (their first epochs may start below it); when the last epochs are
+    below 98 (a smoke run) the axis reaches down to hold them, never an empty chart (issue 32)."""
+    low = min((e.test_acc for r in runs for e in r.epochs[-3:]), default=98.0)
+    return (98.0 if low >= 98 else max(0.0, math.floor(low) - 1.0)), 100.0
+
+
+def _images_used(results: dict) -> str:
+    """What the runs were measured on, as they recorded it: "on the 10,000 MNIST test images", or a subset's
+    own counts (issue 32: a 2,000-image run's report said 10,000)."""
+    runs = [r for rs in results.values() for r in rs]
+    tests = sorted({r.test_images for r in runs})
+    trains = sorted({r.train_images for r in runs})
+    both = " or ".join
+    if tests == [10_000]:
+        said = "on the 10,000 MNIST test images"
+    else:
+        said = f"on {both(f'{n:,}' for n in tests)} of the 10,000 MNIST test images"
+    return f"{said}, after training on {both(f'{n:,}' for n in trains)} training images an epoch"
+
+
 def plots(summaries: dict[str, StepSummary], results: dict[str, list[RunResult]], out: Path) -> list[str]:
     import matplotlib
 
@@ -236,7 +260,7 @@ def plots(summaries: dict[str, StepSummary], results: dict[str, list[RunResult]]
                 ax.plot(ep, tr, "--", color=c, alpha=0.7, label=f"train, seed {r.seed}")
             if what == "acc":
                 ax.axhline(TARGET, color="k", lw=1, ls=":", label="99.4")
-                ax.set_ylim(98.0, 100.0)
+                ax.set_ylim(*accuracy_axis(results[step]))
             else:
                 ax.set_yscale("log")
             ax.set_title(f"{summaries[step].recipe.label}: {summaries[step].params:,} params")
@@ -340,7 +364,7 @@ def build_report(
     summaries = {s: summarize(rs, rule=rule) for s, rs in results.items()}
     images = plots(summaries, results, out)
     judged = (
-        "on the 10,000 MNIST test images"
+        _images_used(results)
         if on == "test"
         else "on each run's validation split (held out of the training set; 'test' in the tables below means "
         "validation)"
@@ -359,14 +383,14 @@ def build_report(
     for s, sm in summaries.items():
         if sm.final_test is None or sm.best_test is None or sm.last_k is None or sm.epoch_seconds is None:
             lines.append(
-                f"| {short_name(s)} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.pass_rate.fmt()} "
+                f"| {short_name(s)} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.verdict.rate_text} "
                 "| | | | | |"
             )
             continue
         lines.append(
-            f"| {short_name(s)} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.pass_rate.fmt()} | "
+            f"| {short_name(s)} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.verdict.rate_text} | "
             f"{sm.best_test.mean:.2f} | {sm.final_test.mean:.2f} | {sm.final_test.min:.2f} | "
-            f"{sm.last_k.mean:.2f} ({sm.last_k.ci()}) | {sm.epoch_seconds.mean:.1f} |"
+            f"{sm.last_k.mean:.2f} {sm.last_k.ci()} | {sm.epoch_seconds.mean:.1f} |"
         )
     lines.append("")
     for name in images:
@@ -489,9 +513,9 @@ def write_history(series, out_dir: str | os.PathLike, command: str, off_line: Se
                 verdict = "untested (n < 5)"
             else:
                 verdict = f"**REGRESSION** ({-check.drop:+.3f})" if p.regression else f"ok ({-check.drop:+.3f})"
-            rate = "smoke: not judged" if sm and sm.verdict.smoke else (sm.pass_rate.fmt() if sm else "")
+            rate = sm.verdict.rate_text if sm else ""
             subject = p.commit.subject.replace("|", "\\|")[:70]
-            mean = f"{lk.mean:.3f} ({lk.ci(3)})" if lk else ""
+            mean = f"{lk.mean:.3f} {lk.ci(3)}" if lk else ""
             lines.append(
                 f"| `{p.commit.short}` | {p.commit.date[:10]} | {subject} | {p.n} | {mean} | {rate} | {ips} | "
                 f"{pv} | {verdict} |"

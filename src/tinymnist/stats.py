@@ -57,7 +57,8 @@ class SeedStats:
         return cls(n, mean, sd, float(np.min(v)), float(np.max(v)), lo, hi, olympic)
 
     def ci(self, digits: int = 2) -> str:
-        return "n/a" if math.isnan(self.ci_low) else f"{self.ci_low:.{digits}f}-{self.ci_high:.{digits}f}"
+        """``[-5.48, 30.41]``: brackets and a comma, so a negative bound never reads as a dash (issue 32)."""
+        return "n/a" if math.isnan(self.ci_low) else f"[{self.ci_low:.{digits}f}, {self.ci_high:.{digits}f}]"
 
     def fmt(self, digits: int = 2) -> str:
         sd = "n/a" if math.isnan(self.sd) else f"{self.sd:.{digits}f}"
@@ -83,7 +84,7 @@ class Rate:
     def fmt(self) -> str:
         if self.n == 0:
             return "0/0 seeds"
-        return f"{self.k}/{self.n} seeds, 95% CI {100 * self.low:.0f}-{100 * self.high:.0f}%"
+        return f"{self.k}/{self.n} seeds, 95% CI [{100 * self.low:.0f}%, {100 * self.high:.0f}%]"
 
 
 def welch_drop_p(new: Iterable[float], old: Iterable[float]) -> float:

@@ -208,7 +208,7 @@ def sweep_markdown(ranked: Sequence[Ranked], command: str, val_images: int, seed
         rate = "smoke run: not judged" if r.smoke else r.pass_rate.fmt()
         lines.append(
             f"| {i} | {r.candidate.key}{unfinished} | {r.candidate.said} | {r.params:,} | {r.last_k.n} | "
-            f"{r.last_k.mean:.3f} ({r.last_k.ci(3)}) | {sd} | {rate} | {secs} | {vs} |"
+            f"{r.last_k.mean:.3f} {r.last_k.ci(3)} | {sd} | {rate} | {secs} | {vs} |"
         )
     lines.append("")
     done = [r for r in ranked if r.complete and r.last_k_by_seed]

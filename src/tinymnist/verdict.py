@@ -65,13 +65,19 @@ class Verdict:
         """Runs passing their own checks, with the 95% Wilson interval."""
         return Rate.of(self.runs - len(self.failed_seeds), self.runs)
 
+    @property
+    def rate_text(self) -> str:
+        """The pass rate as every table shows it; a smoke run's is not judged, never "1/1 seeds"."""
+        return "not judged (smoke run)" if self.smoke else self.pass_rate.fmt()
+
     def to_dict(self) -> dict:
         return {"passed": self.passed, "reasons": list(self.reasons), "smoke": self.smoke}
 
     @property
     def word(self) -> str:
         if self.smoke:
-            return "SMOKE OK" if self.passed else "SMOKE FAILED"
+            # never a green word: a subset or a cut-short run says nothing about accuracy (issue 32)
+            return "NOT JUDGED (smoke run)" if self.passed else "SMOKE FAILED"
         if self.rule == "share":  # accuracy is the gathered population's to judge: never a green PASS here
             return "SHARE OK (accuracy judged with the population)" if self.passed else "SHARE FAILED"
         return "PASS" if self.passed else "FAIL"

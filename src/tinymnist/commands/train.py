@@ -253,7 +253,7 @@ def _finish(args, outcomes, code: int) -> int:
     if len(outcomes) > 1:
         failed = [r.label for (r, _, _), c in zip(outcomes, codes, strict=True) if c != EXIT_OK]
         smoke = all(v.smoke for _, _, v in outcomes)
-        ok = "all smoke runs OK (accuracy not judged)" if smoke else "all gates PASS"
+        ok = "smoke runs completed; accuracy NOT JUDGED" if smoke else "all gates PASS"
         print(f"{', '.join(r.label for r, _, _ in outcomes)}: " + (f"FAIL ({', '.join(failed)})" if failed else ok))
     _write_ci_files(args, outcomes)
     # A job that failed or died outranks a verdict: a partly failed array is never a pass, nor a mere gate.
@@ -404,7 +404,7 @@ def _printer(args):
     def on_run(r) -> None:
         last = r.epochs[-1].test_acc if r.epochs else float("nan")
         v = seed_verdict(r)
-        mark = ("smoke" if v.smoke else "PASS") if v.passed else "FAIL"
+        mark = ("not judged (smoke run)" if v.smoke else "PASS") if v.passed else "FAIL"
         diverged = f" diverged at {r.diverged_at}" if r.diverged_at else ""
         print(
             f"seed {r.seed}: {r.status}{diverged}, {r.params:,} params, final test {last:.2f}%, "
