@@ -240,3 +240,24 @@ def test_a_side_with_nothing_finished_has_no_figures_to_compare_and_crashes_noth
         "changed: not the same experiment",
     )
     assert (rows[1].old, rows[1].new, rows[1].verdict) == ("missing", "n/a", "new recipe")
+
+
+def test_compare_seeds_passes_a_seed_0_run_that_passes_its_gate_and_says_how_without_it(tmp_path, capsys):
+    """Issue 32: train said PASS on seed 0 and compare said REGRESSION ("seeds [1, 2] missing") on one folder."""
+    import shutil
+
+    from tests.conftest import REPO
+    from tinymnist.cli import main
+
+    base = REPO / "reports" / "baseline"
+    new = tmp_path / "results"
+    (new / "step4").mkdir(parents=True)
+    shutil.copy(base / "step4" / "seed0.json", new / "step4" / "seed0.json")
+    assert main(["compare", str(base), str(new), "--steps", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "seeds [1, 2] missing" in err and "or compare only the seeds it holds: --seeds 0" in err
+    assert main(["compare", str(base), str(new), "--steps", "4", "--seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS, 1/1 seeds" in out and "no regression" in out
+    assert main(["compare", str(base), str(new), "--steps", "4", "--seeds", "7"]) == 2
+    assert "no <recipe>/seed*.json results of seeds [7] to compare against" in capsys.readouterr().err

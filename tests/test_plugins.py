@@ -45,6 +45,8 @@ def broken_plugins(tmp_path_factory) -> Path:
             [project.entry-points."tinymnist.models"]
             broken = "broken_plugin:build"
             step4 = "broken_plugin:shadow"
+            [project.entry-points."tinymnist.recipes"]
+            broken-recipe = "broken_plugin:recipe"
             [build-system]
             requires = ["setuptools>=68"]
             build-backend = "setuptools.build_meta"
@@ -75,6 +77,22 @@ def test_models_lists_the_plugin(plugin_path, tmp_path):
     assert done.returncode == 0, done.stderr
     line = next(x for x in done.stdout.splitlines() if x.startswith("sep4k"))
     assert "4,410" in line and "plugin tinymnist_example.nets:build" in line
+
+
+def test_recipes_lists_built_in_and_plugin_recipes_and_names_a_broken_one(plugin_path, broken_plugins, tmp_path):
+    done = tm(["recipes"], tmp_path, plugin_path)
+    assert done.returncode == 0, done.stderr
+    lines = {x.split()[0]: x for x in done.stdout.splitlines()}
+    assert list(lines)[:6] == [f"step{n}" for n in range(1, 7)]
+    assert "8,952  built-in; gate: max_params=10000, min_last_k=99.4, last_k=3" in lines["step4"]
+    assert "sep4k" in lines["sep4k-recipe"] and "plugin tinymnist_example.recipes:recipe" in lines["sep4k-recipe"]
+    broken = tm(["recipes"], tmp_path, plugin_path, broken_plugins)
+    assert broken.returncode == 2
+    assert "sep4k-recipe" in broken.stdout and "broken-recipe" in broken.stdout  # the others still list
+    assert broken.stderr.strip().splitlines() == [
+        "tinymnist recipes: error: plugin recipe(s) that cannot be loaded: broken-recipe (broken_plugin:recipe); "
+        "fix or uninstall the package that provides them"
+    ]
 
 
 @pytest.mark.parametrize("model", ["sep4k", "tinymnist_example.nets:build"])

@@ -144,17 +144,25 @@ def compare(
     keys: list[str] | None = None,
     on: str = "test",
     rule: str = "seeds",
+    seeds: Sequence[int] | None = None,
 ) -> Comparison:
-    """Every compared figure of NEW against the baseline; ``keys`` limits it to those recipes (``step4``);
-    ``on="val"`` compares the validation figures instead of the test figures."""
+    """Every compared figure of NEW against the baseline; ``keys`` limits it to those recipes (``step4``),
+    ``seeds`` to those seeds on both sides; ``on="val"`` compares the validation figures instead of the test
+    figures."""
     old_r, new_r = load_results(baseline, on), load_results(new, on)
     if keys:
         old_r = {k: r for k, r in old_r.items() if k in keys}
         new_r = {k: r for k, r in new_r.items() if k in keys}
+    of_seeds = ""
+    if seeds:
+        chosen = set(seeds)
+        old_r = {k: kept for k, rs in old_r.items() if (kept := [r for r in rs if r.seed in chosen])}
+        new_r = {k: kept for k, rs in new_r.items() if (kept := [r for r in rs if r.seed in chosen])}
+        of_seeds = f" of seeds {sorted(chosen)}"
     if not old_r:
-        raise FileNotFoundError(f"{baseline}: no <recipe>/seed*.json results to compare against")
+        raise FileNotFoundError(f"{baseline}: no <recipe>/seed*.json results{of_seeds} to compare against")
     if not new_r:
-        raise FileNotFoundError(f"{new}: no <recipe>/seed*.json results to compare")
+        raise FileNotFoundError(f"{new}: no <recipe>/seed*.json results{of_seeds} to compare")
     rows: list[Row] = []
     split = "validation" if on == "val" else "test"  # what the figures are, in every row that shows them
 
@@ -191,7 +199,13 @@ def compare(
             "",
             not n.verdict.passed,
             f"tinymnist.verdict: {n.verdict.rule_text}",
-            message="; ".join(n.verdict.reasons),
+            message="; ".join(n.verdict.reasons)
+            + (
+                f"; train them into {new} (--resume keeps what is there), or compare only the seeds it holds: "
+                f"--seeds {' '.join(map(str, sorted(new_seeds)))}"
+                if n.verdict.missing_seeds
+                else ""
+            ),
         )
         if old_seeds and not required:
             small = len(new_seeds) < len(old_seeds)

@@ -27,6 +27,13 @@ def add_parser(sub) -> None:
         nargs="+",
         help="compare only these recipes: step numbers or recipe names (default: all found)",
     )
+    c.add_argument(
+        "--seeds",
+        type=_args.seeds,
+        nargs="+",
+        help="compare only these seeds on both sides, e.g. 0 or 0-4 (default: every seed; NEW must then hold "
+        "all of the baseline's, or none of them)",
+    )
     _args.add_judged_on(c)
     _args.add_rule(c)
     c.add_argument(
@@ -55,6 +62,7 @@ def run(args) -> int:
             args.steps,
             args.on,
             args.rule,
+            _args.seed_list(args.seeds) if args.seeds else None,
         )
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
