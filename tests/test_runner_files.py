@@ -245,7 +245,7 @@ def test_a_full_disk_at_the_end_keeps_the_checkpoint_and_says_how_to_finish(fake
         run_seed(_plan(), data, tmp_path)
     assert str(e.value) == (
         f"{done}: cannot write the result and final weights (No space left on device); kept: the checkpoint "
-        f"{ckpt}; free space and rerun with --resume to write the results"
+        f"{ckpt}; fix that and rerun with --resume to write the results"
     )
     assert load_torch_data(ckpt)["epoch"] == 3 and not done.exists() and not weights.exists()
 

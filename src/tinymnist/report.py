@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tinymnist.recipes import Recipe, label_of, short_name
-from tinymnist.results import RunResult, atomic_write_bytes, load_benchmarks, load_results, machine_name
+from tinymnist.results import (
+    RunResult,
+    atomic_write_bytes,
+    load_benchmarks,
+    load_results,
+    machine_name,
+    refuse_non_files,
+)
 from tinymnist.stats import OLYMPIC_MIN_N, SeedStats
 from tinymnist.summary import TARGET, StepSummary, summarize
 
@@ -362,6 +369,7 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summaries = {s: summarize(rs, rule=rule) for s, rs in results.items()}
+    refuse_non_files([out / "REPORT.md"])  # before the plots: never new plots beside an old report
     images = plots(summaries, results, out)
     judged = (
         _images_used(results)

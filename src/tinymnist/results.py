@@ -35,6 +35,37 @@ def _umask() -> int:
     return mask
 
 
+class OutputError(UserError, OSError):
+    """An output file that cannot be written where it was asked for (a folder stands there, no permission, a
+    full disk): exit 2, one line naming the path. An OSError too, so a caller that says what it kept (the
+    runner) still catches it; ``strerror`` is the reason in words."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, errno: int = 0):
+        super().__init__(errno, reason)
+        self.path = str(path)
+
+    def __str__(self) -> str:
+        return f"{self.path}: cannot write here ({self.strerror}); choose another output path"
+
+
+def refuse_non_files(paths: Sequence[Path]) -> None:
+    """Before anything is written or moved (and by a command before the first of several files): a target
+    that exists and is not a regular file (a folder, a FIFO, a device) is the user's, never swapped aside
+    (issue 30: a folder at REPORT.md was moved to a hidden name)."""
+    import stat
+
+    for path in paths:
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise OutputError(path, e.strerror or type(e).__name__, e.errno or 0) from None
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "something that is not a regular file"
+            raise OutputError(path, f"{kind} stands where this file goes; nothing was moved")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half of one.
 
@@ -55,6 +86,8 @@ def _write_files(items: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
     import signal
 
     staged: list[tuple[str, Path]] = []
+    refuse_non_files([Path(p) for p, _ in items])
+    path = Path(items[0][0]) if items else Path(".")
     try:
         for path, data in items:
             path = Path(path)
@@ -72,6 +105,10 @@ def _write_files(items: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
             _swap_in(staged)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    except OutputError:
+        raise
+    except OSError as e:  # every target is as it was (_swap_in puts back what it moved)
+        raise OutputError(e.filename or path, e.strerror or type(e).__name__, e.errno or 0) from None
     finally:
         for tmp, _ in staged:
             Path(tmp).unlink(missing_ok=True)

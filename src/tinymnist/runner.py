@@ -264,7 +264,7 @@ class _Member:
         result = to_result(trained, self.plan, self.ident, self.commit)
         recipe, seed = self.plan.recipe, self.plan.seed
         if trained.status == "completed":
-            kept = f"the checkpoint {self.ckpt}; free space and rerun with --resume to write the results"
+            kept = f"the checkpoint {self.ckpt}; fix that and rerun with --resume to write the results"
             state = {"model": trained.state_dict, "recipe": recipe.to_dict(), "seed": seed}
             pair = [(self.weights, torch_bytes(state)), (self.done, json_bytes(result.to_dict()))]
             _write("result and final weights", self.done, kept, lambda: results.atomic_write_pair(pair))

@@ -38,7 +38,7 @@ def run(args) -> int:
 
     require("matplotlib", "history show")
     from tinymnist.report import write_history
-    from tinymnist.results import atomic_write_bytes
+    from tinymnist.results import atomic_write_bytes, refuse_non_files
 
     if not Path(args.store).is_dir():
         raise UsageError(f"--store {args.store}: no such folder")
@@ -47,6 +47,7 @@ def run(args) -> int:
         raise UsageError(f"{args.store}: no stored runs of {', '.join(args.steps or [])} on this history")
     command = shlex.join(["tinymnist", *args._argv])
     data = history.to_json(series).encode()  # built first: nothing is written if it cannot be
+    refuse_non_files([Path(args.out) / "HISTORY.md", Path(args.out) / "HISTORY.json"])  # nor one of two
     path = write_history(series, args.out, command, history.off_line(args.store, args.repo))
     atomic_write_bytes(Path(args.out) / "HISTORY.json", data)
     for s in series:

@@ -1,0 +1,69 @@
+"""Issue 30, cause 4: an output path where a folder or something else stands ends with exit 2 and one line
+naming it; nothing of the user's is moved aside or lost, and no hidden temporary is left behind."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tinymnist.cli import main
+from tinymnist.results import OutputError, atomic_write_bytes, atomic_write_pair
+
+
+def _user_folder(path: Path) -> Path:
+    (path / "keep").mkdir(parents=True)
+    (path / "keep" / "notes.txt").write_text("mine")
+    return path
+
+
+def _intact(path: Path) -> bool:
+    return (path / "keep" / "notes.txt").read_text() == "mine"
+
+
+def _hidden(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_report_over_a_folder_named_report_md_exits_2_and_moves_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    _user_folder(out / "REPORT.md")
+    assert main(["report", str(REPO / "reports" / "baseline"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"tinymnist report: error: {out / 'REPORT.md'}: cannot write here (a folder stands where this file goes; "
+        "nothing was moved); choose another output path"
+    ]
+    assert _intact(out / "REPORT.md") and _hidden(out) == [] and not (out / "accuracy.png").exists()
+
+
+def test_train_over_a_folder_named_like_its_result_exits_2_and_keeps_the_checkpoint(tmp_path, mnist_root, capsys):
+    out = tmp_path / "o"
+    _user_folder(out / "step4" / "seed0.json")
+    argv = ["train", "--step", "4", "--seeds", "0", "--dry-run", "--quiet", "--data-root", str(mnist_root)]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "seed0.json: cannot write the result and final weights (a folder stands where this file goes" in err
+    assert _intact(out / "step4" / "seed0.json") and _hidden(out / "step4") == []
+    assert not (out / "step4" / "seed0.pt").exists()  # never the weights without their result
+
+
+def test_every_atomic_write_refuses_a_folder_or_a_fifo_before_anything_moves(tmp_path):
+    folder = _user_folder(tmp_path / "a.json")
+    fifo = tmp_path / "b.json"
+    os.mkfifo(fifo)
+    for target in (folder, fifo):
+        with pytest.raises(OutputError, match="stands where this file goes; nothing was moved"):
+            atomic_write_bytes(target, b"x")
+    ok = tmp_path / "c.json"
+    ok.write_bytes(b"old")
+    with pytest.raises(OutputError):  # a pair: the good target is not replaced either
+        atomic_write_pair([(ok, b"new"), (folder, b"x")])
+    assert ok.read_bytes() == b"old" and _intact(folder) and fifo.exists() and _hidden(tmp_path) == []
+
+
+def test_a_write_that_fails_at_the_os_is_a_user_error_naming_the_path(tmp_path):
+    with pytest.raises(OutputError) as e:
+        atomic_write_bytes("/proc/tinymnist-no/REPORT.md", b"x")
+    assert str(e.value).startswith("/proc/tinymnist-no") and "choose another output path" in str(e.value)
+    assert isinstance(e.value, OSError)  # callers that say what they kept still catch it
