@@ -321,3 +321,32 @@ def test_a_commit_without_its_own_tinymnist_is_skipped_not_run_with_the_installe
             b._probe(wt, {**b.env, "PYTHONPATH": str(wt)})
     finally:
         b.close()
+
+
+def test_latin_1_commit_subjects_neither_crash_history_show_nor_bisect(tmp_path, capsys):
+    """Issue 30, cause 5: old commits may carry Latin-1 subjects with no encoding header; git prints their bytes
+    as they are, and a strict UTF-8 decode crashed history show and bisect with exit 3."""
+    from dataclasses import replace
+
+    from tests.synth import make_result, write_results
+
+    repo, first = _tiny_repo(tmp_path / "repo")
+    # `git commit` would re-encode the message; an old or imported commit holds the raw bytes, as this one
+    tree = git(repo, "write-tree")
+    body = f"tree {tree}\nparent {first}\nauthor t <t@t> 0 +0000\ncommitter t <t@t> 0 +0000\n\n".encode()
+    obj = tmp_path / "commit"
+    obj.write_bytes(body + b"caf\xe9: r\xe9sum\xe9 du jour\n")  # Latin-1, no encoding header
+    second = git(repo, "hash-object", "-t", "commit", "-w", str(obj))
+    git(repo, "update-ref", "refs/heads/main", second)
+    raw = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%s"], capture_output=True).stdout
+    assert b"\xe9" in raw  # the bytes really are not UTF-8
+    folder = tmp_path / "r"
+    write_results(folder, [replace(make_result(2, s, [90.0 + s]), git_sha=second[:12]) for s in range(3)])
+    store = tmp_path / "store"
+    add(folder, store)
+    out = tmp_path / "h"
+    assert main(["history", "show", "--store", str(store), "--out", str(out), "--repo", str(repo)]) == 0
+    assert "caf\ufffd" in (out / "HISTORY.md").read_text()  # shown, with the byte replaced
+    argv = ["bisect", second, first, "--step", "2", "--store", str(store), "--repo", str(repo)]
+    assert main(argv) == 2  # BAD before GOOD: a clean refusal, as for any subject
+    assert "internal error" not in capsys.readouterr().err

@@ -252,12 +252,18 @@ class Bisector:
             env=env,
             capture_output=True,
             text=True,
+            errors="surrogateescape",  # a worktree path that is not UTF-8 is compared as the bytes it is
         )
         where = found.stdout.strip()
         if found.returncode == 0 and where and not Path(where).is_relative_to(wt.resolve()):
             raise Skip(f"before this interface (no tinymnist package in its tree; {where} would run instead)")
         done = subprocess.run(
-            [sys.executable, "-m", "tinymnist", "train", "--help"], cwd=wt, env=env, capture_output=True, text=True
+            [sys.executable, "-m", "tinymnist", "train", "--help"],
+            cwd=wt,
+            env=env,
+            capture_output=True,
+            text=True,
+            errors="replace",
         )
         if done.returncode != 0:
             err = done.stderr.strip().splitlines() or [""]

@@ -134,7 +134,10 @@ def population(store: str | os.PathLike, commit: str, machine: str, key: str) ->
 
 def git(repo: str | os.PathLike, *args: str) -> str:
     try:
-        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=60)
+        # errors="replace": old commits may hold Latin-1 subjects with no encoding header (issue 30, cause 5)
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, errors="replace", timeout=60
+        )
     except (OSError, subprocess.SubprocessError) as e:
         raise StoreError(f"git {' '.join(args)}: {e}; is git installed?") from None
     if done.returncode != 0:

@@ -197,20 +197,47 @@ def load_torch_data(path: str | os.PathLike, device="cpu", fix: str = "delete it
 def _git(*args: str) -> str:
     # The commit of the project being trained: the working directory's checkout (the user's repository, or
     # a worktree that `bisect` made), not wherever the tinymnist package happens to be installed.
-    return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5).stdout.strip()
+    return subprocess.run(["git", *args], capture_output=True, text=True, errors="replace", timeout=5).stdout.strip()
+
+
+COMMIT_VARIABLE = "TINYMNIST_COMMIT"
 
 
 @functools.cache
 def git_sha() -> str:
-    """The checkout's commit (``-dirty`` with uncommitted changes), read once per process: the code that
-    started the run, even if the checkout moves on while it trains (forked workers inherit it)."""
+    """The checkout's commit, read once per process: the code that started the run, even if the checkout moves
+    on while it trains. ``-dirty`` when a tracked file is changed or a Python module or TOML file is not
+    committed: a model or recipe that a run imports from the checkout must be committed code for its run to
+    count as clean (issue 30, cause 6). Outside a git checkout (an sdist, a container), $TINYMNIST_COMMIT names
+    the commit of the code under test (e.g. $GITHUB_SHA); inside one it must agree with HEAD."""
     try:
         sha = _git("rev-parse", "--short=12", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    named = os.environ.get(COMMIT_VARIABLE)
+    if named is not None:
+        named = named.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{12,40}", named):
+            raise UserError(
+                f"{COMMIT_VARIABLE}={named!r}: not a commit hash (12 to 40 hex digits); set it to the commit of "
+                "the code under test (e.g. $GITHUB_SHA), or unset it"
+            )
+        if sha and not named.startswith(sha):
+            raise UserError(
+                f"{COMMIT_VARIABLE}={named[:12]}, but this git checkout is at {sha}; in a checkout its own commit "
+                f"is recorded: unset {COMMIT_VARIABLE}"
+            )
         if not sha:
-            return "unknown"
-        return sha + ("-dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
+            return named[:12]
+    if not sha:
+        return "unknown"
+    try:
+        dirty = _git("status", "--porcelain", "--untracked-files=no") or _git(
+            "status", "--porcelain", "--untracked-files=all", "--", "*.py", "*.toml"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return sha + ("-dirty" if dirty else "")
 
 
 MAX_JSON_BYTES = 64 << 20  # a results file is a few kB; anything near this is not one (or is /dev/zero)

@@ -60,10 +60,12 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from tinymnist.recipes import get_recipe, resolve_recipe, with_overrides
+    from tinymnist.results import git_sha
     from tinymnist.sweep import candidates
 
     if not args.val_split:
         raise UsageError("--val-split N is required: a sweep ranks on validation only (e.g. --val-split 10000)")
+    git_sha()  # the commit every candidate's runs will record ($TINYMNIST_COMMIT checked), before any job
     base = get_recipe(args.step) if args.step else resolve_recipe(args.recipe)
     if args.epochs:
         base = with_overrides(base, [f"epochs={args.epochs}"])

@@ -201,8 +201,10 @@ def jobs_of(args, recipes: list) -> list:
 
 def run(args) -> int:
     from tinymnist.recipes import budget_failure
+    from tinymnist.results import git_sha
 
     sources = sources_of(args)  # every bad value fails here, before the data
+    git_sha()  # and the commit the runs will record ($TINYMNIST_COMMIT checked)
     recipes = [r for r, _ in sources]
     for r in recipes:
         why = budget_failure(r)

@@ -1,0 +1,88 @@
+"""Which code a run records (issue 30, cause 6; issue 32, item 6): a module or recipe file the checkout does
+not hold in a commit makes the run -dirty, and outside git $TINYMNIST_COMMIT names the code under test.
+Real git repositories and real subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import train_env
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _repo(path):
+    path.mkdir()
+    _git(path, "init", "-q", "-b", "main")
+    (path / "README").write_text("a project\n")
+    _git(path, "add", "-A")
+    _git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    return path, _git(path, "rev-parse", "--short=12", "HEAD")
+
+
+def _train(cwd, mnist_root, **env):
+    cmd = [sys.executable, "-m", "tinymnist", "train", "--step", "2", "--seeds", "0", "--dry-run", "--quiet"]
+    done = subprocess.run(
+        [*cmd, "--out", "o"], cwd=cwd, env={**train_env(mnist_root), **env}, capture_output=True, text=True
+    )
+    recorded = None
+    if (cwd / "o" / "step2" / "seed0.json").exists():
+        recorded = json.loads((cwd / "o" / "step2" / "seed0.json").read_text())["git_sha"]
+    return done, recorded
+
+
+def test_an_uncommitted_module_in_the_checkout_makes_the_run_dirty_and_history_refuses_it(tmp_path, mnist_root):
+    repo, sha = _repo(tmp_path / "repo")
+    done, recorded = _train(repo, mnist_root)
+    assert done.returncode == 0 and recorded == sha  # results (JSON, not code) do not dirty the checkout
+    (repo / "mynet.py").write_text("import torch\n")  # a model module never committed
+    (repo / "o").rename(repo / "o-clean")
+    done, recorded = _train(repo, mnist_root)
+    assert done.returncode == 0 and recorded == f"{sha}-dirty", done.stderr
+    added = subprocess.run(
+        [sys.executable, "-m", "tinymnist", "history", "add", "o", "--store", "s"],
+        cwd=repo,
+        env=train_env(mnist_root),
+        capture_output=True,
+        text=True,
+    )
+    assert added.returncode == 2 and "-dirty" in added.stderr
+
+
+def test_outside_git_tinymnist_commit_names_the_code_and_history_accepts_it(tmp_path, mnist_root):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    done, recorded = _train(plain, mnist_root)
+    assert done.returncode == 0 and recorded == "unknown"
+    (plain / "o").rename(plain / "o-unknown")
+    done, recorded = _train(plain, mnist_root, TINYMNIST_COMMIT=SHA.upper())
+    assert done.returncode == 0 and recorded == SHA[:12], done.stderr
+    added = subprocess.run(
+        [sys.executable, "-m", "tinymnist", "history", "add", "o", "--store", "s"],
+        cwd=plain,
+        env=train_env(mnist_root),
+        capture_output=True,
+        text=True,
+    )
+    assert added.returncode == 0, added.stderr
+    assert (plain / "s" / SHA[:12]).is_dir()
+
+
+def test_a_bad_or_contradicting_tinymnist_commit_is_one_line_and_exit_2_before_any_data(tmp_path, mnist_root):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    done, recorded = _train(plain, mnist_root, TINYMNIST_COMMIT="v1.2", MNIST_ROOT=os.devnull)
+    assert done.returncode == 2 and recorded is None
+    assert done.stderr.strip() == (
+        "tinymnist train: error: TINYMNIST_COMMIT='v1.2': not a commit hash (12 to 40 hex digits); set it to the "
+        "commit of the code under test (e.g. $GITHUB_SHA), or unset it"
+    )
+    repo, sha = _repo(tmp_path / "repo")
+    done, recorded = _train(repo, mnist_root, TINYMNIST_COMMIT=SHA)
+    assert done.returncode == 2 and recorded is None
+    assert f"TINYMNIST_COMMIT={SHA[:12]}, but this git checkout is at {sha}" in done.stderr
