@@ -19,7 +19,7 @@ import torch
 
 from tests.conftest import train_env
 from tinymnist.cli import main
-from tinymnist.history import add, history, machine_key
+from tinymnist.history import add, config_key, history, machine_key
 from tinymnist.results import load_results
 from tools.forensics import CONFIG, demo_repo
 
@@ -61,17 +61,20 @@ def test_bisect_names_the_commit_that_broke_step_2_and_history_marks_it(project,
     # the checkout is as it was: no worktree, no bisect state, nothing changed
     assert _state(repo) == before
     assert not (repo / ".git" / "BISECT_LOG").exists()
-    # the store is plain results folders, one per commit and machine, that compare reads as they are
+    # the store is plain results folders, one per commit, configuration and machine, that compare reads as is
     tested = sorted(p.name for p in store.iterdir())
     assert shas[0][:12] in tested and shas[2][:12] in tested and shas[4][:12] in tested
-    machine = next((store / shas[0][:12]).iterdir()).name
-    good = load_results(store / shas[0][:12] / machine)["step2"]
-    bad = load_results(store / shas[2][:12] / machine)["step2"]
+    (cfg,) = [p.name for p in (store / shas[0][:12]).iterdir()]
+    assert cfg == "e1-train6000-test2000"  # the bisect's own configuration (tools.forensics.CONFIG)
+    machine = next((store / shas[0][:12] / cfg).iterdir()).name
+    good = load_results(store / shas[0][:12] / cfg / machine)["step2"]
+    bad = load_results(store / shas[2][:12] / cfg / machine)["step2"]
     lg = [r.test_acc[-1] for r in good]
     lb = [r.test_acc[-1] for r in bad]
     sd = max(_sd(lg), _sd(lb))
     assert sum(lg) / 5 - sum(lb) / 5 > 5 * sd  # the drop is far beyond the seed noise at this size
-    assert main(["compare", str(store / shas[0][:12] / machine), str(store / shas[2][:12] / machine)]) == 1
+    folders = [str(store / sha[:12] / cfg / machine) for sha in (shas[0], shas[2])]
+    assert main(["compare", *folders]) == 1
 
     # a second bisect over a span with no regression reuses the store and says so (exit 4)
     capsys.readouterr()
@@ -131,7 +134,7 @@ def test_store_adds_by_commit_and_machine_is_idempotent_and_refuses_another_run(
     store = tmp_path / "store"
     first = add(folder, store)
     assert len(first.new) == 3 and not first.unchanged
-    dest = store / "0123456789ab" / machine_key(runs[0]) / "step2"
+    dest = store / "0123456789ab" / config_key(runs[0]) / machine_key(runs[0]) / "step2"
     assert sorted(p.name for p in dest.iterdir()) == ["seed0.json", "seed1.json", "seed2.json"]
     before = {p: p.read_bytes() for p in store.rglob("*.json")}
     again = add(folder, store)
@@ -350,3 +353,72 @@ def test_latin_1_commit_subjects_neither_crash_history_show_nor_bisect(tmp_path,
     argv = ["bisect", second, first, "--step", "2", "--store", str(store), "--repo", str(repo)]
     assert main(argv) == 2  # BAD before GOOD: a clean refusal, as for any subject
     assert "internal error" not in capsys.readouterr().err
+
+
+def test_one_nights_16_seeds_from_two_cpu_models_are_one_accuracy_row_and_throughput_stays_per_machine(tmp_path):
+    """Issue 30, cause 11: the nightly's 16 step-4 seeds come from runners with two CPU models; history split
+    them into two rows of 8 and marked each untested. Accuracy is one population; throughput is per machine."""
+    from dataclasses import replace
+
+    from tests.synth import RAMP, make_result, write_results
+
+    repo, sha = _tiny_repo(tmp_path / "repo")
+    store = tmp_path / "store"
+    for cpu, seeds, ips in (("AMD EPYC 9B14", range(0, 8), 9000.0), ("Intel Xeon", range(8, 16), 6000.0)):
+        runs = [
+            replace(
+                make_result(4, s, RAMP + [99.45, 99.46, 99.47 + s / 1000], ips=ips, device_name=cpu), git_sha=sha[:12]
+            )
+            for s in seeds
+        ]
+        add(write_results(tmp_path / cpu.replace(" ", "_"), runs), store)
+    out = tmp_path / "h"
+    assert main(["history", "show", "--store", str(store), "--out", str(out), "--repo", str(repo)]) == 0
+    data = json.loads((out / "HISTORY.json").read_text())
+    (series,) = data["series"]
+    (row,) = series["commits"]
+    assert row["n"] == 16 and row["pass_rate"] == [16, 16]
+    assert row["images_per_second"] == {"cpu-AMD_EPYC_9B14-2t": 9000.0, "cpu-Intel_Xeon-2t": 6000.0}
+    assert row["seeds_per_machine"] == {"cpu-AMD_EPYC_9B14-2t": 8, "cpu-Intel_Xeon-2t": 8}
+    md = (out / "HISTORY.md").read_text()
+    assert md.count(f"`{sha[:12]}`") == 1 and "cpu-Intel_Xeon-2t: 6,000 (8)" in md
+
+
+def test_a_smoke_run_and_a_full_run_of_one_commit_are_two_configurations_not_a_collision(tmp_path):
+    """Issue 30, cause 12: the store's key had no configuration, so a smoke bisect and a nightly of one commit
+    collided (the second was refused as another run)."""
+    from dataclasses import replace
+
+    from tests.synth import RAMP, make_result, write_results
+
+    repo, sha = _tiny_repo(tmp_path / "repo")
+    store = tmp_path / "store"
+    full = [replace(make_result(4, s, RAMP + [99.5] * 3), git_sha=sha[:12]) for s in range(3)]
+    smoke = [replace(r, train_images=6000, test_images=2000, planned_epochs=1) for r in full]
+    for r in smoke:
+        r.epochs = r.epochs[:1]
+    add(write_results(tmp_path / "full", full), store)
+    added = add(write_results(tmp_path / "smoke", smoke), store)
+    assert len(added.new) == 3
+    configs = sorted(p.name for p in (store / sha[:12]).iterdir())
+    assert configs == ["e1-train6000-test2000", "e15-train60000-test10000"]
+    series = history(store, repo)
+    assert sorted((s.key, s.config) for s in series) == [
+        ("step4", "e1-train6000-test2000"),
+        ("step4", "e15-train60000-test10000"),
+    ]
+
+
+def test_a_store_of_the_older_layout_is_still_read_and_not_filed_twice(tmp_path):
+    from dataclasses import replace
+
+    from tests.synth import RAMP, make_result, write_results
+
+    repo, sha = _tiny_repo(tmp_path / "repo")
+    store = tmp_path / "store"
+    runs = [replace(make_result(4, s, RAMP + [99.5] * 3), git_sha=sha[:12]) for s in range(3)]
+    write_results(store / sha[:12] / machine_key(runs[0]), runs)  # STORE/<commit>/<machine>/<key>/seedS.json
+    (series,) = history(store, repo)
+    assert series.points[0].n == 3 and series.config == config_key(runs[0])
+    again = add(write_results(tmp_path / "r", runs), store)
+    assert not again.new and len(again.unchanged) == 3

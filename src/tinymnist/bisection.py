@@ -55,6 +55,7 @@ class Spec:
     key: str  # the recipe's folder in the results (step2, or the recipe file's name)
     options: tuple[str, ...] = ()  # --epochs 1 --train-subset 2000 ...: passed to every commit's train
     settings: dict = field(default_factory=dict)  # what a stored run must have recorded to be reused
+    config: str = ""  # the store's configuration folder of these runs (history.config_folder)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class Bisector:
     # --- training at a commit -------------------------------------------------------------------------------
 
     def stored(self, commit: Commit, seeds: Sequence[int]) -> dict[int, RunResult]:
-        runs = history.population(self.store, commit.short, self.machine, self.spec.key)
+        runs = history.population(self.store, commit.short, self.spec.config, self.machine, self.spec.key)
         out = {}
         for r in runs:
             if r.seed not in seeds:

@@ -1,9 +1,14 @@
 """The results store: runs filed by commit and machine, and the accuracy history across commits.
 
-Layout: ``STORE/<commit>/<machine>/<recipe key>/seed<S>.json``. Each ``STORE/<commit>/<machine>/`` folder is
-a plain results folder, so ``report`` and ``compare`` read it as it is. ``<commit>`` is the 12-digit sha the
-run recorded (``git_sha``); ``<machine>`` is the device, its model and the thread count (as ``compare`` keys
-throughput: figures from two machines are not one population).
+Layout: ``STORE/<commit>/<configuration>/<machine>/<recipe key>/seed<S>.json``. Each
+``STORE/<commit>/<configuration>/<machine>/`` folder is a plain results folder, so ``report`` and ``compare``
+read it as it is. ``<commit>`` is the 12-digit sha the run recorded (``git_sha``); ``<configuration>`` is what
+the run trained on (epochs, training, test and validation images: a smoke bisect and a nightly of one commit
+are two experiments, issue 30 cause 12); ``<machine>`` is the device, its model and the thread count.
+
+Accuracy is one population across machines (a nightly's seeds come from runners with different CPUs, issue 30
+cause 11), as ``compare`` treats it; throughput is per machine. Stores written before configurations were part
+of the layout (``STORE/<commit>/<machine>/...``) are read as they are, each run under its own configuration.
 
 Adding is all or none: every run is checked against what the store holds before anything is written, and
 each file is written atomically. The same run added twice is a no-op; a different run under the same commit,
@@ -26,6 +31,7 @@ from pathlib import Path
 
 from tinymnist.compare import MIN_SEEDS_FOR_TEST, AccuracyCheck, Thresholds, accuracy_rule
 from tinymnist.errors import UserError
+from tinymnist.recipes import sort_key
 from tinymnist.results import RunResult, load_results
 from tinymnist.summary import StepSummary, summarize
 
@@ -45,6 +51,15 @@ def machine_key(run: RunResult) -> str:
 def machine_folder(device: str, device_name: str, threads: int) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", device_name).strip("_") or "unknown"
     return f"{device}-{name[:60]}-{threads}t"
+
+
+def config_folder(epochs: int, train_images: int, test_images: int, val_images: int = 0) -> str:
+    """``e15-train60000-test10000``: the folder of one configuration's runs (``-val10000`` with a split)."""
+    return f"e{epochs}-train{train_images}-test{test_images}" + (f"-val{val_images}" if val_images else "")
+
+
+def config_key(run: RunResult) -> str:
+    return config_folder(run.planned_epochs, run.train_images, run.test_images, run.val_images or 0)
 
 
 def _comparable(d: dict) -> dict:
@@ -98,7 +113,10 @@ def add(results_dir: str | os.PathLike, store: str | os.PathLike) -> Added:
                     f"{results_dir}/{key}/seed{r.seed}.json: recorded commit {r.git_sha!r}, not a commit "
                     "(trained outside a git checkout, or with uncommitted changes); commit and train again"
                 )
-            dest = Path(store) / r.git_sha / machine_key(r) / key / f"seed{r.seed}.json"
+            dest = Path(store) / r.git_sha / config_key(r) / machine_key(r) / key / f"seed{r.seed}.json"
+            legacy = Path(store) / r.git_sha / machine_key(r) / key / f"seed{r.seed}.json"
+            if not dest.exists() and legacy.exists() and _config_of(legacy) == config_key(r):
+                dest = legacy  # an older store's copy of this configuration: compared, never filed twice
             if dest.exists():
                 from tinymnist.results import load_result
 
@@ -107,7 +125,8 @@ def add(results_dir: str | os.PathLike, store: str | os.PathLike) -> Added:
                 if why:
                     raise StoreError(
                         f"{results_dir}/{key}/seed{r.seed}.json: the store already holds another run of "
-                        f"{r.label} seed {r.seed} for commit {r.git_sha} on this machine ({why}), in {dest}; "
+                        f"{r.label} seed {r.seed} for commit {r.git_sha} in this configuration on this machine "
+                        f"({why}), in {dest}; "
                         "nothing was added. Add it to another store, or remove the stored one"
                     )
                 unchanged.append(dest)
@@ -122,11 +141,51 @@ def add(results_dir: str | os.PathLike, store: str | os.PathLike) -> Added:
     return Added(tuple(d for d, _ in plan), tuple(unchanged), tuple(skipped))
 
 
-def population(store: str | os.PathLike, commit: str, machine: str, key: str) -> list[RunResult]:
-    """The stored runs of one recipe at one commit on one machine (``commit`` may be longer than the folder's
-    12 digits)."""
-    folder = Path(store) / commit[:12] / machine
-    return load_results(folder).get(key, []) if folder.is_dir() else []
+def _config_of(path: Path) -> str:
+    from tinymnist.results import load_result
+
+    return config_key(load_result(path))
+
+
+def stored(store: str | os.PathLike) -> dict[tuple[str, str, str], dict[str, list[RunResult]]]:
+    """{(commit, configuration, recipe key): {machine: runs}} of everything in the store, both layouts."""
+    root = Path(store)
+    out: dict[tuple[str, str, str], dict[str, list[RunResult]]] = {}
+    folders = {p.parent.parent for p in root.glob("*/*/*/*/seed*.json") if SEED_FILE.fullmatch(p.name)}
+    legacy = {p.parent.parent for p in root.glob("*/*/*/seed*.json") if SEED_FILE.fullmatch(p.name)}
+    for folder in sorted(folders | legacy):
+        rel = folder.relative_to(root).parts
+        if not SHA.fullmatch(rel[0]):  # not a commit's folder (a bisect's worktrees in .work/)
+            continue
+        for key, runs in load_results(folder).items():
+            for r in runs:
+                config = rel[1] if len(rel) == 3 else config_key(r)
+                out.setdefault((rel[0], config, key), {}).setdefault(rel[-1], []).append(r)
+    return out
+
+
+def population(store: str | os.PathLike, commit: str, config: str, machine: str, key: str) -> list[RunResult]:
+    """The stored runs of one recipe at one commit in one configuration on one machine (``commit`` may be
+    longer than the folder's 12 digits)."""
+    runs = []
+    for folder in (Path(store) / commit[:12] / config / machine, Path(store) / commit[:12] / machine):
+        if folder.is_dir():
+            runs += [r for r in load_results(folder).get(key, []) if config_key(r) == config]
+    return runs
+
+
+def one_population(by_machine: dict[str, list[RunResult]]) -> tuple[list[RunResult], list[str]]:
+    """Every machine's runs of one recipe, commit and configuration as one population; a seed run on two
+    machines counts once (the first machine's, in name order), and each such seed is said."""
+    runs: dict[int, RunResult] = {}
+    twice = []
+    for machine in sorted(by_machine):
+        for r in by_machine[machine]:
+            if r.seed in runs:
+                twice.append(f"seed {r.seed} also on {machine}")
+                continue
+            runs[r.seed] = r
+    return [runs[s] for s in sorted(runs)], twice
 
 
 # --- git ----------------------------------------------------------------------------------------------------
@@ -168,12 +227,15 @@ def commits(repo: str | os.PathLike, rev_range: Sequence[str]) -> list[Commit]:
 
 @dataclass(frozen=True)
 class Point:
-    """One commit of one recipe's history on one machine."""
+    """One commit of one recipe's history in one configuration: accuracy over every machine's seeds."""
 
     commit: Commit
     summary: StepSummary | None  # None: no runs stored for it
     versus_previous: AccuracyCheck | None  # compare's test against the previous tested commit
     tested: bool  # False when either side has too few seeds for the test
+    # mean training images/s and seeds, per machine: throughput is only comparable on one machine
+    throughput: tuple[tuple[str, float, int], ...] = ()
+    notes: tuple[str, ...] = ()  # seeds run on more than one machine (counted once)
 
     @property
     def n(self) -> int:
@@ -187,22 +249,24 @@ class Point:
 @dataclass(frozen=True)
 class Series:
     key: str
-    machine: str
+    config: str
     points: tuple[Point, ...]
 
     @property
     def regressions(self) -> list[Point]:
         return [p for p in self.points if p.regression]
 
+    @property
+    def machines(self) -> list[str]:
+        return sorted({m for p in self.points for m, _, _ in p.throughput})
 
-def stored_keys(store: str | os.PathLike) -> dict[str, set[tuple[str, str]]]:
-    """{commit folder: {(machine, recipe key)}} of everything in the store."""
-    out: dict[str, set[tuple[str, str]]] = {}
-    for p in Path(store).glob("*/*/*/seed*.json"):
-        if not SEED_FILE.fullmatch(p.name):
-            continue
-        out.setdefault(p.parts[-4], set()).add((p.parts[-3], p.parts[-2]))
-    return out
+
+def _throughput(by_machine: dict[str, list[RunResult]]) -> tuple[tuple[str, float, int], ...]:
+    out = []
+    for machine in sorted(by_machine):
+        ips = summarize(by_machine[machine]).images_per_second
+        out.append((machine, ips.mean if ips else math.nan, len(by_machine[machine])))
+    return tuple(out)
 
 
 def history(
@@ -212,45 +276,44 @@ def history(
     t: Thresholds | None = None,
     rule: str = "seeds",
 ) -> list[Series]:
-    """Every (recipe, machine) in the store over the first-parent history of ``repo``'s HEAD, oldest first;
-    each commit tested against the previous commit that has runs. Stored commits that are not on that line
-    (a side branch) are left out, and said so by ``off_line``."""
+    """Every (recipe, configuration) in the store over the first-parent history of ``repo``'s HEAD, oldest
+    first; each commit's population (all machines) tested against the previous commit that has runs. Stored
+    commits that are not on that line (a side branch) are left out, and said so by ``off_line``."""
     t = t or Thresholds()
-    held = stored_keys(store)
+    held = stored(store)
     if not held:
         raise StoreError(f"{store}: the store holds no runs; add some with tinymnist history add")
     line = commits(repo, ["HEAD"])
-    pairs = sorted({pair for v in held.values() for pair in v}, key=lambda p: (p[1], p[0]))
+    pairs = sorted({(key, config) for _, config, key in held}, key=lambda p: (sort_key(p[0]), p[1]))
     series = []
-    for machine, key in pairs:
+    for key, config in pairs:
         if keys and key not in keys:
             continue
         points: list[Point] = []
         previous: list[float] | None = None
         for c in line:
-            if (machine, key) not in held.get(c.short, set()):
+            by_machine = held.get((c.short, config, key))
+            if not by_machine:
                 continue
-            runs = population(store, c.short, machine, key)
-            if not runs:
-                continue
+            runs, twice = one_population(by_machine)
             sm = summarize(runs, rule=rule)
             values = list(sm.last_k_by_seed.values())
             check, tested = None, False
             if previous is not None and values:
                 check = accuracy_rule(previous, values, t)
                 tested = min(len(previous), len(values)) >= MIN_SEEDS_FOR_TEST
-            points.append(Point(c, sm, check, tested))
+            points.append(Point(c, sm, check, tested, _throughput(by_machine), tuple(twice)))
             if values:
                 previous = values
         if points:
-            series.append(Series(key, machine, tuple(points)))
+            series.append(Series(key, config, tuple(points)))
     return series
 
 
 def off_line(store: str | os.PathLike, repo: str | os.PathLike) -> list[str]:
     """Stored commits that are not on the first-parent line of ``repo``'s HEAD."""
     line = {c.short for c in commits(repo, ["HEAD"])}
-    return sorted(c for c in stored_keys(store) if c not in line)
+    return sorted({c for c, _, _ in stored(store)} - line)
 
 
 def to_json(series: Sequence[Series]) -> str:
@@ -260,7 +323,6 @@ def to_json(series: Sequence[Series]) -> str:
         rows = []
         for p in s.points:
             lk = p.summary.last_k if p.summary else None
-            ips = p.summary.images_per_second if p.summary else None
             rows.append(
                 {
                     "commit": p.commit.sha,
@@ -270,14 +332,16 @@ def to_json(series: Sequence[Series]) -> str:
                     "last_k_mean": lk.mean if lk else None,
                     "ci": [lk.ci_low, lk.ci_high] if lk else None,
                     "pass_rate": [p.summary.pass_rate.k, p.summary.pass_rate.n] if p.summary else None,
-                    "images_per_second": ips.mean if ips else None,
+                    # per machine: never one mean over CPUs of different speeds
+                    "images_per_second": {m: v for m, v, _ in p.throughput},
+                    "seeds_per_machine": {m: k for m, _, k in p.throughput},
                     "p": None if p.versus_previous is None or math.isnan(p.versus_previous.p) else p.versus_previous.p,
                     "tested": p.tested,
                     "regression": p.regression,
                 }
             )
-        out.append({"recipe": s.key, "machine": s.machine, "commits": rows})
-    return json.dumps({"schema_version": 1, "series": _finite(out)}, indent=1, allow_nan=False, default=str)
+        out.append({"recipe": s.key, "configuration": s.config, "machines": s.machines, "commits": rows})
+    return json.dumps({"schema_version": 2, "series": _finite(out)}, indent=1, allow_nan=False, default=str)
 
 
 def _finite(obj):

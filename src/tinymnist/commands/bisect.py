@@ -138,16 +138,16 @@ def run(args) -> int:
 
 def _spec(args):
     from tinymnist.bisection import Spec
+    from tinymnist.recipes import get_recipe, resolve_recipe
 
     if args.step:
         recipe_args: tuple[str, ...] = ("--step", str(args.step))
-        key = f"step{args.step}"
+        recipe = get_recipe(args.step)
     else:
-        from tinymnist.recipes import resolve_recipe
-
         path = Path(args.recipe).resolve()
-        key = resolve_recipe(str(path)).key
+        recipe = resolve_recipe(str(path))
         recipe_args = ("--recipe", str(path))
+    key = recipe.key
     from tinymnist.results import TEST_IMAGES, TRAIN_IMAGES
 
     options: list[str] = []
@@ -177,4 +177,8 @@ def _spec(args):
 
     # Always absolute: each commit trains in its own worktree, where a relative ./data is another folder.
     options += ["--data-root", str(resolve_root(args.data_root).resolve())]
-    return Spec(recipe_args, key, tuple(options), settings)
+    from tinymnist.history import config_folder
+
+    epochs = settings.get("recipe.epochs", recipe.epochs)
+    config = config_folder(epochs, settings.get("train_images", TRAIN_IMAGES), settings.get("test_images", TEST_IMAGES))
+    return Spec(recipe_args, key, tuple(options), settings, config)

@@ -52,6 +52,6 @@ def run(args) -> int:
     atomic_write_bytes(Path(args.out) / "HISTORY.json", data)
     for s in series:
         for p in s.regressions:
-            print(f"{s.key} on {s.machine}: regression at {p.commit.short} {p.commit.subject}")
+            print(f"{s.key} ({s.config}): regression at {p.commit.short} {p.commit.subject}")
     print(f"wrote {path}")
     return EXIT_OK
