@@ -55,7 +55,10 @@ def write_junit(path: str | os.PathLike, suite: str, cases: list[Case]) -> None:
         elif c.skipped is not None:
             ET.SubElement(tc, "skipped", message=c.skipped)
     ET.indent(root)
-    data = ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    from tinymnist.results import text_bytes
+
+    data = text_bytes(ET.tostring(root, encoding="unicode") + "\n")
+    data = b'<?xml version="1.0" encoding="utf-8"?>\n' + data
     try:
         atomic_write_bytes(path, data)
     except OSError as e:
@@ -67,8 +70,9 @@ def write_junit(path: str | os.PathLike, suite: str, cases: list[Case]) -> None:
 def write_markdown(path: str | os.PathLike, text: str) -> None:
     """Appends: $GITHUB_STEP_SUMMARY collects every step's markdown in one file, and a job may write twice."""
     from tinymnist.errors import UsageError
+    from tinymnist.results import text_bytes
 
-    data = text.encode()
+    data = text_bytes(text)
     if len(data) > MAX_SUMMARY_BYTES:
         data = data[: MAX_SUMMARY_BYTES - 200] + b"\n\n(cut at GitHub's 1 MiB job-summary limit)\n"
     try:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from tinymnist.recipes import RECIPES, Recipe
-from tinymnist.results import ResultsError, atomic_write_bytes, load_results, read_json
+from tinymnist.results import ResultsError, atomic_write_bytes, load_results, read_json, text_bytes
 from tinymnist.summary import summarize
 
 
@@ -77,5 +77,5 @@ def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike) -> Pat
     if not count:
         raise FileNotFoundError(f"{root}: no experiment folders with step*/seed*.json")
     path = Path(out)
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(path, text_bytes("\n".join(lines) + "\n"))
     return path

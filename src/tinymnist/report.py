@@ -19,6 +19,7 @@ from tinymnist.results import (
     load_results,
     machine_name,
     refuse_non_files,
+    text_bytes,
 )
 from tinymnist.stats import OLYMPIC_MIN_N, SeedStats
 from tinymnist.summary import TARGET, StepSummary, summarize
@@ -411,7 +412,7 @@ def build_report(
         if machine:
             lines += [f"Benchmark machine: {machine_name(machine)}, python {machine.get('python_version', '')}.", ""]
     path = out / "REPORT.md"
-    atomic_write_bytes(path, "\n".join(lines).encode())
+    atomic_write_bytes(path, text_bytes("\n".join(lines)))
     return path
 
 
@@ -542,5 +543,5 @@ def write_history(series, out_dir: str | os.PathLike, command: str, off_line: Se
     if off_line:
         lines += [f"Stored commits not on this first-parent line (left out): {', '.join(off_line)}.", ""]
     path = out / "HISTORY.md"
-    atomic_write_bytes(path, "\n".join(lines).encode())
+    atomic_write_bytes(path, text_bytes("\n".join(lines)))
     return path

@@ -149,6 +149,12 @@ def torch_bytes(obj) -> bytes:
     return buf.getvalue()
 
 
+def text_bytes(text: str) -> bytes:
+    """UTF-8 of a text file a person reads (markdown, JUnit). A name that was not UTF-8 arrives as surrogate
+    escapes; it is shown as its bytes (``r\\xe9s``), never a crash (issue 30, cause 13)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode()
+
+
 def json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=2) + "\n").encode()
 

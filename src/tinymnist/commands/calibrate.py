@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 from tinymnist.commands import _args
@@ -34,7 +33,7 @@ def run(args) -> int:
             _args.thresholds(args),
             args.splits,
             args.seed,
-            "tinymnist " + shlex.join(args._argv),
+            "tinymnist " + _args.shell_join(args._argv),
         )
     except ValueError as e:
         raise UsageError(f"{args.results}: {e}") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 from tinymnist.commands import _args
@@ -45,7 +44,7 @@ def run(args) -> int:
     series = history.history(args.store, args.repo, args.steps, rule=args.rule)
     if not series:
         raise UsageError(f"{args.store}: no stored runs of {', '.join(args.steps or [])} on this history")
-    command = shlex.join(["tinymnist", *args._argv])
+    command = _args.shell_join(["tinymnist", *args._argv])
     data = history.to_json(series).encode()  # built first: nothing is written if it cannot be
     refuse_non_files([Path(args.out) / "HISTORY.md", Path(args.out) / "HISTORY.json"])  # nor one of two
     path = write_history(series, args.out, command, history.off_line(args.store, args.repo))

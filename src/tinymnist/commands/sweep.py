@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 
@@ -97,7 +96,7 @@ def _train_and_rank(args, cands, seeds, origin: dict[str, str]) -> int:
     cands = [c for c in cands if c.key not in over]
     if not cands:
         raise UsageError("every candidate is over its parameter budget; nothing to sweep")
-    command = shlex.join(["tinymnist", *[a for a in args._argv if a not in ("--rank-only", "--list-jobs")]])
+    command = _args.shell_join(["tinymnist", *[a for a in args._argv if a not in ("--rank-only", "--list-jobs")]])
     if args.rank_only and args.list_jobs:
         raise UsageError("--rank-only trains nothing and --list-jobs lists what it would train; give one of them")
     if args.rank_only:
@@ -204,7 +203,7 @@ def _train_as_jobs(args, work, origin, settings) -> int:
     if interrupted:
         print(
             f"\ninterrupted ({interrupted}): the running jobs were stopped; what finished is kept in {args.out}. "
-            f"Resume with the same command: {shlex.join([sys.executable, '-m', 'tinymnist', *args._argv])}",
+            f"Resume with the same command: {_same_command(args)}",
             file=sys.stderr,
         )
     return code
@@ -235,7 +234,7 @@ def _train_here(args, work, device) -> int:
             except RunInterrupted as e:
                 print(
                     f"\ninterrupted ({e.signal_name}) in {c.key}; what finished is kept in {args.out}. "
-                    f"Resume with the same command: {shlex.join([sys.executable, '-m', 'tinymnist', *args._argv])}",
+                    f"Resume with the same command: {_same_command(args)}",
                     file=sys.stderr,
                 )
                 return EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED
@@ -243,7 +242,7 @@ def _train_here(args, work, device) -> int:
 
 
 def _rank(args, cands, seeds, command: str) -> int:
-    from tinymnist.results import atomic_write_bytes, load_results
+    from tinymnist.results import atomic_write_bytes, load_results, text_bytes
     from tinymnist.sweep import rank, sweep_markdown
 
     runs = load_results(args.out, "val")
@@ -256,10 +255,15 @@ def _rank(args, cands, seeds, command: str) -> int:
                 )
     ranked = rank(cands, runs, seeds)
     path = Path(args.out) / "SWEEP.md"
-    atomic_write_bytes(path, sweep_markdown(ranked, command, args.val_split, seeds).encode())
+    atomic_write_bytes(path, text_bytes(sweep_markdown(ranked, command, args.val_split, seeds)))
     for i, r in enumerate(ranked, start=1):
         figure = r.last_k.fmt(3) if r.last_k else "not trained"
         rate = "smoke run: not judged" if r.smoke else f"{r.pass_rate.fmt()} pass on validation"  # as SWEEP.md says
         print(f"{i}. {r.candidate.key}: val last-3 {figure}; {rate}")
     print(f"wrote {path}")
     return EXIT_OK
+
+
+def _same_command(args) -> str:
+    """This sweep's own command: it resumes what finished (every candidate's jobs run with --resume)."""
+    return _args.shell_join([sys.executable, "-m", "tinymnist", *args._argv])

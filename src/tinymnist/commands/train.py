@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -486,7 +485,7 @@ def seed_text(seeds: list[int]) -> str:
 def resume_command(argv: list[str]) -> str:
     """The command that was run, shell-quoted, plus --resume: the same run, continued, by the interpreter that
     ran it (a bare `python` may be another one, without tinymnist)."""
-    return shlex.join([sys.executable, "-m", "tinymnist", *argv, *([] if "--resume" in argv else ["--resume"])])
+    return _args.shell_join([sys.executable, "-m", "tinymnist", *argv, *([] if "--resume" in argv else ["--resume"])])
 
 
 __all__ = ["add_parser", "run", "DEFAULT_POPULATION", "resume_command"]
