@@ -339,3 +339,28 @@ def test_accuracies_at_and_near_zero_are_accuracies():
         d = make_result(4, 0, RAMP + [99.5] * 3).to_dict()
         d["epochs"][0]["train_acc"] = value
         assert RunResult.from_dict(d).epochs[0].train_acc == value
+
+
+def test_values_that_parse_but_do_not_fit_are_exit_2_naming_the_file_and_field(tmp_path, capsys):
+    """Issue 30, cause 14: an integer too large for a float as an accuracy was an OverflowError (exit 3), and
+    one epoch without the validation figures the others have read as "trained without --val-split"."""
+    import shutil
+
+    from tests.conftest import REPO
+    from tinymnist.cli import main
+
+    folder = tmp_path / "r"
+    shutil.copytree(REPO / "reports" / "frontier" / "step6" / "step6", folder / "step6")
+    path = folder / "step6" / "seed1.json"
+    good = path.read_text()
+    d = json.loads(good)
+    d["epochs"][0]["test_acc"] = 10**400
+    path.write_text(json.dumps(d))
+    assert main(["report", str(folder), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: not a tinymnist results file (epochs[1].test_acc is 1000" in err and "not a float" in err
+    d = json.loads(good)
+    del d["epochs"][13]["val_acc"]
+    path.write_text(json.dumps(d))
+    assert main(["compare", str(folder), str(folder), "--on", "val"]) == 2
+    assert "(epochs[14] has no val_acc, which the other epochs have)" in capsys.readouterr().err

@@ -137,8 +137,8 @@ def short_name(key: str) -> str:
 def typed(name: str, kinds: tuple[type, ...], value, what: str | None = None):
     """``value`` if it is one of ``kinds`` (an int is a float; a bool is never a number), else a ValueError
     naming the field. Integers are kept to 64 bits: a 400-digit one is a damaged file, not a setting."""
-    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63:
+        value = float(value)  # a larger integer is refused below, never an OverflowError (issue 30, cause 14)
     ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
     if ok and isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
         ok = False

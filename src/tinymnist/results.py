@@ -430,6 +430,10 @@ class RunResult:
                 if e.get(name) is not None and math.isfinite(e[name]) and not 0 <= e[name] <= 100:
                     raise ValueError(f"epochs[{i}].{name} is {e[name]}, outside [0, 100]")
             epochs.append(EpochStats(**e))
+        for name in _EPOCH_OPTIONAL:  # validation figures in every epoch or none: a gap is a damaged file
+            has = [getattr(e, name) is not None for e in epochs]
+            if any(has) and not all(has):
+                raise ValueError(f"epochs[{has.index(False) + 1}] has no {name}, which the other epochs have")
         d["epochs"] = epochs
         return cls(**d)
 
