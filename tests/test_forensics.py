@@ -69,6 +69,9 @@ def test_bisect_names_the_commit_that_broke_step_2_and_history_marks_it(project,
     machine = next((store / shas[0][:12] / cfg).iterdir()).name
     good = load_results(store / shas[0][:12] / cfg / machine)["step2"]
     bad = load_results(store / shas[2][:12] / cfg / machine)["step2"]
+    # each run proves it ran its commit's own code: the tinymnist it imported is in that commit's worktree
+    for sha, runs in ((shas[0], good), (shas[2], bad)):
+        assert all(f"/wt-{sha[:12]}/" in r.extra["tinymnist"] for r in runs), [r.extra for r in runs]
     lg = [r.test_acc[-1] for r in good]
     lb = [r.test_acc[-1] for r in bad]
     sd = max(_sd(lg), _sd(lb))
@@ -422,3 +425,35 @@ def test_a_store_of_the_older_layout_is_still_read_and_not_filed_twice(tmp_path)
     assert series.points[0].n == 3 and series.config == config_key(runs[0])
     again = add(write_results(tmp_path / "r", runs), store)
     assert not again.new and len(again.unchanged) == 3
+
+
+def test_ctrl_c_during_a_bisect_files_the_seeds_that_finished(broken, tmp_path, mnist_root):
+    """Issue 30, cause 2: a Ctrl-C lost the seeds that had finished, and then said the store kept them."""
+    import os
+    import signal
+    import time
+
+    repo, shas = broken
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    kw = _bisect_whole_span(repo, shas, tmp_path, mnist_root)
+    kw["env"] = {**kw["env"], "TMPDIR": str(temp)}  # this bisect's work folder, and no other's
+    proc = subprocess.Popen(**kw, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    finished: set[int] = set()
+    deadline = time.time() + 300
+    while time.time() < deadline and not finished and proc.poll() is None:
+        for p in temp.glob("tinymnist-bisect-*/out-*/step2/seed*.json"):
+            try:
+                if json.loads(p.read_text())["status"] == "completed":
+                    finished.add(int(p.stem[4:]))
+            except (ValueError, KeyError, OSError):
+                pass  # being written
+        time.sleep(0.05)
+    assert finished, "no seed finished before the deadline"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    filed = {int(p.stem[4:]) for p in (tmp_path / "store").rglob("step2/seed*.json")}
+    assert finished <= filed  # every seed that finished before the interrupt is in the store
+    for p in (tmp_path / "store").rglob("*.json"):
+        assert json.loads(p.read_text())["status"] == "completed"

@@ -1,9 +1,10 @@
-"""``python -m tools.forensics``: the README's bisect session and history plot, made on a throwaway repository.
+"""``python -m tools.forensics [--out DIR]``: the README's bisect session and history plot, on a throwaway repository.
 
 It builds the repository the test suite bisects (``demo_repo``: this project's package over five commits, the
 third of which lowers step 2's learning rate 25-fold), runs ``tinymnist bisect`` there as a user would, then
 ``tinymnist history show`` over the store it filled, and writes ``reports/forensics/``: ``bisect.txt`` (the
-session), ``HISTORY.md``, ``HISTORY.json`` and ``history-step2.png``. About 4 minutes on 2 CPU cores.
+session), ``HISTORY.md``, ``HISTORY.json`` and ``history-step2.png`` (into a temporary folder unless
+``--out`` names one). About 4 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "reports" / "forensics"
 # 1 epoch of 6,000 images, judged on 2,000: seconds a seed. The seed noise there is an SD of about 6 points,
 # so the minimum effect is raised to 10 (the engineered drop is 46; see tests/test_forensics.py).
 CONFIG = ["--epochs", "1", "--train-subset", "6000", "--test-subset", "2000", "--min-effect", "10"]
@@ -62,7 +62,18 @@ def demo_repo(dest: Path) -> tuple[Path, list[str]]:
     return dest, shas
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tools.forensics", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write the session (default: a new temporary folder; the README's files are "
+        "reports/forensics, written only when asked, so a demo never dirties the checkout)",
+    )
+    args = parser.parse_args(argv)
+    out = args.out or Path(tempfile.mkdtemp(prefix="tinymnist-forensics-out-"))
     tmp = Path(tempfile.mkdtemp(prefix="tinymnist-forensics-"))
     try:
         repo, shas = demo_repo(tmp / "project")
@@ -76,17 +87,17 @@ def main() -> int:
             print(done.stdout + done.stderr, file=sys.stderr)
             return done.returncode
         session = done.stdout.replace(str(store), "STORE")
-        OUT.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
         shown = "tinymnist " + " ".join(cmd).replace(str(store), "STORE")
-        (OUT / "bisect.txt").write_text(f"$ {shown}\n{session}")
+        (out / "bisect.txt").write_text(f"$ {shown}\n{session}")
         hist = tmp / "hist"
         show = ["history", "show", "--store", str(store), "--out", str(hist)]
         subprocess.run([sys.executable, "-m", "tinymnist", *show], cwd=repo, env=env, check=True, capture_output=True)
         for name in ("HISTORY.md", "HISTORY.json", "history-step2.png"):
             text_or_bytes = (hist / name).read_bytes().replace(str(store).encode(), b"STORE")
             text_or_bytes = text_or_bytes.replace(str(hist).encode(), b"reports/forensics")
-            (OUT / name).write_bytes(text_or_bytes)
-        print(f"wrote {OUT}")
+            (out / name).write_bytes(text_or_bytes)
+        print(f"wrote {out}")
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

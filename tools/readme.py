@@ -292,7 +292,7 @@ def threads_table(r: dict) -> str:
 def _forensics() -> str:
     folder = REPO / "reports" / "forensics"
     if not (folder / "bisect.txt").exists():
-        return "Not made yet: run `python -m tools.forensics`."
+        return "Not made yet: run `python -m tools.forensics --out reports/forensics`."
     session = (folder / "bisect.txt").read_text().rstrip("\n")
     return "\n".join(["```", session, "```", "", "![history of step 2](reports/forensics/history-step2.png)"])
 

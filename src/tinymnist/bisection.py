@@ -27,6 +27,7 @@ the search ends; it never uses ``git bisect``, so no bisect state can be left be
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -215,6 +216,9 @@ class Bisector:
                 first = next((e for e in ended if e.code not in (0, 1)), ended[0])
                 last = first.why or f"exit code {first.code}"
                 raise Skip(f"its code does not run (train exit {first.code}: {last[:160]})")
+            ran = self._code_that_ran(out)
+            if ran and not all(Path(p).is_relative_to(wt.resolve()) for p in ran):
+                raise Skip(f"its runs imported tinymnist from {sorted(ran)[0]}, not from its own tree")
             try:
                 history.add(out, self.store)
             except UserError as e:  # results this version cannot read, or that conflict with the store
@@ -276,6 +280,19 @@ class Bisector:
         if lacking:
             raise Skip(f"before this interface (its train has no {', '.join(lacking)})")
         return {f for f in ("--executor", "--threads") if f in done.stdout}
+
+    @staticmethod
+    def _code_that_ran(out: Path) -> set[str]:
+        """The tinymnist package folders the results in ``out`` recorded (runs of older code record none)."""
+        ran = set()
+        for p in out.glob("*/seed*.json"):
+            try:
+                where = json.loads(p.read_text()).get("extra", {}).get("tinymnist")
+            except (OSError, ValueError, AttributeError):
+                continue  # history.add names a damaged file
+            if isinstance(where, str):
+                ran.add(where)
+        return ran
 
     def _file(self, out: Path) -> None:
         if list(out.glob("*/seed*.json")):

@@ -389,6 +389,8 @@ def to_result(t: engine.Trained, plan: RunPlan, identity: dict, commit: str) -> 
         identity=identity,
         population=plan.population,
         val_images=t.val_images,
+        # the code that ran, as well as its commit: a bisect checks that each commit ran its own (issue 30)
+        extra={"tinymnist": str(Path(__file__).resolve().parent)},
     )
     result.gate = seed_verdict(result).to_dict()
     return result
