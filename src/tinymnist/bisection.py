@@ -202,7 +202,8 @@ class Bisector:
             has = self._probe(wt, env)
             jobs = [self._job(commit, wt, env, out, seed, has) for seed in seeds]
             try:
-                ended = self.executor.run(jobs, lambda e: None)
+                # a line as each seed ends: a commit's seeds take minutes, and a CI log must not fall silent
+                ended = self.executor.run(jobs, self._ended_line)
             except JobsInterrupted as e:
                 self._file(out)  # the seeds that finished before the interrupt are kept
                 raise Interrupted(EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED) from None
@@ -280,6 +281,10 @@ class Bisector:
         if lacking:
             raise Skip(f"before this interface (its train has no {', '.join(lacking)})")
         return {f for f in ("--executor", "--threads") if f in done.stdout}
+
+    def _ended_line(self, e) -> None:
+        how = "finished" if e.finished else (e.why or f"exit {e.code}")
+        self.say(f"  {e.job.name}: {how}")
 
     @staticmethod
     def _code_that_ran(out: Path) -> set[str]:
