@@ -36,6 +36,11 @@ def _train(cwd, mnist_root, **env):
     return done, recorded
 
 
+def _history_add(cwd, mnist_root):
+    cmd = [sys.executable, "-m", "tinymnist", "history", "add", "o", "--store", "s"]
+    return subprocess.run(cmd, cwd=cwd, env=train_env(mnist_root), capture_output=True, text=True)
+
+
 def test_an_uncommitted_module_in_the_checkout_makes_the_run_dirty_and_history_refuses_it(tmp_path, mnist_root):
     repo, sha = _repo(tmp_path / "repo")
     done, recorded = _train(repo, mnist_root)
@@ -44,13 +49,7 @@ def test_an_uncommitted_module_in_the_checkout_makes_the_run_dirty_and_history_r
     (repo / "o").rename(repo / "o-clean")
     done, recorded = _train(repo, mnist_root)
     assert done.returncode == 0 and recorded == f"{sha}-dirty", done.stderr
-    added = subprocess.run(
-        [sys.executable, "-m", "tinymnist", "history", "add", "o", "--store", "s"],
-        cwd=repo,
-        env=train_env(mnist_root),
-        capture_output=True,
-        text=True,
-    )
+    added = _history_add(repo, mnist_root)
     assert added.returncode == 2 and "-dirty" in added.stderr
 
 
@@ -62,13 +61,7 @@ def test_outside_git_tinymnist_commit_names_the_code_and_history_accepts_it(tmp_
     (plain / "o").rename(plain / "o-unknown")
     done, recorded = _train(plain, mnist_root, TINYMNIST_COMMIT=SHA.upper())
     assert done.returncode == 0 and recorded == SHA[:12], done.stderr
-    added = subprocess.run(
-        [sys.executable, "-m", "tinymnist", "history", "add", "o", "--store", "s"],
-        cwd=plain,
-        env=train_env(mnist_root),
-        capture_output=True,
-        text=True,
-    )
+    added = _history_add(plain, mnist_root)
     assert added.returncode == 0, added.stderr
     assert (plain / "s" / SHA[:12]).is_dir()
 
