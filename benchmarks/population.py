@@ -33,7 +33,7 @@ def end_to_end(population: int, device: str, out: Path) -> float:
     cmd = [
         sys.executable,
         "-m",
-        "harness",
+        "tinymnist",
         "train",
         "--step",
         "4",
@@ -54,7 +54,8 @@ def end_to_end(population: int, device: str, out: Path) -> float:
         str(population),
     ]
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}  # this checkout's code, installed or not
+    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, env=env)
     return time.perf_counter() - t
 
 
