@@ -297,10 +297,14 @@ def _forensics() -> str:
     return "\n".join(["```", session, "```", "", "![history of step 2](reports/forensics/history-step2.png)"])
 
 
-def _frontier(step: int) -> str:
-    path = REPO / "reports" / "frontier" / f"step{step}" / "SWEEP.md"
+def _frontier(step: int, screen: bool = False) -> str:
+    """A sweep's ranking and what it decides. ``screen``: issue 33's round 2, a first screen on 4 seeds that
+    decides only which candidates go on to 8, never a registration."""
+    folder = REPO / "reports" / "frontier" / ("round2" if screen else "")
+    path = folder / f"step{step}" / "SWEEP.md"
+    script = f"round2.sh {step}" if screen else f"sweep_step{step}.sh"
     if not path.exists():
-        return f"Not swept yet: run `bash reports/frontier/sweep_step{step}.sh`."
+        return f"Not swept yet: run `bash reports/frontier/{script}`."
     # the ranking table and its closing lines; the command that made it is named above the block
     lines = [line for line in path.read_text().splitlines() if line.startswith(("|", "Top two"))]
     # The registration decision, read off the base recipe's own row: its test against the top candidate.
@@ -310,12 +314,19 @@ def _frontier(step: int) -> str:
     base, name = cells.get(f"step{step}"), f"step{step}"
     rows = [row for row in cells.values() if row[1] != "candidate"]
     # A candidate listed but not yet trained may be training now: the sweep decides only once all are done.
-    unfinished = [row[1] for row in rows if _seeds(row) < SWEEP_SEEDS]
-    if unfinished:
+    needed = SCREEN_SEEDS if screen else SWEEP_SEEDS
+    unfinished = [row[1] for row in rows if _seeds(row) < needed]
+    if screen:
+        lines.append(
+            f"Screen: {len(rows) - len(unfinished)} of {len(rows)} candidates have their {needed} seeds; a screen "
+            f"registers nothing: the leading candidates go on to {SWEEP_SEEDS} seeds, and only then is anything "
+            "decided."
+        )
+    elif unfinished:
         untrained = sum(_seeds(row) == 0 for row in rows)
         lines.append(
             f"Decision: none yet; {len(unfinished)} of {len(rows)} candidates have not finished their "
-            f"{SWEEP_SEEDS} seeds ({untrained} not started; the sweep runs in the background and resumes where it "
+            f"{needed} seeds ({untrained} not started; the sweep runs in the background and resumes where it "
             "stopped)."
         )
     elif base is not None:
@@ -339,6 +350,7 @@ def _seeds(row: list[str]) -> int:
 
 
 SWEEP_SEEDS = 8  # issue 21: at least 8 seeds per candidate
+SCREEN_SEEDS = 4  # issue 33: a first screen of the costly leads on 4 validation seeds
 
 
 def _mutation() -> str:
@@ -387,6 +399,8 @@ BLOCKS = {
     "frontier-step5": lambda: _frontier(5),
     "claim-step5": lambda: _claim(5),
     "frontier-step6": lambda: _frontier(6),
+    "frontier2-step5": lambda: _frontier(5, screen=True),
+    "frontier2-step6": lambda: _frontier(6, screen=True),
     "claim-step6": lambda: _claim(6),
     "mutation": _mutation,
 }
