@@ -79,3 +79,13 @@ def test_a_bad_or_contradicting_tinymnist_commit_is_one_line_and_exit_2_before_a
     done, recorded = _train(repo, mnist_root, TINYMNIST_COMMIT=SHA)
     assert done.returncode == 2 and recorded is None
     assert f"TINYMNIST_COMMIT={SHA[:12]}, but this git checkout is at {sha}" in done.stderr
+
+
+def test_an_uncommitted_module_anywhere_in_the_checkout_counts_from_a_subfolder_too(tmp_path):
+    """git pathspecs are relative to the current folder: a run started in a subfolder missed ../top.py."""
+    repo, sha = _repo(tmp_path / "repo")
+    (repo / "sub").mkdir()
+    (repo / "top.py").write_text("x = 1\n")
+    code = "from tinymnist.results import git_sha; print(git_sha())"
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo / "sub", capture_output=True, text=True)
+    assert done.stdout.strip() == f"{sha}-dirty", done.stderr

@@ -261,3 +261,24 @@ def test_compare_seeds_passes_a_seed_0_run_that_passes_its_gate_and_says_how_wit
     assert "PASS, 1/1 seeds" in out and "no regression" in out
     assert main(["compare", str(base), str(new), "--steps", "4", "--seeds", "7"]) == 2
     assert "no <recipe>/seed*.json results of seeds [7] to compare against" in capsys.readouterr().err
+
+
+def test_smoke_runs_are_not_judged_in_compare_and_a_configuration_change_is_named(tmp_path):
+    """The independent sweep of issue 30: compare showed a smoke gate as ok, and compared a smoke run with a full
+    baseline without saying the two trained on different data."""
+    from dataclasses import replace as copy
+
+    from tinymnist.ci import compare_cases
+
+    full = [make_result(4, s, RAMP + [99.5] * 3) for s in range(3)]
+    smoke = [copy(r, train_images=2000, test_images=500) for r in full]
+    base, new = write_results(tmp_path / "b", full), write_results(tmp_path / "n", smoke)
+    rows = {r.figure: r for r in compare(new, new).rows}
+    assert rows["gate"].verdict == "not judged (smoke run)" and not rows["gate"].regression
+    assert next(c for c in compare_cases(compare(new, new)) if c.name == "gate").skipped == "not judged (smoke run)"
+    rows = {r.figure: r for r in compare(base, new).rows}
+    assert (rows["configuration"].old, rows["configuration"].new) == (
+        "e15-train60000-test10000",
+        "e15-train2000-test500",
+    )
+    assert rows["configuration"].verdict == "changed: not the same experiment"

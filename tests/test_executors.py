@@ -326,6 +326,9 @@ def test_a_smoke_sweep_prints_not_judged_as_its_file_says(tmp_path, capsys, monk
     [
         ("import sys\nsys.exit(0)\n", "importing {mod} failed (SystemExit: 0)"),
         ("import sys\n\ndef build(**kw):\n    sys.exit(0)\n", "its builder raised SystemExit: 0"),
+        # any BaseException of the user's own, not only SystemExit (the independent sweep of issue 30)
+        ("class Boom(BaseException):\n    pass\n\ndef build(**kw):\n    raise Boom('boom')\n", "raised Boom: boom"),
+        ("class Boom(BaseException):\n    pass\n\nraise Boom('at import')\n", "failed (Boom: at import)"),
     ],
 )
 def test_user_code_that_calls_sys_exit_is_named_never_a_silent_pass(tmp_path, capsys, monkeypatch, code, said):

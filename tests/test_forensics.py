@@ -19,8 +19,8 @@ import torch
 
 from tests.conftest import train_env
 from tinymnist.cli import main
-from tinymnist.history import add, config_key, history, machine_key
-from tinymnist.results import load_results
+from tinymnist.history import add, history, machine_key
+from tinymnist.results import config_key, load_results
 from tools.forensics import CONFIG, demo_repo
 
 
@@ -455,5 +455,6 @@ def test_ctrl_c_during_a_bisect_files_the_seeds_that_finished(broken, tmp_path, 
     assert proc.returncode == 130, out + err
     filed = {int(p.stem[4:]) for p in (tmp_path / "store").rglob("step2/seed*.json")}
     assert finished <= filed  # every seed that finished before the interrupt is in the store
+    assert f"The same command continues from the store: {sys.executable} -m tinymnist bisect" in err
     for p in (tmp_path / "store").rglob("*.json"):
         assert json.loads(p.read_text())["status"] == "completed"

@@ -565,3 +565,20 @@ def test_knots_from_json_or_toml_are_one_form_so_equal_recipes_compare_equal():
     # and a recorded recipe that would not validate is still written back as it was read (a resume's
     # identity message prints the recipe a checkpoint holds)
     assert broken.to_dict()["lr_points"] == [[0, 1.0], 5]
+
+
+@pytest.mark.parametrize(
+    "expect, message",
+    [
+        ({"max_params": -1}, "expect.max_params=-1 is outside its range: an integer >= 1, or leave it out"),
+        ({"last_k": 0, "min_last_k": 99.4}, "expect.last_k=0 is outside its range: an integer >= 1"),
+        ({"min_final": 101.0}, "expect.min_final=101.0 is outside its range"),
+    ],
+)
+def test_a_gate_that_can_only_fail_or_checks_nothing_is_refused_as_usage(expect, message):
+    """The independent sweep of issue 30: max_params=-1 was a gate failure (exit 1) and last_k=0 passed."""
+    from tinymnist.recipes import validate
+
+    with pytest.raises(RecipeError) as e:
+        validate(from_table({"name": "x", "base": "step4", "expect": expect}, "f.toml"))
+    assert message in str(e.value)

@@ -132,7 +132,7 @@ def test_compare_always_regressions(tmp_path):
     for r in two_nan[:2]:
         r.epochs[-1].test_acc = float("nan")
     cases["two nan"] = two_nan
-    zero = step4_runs()[:2] + [make_result(4, 2, [], planned_epochs=0)]
+    zero = step4_runs()[:2] + [make_result(4, 2, [], planned_epochs=15)]  # completed, no epoch recorded
     cases["zero epochs"] = zero
     for name, runs in cases.items():
         b = write_results(tmp_path / name.replace(" ", "_"), runs)

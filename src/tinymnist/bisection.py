@@ -56,7 +56,7 @@ class Spec:
     key: str  # the recipe's folder in the results (step2, or the recipe file's name)
     options: tuple[str, ...] = ()  # --epochs 1 --train-subset 2000 ...: passed to every commit's train
     settings: dict = field(default_factory=dict)  # what a stored run must have recorded to be reused
-    config: str = ""  # the store's configuration folder of these runs (history.config_folder)
+    config: str = ""  # the store's configuration folder of these runs (results.config_folder)
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,7 @@ def compare_cases(comparison) -> list[Case]:
                 r.figure,
                 0.0,
                 failure=r.message or None if r.regression else None,
+                skipped=r.verdict if r.verdict.startswith("not judged") else None,  # a smoke run's gate
                 properties={"baseline": r.old, "new": r.new, "rule": r.rule, "p": r.p, "effect": r.effect},
             )
         )

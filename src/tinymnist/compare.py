@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tinymnist.recipes import short_name, sort_key
-from tinymnist.results import load_benchmarks, load_results, machine_name
+from tinymnist.results import config_key, load_benchmarks, load_results, machine_name
 from tinymnist.stats import EPS, paired_drop_p, welch_drop_p
 from tinymnist.summary import StepSummary, summarize
 
@@ -195,10 +195,11 @@ def compare(
             key,
             "gate",
             "",
-            f"{n.verdict.word}, {n.verdict.rate_text}",
+            n.verdict.word if n.verdict.smoke else f"{n.verdict.word}, {n.verdict.rate_text}",
             "",
             not n.verdict.passed,
             f"tinymnist.verdict: {n.verdict.rule_text}",
+            note=NOT_JUDGED if n.verdict.smoke else "",
             message="; ".join(n.verdict.reasons)
             + (
                 f"; train them into {new} (--resume keeps what is there), or compare only the seeds it holds: "
@@ -232,6 +233,10 @@ def compare(
             )
             continue
         o = summarize(old_r[key])
+        configs = [sorted({config_key(r) for r in side}) for side in (old_r[key], new_r[key])]
+        if configs[0] != configs[1]:  # e.g. a smoke run against a full baseline: the figures differ by design
+            said = [", ".join(c) for c in configs]
+            row(key, "configuration", *said, "", False, note="changed: not the same experiment")
         changed = o.recipe.diff(n.recipe)
         if changed:
             row(key, "recipe", "", "", "; ".join(changed), False, note="changed: not the same experiment")
@@ -266,6 +271,9 @@ def compare(
     for name in sorted(set(old_b) & set(new_b)):
         throughput("bench", name, old_b[name], new_b[name], old_m == new_m, f"benchmark {name}", "/s")
     return Comparison(tuple(rows))
+
+
+NOT_JUDGED = "not judged (smoke run)"  # a gate row of smoke runs: neither ok nor a regression
 
 
 @dataclass(frozen=True)

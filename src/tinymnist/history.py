@@ -32,7 +32,7 @@ from pathlib import Path
 from tinymnist.compare import MIN_SEEDS_FOR_TEST, AccuracyCheck, Thresholds, accuracy_rule
 from tinymnist.errors import UserError
 from tinymnist.recipes import sort_key
-from tinymnist.results import RunResult, load_results
+from tinymnist.results import RunResult, config_key, load_results
 from tinymnist.summary import StepSummary, summarize
 
 SHA = re.compile(r"[0-9a-f]{12}")  # results.git_sha's form: every lookup is by these 12 digits
@@ -51,15 +51,6 @@ def machine_key(run: RunResult) -> str:
 def machine_folder(device: str, device_name: str, threads: int) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", device_name).strip("_") or "unknown"
     return f"{device}-{name[:60]}-{threads}t"
-
-
-def config_folder(epochs: int, train_images: int, test_images: int, val_images: int = 0) -> str:
-    """``e15-train60000-test10000``: the folder of one configuration's runs (``-val10000`` with a split)."""
-    return f"e{epochs}-train{train_images}-test{test_images}" + (f"-val{val_images}" if val_images else "")
-
-
-def config_key(run: RunResult) -> str:
-    return config_folder(run.planned_epochs, run.train_images, run.test_images, run.val_images or 0)
 
 
 def _comparable(d: dict) -> dict:

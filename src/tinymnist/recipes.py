@@ -406,6 +406,14 @@ def validate(recipe: Recipe) -> Recipe:
         or not (0 <= recipe.swa_epochs <= recipe.epochs)
     ):
         raise RecipeError(f"swa_epochs={recipe.swa_epochs!r} is outside its range: an integer in [0, epochs]")
+    e = recipe.expect
+    if e.max_params is not None and e.max_params < 1:
+        raise RecipeError(f"expect.max_params={e.max_params!r} is outside its range: an integer >= 1, or leave it out")
+    if e.last_k < 1:
+        raise RecipeError(f"expect.last_k={e.last_k!r} is outside its range: an integer >= 1 (epochs counted)")
+    for name in ("min_best_test", "min_last_k", "min_final", "min_mean_final"):
+        if getattr(e, name) is not None:
+            _in(f"expect.{name}", getattr(e, name), 0, 100, high_open=False)
     if recipe.swa_epochs and recipe.ema:
         raise RecipeError("swa_epochs and ema both average the weights; set one of them to 0")
     for name in ("batch_size", "epochs"):
@@ -582,11 +590,15 @@ def resolve_recipe(spec: str) -> Recipe:
         where = f"recipe {spec!r} (plugin {ep.value})"
         try:
             obj = ep.load()
+        except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
+            raise
         except USER_CODE_ERRORS as e:
             raise RecipeError(f"{where} cannot be loaded: {type(e).__name__}: {e}") from None
     if callable(obj) and not isinstance(obj, Recipe):
         try:
             obj = obj()
+        except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
+            raise
         except USER_CODE_ERRORS as e:
             raise RecipeError(f"{where}: calling it raised {type(e).__name__}: {e}") from None
     if isinstance(obj, Recipe):

@@ -227,6 +227,10 @@ def accuracy_axis(runs: Sequence[RunResult]) -> tuple[float, float]:
     return (98.0 if low >= 98 else max(0.0, math.floor(low) - 1.0)), 100.0
 
 
+def _val_images(results: dict) -> str:
+    return " or ".join(f"{n:,}" for n in sorted({r.val_images or 0 for rs in results.values() for r in rs}))
+
+
 def _images_used(results: dict) -> str:
     """What the runs were measured on, as they recorded it: "on the 10,000 MNIST test images", or a subset's
     own counts (issue 32: a 2,000-image run's report said 10,000)."""
@@ -375,8 +379,8 @@ def build_report(
     judged = (
         _images_used(results)
         if on == "test"
-        else "on each run's validation split (held out of the training set; 'test' in the tables below means "
-        "validation)"
+        else f"on each run's validation split ({_val_images(results)} images held out of the training set; 'test' "
+        "in the tables below means validation)"
     )
     lines = [
         "# tinymnist report" + ("" if on == "test" else " (judged on validation)"),

@@ -66,6 +66,17 @@ def refuse_non_files(paths: Sequence[Path]) -> None:
             raise OutputError(path, f"{kind} stands where this file goes; nothing was moved")
 
 
+def _through_link(path: Path) -> Path:
+    """A symlink at an output path is the user's: the file it names is replaced (atomically, beside it), the link
+    kept; a link to nothing is refused, never replaced by a file (the independent sweep of issue 30)."""
+    if not path.is_symlink():
+        return path
+    target = Path(os.path.realpath(path))
+    if not target.exists():
+        raise OutputError(path, f"a symlink to {target}, which does not exist, stands here; nothing was written")
+    return target
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half of one.
 
@@ -86,7 +97,8 @@ def _write_files(items: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
     import signal
 
     staged: list[tuple[str, Path]] = []
-    refuse_non_files([Path(p) for p, _ in items])
+    items = [(_through_link(Path(p)), data) for p, data in items]
+    refuse_non_files([p for p, _ in items])
     path = Path(items[0][0]) if items else Path(".")
     try:
         for path, data in items:
@@ -239,7 +251,7 @@ def git_sha() -> str:
         return "unknown"
     try:
         dirty = _git("status", "--porcelain", "--untracked-files=no") or _git(
-            "status", "--porcelain", "--untracked-files=all", "--", "*.py", "*.toml"
+            "status", "--porcelain", "--untracked-files=all", "--", ":(top)*.py", ":(top)*.toml"
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -416,6 +428,10 @@ class RunResult:
         unknown = sorted(set(d) - set(RESULT_TYPES))
         if unknown:
             raise ValueError(f"field {unknown[0]} is not a results field")
+        for name, low in _AT_LEAST.items():  # counts and times that parse but cannot be (issue 30, cause 14)
+            v = d.get(name)
+            if v is not None and not (math.isfinite(v) and v >= low):
+                raise ValueError(f"field {name} is {v!r}, not a number >= {low}")
         epochs = []
         for i, e in enumerate(d["epochs"], start=1):
             if not isinstance(e, dict):
@@ -424,6 +440,9 @@ class RunResult:
             if set(e) - set(_EPOCH_OPTIONAL) != set(EPOCH_TYPES) - set(_EPOCH_OPTIONAL) or set(e) - set(EPOCH_TYPES):
                 gone = sorted((set(EPOCH_TYPES) - set(_EPOCH_OPTIONAL)) ^ (set(e) - set(_EPOCH_OPTIONAL)))
                 raise ValueError(f"epochs[{i}] field {gone[0]} is missing or unknown")
+            for name, low in _EPOCH_AT_LEAST.items():
+                if not (math.isfinite(e[name]) and e[name] >= low):
+                    raise ValueError(f"epochs[{i}].{name} is {e[name]!r}, not a number >= {low}")
             for name in ("train_acc", "test_acc", "val_acc"):
                 # NaN is recorded (a diverged run) and judged as non-finite; a number outside 0-100 is no
                 # accuracy at all, and must not pass silently.
@@ -438,7 +457,29 @@ class RunResult:
         return cls(**d)
 
 
+_AT_LEAST = {
+    "seed": 0,
+    "params": 0,
+    "threads": 1,
+    "planned_epochs": 1,
+    "train_images": 1,
+    "test_images": 1,
+    "wall_seconds": 0,
+    "population": 1,
+    "val_images": 0,
+}
+_EPOCH_AT_LEAST = {"epoch": 1, "seconds": 0, "eval_seconds": 0, "images_per_second": 0}
 _OPTIONAL = ("diverged_at", "schema_version", "extra", "identity", "population", "val_images")
+
+
+def config_folder(epochs: int, train_images: int, test_images: int, val_images: int = 0) -> str:
+    """``e15-train60000-test10000``: the folder of one configuration's runs (``-val10000`` with a split)."""
+    return f"e{epochs}-train{train_images}-test{test_images}" + (f"-val{val_images}" if val_images else "")
+
+
+def config_key(run: RunResult) -> str:
+    """What ``run`` trained on, as a folder name: the history store's key, and what ``compare`` checks."""
+    return config_folder(run.planned_epochs, run.train_images, run.test_images, run.val_images or 0)
 
 
 def result_path(out_dir: str | os.PathLike, key: str, seed: int, suffix: str = ".json") -> Path:

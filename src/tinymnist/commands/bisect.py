@@ -118,7 +118,12 @@ def run(args) -> int:
             return EXIT_JOB_DIED
         except (Interrupted, KeyboardInterrupt) as e:
             b.close()  # before the message: what it says is done
-            print("\ninterrupted; the store keeps every finished run, and no worktree is left", file=sys.stderr)
+            again = _args.shell_join([sys.executable, "-m", "tinymnist", *args._argv])
+            print(
+                "\ninterrupted; the store keeps every finished run, and no worktree is left. The same command "
+                f"continues from the store: {again}",
+                file=sys.stderr,
+            )
             if isinstance(e, Interrupted):
                 return e.code
             return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
@@ -177,7 +182,7 @@ def _spec(args):
 
     # Always absolute: each commit trains in its own worktree, where a relative ./data is another folder.
     options += ["--data-root", str(resolve_root(args.data_root).resolve())]
-    from tinymnist.history import config_folder
+    from tinymnist.results import config_folder
 
     epochs = settings.get("recipe.epochs", recipe.epochs)
     config = config_folder(epochs, settings.get("train_images", TRAIN_IMAGES), settings.get("test_images", TEST_IMAGES))

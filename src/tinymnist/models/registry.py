@@ -62,7 +62,7 @@ def list_models(pattern: str = "*") -> list[str]:
 # What user code (a plugin, a builder, a model's forward) may raise and still be named as the user's error:
 # anything but Ctrl-C. SystemExit above all: a plugin that calls sys.exit(0) would otherwise end tinymnist with
 # exit 0 and no output, a silent pass (issue 30, cause 3).
-USER_CODE_ERRORS = (Exception, SystemExit, GeneratorExit)
+USER_CODE_ERRORS = (BaseException,)  # after `except KeyboardInterrupt: raise` at every site
 
 
 def is_import_path(name: str) -> bool:
@@ -79,6 +79,8 @@ def _import_object(path: str, what: str):
         raise ModelError(
             f"{what} {path!r}: module {e.name!r} not found; install it or add its folder to PYTHONPATH"
         ) from None
+    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
+        raise
     except USER_CODE_ERRORS as e:  # the user's module raised while importing: name it, not where inside it broke
         raise ModelError(f"{what} {path!r}: importing {module_name} failed ({type(e).__name__}: {e})") from None
     for part in attr.split("."):
@@ -106,6 +108,8 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
             )
         try:
             builder = ep.load()
+        except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
+            raise
         except USER_CODE_ERRORS as e:  # a broken plugin is named in one line, and only here, where it is used
             raise ModelError(
                 f"model {name!r} (plugin {ep.value}, from {_dist(ep)}) cannot be loaded: {type(e).__name__}: {e}"
@@ -125,6 +129,8 @@ def create_model(name: str, **kwargs) -> nn.Module:
     builder = get_builder(name)
     try:
         model = builder(**kwargs)
+    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
+        raise
     except USER_CODE_ERRORS as e:
         raise ModelError(
             f"model {name!r} with model_kwargs {kwargs}: its builder raised {type(e).__name__}: {e}"
@@ -142,6 +148,8 @@ def check_shape(model: nn.Module, name: str) -> None:
     try:
         with torch.no_grad():
             out = model(torch.zeros(2, *INPUT_SHAPE))
+    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
+        raise
     except USER_CODE_ERRORS as e:  # e.g. a feature map smaller than a kernel
         first = str(e).splitlines()[0] if str(e) else ""
         raise ModelError(
