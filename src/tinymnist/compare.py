@@ -235,8 +235,8 @@ def compare(
         o = summarize(old_r[key])
         configs = [sorted({config_key(r) for r in side}) for side in (old_r[key], new_r[key])]
         if configs[0] != configs[1]:  # e.g. a smoke run against a full baseline: the figures differ by design
-            said = [", ".join(c) for c in configs]
-            row(key, "configuration", *said, "", False, note="changed: not the same experiment")
+            was, now = (", ".join(c) for c in configs)
+            row(key, "configuration", was, now, "", False, note="changed: not the same experiment")
         changed = o.recipe.diff(n.recipe)
         if changed:
             row(key, "recipe", "", "", "; ".join(changed), False, note="changed: not the same experiment")

@@ -97,12 +97,11 @@ def _write_files(items: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
     import signal
 
     staged: list[tuple[str, Path]] = []
-    items = [(_through_link(Path(p)), data) for p, data in items]
-    refuse_non_files([p for p, _ in items])
-    path = Path(items[0][0]) if items else Path(".")
+    targets = [(_through_link(Path(p)), data) for p, data in items]
+    refuse_non_files([p for p, _ in targets])
+    path = targets[0][0] if targets else Path(".")
     try:
-        for path, data in items:
-            path = Path(path)
+        for path, data in targets:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             staged.append((tmp, path))

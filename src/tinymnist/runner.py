@@ -415,14 +415,14 @@ def run_step(
         for s in seeds
     ]
     size = population if stacked else 1
-    how = dict(resume=options.resume, progress=options.progress, report=options.on_epoch)
+    resume, progress, report = options.resume, options.progress, options.on_epoch
     runs = []
     for i in range(0, len(plans), size):
         chunk = plans[i : i + size]
         done = (
-            run_population(chunk, data, options.out, **how)
+            run_population(chunk, data, options.out, resume=resume, progress=progress, report=report)
             if len(chunk) > 1
-            else [run_seed(chunk[0], data, options.out, **how)]
+            else [run_seed(chunk[0], data, options.out, resume=resume, progress=progress, report=report)]
         )
         for r in done:
             runs.append(r)
