@@ -67,3 +67,30 @@ def test_a_write_that_fails_at_the_os_is_a_user_error_naming_the_path(tmp_path):
         atomic_write_bytes("/proc/tinymnist-no/REPORT.md", b"x")
     assert str(e.value).startswith("/proc/tinymnist-no") and "choose another output path" in str(e.value)
     assert isinstance(e.value, OSError)  # callers that say what they kept still catch it
+
+
+def test_a_symlink_to_nothing_is_refused_before_anything_is_written(tmp_path, capsys):
+    """The second independent sweep: --markdown appended through a dangling link and made a file elsewhere,
+    --junit-xml was refused only after training, and report wrote its plots before refusing REPORT.md."""
+    base = REPO / "reports" / "baseline"
+    dangling = tmp_path / "summary.md"
+    dangling.symlink_to(tmp_path / "nowhere.md")
+    assert main(["compare", str(base), str(base), "--steps", "4", "--markdown", str(dangling)]) == 2
+    assert "a symlink to nothing" in capsys.readouterr().err and not (tmp_path / "nowhere.md").exists()
+    junit = tmp_path / "j.xml"
+    junit.symlink_to(tmp_path / "nowhere.xml")
+    assert main(["train", "--step", "4", "--dry-run", "--out", str(tmp_path / "o"), "--junit-xml", str(junit)]) == 2
+    assert "a symlink to nothing" in capsys.readouterr().err
+    assert not list((tmp_path / "o").rglob("seed*"))  # refused while parsing: nothing trained
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "REPORT.md").symlink_to(tmp_path / "nowhere-report.md")
+    assert main(["report", str(base), "--out", str(out)]) == 2
+    assert "which does not exist, stands here" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["REPORT.md"]  # no plots beside a report not written
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"my picture")
+    (tmp_path / "rep2").mkdir()
+    (tmp_path / "rep2" / "accuracy.png").symlink_to(mine)  # a link to a file is written through: allowed
+    assert main(["report", str(base), "--out", str(tmp_path / "rep2")]) == 0
+    assert (tmp_path / "rep2" / "accuracy.png").is_symlink() and mine.read_bytes().startswith(b"\x89PNG")

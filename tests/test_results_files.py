@@ -365,6 +365,7 @@ def test_values_that_parse_but_do_not_fit_are_exit_2_naming_the_file_and_field(t
     assert main(["compare", str(folder), str(folder), "--on", "val"]) == 2
     assert "(epochs[14] has no val_acc, which the other epochs have)" in capsys.readouterr().err
     for field, where, value, said in (
+        ("status", None, "done", "field status is 'done', not one of completed, diverged, interrupted"),
         ("threads", None, -1, "field threads is -1, not a number >= 1"),
         ("images_per_second", 3, -5.0, "epochs[4].images_per_second is -5.0, not a number >= 0"),
     ):
@@ -373,3 +374,8 @@ def test_values_that_parse_but_do_not_fit_are_exit_2_naming_the_file_and_field(t
         path.write_text(json.dumps(d))
         assert main(["report", str(folder), "--out", str(tmp_path / "o")]) == 2
         assert said in capsys.readouterr().err
+    d = json.loads(good)
+    d["recipe"]["expect"]["last_k"] = 0  # the recorded gate checks nothing: a damaged file, not a regression
+    path.write_text(json.dumps(d))
+    assert main(["compare", str(folder), str(folder)]) == 2
+    assert "expect.last_k=0 is outside its range" in capsys.readouterr().err

@@ -73,6 +73,8 @@ def write_markdown(path: str | os.PathLike, text: str) -> None:
     from tinymnist.results import text_bytes
 
     data = text_bytes(text)
+    if os.path.islink(path) and not os.path.exists(path):  # appending through it would make a file elsewhere
+        raise UsageError(f"--markdown {path}: a symlink to nothing; give a file path, or a link to a file")
     if len(data) > MAX_SUMMARY_BYTES:
         data = data[: MAX_SUMMARY_BYTES - 200] + b"\n\n(cut at GitHub's 1 MiB job-summary limit)\n"
     try:

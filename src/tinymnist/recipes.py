@@ -115,6 +115,9 @@ class Recipe:
             if k in FIELD_TYPES:
                 d[k] = typed(k, FIELD_TYPES[k], v)
         d["seeds"] = tuple(d.get("seeds", (0, 1, 2)))
+        check_expect(d["expect"])
+        if d.get("epochs", 1) < 1:
+            raise ValueError(f"recipe epochs is {d['epochs']!r}, not an integer >= 1")
         return cls(**d)
 
     def diff(self, other: Recipe) -> list[str]:
@@ -379,6 +382,18 @@ def _positive_sizes(name: str, value) -> None:
         raise RecipeError(f"model_kwargs {name}={value!r}: layer sizes must be integers >= 1")
 
 
+def check_expect(e: Expectation) -> None:
+    """A gate that can only fail (max_params < 1), checks nothing (last_k < 1) or asks for an accuracy no run can
+    have is the recipe's fault: a RecipeError, for a recipe file and for a results file's recorded recipe alike."""
+    if e.max_params is not None and e.max_params < 1:
+        raise RecipeError(f"expect.max_params={e.max_params!r} is outside its range: an integer >= 1, or leave it out")
+    if e.last_k < 1:
+        raise RecipeError(f"expect.last_k={e.last_k!r} is outside its range: an integer >= 1 (epochs counted)")
+    for name in ("min_best_test", "min_last_k", "min_final", "min_mean_final"):
+        if getattr(e, name) is not None:
+            _in(f"expect.{name}", getattr(e, name), 0, 100, high_open=False)
+
+
 def validate(recipe: Recipe) -> Recipe:
     """Every value of ``recipe`` (after ``--set``) in its range, checked once before any data is read or any
     training starts; a RecipeError names the first field that is not. Returns the recipe for chaining."""
@@ -406,14 +421,7 @@ def validate(recipe: Recipe) -> Recipe:
         or not (0 <= recipe.swa_epochs <= recipe.epochs)
     ):
         raise RecipeError(f"swa_epochs={recipe.swa_epochs!r} is outside its range: an integer in [0, epochs]")
-    e = recipe.expect
-    if e.max_params is not None and e.max_params < 1:
-        raise RecipeError(f"expect.max_params={e.max_params!r} is outside its range: an integer >= 1, or leave it out")
-    if e.last_k < 1:
-        raise RecipeError(f"expect.last_k={e.last_k!r} is outside its range: an integer >= 1 (epochs counted)")
-    for name in ("min_best_test", "min_last_k", "min_final", "min_mean_final"):
-        if getattr(e, name) is not None:
-            _in(f"expect.{name}", getattr(e, name), 0, 100, high_open=False)
+    check_expect(recipe.expect)
     if recipe.swa_epochs and recipe.ema:
         raise RecipeError("swa_epochs and ema both average the weights; set one of them to 0")
     for name in ("batch_size", "epochs"):

@@ -245,6 +245,9 @@ def _images_used(results: dict) -> str:
     return f"{said}, after training on {both(f'{n:,}' for n in trains)} training images an epoch"
 
 
+PLOTS = ("accuracy.png", "loss.png", "lr.png", "params_vs_accuracy.png", "seeds.png")  # what plots() may write
+
+
 def plots(summaries: dict[str, StepSummary], results: dict[str, list[RunResult]], out: Path) -> list[str]:
     import matplotlib
 
@@ -374,7 +377,8 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summaries = {s: summarize(rs, rule=rule) for s, rs in results.items()}
-    refuse_non_files([out / "REPORT.md"])  # before the plots: never new plots beside an old report
+    # before the plots: never new plots beside an old report
+    refuse_non_files([out / n for n in ("REPORT.md", *PLOTS)])
     images = plots(summaries, results, out)
     judged = (
         _images_used(results)

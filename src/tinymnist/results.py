@@ -55,6 +55,10 @@ def refuse_non_files(paths: Sequence[Path]) -> None:
     import stat
 
     for path in paths:
+        if os.path.islink(path) and not os.path.exists(path):
+            raise OutputError(
+                path, f"a symlink to {os.path.realpath(path)}, which does not exist, stands here; nothing was written"
+            )
         try:
             mode = os.stat(path).st_mode
         except FileNotFoundError:
@@ -427,6 +431,8 @@ class RunResult:
         unknown = sorted(set(d) - set(RESULT_TYPES))
         if unknown:
             raise ValueError(f"field {unknown[0]} is not a results field")
+        if d["status"] not in STATUSES:
+            raise ValueError(f"field status is {d['status']!r}, not one of {', '.join(STATUSES)}")
         for name, low in _AT_LEAST.items():  # counts and times that parse but cannot be (issue 30, cause 14)
             v = d.get(name)
             if v is not None and not (math.isfinite(v) and v >= low):
@@ -448,6 +454,14 @@ class RunResult:
                 if e.get(name) is not None and math.isfinite(e[name]) and not 0 <= e[name] <= 100:
                     raise ValueError(f"epochs[{i}].{name} is {e[name]}, outside [0, 100]")
             epochs.append(EpochStats(**e))
+        numbers = [e.epoch for e in epochs]
+        if numbers != list(range(1, len(epochs) + 1)):
+            first = next(i for i, n in enumerate(numbers, start=1) if n != i)
+            raise ValueError(
+                f"epochs[{first}].epoch is {numbers[first - 1]}, not {first}: epochs are numbered 1, 2, ..."
+            )
+        if len(epochs) > d["planned_epochs"]:
+            raise ValueError(f"{len(epochs)} epochs recorded of {d['planned_epochs']} planned")
         for name in _EPOCH_OPTIONAL:  # validation figures in every epoch or none: a gap is a damaged file
             has = [getattr(e, name) is not None for e in epochs]
             if any(has) and not all(has):
@@ -468,6 +482,7 @@ _AT_LEAST = {
     "val_images": 0,
 }
 _EPOCH_AT_LEAST = {"epoch": 1, "seconds": 0, "eval_seconds": 0, "images_per_second": 0}
+STATUSES = ("completed", "diverged", "interrupted")
 _OPTIONAL = ("diverged_at", "schema_version", "extra", "identity", "population", "val_images")
 
 

@@ -208,6 +208,8 @@ def writable_file(text: str) -> str:
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file path")
+    if path.is_symlink() and not path.exists():  # written through, a link to nothing would make a file elsewhere
+        raise argparse.ArgumentTypeError(f"{text}: a symlink to nothing; give a file path, or a link to a file")
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,8 @@ def run(args) -> int:
         raise UsageError(f"{args.store}: no stored runs of {', '.join(args.steps or [])} on this history")
     command = _args.shell_join(["tinymnist", *args._argv])
     data = history.to_json(series).encode()  # built first: nothing is written if it cannot be
-    refuse_non_files([Path(args.out) / "HISTORY.md", Path(args.out) / "HISTORY.json"])  # nor one of two
+    pngs = [f"history-{s.key}.png" for s in series] + [f"history-{s.key}-{s.config}.png" for s in series]
+    refuse_non_files([Path(args.out) / n for n in ("HISTORY.md", "HISTORY.json", *pngs)])  # nor some of them
     path = write_history(series, args.out, command, history.off_line(args.store, args.repo))
     atomic_write_bytes(Path(args.out) / "HISTORY.json", data)
     for s in series:
