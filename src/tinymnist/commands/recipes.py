@@ -25,7 +25,7 @@ def _gate(recipe) -> str:
 
 def run(args) -> int:
     from tinymnist.models import count_params, create_model
-    from tinymnist.recipes import BUILTIN_KEYS, plugin_recipes, resolve_recipe
+    from tinymnist.recipes import BUILTIN_KEYS, plugin_recipes, resolve_recipe, validate
 
     def line(name: str, recipe, where: str) -> None:
         """``name`` is what --recipe takes; a recipe whose folder differs says where its results go."""
@@ -39,7 +39,7 @@ def run(args) -> int:
     broken = []
     for name, ep in sorted(plugin_recipes().items()):
         try:
-            line(name, resolve_recipe(name), f"plugin {ep.value}")
+            line(name, validate(resolve_recipe(name)), f"plugin {ep.value}")  # as train would refuse it
         except UserError as e:  # a recipe that cannot load, or whose model cannot be built
             print(f"{name:16s} {'-':10s} {'-':>9s}  plugin {ep.value}: {e}")
             broken.append(f"{name} ({ep.value})")
