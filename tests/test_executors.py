@@ -329,6 +329,15 @@ def test_a_smoke_sweep_prints_not_judged_as_its_file_says(tmp_path, capsys, monk
         # any BaseException of the user's own, not only SystemExit (the independent sweep of issue 30)
         ("class Boom(BaseException):\n    pass\n\ndef build(**kw):\n    raise Boom('boom')\n", "raised Boom: boom"),
         ("class Boom(BaseException):\n    pass\n\nraise Boom('at import')\n", "failed (Boom: at import)"),
+        (
+            "class Boom(BaseException):\n    pass\n\ndef __getattr__(name):\n    raise Boom('lookup')\n",
+            "looking up 'build' raised Boom: lookup",
+        ),
+        (
+            "class Bad(Exception):\n    def __str__(self):\n        raise RuntimeError('str')\n\n"
+            "def build(**kw):\n    raise Bad()\n",
+            "its builder raised Bad: (its message cannot be shown: its __str__ raised)",
+        ),
     ],
 )
 def test_user_code_that_calls_sys_exit_is_named_never_a_silent_pass(tmp_path, capsys, monkeypatch, code, said):

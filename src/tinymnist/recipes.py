@@ -581,7 +581,7 @@ def resolve_recipe(spec: str) -> Recipe:
         return load_recipe_file(path)
     if spec in BUILTIN_KEYS:
         return BUILTIN_KEYS[spec]
-    from tinymnist.models.registry import USER_CODE_ERRORS
+    from tinymnist.models.registry import USER_CODE_ERRORS, said
 
     if ":" in spec:
         from tinymnist.models.registry import _import_object
@@ -601,14 +601,14 @@ def resolve_recipe(spec: str) -> Recipe:
         except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
             raise
         except USER_CODE_ERRORS as e:
-            raise RecipeError(f"{where} cannot be loaded: {type(e).__name__}: {e}") from None
+            raise RecipeError(f"{where} cannot be loaded: {said(e)}") from None
     if callable(obj) and not isinstance(obj, Recipe):
         try:
             obj = obj()
         except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
             raise
         except USER_CODE_ERRORS as e:
-            raise RecipeError(f"{where}: calling it raised {type(e).__name__}: {e}") from None
+            raise RecipeError(f"{where}: calling it raised {said(e)}") from None
     if isinstance(obj, Recipe):
         if obj.key in BUILTIN_KEYS and obj != BUILTIN_KEYS[obj.key]:
             raise RecipeError(f"{where}: its key {obj.key!r} is a built-in recipe's; give it a name of its own")

@@ -65,6 +65,15 @@ def list_models(pattern: str = "*") -> list[str]:
 USER_CODE_ERRORS = (BaseException,)  # after `except KeyboardInterrupt: raise` at every site
 
 
+def said(e: BaseException) -> str:
+    """``SystemExit: 0``: a user exception in words, even one whose own ``__str__`` raises."""
+    try:
+        text = str(e)
+    except Exception:
+        text = "(its message cannot be shown: its __str__ raised)"
+    return f"{type(e).__name__}: {text}"
+
+
 def is_import_path(name: str) -> bool:
     return ":" in name
 
@@ -82,12 +91,16 @@ def _import_object(path: str, what: str):
     except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
         raise
     except USER_CODE_ERRORS as e:  # the user's module raised while importing: name it, not where inside it broke
-        raise ModelError(f"{what} {path!r}: importing {module_name} failed ({type(e).__name__}: {e})") from None
+        raise ModelError(f"{what} {path!r}: importing {module_name} failed ({said(e)})") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise ModelError(f"{what} {path!r}: {module_name} has no attribute {attr!r}") from None
+        except KeyboardInterrupt:
+            raise
+        except USER_CODE_ERRORS as e:  # a module's own __getattr__ is user code too
+            raise ModelError(f"{what} {path!r}: looking up {attr!r} raised {said(e)}") from None
     return obj
 
 
@@ -112,7 +125,7 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
             raise
         except USER_CODE_ERRORS as e:  # a broken plugin is named in one line, and only here, where it is used
             raise ModelError(
-                f"model {name!r} (plugin {ep.value}, from {_dist(ep)}) cannot be loaded: {type(e).__name__}: {e}"
+                f"model {name!r} (plugin {ep.value}, from {_dist(ep)}) cannot be loaded: {said(e)}"
             ) from None
     if not callable(builder):
         raise ModelError(f"model {name!r}: {type(builder).__name__} is not callable; point it at a builder")
@@ -132,9 +145,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
     except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
         raise
     except USER_CODE_ERRORS as e:
-        raise ModelError(
-            f"model {name!r} with model_kwargs {kwargs}: its builder raised {type(e).__name__}: {e}"
-        ) from None
+        raise ModelError(f"model {name!r} with model_kwargs {kwargs}: its builder raised {said(e)}") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {name!r}: its builder returned a {type(model).__name__}, not a torch.nn.Module")
     check_shape(model, name)
