@@ -76,6 +76,21 @@ def test_bad_arguments_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    # One line, like every other error: argparse's usage block is a --help away, named in the line.
+    assert err.count("\n") == 1 and "usage:" not in err, err
+    assert err.startswith("tinymnist") and "error:" in err
+
+
+def test_an_interrupt_while_the_data_loads_says_how_to_resume(mnist_root, tmp_path, monkeypatch, capsys):
+    import tinymnist.data
+    from tests.conftest import interrupt_on_call
+
+    monkeypatch.setattr(tinymnist.data, "load_mnist", interrupt_on_call(tinymnist.data.load_mnist, 1))
+    argv = ["train", "--step", "4", "--seeds", "0", "--data-root", str(mnist_root), "--out", str(tmp_path / "o")]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; no result was being written. Resume with: " in err and err.rstrip().endswith(" --resume")
+    assert main(["models", "--bogus"]) == 2 and "Resume with" not in capsys.readouterr().err  # said once, not after
 
 
 def test_cuda_without_cuda_exits_2(mnist_root, tmp_path, capsys):

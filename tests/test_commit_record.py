@@ -4,6 +4,7 @@ Real git repositories and real subprocesses."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -25,8 +26,10 @@ def _repo(path):
     return path, _git(path, "rev-parse", "--short=12", "HEAD")
 
 
-def _train(cwd, mnist_root, **env):
+def _train(cwd, mnist_root, model=None, **env):
     cmd = [sys.executable, "-m", "tinymnist", "train", "--step", "2", "--seeds", "0", "--dry-run", "--quiet"]
+    if model:
+        cmd += ["--set", f"model={model!r}".replace("'", '"')]
     done = subprocess.run(
         [*cmd, "--out", "o"], cwd=cwd, env={**train_env(mnist_root), **env}, capture_output=True, text=True
     )
@@ -51,6 +54,27 @@ def test_an_uncommitted_module_in_the_checkout_makes_the_run_dirty_and_history_r
     assert done.returncode == 0 and recorded == f"{sha}-dirty", done.stderr
     added = _history_add(repo, mnist_root)
     assert added.returncode == 2 and "-dirty" in added.stderr
+
+
+def test_a_module_git_ignores_that_the_run_imports_makes_it_dirty(tmp_path, mnist_root):
+    """The untracked-file check cannot see a module .gitignore hides; the run's own imports can."""
+    repo, _ = _repo(tmp_path / "repo")
+    net = "import torch.nn as nn\nfrom tinymnist.models.nets import step2\n\ndef build(**kw):\n    return step2()\n"
+    (repo / "kept").mkdir()
+    (repo / "kept" / "kept_net.py").write_text(net)
+    (repo / ".gitignore").write_text("scratch/\no/\n")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a committed model")
+    sha = _git(repo, "rev-parse", "--short=12", "HEAD")
+    (repo / "scratch").mkdir()
+    (repo / "scratch" / "scratch_net.py").write_text(net)
+    path = os.pathsep.join([str(repo / "kept"), str(repo / "scratch")])
+    recorded = {}
+    for module in ("kept_net", "scratch_net"):
+        shutil.rmtree(repo / "o", ignore_errors=True)
+        done, recorded[module] = _train(repo, mnist_root, PYTHONPATH=path, model=f"{module}:build")
+        assert done.returncode == 0, done.stderr
+    assert recorded == {"kept_net": sha, "scratch_net": f"{sha}-dirty"}
 
 
 def test_outside_git_tinymnist_commit_names_the_code_and_history_accepts_it(tmp_path, mnist_root):

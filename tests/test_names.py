@@ -58,3 +58,21 @@ def test_the_resume_command_printed_for_a_non_utf8_out_resumes_into_the_same_fol
     final = json.loads((out / "step4" / "seed3.json").read_text())
     assert final["status"] == "completed" and len(final["epochs"]) == 6
     assert sorted(os.listdir(tmp_path)) == [os.fsdecode(b"r\xe9sultats it's")]  # no second folder
+
+
+def test_a_job_list_refuses_a_folder_name_json_cannot_carry(tmp_path):
+    """JSON holds Unicode text: r\xe9s would reach a scheduler as r\ufffds, another folder. Refused, named."""
+    out = _named(tmp_path, b"r\xe9s")
+    done = subprocess.run(
+        [sys.executable, "-m", "tinymnist", "train", "--step", "4", "--list-jobs", "--out", out],
+        env=train_env(tmp_path),
+        capture_output=True,
+    )
+    assert done.returncode == 2 and done.stdout == b""
+    assert done.stderr.count(b"\n") == 1 and b"r\\xe9s" in done.stderr and b"is not UTF-8" in done.stderr
+    fine = subprocess.run(
+        [sys.executable, "-m", "tinymnist", "train", "--step", "4", "--list-jobs", "--out", tmp_path / "r\u00e9s"],
+        env=train_env(tmp_path),
+        capture_output=True,
+    )
+    assert fine.returncode == 0 and json.loads(fine.stdout)[0]["result"].endswith("r\u00e9s/step4/seed0.json")

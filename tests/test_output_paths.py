@@ -76,11 +76,11 @@ def test_a_symlink_to_nothing_is_refused_before_anything_is_written(tmp_path, ca
     dangling = tmp_path / "summary.md"
     dangling.symlink_to(tmp_path / "nowhere.md")
     assert main(["compare", str(base), str(base), "--steps", "4", "--markdown", str(dangling)]) == 2
-    assert "a symlink to nothing" in capsys.readouterr().err and not (tmp_path / "nowhere.md").exists()
+    assert "nowhere.md, which does not exist" in capsys.readouterr().err and not (tmp_path / "nowhere.md").exists()
     junit = tmp_path / "j.xml"
     junit.symlink_to(tmp_path / "nowhere.xml")
     assert main(["train", "--step", "4", "--dry-run", "--out", str(tmp_path / "o"), "--junit-xml", str(junit)]) == 2
-    assert "a symlink to nothing" in capsys.readouterr().err
+    assert "nowhere.xml, which does not exist" in capsys.readouterr().err
     assert not list((tmp_path / "o").rglob("seed*"))  # refused while parsing: nothing trained
     out = tmp_path / "rep"
     out.mkdir()

@@ -180,6 +180,22 @@ def big(**kw):
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
 
 not_callable = 3
+
+
+class Boom(BaseException):  # not an Exception: only a fence for every BaseException names it
+    pass
+
+
+class NoParameters(nn.Module):
+    def forward(self, x):
+        return x.flatten(1)[:, :10]
+
+    def parameters(self, recurse=True):
+        raise Boom("no parameters here")
+
+
+def no_params(**kw):
+    return NoParameters()
 """
 
 
@@ -194,7 +210,11 @@ not_callable = 3
         ('name = "../x"\n', "name '../x' must be a folder name"),
         ('name = "/abs"\n', "name '/abs' must be a folder name"),
         ('name = "step4"\n', "name 'step4' is a built-in recipe's"),
-        ("lr = 0.1\n", "name None must be a folder name"),
+        ("lr = 0.1\n", 'no name; add a line name = "my-recipe"'),
+        ('name = "x"\nepochs = 5\n[expect]\nmin_last_k = 99\nlast_k = 10\n', "expect.last_k=10 is more than its 5"),
+        ('name = "x"\nmodel = "usermod:no_params"\n', "its parameters() raised Boom: no parameters here"),
+        # The command line given as a model would parse this process's argv again, and again (a RecursionError).
+        ('name = "x"\nmodel = "tinymnist.cli:main"\n', "command line was called from inside a tinymnist command"),
         ('name = "x"\n[expect]\nmin_acc = 99\n', "[expect] has unknown key 'min_acc'"),
         ('name = "x"\nseeds = [1, 1]\n', "must be a non-empty list of distinct seeds"),
         ('name = "x"\nmodel = "nosuchmod:build"\n', "module 'nosuchmod' not found"),
@@ -267,3 +287,21 @@ def test_the_wheel_holds_one_package_and_the_script(tmp_path):
     (eps,) = [n for n in names if n.endswith("entry_points.txt")]
     assert "tinymnist = tinymnist.cli:main" in zipfile.ZipFile(wheel).read(eps).decode()
     shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools' scratch folder
+
+
+def test_a_plugin_whose_entry_point_is_not_an_import_path_is_named(tmp_path):
+    """An installed package's metadata with an entry point that is not module:object (hand-written metadata,
+    as a broken build leaves it): importlib fails inside with "'NoneType' object has no attribute 'group'"."""
+    info = tmp_path / "site" / "odd_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: odd-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[tinymnist.models]\nodd = not an import path!\n[tinymnist.recipes]\nodd-recipe = not one either!\n"
+    )
+    recipe = recipe_file(tmp_path, 'name = "o"\nmodel = "odd"\n')
+    for spec in (str(recipe), "odd-recipe"):
+        done = tm(["train", "--recipe", spec, "--dry-run", "--out", str(tmp_path / "o")], tmp_path, tmp_path / "site")
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "is not module:object; fix the package's [project.entry-points]" in done.stderr, done.stderr
+        assert "NoneType" not in done.stderr
+        assert not any((tmp_path / "o").rglob("*.json"))

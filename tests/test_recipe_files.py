@@ -51,7 +51,7 @@ def test_a_file_names_its_base_description_and_whole_expectation():
             f"f.toml: unknown key 'lrr'; a recipe file holds name, base, description, seeds, expect and the recipe "
             f"fields {FIELDS}",
         ),
-        ({"lr": 0.1}, f"f.toml: name None {NAME_RULE}"),
+        ({"lr": 0.1}, 'f.toml: no name; add a line name = "my-recipe", the results folder OUT/my-recipe/'),
         ({"name": "../x"}, f"f.toml: name '../x' {NAME_RULE}"),
         ({"name": ".x"}, f"f.toml: name '.x' {NAME_RULE}"),
         ({"name": "a" * 65}, f"f.toml: name '{'a' * 65}' {NAME_RULE}"),
@@ -119,7 +119,9 @@ as_table = {"name": "tabled", "lr": 0.03}
 mistyped = {"name": "typo", "lr": "fast"}
 as_recipe = replace(STEP4, key="mine", name="mine")
 def as_callable():
-    return {"name": "called", "epochs": 2}
+    return {"name": "called", "epochs": 2, "expect": {"max_params": 10000}}
+def too_short():  # step 4's gate (the last 3 epochs), inherited by a 2-epoch recipe: it can only fail
+    return {"name": "short", "epochs": 2}
 def exploding():
     raise RuntimeError("no")
 shadowing = replace(STEP4, lr=0.5)
@@ -161,6 +163,11 @@ def test_recipes_by_file_builtin_name_and_import_path(usermod, tmp_path, monkeyp
         ),
         ("bad_key", "recipe 'user_recipes:bad_key': key '../up' is not a plain folder name"),
         ("mistyped", "recipe 'user_recipes:mistyped': recipe field lr is 'fast', not a float"),
+        (
+            "too_short",
+            "user_recipes:too_short: expect.last_k=3 is more than its 2 epochs, a gate that can only fail; lower "
+            "last_k or train more epochs",
+        ),
     ],
 )
 def test_an_import_path_that_cannot_stand_for_a_recipe_is_named(usermod, attr, message):

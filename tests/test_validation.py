@@ -105,6 +105,14 @@ def test_on_val_judges_the_validation_figures_and_refuses_runs_without_them(tmp_
     assert main(["report", str(tmp_path / "r"), "--out", str(tmp_path / "rep"), "--on", "val"]) == 0
     text = (tmp_path / "rep" / "REPORT.md").read_text()
     assert "judged on validation" in text and "99.53" in text  # the last-3 mean of 99.5, 99.5, 99.6
+    # A gate failed on validation figures says so: "test accuracy" there would send the user to the wrong figures.
+    low = [_with_val(make_result(4, s, [99.0, 99.1, 99.2]), [99.5, 99.3, 99.35]) for s in range(3)]
+    write_results(tmp_path / "low", low)
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "r"), str(tmp_path / "low"), "--on", "val"]) == 1
+    out = capsys.readouterr()
+    assert "epoch 2 validation accuracy 99.30 < 99.40" in out.out + out.err
+    assert "test accuracy" not in out.out + out.err
     write_results(tmp_path / "plain", [make_result(4, 0, [99.0, 99.1, 99.2])])
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "plain"), str(tmp_path / "plain"), "--on", "val"]) == 2

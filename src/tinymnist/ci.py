@@ -70,11 +70,11 @@ def write_junit(path: str | os.PathLike, suite: str, cases: list[Case]) -> None:
 def write_markdown(path: str | os.PathLike, text: str) -> None:
     """Appends: $GITHUB_STEP_SUMMARY collects every step's markdown in one file, and a job may write twice."""
     from tinymnist.errors import UsageError
-    from tinymnist.results import text_bytes
+    from tinymnist.results import dangling_link, text_bytes
 
     data = text_bytes(text)
-    if os.path.islink(path) and not os.path.exists(path):  # appending through it would make a file elsewhere
-        raise UsageError(f"--markdown {path}: a symlink to nothing; give a file path, or a link to a file")
+    if dangling_link(path):
+        raise UsageError(f"--markdown {path}: {dangling_link(path)}; give a file path, or a link to a file")
     if len(data) > MAX_SUMMARY_BYTES:
         data = data[: MAX_SUMMARY_BYTES - 200] + b"\n\n(cut at GitHub's 1 MiB job-summary limit)\n"
     try:

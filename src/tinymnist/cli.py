@@ -30,8 +30,16 @@ from tinymnist.errors import (
 PROG = "tinymnist"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, like every other error (argparse prints the usage block first);
+    the usage is a --help away. Subcommands' parsers are of the same class."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="tinymnist: tiny CNNs on MNIST, gated.")
+    p = _Parser(prog=PROG, description="tinymnist: tiny CNNs on MNIST, gated.")
     p.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     for name in NAMES:
@@ -55,28 +63,42 @@ def _exit_at_once(signum, frame) -> None:
     # a fresh clone, 5 and 4 of 24 interrupts in the first second (two runs) ended as exit 3 (numpy left
     # half-imported, then a RecursionError) or as a death by SIGINT after the message was printed (-2);
     # `python -m tools.interrupts` measures it (24 of 24 end with 130 since).
-    print("\ninterrupted; no result was being written", file=sys.stderr)
+    print(f"\ninterrupted; no result was being written{_again}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED)
 
 
+_running = False  # a command is running in this process
+# What an interrupt before a command's own handlers prints to go on: a train interrupted while it reads the data
+# (seconds to minutes, before any seed starts) is continued by the resume command, as one interrupted later is.
+_again = ""
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _running, _again
+    if _running:
+        # User code (a builder pointed at tinymnist.cli:main, a plugin) called the command line from inside a
+        # command: it would parse this process's argv again and recurse. Raised, so the user code's fence names it.
+        raise RuntimeError("tinymnist's command line was called from inside a tinymnist command; it cannot nest")
     try:
         previous = {s: signal.signal(s, _exit_at_once) for s in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread (an embedding application): leave its signals alone
         previous = {}
+    _running = True
     try:
         return _main(argv)
     except KeyboardInterrupt as e:  # raised by code, or by a command's own handler after it restored ours
-        print("\ninterrupted; no result was being written", file=sys.stderr)
+        print(f"\ninterrupted; no result was being written{_again}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     finally:
+        _running, _again = False, ""
         for s, h in previous.items():
             signal.signal(s, h)
 
 
 def _main(argv: list[str] | None) -> int:
+    global _again
     from tinymnist.threads import prepare_process
 
     prepare_process()  # before torch is imported: its OpenMP threads read the wait policy once, at start
@@ -97,6 +119,10 @@ def _main(argv: list[str] | None) -> int:
             return int(e.code or 0)
         args._argv = argv
         name = args.command
+        if name == "train":
+            from tinymnist.commands._args import resume_command
+
+            _again = f". Resume with: {resume_command(argv)}"
         command = importlib.import_module(f"tinymnist.commands.{args.command}")
         return command.run(args)
     except UserError as e:

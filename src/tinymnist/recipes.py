@@ -514,6 +514,8 @@ def from_table(table: dict, where: str) -> Recipe:
             f"fields {', '.join(TUNABLE)}"
         )
     name = table.get("name")
+    if name is None:
+        raise RecipeError(f'{where}: no name; add a line name = "my-recipe", the results folder OUT/my-recipe/')
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise RecipeError(
             f"{where}: name {name!r} must be a folder name of letters, digits, '.', '_' or '-' (no '/', not "
@@ -576,12 +578,26 @@ def plugin_recipes() -> dict:
 def resolve_recipe(spec: str) -> Recipe:
     """``--recipe SPEC``: a TOML file, an installed plugin's recipe name, or an import path ``pkg.mod:obj``.
     A plugin or import path gives a Recipe, a table in the file's schema, or a callable returning either."""
+    recipe = _resolve(spec)
+    e = recipe.expect
+    # A gate over more epochs than the recipe trains can only fail ("12 epochs, the last-15 check needs at
+    # least 15"): the recipe's own fault, said before any data is read. Judged on the recipe as written: a run
+    # cut short on the command line (--epochs 2, a dry run) is the user's choice, and its verdict says so.
+    if e.min_last_k is not None and e.last_k > recipe.epochs:
+        raise RecipeError(
+            f"{spec}: expect.last_k={e.last_k} is more than its {recipe.epochs} epochs, a gate that can only fail; "
+            "lower last_k or train more epochs"
+        )
+    return recipe
+
+
+def _resolve(spec: str) -> Recipe:
     path = Path(spec)
     if spec.endswith(".toml") or path.exists():
         return load_recipe_file(path)
     if spec in BUILTIN_KEYS:
         return BUILTIN_KEYS[spec]
-    from tinymnist.models.registry import USER_CODE_ERRORS, said
+    from tinymnist.models.registry import load_plugin, user_code
 
     if ":" in spec:
         from tinymnist.models.registry import _import_object
@@ -596,19 +612,10 @@ def resolve_recipe(spec: str) -> Recipe:
                 "file, a recipe name or an import path package.module:object"
             )
         where = f"recipe {spec!r} (plugin {ep.value})"
-        try:
-            obj = ep.load()
-        except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
-            raise
-        except USER_CODE_ERRORS as e:
-            raise RecipeError(f"{where} cannot be loaded: {said(e)}") from None
+        obj = load_plugin(ep, lambda s: RecipeError(f"{where} cannot be loaded: {s}"))
     if callable(obj) and not isinstance(obj, Recipe):
-        try:
+        with user_code(lambda s: RecipeError(f"{where}: calling it raised {s}")):
             obj = obj()
-        except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
-            raise
-        except USER_CODE_ERRORS as e:
-            raise RecipeError(f"{where}: calling it raised {said(e)}") from None
     if isinstance(obj, Recipe):
         if obj.key in BUILTIN_KEYS and obj != BUILTIN_KEYS[obj.key]:
             raise RecipeError(f"{where}: its key {obj.key!r} is a built-in recipe's; give it a name of its own")

@@ -48,6 +48,14 @@ class OutputError(UserError, OSError):
         return f"{self.path}: cannot write here ({self.strerror}); choose another output path"
 
 
+def dangling_link(path: str | os.PathLike) -> str:
+    """Why an output path cannot be written: a symlink to nothing, through which a write would make a file
+    elsewhere (the independent sweep of issue 30); "" for any other path. Every writer asks this one place."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"a symlink to {os.path.realpath(path)}, which does not exist"
+    return ""
+
+
 def refuse_non_files(paths: Sequence[Path]) -> None:
     """Before anything is written or moved (and by a command before the first of several files): a target
     that exists and is not a regular file (a folder, a FIFO, a device) is the user's, never swapped aside
@@ -55,10 +63,8 @@ def refuse_non_files(paths: Sequence[Path]) -> None:
     import stat
 
     for path in paths:
-        if os.path.islink(path) and not os.path.exists(path):
-            raise OutputError(
-                path, f"a symlink to {os.path.realpath(path)}, which does not exist, stands here; nothing was written"
-            )
+        if dangling_link(path):
+            raise OutputError(path, f"{dangling_link(path)}, stands here; nothing was written")
         try:
             mode = os.stat(path).st_mode
         except FileNotFoundError:
@@ -75,10 +81,9 @@ def _through_link(path: Path) -> Path:
     kept; a link to nothing is refused, never replaced by a file (the independent sweep of issue 30)."""
     if not path.is_symlink():
         return path
-    target = Path(os.path.realpath(path))
-    if not target.exists():
-        raise OutputError(path, f"a symlink to {target}, which does not exist, stands here; nothing was written")
-    return target
+    if dangling_link(path):
+        raise OutputError(path, f"{dangling_link(path)}, stands here; nothing was written")
+    return Path(os.path.realpath(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -253,12 +258,42 @@ def git_sha() -> str:
     if not sha:
         return "unknown"
     try:
-        dirty = _git("status", "--porcelain", "--untracked-files=no") or _git(
-            "status", "--porcelain", "--untracked-files=all", "--", ":(top)*.py", ":(top)*.toml"
+        dirty = (
+            _git("status", "--porcelain", "--untracked-files=no")
+            or _git("status", "--porcelain", "--untracked-files=all", "--", ":(top)*.py", ":(top)*.toml")
+            or _imported_but_not_committed()
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
+
+
+def _imported_but_not_committed() -> list[str]:
+    """Modules this process imported from inside the checkout that git does not track: a model module git
+    ignores (``*.py`` in .gitignore, a scratch folder) is code the run used and no commit holds. Installed
+    packages are not the checkout's code, even where the environment lives in it (.tox, .venv)."""
+    import site
+    import sys
+    import sysconfig
+
+    top = _git("rev-parse", "--show-toplevel")
+    if not top:
+        return []
+    installed = {sys.prefix, sys.base_prefix, *site.getsitepackages(), *sysconfig.get_paths().values()}
+    roots = [os.path.realpath(p) + os.sep for p in installed if p]
+    top = os.path.realpath(top) + os.sep
+    files = set()
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__file__", None)
+        if not isinstance(name, str) or not os.path.isabs(name):  # torch._classes says "_classes.py": no file
+            continue
+        path = os.path.realpath(name)
+        if path.startswith(top) and not any(path.startswith(r) for r in roots) and "site-packages" not in path:
+            files.add(path)
+    if not files:
+        return []
+    tracked = _git("ls-files", "--full-name", "-z", "--", *sorted(files)).split("\0")
+    return sorted(f for f in files if os.path.relpath(f, top) not in tracked)
 
 
 MAX_JSON_BYTES = 64 << 20  # a results file is a few kB; anything near this is not one (or is /dev/zero)

@@ -103,8 +103,16 @@ def _below(value: float, bar: float) -> str:
     return f"{value:.{n}f} < {bar:.{n}f}"
 
 
-def accuracy_reasons(expect: Expectation, who: str, params: int, test_acc: Sequence[float]) -> list[str]:
-    """The per-seed checks of the gate on a run's numbers: the parameter budget and the accuracy thresholds."""
+def split_of(run: RunResult) -> str:
+    """Which images a run's accuracies are on, as messages name them: "validation" under ``--on val``."""
+    return "validation" if run.extra.get("judged_on") == "val" else "test"
+
+
+def accuracy_reasons(
+    expect: Expectation, who: str, params: int, test_acc: Sequence[float], split: str = "test"
+) -> list[str]:
+    """The per-seed checks of the gate on a run's numbers: the parameter budget and the accuracy thresholds,
+    on the ``split`` the figures are from (``split_of``)."""
     reasons: list[str] = []
     if expect.max_params is not None and params >= expect.max_params:
         reasons.append(f"{who}: {params:,} parameters, must be fewer than {expect.max_params:,}")
@@ -113,7 +121,7 @@ def accuracy_reasons(expect: Expectation, who: str, params: int, test_acc: Seque
             reasons.append(f"{who}: no epoch finished, no accuracy to check")
         return reasons
     if expect.min_best_test is not None and max(test_acc) < expect.min_best_test:
-        reasons.append(f"{who}: best test accuracy {_below(max(test_acc), expect.min_best_test)}")
+        reasons.append(f"{who}: best {split} accuracy {_below(max(test_acc), expect.min_best_test)}")
     if expect.min_last_k is not None:
         k = expect.last_k
         if len(test_acc) < k:
@@ -122,11 +130,11 @@ def accuracy_reasons(expect: Expectation, who: str, params: int, test_acc: Seque
         for i, acc in enumerate(test_acc[-k:], start=first):
             if acc < expect.min_last_k:
                 reasons.append(
-                    f"{who}: epoch {i} test accuracy {_below(acc, expect.min_last_k)} "
+                    f"{who}: epoch {i} {split} accuracy {_below(acc, expect.min_last_k)} "
                     f"(each of the last {k} epochs must reach it)"
                 )
     if expect.min_final is not None and test_acc[-1] < expect.min_final:
-        reasons.append(f"{who}: final test accuracy {_below(test_acc[-1], expect.min_final)}")
+        reasons.append(f"{who}: final {split} accuracy {_below(test_acc[-1], expect.min_final)}")
     return reasons
 
 
@@ -170,7 +178,7 @@ def run_reasons(run: RunResult, expect: Expectation, smoke: bool = False) -> lis
             replace(expect, min_best_test=None, min_last_k=None, min_final=None), who, run.params, []
         )
     else:
-        reasons += accuracy_reasons(expect, who, run.params, run.test_acc)
+        reasons += accuracy_reasons(expect, who, run.params, run.test_acc, split_of(run))
     return reasons
 
 
@@ -207,8 +215,9 @@ def judge(
             failed.append(r.seed)
             # Under the population rule a seed's accuracy below its own bar is a note; what fails any run
             # (not completed, a non-finite figure, the budget) still fails the step.
-            accuracy = set(accuracy_reasons(expect, f"{r.label} seed {r.seed}", r.params, r.test_acc)) - set(
-                accuracy_reasons(_budget_only(expect), f"{r.label} seed {r.seed}", r.params, r.test_acc)
+            who, split = f"{r.label} seed {r.seed}", split_of(r)
+            accuracy = set(accuracy_reasons(expect, who, r.params, r.test_acc, split)) - set(
+                accuracy_reasons(_budget_only(expect), who, r.params, r.test_acc, split)
             )
             if population and r.status == "completed":
                 notes += [x for x in rs if x in accuracy]
@@ -229,12 +238,15 @@ def judge(
     if not smoke and rule != "share" and expect.min_mean_final is not None:
         finals = [r.test_acc[-1] for r in runs if r.epochs]
         if len(finals) < len(runs):
-            reasons.append(f"{step}: mean final test accuracy needs every run to have finished an epoch")
+            reasons.append(f"{step}: mean final {split_of(runs[0])} accuracy needs every run to have finished an epoch")
         elif finals:
             m = sum(finals) / len(finals)
             if not m >= expect.min_mean_final - EPS:  # `not >=` so that nan fails too
                 n, bar = _places(m, expect.min_mean_final), expect.min_mean_final
-                reasons.append(f"{step}: mean final test accuracy {m:.{n}f} over seeds {sorted(present)} < {bar:.{n}f}")
+                split = split_of(runs[0])
+                reasons.append(
+                    f"{step}: mean final {split} accuracy {m:.{n}f} over seeds {sorted(present)} < {bar:.{n}f}"
+                )
     return Verdict(not reasons, tuple(reasons), tuple(failed), smoke, missing, len(runs), rule, tuple(notes))
 
 

@@ -205,11 +205,13 @@ def writable_file(text: str) -> str:
     proved writable now, so that a bad path fails before minutes of training, not after them."""
     import os
 
+    from tinymnist.results import dangling_link
+
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file path")
-    if path.is_symlink() and not path.exists():  # written through, a link to nothing would make a file elsewhere
-        raise argparse.ArgumentTypeError(f"{text}: a symlink to nothing; give a file path, or a link to a file")
+    if dangling_link(path):
+        raise argparse.ArgumentTypeError(f"{text}: {dangling_link(path)}; give a file path, or a link to a file")
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -267,3 +269,36 @@ def shell_join(words) -> str:
         return shlex.quote(word)
 
     return " ".join(quote(str(w)) for w in words)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that was run, shell-quoted, plus --resume: the same run, continued, by the interpreter that
+    ran it (a bare `python` may be another one, without tinymnist)."""
+    import sys
+
+    return shell_join([sys.executable, "-m", "tinymnist", *argv, *([] if "--resume" in argv else ["--resume"])])
+
+
+def list_plugins(command: str, broken_is: str, plugins: dict, line, blanks: str) -> int:
+    """``models`` and ``recipes``: each installed plugin on its own line (``line(name, entry_point)``). A broken
+    one is named on its line with its error, the others still list, and the command then fails (exit 2) naming
+    every broken one, e.g. "plugin model(s) that cannot be built"."""
+    import sys
+
+    from tinymnist.errors import EXIT_OK, EXIT_USAGE, UserError
+
+    broken = []
+    for name, ep in sorted(plugins.items()):
+        try:
+            print(line(name, ep))
+        except UserError as e:  # a plugin that cannot load, or whose model cannot be built
+            print(f"{name:16s} {blanks}  plugin {ep.value}: {e}")
+            broken.append(f"{name} ({ep.value})")
+    if not broken:
+        return EXIT_OK
+    print(
+        f"tinymnist {command}: error: {broken_is}: {', '.join(broken)}; fix or uninstall the package that "
+        "provides them",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE

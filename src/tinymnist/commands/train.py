@@ -482,10 +482,7 @@ def seed_text(seeds: list[int]) -> str:
     return str(seeds)
 
 
-def resume_command(argv: list[str]) -> str:
-    """The command that was run, shell-quoted, plus --resume: the same run, continued, by the interpreter that
-    ran it (a bare `python` may be another one, without tinymnist)."""
-    return _args.shell_join([sys.executable, "-m", "tinymnist", *argv, *([] if "--resume" in argv else ["--resume"])])
+resume_command = _args.resume_command
 
 
 __all__ = ["add_parser", "run", "DEFAULT_POPULATION", "resume_command"]

@@ -41,7 +41,19 @@ class Job:
 
 
 def jobs_json(jobs: Sequence[Job]) -> str:
-    """``--list-jobs``: the jobs as JSON, one object each, in a fixed order."""
+    """``--list-jobs``: the jobs as JSON, one object each, in a fixed order. JSON carries Unicode text only: a
+    path that is not UTF-8 (held as surrogate escapes) would reach a scheduler as another name (U+FFFD), so it
+    is refused, named (issue 30, cause 13)."""
+    for job in jobs:
+        for text in (job.cwd, job.result, job.log, *job.argv, *job.env.values()):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                raise UsageError(
+                    f"--list-jobs: '{shown}' is not UTF-8, and a JSON job list carries only UTF-8 text; "
+                    "give --out (and the data folder) UTF-8 names"
+                ) from None
     return json.dumps([j.to_dict() for j in jobs], indent=2)
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 
 import torch
@@ -74,6 +75,19 @@ def said(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"
 
 
+@contextmanager
+def user_code(error: Callable[[str], UserError]) -> Iterator[None]:
+    """Run user code (a plugin's import, a builder, a model's methods, a recipe's callable): whatever it raises
+    but Ctrl-C and SIGTERM becomes ``error(said(e))``, one line naming the user's code (exit 2), never a
+    traceback from inside it and never its exit code. The one place this rule is written."""
+    try:
+        yield
+    except (KeyboardInterrupt, UserError):  # Ctrl-C (and SIGTERM), or already one line that names the fault
+        raise
+    except USER_CODE_ERRORS as e:
+        raise error(said(e)) from None
+
+
 def is_import_path(name: str) -> bool:
     return ":" in name
 
@@ -82,25 +96,21 @@ def _import_object(path: str, what: str):
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise ModelError(f"{what} {path!r}: write an import path as package.module:callable")
-    try:
-        obj = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise ModelError(
-            f"{what} {path!r}: module {e.name!r} not found; install it or add its folder to PYTHONPATH"
-        ) from None
-    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
-        raise
-    except USER_CODE_ERRORS as e:  # the user's module raised while importing: name it, not where inside it broke
-        raise ModelError(f"{what} {path!r}: importing {module_name} failed ({said(e)})") from None
-    for part in attr.split("."):
+    # The user's module raised while importing: name it, not where inside it broke.
+    with user_code(lambda s: ModelError(f"{what} {path!r}: importing {module_name} failed ({s})")):
         try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ModelError(f"{what} {path!r}: {module_name} has no attribute {attr!r}") from None
-        except KeyboardInterrupt:
-            raise
-        except USER_CODE_ERRORS as e:  # a module's own __getattr__ is user code too
-            raise ModelError(f"{what} {path!r}: looking up {attr!r} raised {said(e)}") from None
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            raise ModelError(
+                f"{what} {path!r}: module {e.name!r} not found; install it or add its folder to PYTHONPATH"
+            ) from None
+    for part in attr.split("."):
+        # A module's own __getattr__ is user code too.
+        with user_code(lambda s: ModelError(f"{what} {path!r}: looking up {attr!r} raised {s}")):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise ModelError(f"{what} {path!r}: {module_name} has no attribute {attr!r}") from None
     return obj
 
 
@@ -119,17 +129,25 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
                 f"unknown model {name!r}; registered: {', '.join(list_models())}; or give an import path "
                 "package.module:callable"
             )
-        try:
-            builder = ep.load()
-        except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
-            raise
-        except USER_CODE_ERRORS as e:  # a broken plugin is named in one line, and only here, where it is used
-            raise ModelError(
-                f"model {name!r} (plugin {ep.value}, from {_dist(ep)}) cannot be loaded: {said(e)}"
-            ) from None
+        # A broken plugin is named in one line, and only here, where it is used.
+        builder = load_plugin(
+            ep, lambda s: ModelError(f"model {name!r} (plugin {ep.value}, from {_dist(ep)}) cannot be loaded: {s}")
+        )
     if not callable(builder):
         raise ModelError(f"model {name!r}: {type(builder).__name__} is not callable; point it at a builder")
     return builder
+
+
+def load_plugin(ep: metadata.EntryPoint, error: Callable[[str], UserError]):
+    """The object an installed plugin's entry point names, its module imported as user code (``user_code``).
+    A value that is not ``module:object`` would fail inside importlib with an AttributeError about None."""
+    if not ep.pattern.match(ep.value):
+        raise error(
+            f"its entry point {ep.name} = {ep.value!r} (group {ep.group}) is not module:object; fix the package's "
+            "[project.entry-points] and reinstall it"
+        )
+    with user_code(error):
+        return ep.load()
 
 
 def _dist(ep: metadata.EntryPoint) -> str:
@@ -140,34 +158,33 @@ def _dist(ep: metadata.EntryPoint) -> str:
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build model ``name`` with ``kwargs`` and check that it is a module mapping (2, 1, 28, 28) to (2, 10)."""
     builder = get_builder(name)
-    try:
+    with user_code(lambda s: ModelError(f"model {name!r} with model_kwargs {kwargs}: its builder raised {s}")):
         model = builder(**kwargs)
-    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
-        raise
-    except USER_CODE_ERRORS as e:
-        raise ModelError(f"model {name!r} with model_kwargs {kwargs}: its builder raised {said(e)}") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {name!r}: its builder returned a {type(model).__name__}, not a torch.nn.Module")
     check_shape(model, name)
+    # A module may override parameters(): every later count and optimizer calls it, so it is tried here, once.
+    with user_code(lambda s: ModelError(f"model {name!r}: its parameters() raised {s}")):
+        count_params(model)
     return model
 
 
 def check_shape(model: nn.Module, name: str) -> None:
     """One forward pass of two blank images in eval mode (no statistics touched): logits must be (2, 10)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(torch.zeros(2, *INPUT_SHAPE))
-    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM) is the user's, never the code's fault
-        raise
-    except USER_CODE_ERRORS as e:  # e.g. a feature map smaller than a kernel
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise ModelError(
-            f"model {name!r} cannot run on a (2, 1, 28, 28) batch ({type(e).__name__}: {first[:200]}); check its sizes"
-        ) from None
-    finally:
-        model.train(was_training)
+
+    # e.g. a feature map smaller than a kernel; a torch error's first line is enough.
+    def error(s: str) -> ModelError:
+        first = s.splitlines()[0] if s else ""
+        return ModelError(f"model {name!r} cannot run on a (2, 1, 28, 28) batch ({first[:200]}); check its sizes")
+
+    with user_code(error):
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(torch.zeros(2, *INPUT_SHAPE))
+        finally:
+            model.train(was_training)
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if shape != (2, NUM_CLASSES):
         raise ModelError(f"model {name!r}: a (2, 1, 28, 28) batch gives {shape}, not (2, {NUM_CLASSES}) logits")
