@@ -303,3 +303,17 @@ def test_the_training_benchmark_takes_a_users_recipe(mnist_root, tmp_path):
     (bench,) = json.loads(out.read_text())["benchmarks"]
     assert bench["extra_info"]["recipe"] == "mine" and bench["extra_info"]["batch"] == 32
     assert bench["stats"]["median"] > 0
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    """`tinymnist models | head -1` was an internal error (exit 3, a crash file): a BrokenPipeError."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "tinymnist", "train", "--step", "4", "--seeds", "0-999", "--list-jobs"]
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout.readline() == b"[\n"
+    proc.stdout.close()  # as head does once it has its lines
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == b"", err

@@ -19,6 +19,7 @@ from tinymnist.commands import NAMES
 from tinymnist.errors import (
     EXIT_GATE,
     EXIT_INTERRUPTED,
+    EXIT_PIPE,
     EXIT_TERMINATED,
     EXIT_USAGE,
     GateFailed,
@@ -140,5 +141,24 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         raise
+    except BrokenPipeError as e:
+        if not _stdout_gone():  # another pipe (a subprocess's): a bug, below
+            return internal_error(PROG, name, e)
+        # `tinymnist models | head -2`: the reader has all it wanted. Quiet, as a command SIGPIPE ends; stdout
+        # goes to /dev/null so that the interpreter's last flush cannot fail again on the way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except Exception as e:  # a bug, not a verdict: exit 3, one line, the traceback kept in a file
         return internal_error(PROG, name, e)
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll says POLLERR on its write end)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout (captured by a test)
+        return False

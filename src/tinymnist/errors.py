@@ -9,7 +9,8 @@ missing dependency (one line naming the argument, file or package, and the fix);
 and the path of the saved traceback); 4 (bisect) BAD is not shown to be a regression of GOOD; 5 (bisect)
 skipped commits leave the first bad commit undecided; 6 a job died outside tinymnist's control (killed, out of
 memory, a time limit, a node lost, cancelled: each named by recipe and seed; rerun with --resume to finish);
-130 interrupted by Ctrl-C; 143 by SIGTERM. A crash is never 1. A bisect that names the first bad commit ends
+130 interrupted by Ctrl-C; 143 by SIGTERM; 141 the reader of its output went away (``| head``), quietly, as
+a command killed by SIGPIPE. A crash is never 1. A bisect that names the first bad commit ends
 with 0: finding it is what it was asked to do.
 """
 
@@ -23,6 +24,7 @@ EXIT_NO_REGRESSION = 4
 EXIT_UNDECIDED = 5
 EXIT_JOB_DIED = 6
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141
 EXIT_TERMINATED = 143
 
 
