@@ -196,6 +196,55 @@ class NoParameters(nn.Module):
 
 def no_params(**kw):
     return NoParameters()
+
+
+class Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+class ExitsInTraining(Linear):  # sys.exit(0) in a training forward was exit 0 and no output: a silent pass
+    def forward(self, x):
+        if self.training:
+            import sys
+            sys.exit(0)
+        return super().forward(x)
+
+
+class TupleInTraining(Linear):
+    def forward(self, x):
+        out = super().forward(x)
+        return (out, out) if self.training else out
+
+
+class SaveRaises(Linear):
+    def state_dict(self, *args, **kwargs):
+        raise ValueError("cannot save me")
+
+
+def exits_in_training(**kw):
+    return ExitsInTraining()
+
+
+def tuple_in_training(**kw):
+    return TupleInTraining()
+
+
+class IntLogits(Linear):
+    def forward(self, x):
+        return super().forward(x).long()
+
+
+def int_logits(**kw):
+    return IntLogits()
+
+
+def save_raises(**kw):
+    return SaveRaises()
 """
 
 
@@ -215,6 +264,10 @@ def no_params(**kw):
         ('name = "x"\nmodel = "usermod:no_params"\n', "its parameters() raised Boom: no parameters here"),
         # The command line given as a model would parse this process's argv again, and again (a RecursionError).
         ('name = "x"\nmodel = "tinymnist.cli:main"\n', "command line was called from inside a tinymnist command"),
+        # What training needs of a model, tried before the data is read (each was exit 0, 3 or 7 after it).
+        ('name = "x"\nmodel = "usermod:exits_in_training"\n', "cannot train: in training mode it raised SystemExit: 0"),
+        ('name = "x"\nmodel = "usermod:tuple_in_training"\n', "in training mode a (4, 1, 28, 28) batch gives tuple"),
+        ('name = "x"\nmodel = "usermod:int_logits"\n', "its logits are torch.int64; training needs floating-point"),
         ('name = "x"\n[expect]\nmin_acc = 99\n', "[expect] has unknown key 'min_acc'"),
         ('name = "x"\nseeds = [1, 1]\n', "must be a non-empty list of distinct seeds"),
         ('name = "x"\nmodel = "nosuchmod:build"\n', "module 'nosuchmod' not found"),
@@ -305,3 +358,19 @@ def test_a_plugin_whose_entry_point_is_not_an_import_path_is_named(tmp_path):
         assert "is not module:object; fix the package's [project.entry-points]" in done.stderr, done.stderr
         assert "NoneType" not in done.stderr
         assert not any((tmp_path / "o").rglob("*.json"))
+
+
+def test_an_error_raised_in_the_users_code_while_training_is_theirs_not_an_internal_error(tmp_path, mnist_root):
+    (tmp_path / "usermod.py").write_text(USER_MODULE)
+    recipe = recipe_file(tmp_path, 'name = "x"\nmodel = "usermod:save_raises"\n')
+    done = tm(
+        ["train", "--recipe", str(recipe), "--seeds", "0", "--dry-run", "--out", str(tmp_path / "o")],
+        tmp_path,
+        tmp_path,
+        mnist_root=mnist_root,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert (
+        f"user code at {tmp_path / 'usermod.py'}:" in done.stderr
+        and "(state_dict) raised ValueError: cannot save me" in done.stderr
+    )

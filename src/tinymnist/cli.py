@@ -124,6 +124,10 @@ def _main(argv: list[str] | None) -> int:
             from tinymnist.commands._args import resume_command
 
             _again = f". Resume with: {resume_command(argv)}"
+        elif name in ("bisect", "sweep"):  # each keeps what finished; the same command goes on from there
+            from tinymnist.commands._args import shell_join
+
+            _again = f". Continue with: {shell_join([sys.executable, '-m', 'tinymnist', *argv])}"
         command = importlib.import_module(f"tinymnist.commands.{args.command}")
         return command.run(args)
     except UserError as e:
@@ -132,24 +136,44 @@ def _main(argv: list[str] | None) -> int:
     except GateFailed as e:
         print(f"GATE FAILED: {e}", file=sys.stderr)
         return EXIT_GATE
-    except ImportError as e:  # a dependency missing or broken (also while parsing): the environment's fault
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:
+        return _failed(name, e)
+
+
+def _failed(name: str, e: BaseException) -> int:
+    """What no command handled. Raised in the user's code (a model's forward, a module they wrote): exit 2 naming
+    it. Anything but an Exception (SystemExit, GeneratorExit) is only ever raised by user code here: our
+    commands return their codes, so a user's sys.exit(0) in a forward pass must not end tinymnist with 0, a
+    silent pass. Otherwise a missing dependency (exit 2), a closed stdout (141) or a bug of ours (exit 3)."""
+    from tinymnist.errors import user_code_at
+
+    where = user_code_at(e)
+    if where or not isinstance(e, Exception):
+        try:
+            text = str(e)
+        except BaseException:  # noqa: BLE001 (the user's __str__ may raise anything, sys.exit included)
+            text = "(its message cannot be shown: its __str__ raised)"
+        print(
+            f"{PROG} {name}: error: user code{' at ' + where if where else ''} raised {type(e).__name__}: "
+            f"{text.splitlines()[0] if text else ''}; fix it (a model's or plugin's code, not tinymnist's)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if isinstance(e, ImportError):  # a dependency missing or broken (also while parsing): the environment's fault
         missing = e.name or str(e)
         print(
             f"{PROG} {name}: error: cannot import {missing} ({e}); reinstall it: pip install 'tinymnist[all]'",
             file=sys.stderr,
         )
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        raise
-    except BrokenPipeError as e:
-        if not _stdout_gone():  # another pipe (a subprocess's): a bug, below
-            return internal_error(PROG, name, e)
+    if isinstance(e, BrokenPipeError) and _stdout_gone():  # not another pipe (a subprocess's): that is a bug
         # `tinymnist models | head -2`: the reader has all it wanted. Quiet, as a command SIGPIPE ends; stdout
         # goes to /dev/null so that the interpreter's last flush cannot fail again on the way out.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PIPE
-    except Exception as e:  # a bug, not a verdict: exit 3, one line, the traceback kept in a file
-        return internal_error(PROG, name, e)
+    return internal_error(PROG, name, e)  # a bug, not a verdict: exit 3, one line, the traceback kept in a file
 
 
 def _stdout_gone() -> bool:

@@ -77,3 +77,28 @@ def require(module: str, command: str) -> None:
     if importlib.util.find_spec(module) is None:
         extra = EXTRAS.get(module, "all")
         raise UsageError(f"{command} needs {module}, which is not installed: pip install 'tinymnist[{extra}]'")
+
+
+def user_code_at(error: BaseException) -> str:
+    """``mynet.py:12 (forward)``: the innermost frame of ``error``'s traceback that is the user's code (neither
+    tinymnist, nor the standard library, nor an installed package), or "" if none is. An error raised there (a
+    model's forward or state_dict, a module the user wrote) is the user's to fix: exit 2 naming it, not an
+    internal error of tinymnist's (the third independent sweep of issue 30)."""
+    import os
+    import sysconfig
+    import traceback
+
+    ours = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    libraries = {
+        os.path.realpath(p) + os.sep
+        for k, p in sysconfig.get_paths().items()
+        if k in ("stdlib", "platstdlib", "purelib", "platlib")
+    }
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        path = os.path.realpath(frame.filename)
+        if frame.filename.startswith("<") or path.startswith(ours) or any(path.startswith(x) for x in libraries):
+            continue
+        if "site-packages" in path or "dist-packages" in path:
+            continue
+        return f"{frame.filename}:{frame.lineno} ({frame.name})"
+    return ""

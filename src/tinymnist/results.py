@@ -468,6 +468,10 @@ class RunResult:
             raise ValueError(f"field {unknown[0]} is not a results field")
         if d["status"] not in STATUSES:
             raise ValueError(f"field status is {d['status']!r}, not one of {', '.join(STATUSES)}")
+        # A torch device type ("cpu", "cuda"): it becomes a folder name in the history store, so "../x" would
+        # file a run outside the store (the third independent sweep of issue 30).
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,15}", d["device"]):
+            raise ValueError(f"field device is {d['device']!r}, not a device type such as 'cpu' or 'cuda'")
         for name, low in _AT_LEAST.items():  # counts and times that parse but cannot be (issue 30, cause 14)
             v = d.get(name)
             if v is not None and not (math.isfinite(v) and v >= low):
@@ -483,6 +487,12 @@ class RunResult:
             for name, low in _EPOCH_AT_LEAST.items():
                 if not (math.isfinite(e[name]) and e[name] >= low):
                     raise ValueError(f"epochs[{i}].{name} is {e[name]!r}, not a number >= {low}")
+            if d["status"] == "completed":  # a non-finite loss ends a run as diverged: in a completed one, damage
+                for name in ("train_loss", "train_acc", "test_loss", "test_acc", *_EPOCH_OPTIONAL):
+                    if e.get(name) is not None and not math.isfinite(e[name]):
+                        raise ValueError(
+                            f"epochs[{i}].{name} is {e[name]!r} in a completed run (only a diverged one has it)"
+                        )
             for name in ("train_acc", "test_acc", "val_acc"):
                 # NaN is recorded (a diverged run) and judged as non-finite; a number outside 0-100 is no
                 # accuracy at all, and must not pass silently.

@@ -70,7 +70,9 @@ def said(e: BaseException) -> str:
     """``SystemExit: 0``: a user exception in words, even one whose own ``__str__`` raises."""
     try:
         text = str(e)
-    except Exception:
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # a __str__ that raises SystemExit(0) must not end tinymnist with 0
         text = "(its message cannot be shown: its __str__ raised)"
     return f"{type(e).__name__}: {text}"
 
@@ -165,8 +167,30 @@ def create_model(name: str, **kwargs) -> nn.Module:
     check_shape(model, name)
     # A module may override parameters(): every later count and optimizer calls it, so it is tried here, once.
     with user_code(lambda s: ModelError(f"model {name!r}: its parameters() raised {s}")):
-        count_params(model)
+        trainable = count_params(model)
+    if trainable:  # a model with nothing to train is named by the recipe check, in its own words
+        check_training(model, name)
     return model
+
+
+def check_training(model: nn.Module, name: str) -> None:
+    """What training needs of the logits, tried on a copy in training mode with a batch of 4 (not the 2 of
+    ``check_shape``): (4, 10), floating point, and depending on the parameters. A model that meets the eval
+    check but not these failed minutes later, after the data was read, as an internal error (exit 3) deep in
+    torch (the third independent sweep of issue 30: a tuple in training mode, int64 logits, a fixed batch size,
+    logits without a gradient)."""
+    import copy
+
+    with user_code(lambda s: ModelError(f"model {name!r} cannot train: in training mode it raised {s}")):
+        probe = copy.deepcopy(model).train()
+        out = probe(torch.zeros(4, *INPUT_SHAPE))
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != (4, NUM_CLASSES):
+        raise ModelError(f"model {name!r}: in training mode a (4, 1, 28, 28) batch gives {shape}, not (4, 10) logits")
+    if not out.is_floating_point():
+        raise ModelError(f"model {name!r}: its logits are {out.dtype}; training needs floating-point logits")
+    if not out.requires_grad:
+        raise ModelError(f"model {name!r}: its logits do not depend on its parameters (no gradient reaches them)")
 
 
 def check_shape(model: nn.Module, name: str) -> None:
