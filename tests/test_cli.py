@@ -109,7 +109,7 @@ def test_unwritable_out_exits_2(tmp_path, capsys):
     blocker.write_text("")  # a folder cannot be made under a file, whoever runs the test (root too)
     assert main(["train", "--step", "4", "--out", str(blocker / "out")]) == 2
     err = capsys.readouterr().err
-    assert "cannot create or write this folder" in err and "choose another --out" in err
+    assert "argument --out:" in err and "cannot create or write this folder" in err and "choose another folder" in err
 
 
 # --- bad data: each broken file is built in a temporary folder ---------------------------------------
@@ -317,3 +317,13 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
     proc.stdout.close()  # as head does once it has its lines
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141 and err == b"", err
+
+
+def test_an_early_interrupt_of_a_bisect_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    import tinymnist.commands.bisect as bisect
+    from tests.conftest import interrupt_on_call
+
+    monkeypatch.setattr(bisect._args, "seed_list", interrupt_on_call(bisect._args.seed_list, 1))
+    assert main(["bisect", "a", "b", "--step", "2", "--store", str(tmp_path / "s")]) == 130
+    err = capsys.readouterr().err
+    assert "Continue with: " in err and err.rstrip().endswith(f"bisect a b --step 2 --store {tmp_path / 's'}")

@@ -77,6 +77,19 @@ def test_a_module_git_ignores_that_the_run_imports_makes_it_dirty(tmp_path, mnis
     assert recorded == {"kept_net": sha, "scratch_net": f"{sha}-dirty"}
 
 
+def test_a_checkout_of_tinymnist_that_ran_another_copy_of_it_is_dirty(tmp_path, mnist_root):
+    """The third independent sweep: in a clone of tinymnist at another commit, a run that imported the installed
+    tinymnist recorded the clone's commit, and history add filed it there."""
+    repo, _ = _repo(tmp_path / "repo")
+    (repo / "src" / "tinymnist").mkdir(parents=True)
+    (repo / "src" / "tinymnist" / "__init__.py").write_text("")  # this checkout's own (never imported) package
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a tinymnist checkout")
+    sha = _git(repo, "rev-parse", "--short=12", "HEAD")
+    done, recorded = _train(repo, mnist_root)
+    assert done.returncode == 0 and recorded == f"{sha}-dirty", done.stderr
+
+
 def test_outside_git_tinymnist_commit_names_the_code_and_history_accepts_it(tmp_path, mnist_root):
     plain = tmp_path / "plain"
     plain.mkdir()

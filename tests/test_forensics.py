@@ -410,6 +410,35 @@ def test_a_smoke_run_and_a_full_run_of_one_commit_are_two_configurations_not_a_c
         ("step4", "e1-train6000-test2000"),
         ("step4", "e15-train60000-test10000"),
     ]
+    # A dry run of as many images (a few batches an epoch) is a third configuration, never the subset run's.
+    dry = [replace(r, identity={**r.identity, "max_batches": 5}) for r in smoke]
+    assert len(add(write_results(tmp_path / "dry", dry), store).new) == 3
+    assert "e1-train6000-test2000-b5" in {p.name for p in (store / sha[:12]).iterdir()}
+    # HISTORY.json gives smoke runs no pass rate: their gate was not judged (HISTORY.md says so too).
+    from tinymnist.history import to_json
+
+    rows = {x["configuration"]: x["commits"][0] for x in json.loads(to_json(history(store, repo)))["series"]}
+    assert rows["e1-train6000-test2000"]["pass_rate"] is None and rows["e1-train6000-test2000"]["judged"] is False
+    assert rows["e15-train60000-test10000"]["pass_rate"] == [3, 3] and rows["e15-train60000-test10000"]["judged"]
+
+
+def test_a_results_file_cannot_file_a_run_outside_the_store(tmp_path, capsys):
+    """The third independent sweep: "device": "../../x" was a folder name, and history add wrote outside."""
+    folder, _ = _results(tmp_path, "r")
+    path = folder / "step2" / "seed0.json"
+    d = json.loads(path.read_text())
+    d["device"] = "../../../escaped"
+    path.write_text(json.dumps(d))
+    assert main(["history", "add", str(folder), "--store", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err
+    assert "seed0.json" in err and "field device is '../../../escaped'" in err
+    assert not (tmp_path / "escaped-unknown-1t").exists() and not any(tmp_path.parent.glob("escaped*"))
+
+
+def test_a_bisect_with_tinymnist_commit_set_is_refused_before_any_job(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TINYMNIST_COMMIT", "0123456789abcdef")
+    assert main(["bisect", "a", "b", "--step", "2", "--store", str(tmp_path / "s")]) == 2
+    assert "TINYMNIST_COMMIT is set, but a bisect records each commit's own hash" in capsys.readouterr().err
 
 
 def test_a_store_of_the_older_layout_is_still_read_and_not_filed_twice(tmp_path):

@@ -322,7 +322,13 @@ def to_json(series: Sequence[Series]) -> str:
                     "n": p.n,
                     "last_k_mean": lk.mean if lk else None,
                     "ci": [lk.ci_low, lk.ci_high] if lk else None,
-                    "pass_rate": [p.summary.pass_rate.k, p.summary.pass_rate.n] if p.summary else None,
+                    # a smoke run's gate is not judged: no pass rate, as HISTORY.md says "not judged"
+                    "pass_rate": (
+                        [p.summary.pass_rate.k, p.summary.pass_rate.n]
+                        if p.summary and not p.summary.verdict.smoke
+                        else None
+                    ),
+                    "judged": bool(p.summary and not p.summary.verdict.smoke),
                     # per machine: never one mean over CPUs of different speeds
                     "images_per_second": {m: v for m, v, _ in p.throughput},
                     "seeds_per_machine": {m: k for m, _, k in p.throughput},

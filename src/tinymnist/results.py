@@ -290,10 +290,18 @@ def _imported_but_not_committed() -> list[str]:
         path = os.path.realpath(name)
         if path.startswith(top) and not any(path.startswith(r) for r in roots) and "site-packages" not in path:
             files.add(path)
+    # A checkout of tinymnist itself whose run imported another copy (installed, or another worktree): the code
+    # that ran is not this commit's (the third independent sweep of issue 30).
+    import tinymnist
+
+    ours = os.path.realpath(tinymnist.__file__)
+    elsewhere = (
+        [ours] if not ours.startswith(top) and _git("ls-files", "--", ":(top,glob)**/tinymnist/__init__.py") else []
+    )
     if not files:
-        return []
+        return elsewhere
     tracked = _git("ls-files", "--full-name", "-z", "--", *sorted(files)).split("\0")
-    return sorted(f for f in files if os.path.relpath(f, top) not in tracked)
+    return elsewhere + sorted(f for f in files if os.path.relpath(f, top) not in tracked)
 
 
 MAX_JSON_BYTES = 64 << 20  # a results file is a few kB; anything near this is not one (or is /dev/zero)
@@ -531,14 +539,29 @@ STATUSES = ("completed", "diverged", "interrupted")
 _OPTIONAL = ("diverged_at", "schema_version", "extra", "identity", "population", "val_images")
 
 
-def config_folder(epochs: int, train_images: int, test_images: int, val_images: int = 0) -> str:
-    """``e15-train60000-test10000``: the folder of one configuration's runs (``-val10000`` with a split)."""
-    return f"e{epochs}-train{train_images}-test{test_images}" + (f"-val{val_images}" if val_images else "")
+def config_folder(
+    epochs: int, train_images: int, test_images: int, val_images: int = 0, max_batches: int | None = None
+) -> str:
+    """``e15-train60000-test10000``: the folder of one configuration's runs (``-val10000`` with a split,
+    ``-b5`` for a dry run's few batches an epoch)."""
+    return (
+        f"e{epochs}-train{train_images}-test{test_images}"
+        + (f"-val{val_images}" if val_images else "")
+        + (f"-b{max_batches}" if max_batches else "")
+    )
 
 
 def config_key(run: RunResult) -> str:
-    """What ``run`` trained on, as a folder name: the history store's key, and what ``compare`` checks."""
-    return config_folder(run.planned_epochs, run.train_images, run.test_images, run.val_images or 0)
+    """What ``run`` trained on, as a folder name: the history store's key, and what ``compare`` checks. A dry
+    run and a subset run of as many images are two configurations (the third independent sweep of issue 30)."""
+    batches = run.identity.get("max_batches")
+    return config_folder(
+        run.planned_epochs,
+        run.train_images,
+        run.test_images,
+        run.val_images or 0,
+        batches if isinstance(batches, int) and not isinstance(batches, bool) and batches > 0 else None,
+    )
 
 
 def result_path(out_dir: str | os.PathLike, key: str, seed: int, suffix: str = ".json") -> Path:

@@ -183,8 +183,9 @@ def _remove_stale_temporaries(out: Path, key: str, seed: int) -> None:
 def _write(what: str, path: Path, kept: str, fn: Callable[[], object]) -> None:
     try:
         fn()
-    except OSError as e:
-        raise RunnerError(f"{path}: cannot write the {what} ({e.strerror}); kept: {kept}") from None
+    except OSError as e:  # the file that failed, when the error names it (a pair has two: the weights may be it)
+        where = getattr(e, "path", None) or e.filename or path
+        raise RunnerError(f"{where}: cannot write the {what} ({e.strerror}); kept: {kept}") from None
 
 
 class _Member:

@@ -128,6 +128,12 @@ class Ranked:
     smoke: bool = False  # trained on a subset or cut short: the gate did not judge accuracy
     versus_top: AccuracyCheck | None = None  # compare's test of this candidate against the top one
 
+    @property
+    def k(self) -> int:
+        """How many last epochs the ranking figure averages: the gate's last_k, or every epoch of a shorter run."""
+        recipe = self.candidate.recipe
+        return min(recipe.expect.last_k, recipe.epochs)
+
 
 def rank(cands: Sequence[Candidate], runs_by_key: dict[str, list[RunResult]], seeds: Sequence[int]) -> list[Ranked]:
     """Candidates by their validation last-k mean, best first (unfinished ones last), each tested against
@@ -171,7 +177,7 @@ def _with(r: Ranked, check: AccuracyCheck) -> Ranked:
 
 def sweep_markdown(ranked: Sequence[Ranked], command: str, val_images: int, seeds: Sequence[int]) -> str:
     """SWEEP.md: the ranking table and what it can and cannot tell apart. Renders only."""
-    k = ranked[0].candidate.recipe.expect.last_k if ranked else 3
+    k = ranked[0].k if ranked else 3
     lines = [
         "# tinymnist sweep",
         "",

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from tinymnist.errors import UsageError
+from tinymnist.shell import shell_join
 
 MAX_SEEDS = 10_000  # seeds in one command, all ranges together: keep it to what anyone trains
 SEED_LIMIT = 2**32  # torch's CPU generator keeps 32 bits of a seed: 2**32 would replay seed 0
@@ -137,9 +138,10 @@ def shard(text: str) -> tuple[int, int]:
 
 
 def writable_dir(text: str) -> Path:
-    """Create the folder now and prove it writable, so a bad --out fails before minutes of training."""
+    """Create the folder now and prove it writable, so a bad --out fails before minutes of training. argparse
+    names the option (--out, --store) in front of the message, so the message names none."""
     try:
-        return writable_dir_for("--out", text)
+        return writable_dir_for("folder", text)
     except UsageError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -251,24 +253,6 @@ def thresholds(args, **given):
 
 def add_data_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./data)")
-
-
-def shell_join(words) -> str:
-    """``shlex.join``, except that a word that is not UTF-8 (surrogate escapes, as Python reads such a name) is
-    written as bash's ``$'r\\xe9s'``: pasted back, it names the same bytes, where the raw bytes printed to a UTF-8
-    terminal would come back as another name (issue 30, cause 13)."""
-    import shlex
-
-    def quote(word: str) -> str:
-        raw = word.encode("utf-8", "surrogateescape")
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            body = "".join(chr(b) if 32 <= b < 127 and b not in b"'\\" else f"\\x{b:02x}" for b in raw)
-            return f"$'{body}'"
-        return shlex.quote(word)
-
-    return " ".join(quote(str(w)) for w in words)
 
 
 def resume_command(argv: list[str]) -> str:

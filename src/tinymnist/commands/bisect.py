@@ -10,6 +10,7 @@ no worktree is left).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -62,7 +63,12 @@ def run(args) -> int:
     from tinymnist.bisection import Bisector, Interrupted, JobsDied
     from tinymnist.compare import MIN_SEEDS_FOR_TEST
     from tinymnist.engine import device_name, resolve_device
+    from tinymnist.results import COMMIT_VARIABLE
 
+    if os.environ.get(COMMIT_VARIABLE) is not None:  # every job would inherit it, and each worktree is its own commit
+        raise UsageError(
+            f"{COMMIT_VARIABLE} is set, but a bisect records each commit's own hash from its worktree; unset it"
+        )
     seeds = _args.seed_list(args.seeds)
     if len(seeds) < MIN_SEEDS_FOR_TEST:
         raise UsageError(f"--seeds: {len(seeds)} seeds; compare's test needs at least {MIN_SEEDS_FOR_TEST}")

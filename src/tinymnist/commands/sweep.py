@@ -259,7 +259,7 @@ def _rank(args, cands, seeds, command: str) -> int:
     for i, r in enumerate(ranked, start=1):
         figure = r.last_k.fmt(3) if r.last_k else "not trained"
         rate = "smoke run: not judged" if r.smoke else f"{r.pass_rate.fmt()} pass on validation"  # as SWEEP.md says
-        print(f"{i}. {r.candidate.key}: val last-3 {figure}; {rate}")
+        print(f"{i}. {r.candidate.key}: val last-{r.k} {figure}; {rate}")
     print(f"wrote {path}")
     return EXIT_OK
 

@@ -406,7 +406,7 @@ def _printer(args):
         last = r.epochs[-1].test_acc if r.epochs else float("nan")
         v = seed_verdict(r)
         mark = ("not judged (smoke run)" if v.smoke else "PASS") if v.passed else "FAIL"
-        diverged = f" diverged at {r.diverged_at}" if r.diverged_at else ""
+        diverged = f" at {r.diverged_at}" if r.diverged_at else ""
         print(
             f"seed {r.seed}: {r.status}{diverged}, {r.params:,} params, final test {last:.2f}%, "
             f"{r.wall_seconds:.0f}s ({r.threads} thread{'s' if r.threads != 1 else ''}) -> {mark}",
