@@ -105,6 +105,9 @@ def test_on_val_judges_the_validation_figures_and_refuses_runs_without_them(tmp_
     assert main(["report", str(tmp_path / "r"), "--out", str(tmp_path / "rep"), "--on", "val"]) == 0
     text = (tmp_path / "rep" / "REPORT.md").read_text()
     assert "judged on validation" in text and "99.53" in text  # the last-3 mean of 99.5, 99.5, 99.6
+    # Every figure named for what it is (the third sweep: tables, target and analysis said "test").
+    assert "| best validation accuracy |" in text and "validation accuracy ≥ 99.40 in each of the last 3" in text
+    assert "test accuracy" not in text and "best test" not in text and "vs test" not in text
     # A gate failed on validation figures says so: "test accuracy" there would send the user to the wrong figures.
     low = [_with_val(make_result(4, s, [99.0, 99.1, 99.2]), [99.5, 99.3, 99.35]) for s in range(3)]
     write_results(tmp_path / "low", low)

@@ -40,17 +40,17 @@ def analysis(s: StepSummary) -> list[str]:
         last = s.per_epoch[-1]
         if last.gap > OVERFIT_GAP:
             lines.append(
-                f"Over-fits: train {last.train:.2f} vs test {last.test:.2f} at epoch "
+                f"Over-fits: train {last.train:.2f} vs {s.split} {last.test:.2f} at epoch "
                 f"{last.epoch} (gap {last.gap:+.2f}, mean of {len(s.seeds)} seeds)."
             )
         elif last.gap < 0:
             lines.append(
-                f"No over-fitting: test {last.test:.2f} is above train {last.train:.2f} at epoch "
+                f"No over-fitting: {s.split} {last.test:.2f} is above train {last.train:.2f} at epoch "
                 f"{last.epoch} (train is measured under augmentation/dropout; gap {last.gap:+.2f})."
             )
         else:
             lines.append(
-                f"Little over-fitting: train {last.train:.2f} vs test {last.test:.2f} at epoch "
+                f"Little over-fitting: train {last.train:.2f} vs {s.split} {last.test:.2f} at epoch "
                 f"{last.epoch} (gap {last.gap:+.2f})."
             )
         acc, ep, seed = s.best_at
@@ -67,7 +67,7 @@ def analysis(s: StepSummary) -> list[str]:
                 f"{len(stable)} of {n} seeds."
             )
     ref = s.recipe.seed_reference
-    if ref and s.best_test and s.final_test:
+    if ref and s.best_test and s.final_test and s.split == "test":  # the write-up's figures are on test
         lines.append(
             f"Seed write-up: best test {ref['best_test']:.2f}; ours {s.best_test.mean:.2f} mean of "
             f"best epochs ({s.best_test.mean - ref['best_test']:+.2f}), "
@@ -125,13 +125,13 @@ def _step_section(s: StepSummary) -> list[str]:
     if e.max_params:
         target.append(f"fewer than {e.max_params:,} parameters")
     if e.min_best_test is not None:
-        target.append(f"best test accuracy ≥ {e.min_best_test:.2f}")
+        target.append(f"best {s.split} accuracy ≥ {e.min_best_test:.2f}")
     if e.min_last_k is not None:
-        target.append(f"test accuracy ≥ {e.min_last_k:.2f} in each of the last {e.last_k} epochs")
+        target.append(f"{s.split} accuracy ≥ {e.min_last_k:.2f} in each of the last {e.last_k} epochs")
     if e.min_final is not None:
-        target.append(f"final test accuracy ≥ {e.min_final:.2f}")
+        target.append(f"final {s.split} accuracy ≥ {e.min_final:.2f}")
     if e.min_mean_final is not None:
-        target.append(f"mean final test accuracy ≥ {e.min_mean_final:.2f}")
+        target.append(f"mean final {s.split} accuracy ≥ {e.min_mean_final:.2f}")
     sched = r.schedule if r.schedule == "constant" else f"{r.schedule} (peak {r.lr})"
     out = [
         f"## {r.label.replace('step ', 'Step ', 1) if r.label.startswith('step ') else r.label}: {r.name}",
@@ -147,9 +147,9 @@ def _step_section(s: StepSummary) -> list[str]:
         "|---|---|---|---|---|",
         f"| parameters | {s.params:,} | | | |",
         f"| best train accuracy | {_fmt(s.best_train)} |",
-        f"| best test accuracy | {_fmt(s.best_test)} |",
-        f"| final-epoch test accuracy | {_fmt(s.final_test)} |",
-        f"| mean test accuracy, last {s.k} epochs | {_fmt(s.last_k)} |",
+        f"| best {s.split} accuracy | {_fmt(s.best_test)} |",
+        f"| final-epoch {s.split} accuracy | {_fmt(s.final_test)} |",
+        f"| mean {s.split} accuracy, last {s.k} epochs | {_fmt(s.last_k)} |",
         f"| training seconds per epoch | {_fmt(s.epoch_seconds, 1)} |",
         f"| evaluation seconds per epoch | {_fmt(s.eval_seconds, 2)} |",
         f"| training images per second | {_fmt(s.images_per_second, 0)} |",
@@ -160,15 +160,15 @@ def _step_section(s: StepSummary) -> list[str]:
         "",
         "| figure | n | mean | SD | 95% CI | olympic mean |",
         "|---|---|---|---|---|---|",
-        _stat_row(f"last-{s.k} mean test accuracy", s.last_k),
-        _stat_row("final-epoch test accuracy", s.final_test),
-        _stat_row("best test accuracy", s.best_test),
+        _stat_row(f"last-{s.k} mean {s.split} accuracy", s.last_k),
+        _stat_row(f"final-epoch {s.split} accuracy", s.final_test),
+        _stat_row(f"best {s.split} accuracy", s.best_test),
         "",
         f"Machine: {'; '.join(s.machines)}; torch {', '.join(s.torch)}; commit {', '.join(s.git_sha)}.",
         "",
     ]
     ref = r.seed_reference
-    if ref and s.best_test and s.best_train:
+    if ref and s.best_test and s.best_train and s.split == "test":
         out += [
             "| vs the seed write-up | seed | ours (mean) | difference |",
             "|---|---|---|---|",
@@ -180,9 +180,10 @@ def _step_section(s: StepSummary) -> list[str]:
             "",
         ]
     out += [
-        "<details><summary>Per epoch (mean over seeds): train, test, gap; epochs at or above 99.4 per seed</summary>",
+        f"<details><summary>Per epoch (mean over seeds): train, {s.split}, gap; epochs at or above 99.4 per seed"
+        "</summary>",
         "",
-        "| epoch | train | test | train − test |",
+        f"| epoch | train | {s.split} | train − {s.split} |",
         "|---|---|---|---|",
     ]
     out += [f"| {p.epoch} | {p.train:.2f} | {p.test:.2f} | {p.gap:+.2f} |" for p in s.per_epoch]
@@ -273,7 +274,7 @@ def plots(summaries: dict[str, StepSummary], results: dict[str, list[RunResult]]
                 c = f"C{i}"
                 tr = [e.train_acc if what == "acc" else e.train_loss for e in r.epochs]
                 te = [e.test_acc if what == "acc" else e.test_loss for e in r.epochs]
-                ax.plot(ep, te, "-o", ms=3, color=c, label=f"test, seed {r.seed}")
+                ax.plot(ep, te, "-o", ms=3, color=c, label=f"{summaries[step].split}, seed {r.seed}")
                 ax.plot(ep, tr, "--", color=c, alpha=0.7, label=f"train, seed {r.seed}")
             if what == "acc":
                 ax.axhline(TARGET, color="k", lw=1, ls=":", label="99.4")
@@ -338,7 +339,7 @@ def plots(summaries: dict[str, StepSummary], results: dict[str, list[RunResult]]
     )
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
-    ax.set_ylabel("final-epoch test accuracy (%), mean and range")
+    ax.set_ylabel(f"final-epoch {summaries[steps[0]].split} accuracy (%), mean and range")
     ax.set_title("parameters vs accuracy")
     ax.grid(alpha=0.3)
     save(fig, "params_vs_accuracy.png")
@@ -359,7 +360,7 @@ def plots(summaries: dict[str, StepSummary], results: dict[str, list[RunResult]]
         if line is not None:
             ax.hlines(line, i - 0.4, i + 0.4, color="r", lw=1, ls="--")
     ax.set_xticks(range(len(steps)), [summaries[s].recipe.label for s in steps])
-    ax.set_ylabel(f"mean test accuracy, last {summaries[steps[0]].k} epochs (%)")
+    ax.set_ylabel(f"mean {summaries[steps[0]].split} accuracy, last {summaries[steps[0]].k} epochs (%)")
     ax.set_title("every seed (dots), the mean (black), the gate's threshold (red)", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     save(fig, "seeds.png")
@@ -385,9 +386,9 @@ def build_report(
     judged = (
         _images_used(results)
         if on == "test"
-        else f"on each run's validation split ({_val_images(results)} images held out of the training set; 'test' "
-        "in the tables below means validation)"
+        else f"on each run's validation split ({_val_images(results)} images held out of the training set)"
     )
+    split = "test" if on == "test" else "validation"
     command = shell_join(["tinymnist", "report", os.fspath(results_dir), *([] if on == "test" else ["--on", "val"])])
     lines = [
         "# tinymnist report" + ("" if on == "test" else " (judged on validation)"),
@@ -396,8 +397,8 @@ def build_report(
         f"{sum(map(len, results.values()))} results files; do not edit by hand. Accuracies in percent {judged}; "
         "SD is the sample standard deviation over seeds.",
         "",
-        "| step | change | params | gate | seeds passing (95% CI) | best test (mean) | final test mean "
-        "| final test min | last-3 mean (95% CI) | s/epoch |",
+        f"| step | change | params | gate | seeds passing (95% CI) | best {split} (mean) | final {split} mean "
+        f"| final {split} min | last-3 mean (95% CI) | s/epoch |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s, sm in summaries.items():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from tinymnist.recipes import Recipe
 from tinymnist.results import RunResult
 from tinymnist.stats import Rate, SeedStats, first_stable_epoch, last_k_mean
-from tinymnist.verdict import Verdict, judge
+from tinymnist.verdict import Verdict, judge, split_of
 
 TARGET = 99.4  # the mission's accuracy, the line the report draws
 
@@ -55,6 +55,7 @@ class StepSummary:
     git_sha: tuple[str, ...]
     epochs: int  # epochs every run finished
     statuses: dict[int, str]
+    split: str = "test"  # which images the accuracies are on: "validation" under --on val (verdict.split_of)
 
     @property
     def pass_rate(self) -> Rate:
@@ -84,6 +85,7 @@ def summarize(
     best = [(max(r.test_acc), r.test_acc.index(max(r.test_acc)) + 1, r.seed) for r in done]
     last_k_by_seed = {r.seed: last_k_mean(r.test_acc, k) for r in done}
     return StepSummary(
+        split=split_of(runs[0]),
         step=recipe.step,
         recipe=recipe,
         params=runs[0].params,
