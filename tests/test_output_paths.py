@@ -94,3 +94,15 @@ def test_a_symlink_to_nothing_is_refused_before_anything_is_written(tmp_path, ca
     (tmp_path / "rep2" / "accuracy.png").symlink_to(mine)  # a link to a file is written through: allowed
     assert main(["report", str(base), "--out", str(tmp_path / "rep2")]) == 0
     assert (tmp_path / "rep2" / "accuracy.png").is_symlink() and mine.read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_interrupted_report_writes_nothing(tmp_path, monkeypatch, capsys):
+    """The third independent sweep: SIGTERM while report drew its plots left 4 of 5 PNGs and no REPORT.md, and
+    said "no result was being written". Plots and markdown are now written as one, after all are rendered."""
+    import tinymnist.report as report
+    from tests.conftest import interrupt_on_call
+
+    monkeypatch.setattr(report, "_save_png", interrupt_on_call(report._save_png, 3))
+    out = tmp_path / "rep"
+    assert main(["report", str(REPO / "reports" / "baseline"), "--out", str(out)]) == 130
+    assert not out.exists() or not any(out.iterdir())

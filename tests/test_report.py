@@ -119,18 +119,24 @@ def test_compare_gate_failure(tmp_path, capsys):
 
 def test_compare_always_regressions(tmp_path):
     """A missing seed, an unfinished or short run, a NaN: regressions whatever the means say."""
+    from dataclasses import replace
+
     a = write_results(tmp_path / "old", step4_runs())
     cases = {
         "one of three seeds": step4_runs()[:1],
         "interrupted": step4_runs()[:2] + [make_result(4, 2, RAMP + [99.5] * 3, status="interrupted")],
         "short": step4_runs()[:2] + [make_result(4, 2, RAMP + [99.5] * 3, planned_epochs=20)],
     }
+    # A NaN is recorded by a run that diverged (in a completed one it is a damaged file, exit 2).
+    diverged = {"status": "diverged", "diverged_at": {"epoch": 15, "batch": "evaluation", "loss": "nan"}}
     nan = step4_runs()
+    nan[0] = replace(nan[0], **diverged)
     nan[0].epochs[-1].test_acc = float("nan")
     cases["nan"] = nan
     two_nan = step4_runs()
-    for r in two_nan[:2]:
-        r.epochs[-1].test_acc = float("nan")
+    for i in range(2):
+        two_nan[i] = replace(two_nan[i], **diverged)
+        two_nan[i].epochs[-1].test_acc = float("nan")
     cases["two nan"] = two_nan
     zero = step4_runs()[:2] + [make_result(4, 2, [], planned_epochs=15)]  # completed, no epoch recorded
     cases["zero epochs"] = zero

@@ -14,7 +14,7 @@ from pathlib import Path
 from tinymnist.recipes import Recipe, label_of, short_name
 from tinymnist.results import (
     RunResult,
-    atomic_write_bytes,
+    atomic_write_pair,
     load_benchmarks,
     load_results,
     machine_name,
@@ -251,7 +251,8 @@ def _images_used(results: dict) -> str:
 PLOTS = ("accuracy.png", "loss.png", "lr.png", "params_vs_accuracy.png", "seeds.png")  # what plots() may write
 
 
-def plots(summaries: dict[str, StepSummary], results: dict[str, list[RunResult]], out: Path) -> list[str]:
+def plots(summaries: dict[str, StepSummary], results: dict[str, list[RunResult]], out: Path, staged: list) -> list[str]:
+    """The report's plots, rendered into ``staged`` (path, PNG bytes) for the caller to write with its markdown."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,7 +262,7 @@ def plots(summaries: dict[str, StepSummary], results: dict[str, list[RunResult]]
     names = []
 
     def save(fig, name):
-        _save_png(fig, out / name)
+        _save_png(fig, out / name, staged)
         names.append(name)
 
     cols = min(len(steps), 2)
@@ -382,7 +383,8 @@ def build_report(
     summaries = {s: summarize(rs, rule=rule) for s, rs in results.items()}
     # before the plots: never new plots beside an old report
     refuse_non_files([out / n for n in ("REPORT.md", *PLOTS)])
-    images = plots(summaries, results, out)
+    staged: list = []
+    images = plots(summaries, results, out, staged)
     judged = (
         _images_used(results)
         if on == "test"
@@ -424,14 +426,16 @@ def build_report(
         if machine:
             lines += [f"Benchmark machine: {machine_name(machine)}, python {machine.get('python_version', '')}.", ""]
     path = out / "REPORT.md"
-    atomic_write_bytes(path, text_bytes("\n".join(lines)))
+    atomic_write_pair([*staged, (path, text_bytes("\n".join(lines)))])
     return path
 
 
 # --- the history across commits (tinymnist history show) -------------------------------------------------
 
 
-def _save_png(fig, path: Path) -> None:
+def _save_png(fig, path: Path, staged: list) -> None:
+    """Rendered, not yet written: a report's plots and its markdown are written as one (``atomic_write_pair``),
+    so an interrupt never leaves new plots beside no report or an old one (the third sweep of issue 30)."""
     import io
 
     import matplotlib.pyplot as plt
@@ -439,10 +443,10 @@ def _save_png(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    staged.append((path, buf.getvalue()))
 
 
-def _history_plot(series, path: Path) -> None:
+def _history_plot(series, path: Path, staged: list) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -496,13 +500,14 @@ def _history_plot(series, path: Path) -> None:
     bx.set_ylabel("images/s")
     bx.grid(alpha=0.3)
     bx.set_xticks(x, [p.commit.short[:8] for p in pts], rotation=45, fontsize=7)
-    _save_png(fig, path)
+    _save_png(fig, path, staged)
 
 
 def write_history(series, out_dir: str | os.PathLike, command: str, off_line: Sequence[str] = ()) -> Path:
     """HISTORY.md and one PNG per recipe and configuration, from ``tinymnist.history.history``'s series."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    staged: list = []
     lines = [
         "# tinymnist history",
         "",
@@ -551,9 +556,9 @@ def write_history(series, out_dir: str | os.PathLike, command: str, off_line: Se
             )
         notes = [f"`{p.commit.short}`: {', '.join(p.notes)} (counted once)" for p in s.points if p.notes]
         lines += ["", *(f"Seeds on two machines: {n}." for n in notes), f"![{s.key} history]({png})", ""]
-        _history_plot(s, out / png)
+        _history_plot(s, out / png, staged)
     if off_line:
         lines += [f"Stored commits not on this first-parent line (left out): {', '.join(off_line)}.", ""]
     path = out / "HISTORY.md"
-    atomic_write_bytes(path, text_bytes("\n".join(lines)))
+    atomic_write_pair([*staged, (path, text_bytes("\n".join(lines)))])
     return path
