@@ -22,6 +22,8 @@ from tinymnist.results import ResultsError
 
 FIELDS = ", ".join(TUNABLE)
 BUILTINS = ", ".join(BUILTIN_KEYS)
+SEED_RULE = "must be a non-empty list of distinct seeds"
+SEED_TYPE = "not a list of seeds, each an integer in [0, 2**32)"
 NAME_RULE = (
     "must be a folder name of letters, digits, '.', '_' or '-' (no '/', not starting with '.'), at most 64 "
     "characters: results go to OUT/<name>/"
@@ -60,8 +62,9 @@ def test_a_file_names_its_base_description_and_whole_expectation():
         ({"name": "x", "base": "step9"}, f"f.toml: base 'step9' does not exist; choose one of {BUILTINS}"),
         ({"name": "x", "base": 4}, f"f.toml: base 4 does not exist; choose one of {BUILTINS}"),
         ({"name": "x", "lr": "fast"}, "f.toml: recipe field lr is 'fast', not a float"),
-        ({"name": "x", "seeds": []}, "f.toml: seeds [] must be a non-empty list of distinct seeds"),
-        ({"name": "x", "seeds": [1, 1]}, "f.toml: seeds [1, 1] must be a non-empty list of distinct seeds"),
+        ({"name": "x", "seeds": []}, f"f.toml: seeds [] {SEED_RULE}"),
+        ({"name": "x", "seeds": [1, 1]}, f"f.toml: seeds [1, 1] {SEED_RULE}"),
+        ({"name": "x", "seeds": ["a"]}, f"f.toml: recipe field seeds is ['a'], {SEED_TYPE}"),
         ({"name": "x", "expect": 3}, "f.toml: [expect] must be a table of Expectation fields"),
         (
             {"name": "x", "expect": {"min_acc": 99, "zz": 1}},
@@ -127,6 +130,8 @@ def exploding():
 shadowing = replace(STEP4, lr=0.5)
 the_step = STEP4
 bad_key = replace(STEP4, key="../up")
+bad_seeds = replace(STEP4, key="bs", seeds=("a",))
+bad_epochs = replace(STEP4, key="be", epochs="3")
 """
 
 
@@ -162,6 +167,9 @@ def test_recipes_by_file_builtin_name_and_import_path(usermod, tmp_path, monkeyp
             "recipe 'user_recipes:shadowing': its key 'step4' is a built-in recipe's; give it a name of its own",
         ),
         ("bad_key", "recipe 'user_recipes:bad_key': key '../up' is not a plain folder name"),
+        # A Recipe object is typed as a file's table is (each was an internal error once training began).
+        ("bad_seeds", f"recipe 'user_recipes:bad_seeds': recipe field seeds is ('a',), {SEED_TYPE}"),
+        ("bad_epochs", "recipe 'user_recipes:bad_epochs': recipe field epochs is '3', not a int"),
         ("mistyped", "recipe 'user_recipes:mistyped': recipe field lr is 'fast', not a float"),
         (
             "too_short",

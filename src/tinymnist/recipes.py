@@ -534,10 +534,7 @@ def from_table(table: dict, where: str) -> Recipe:
             if k in table:
                 changes[k] = typed(k, FIELD_TYPES[k], table[k])
         if "seeds" in table:
-            seeds = typed("seeds", FIELD_TYPES["seeds"], table["seeds"])
-            if not seeds or len(set(seeds)) != len(seeds):
-                raise RecipeError(f"seeds {seeds!r} must be a non-empty list of distinct seeds")
-            changes["seeds"] = tuple(seeds)
+            changes["seeds"] = _seeds(table["seeds"])
         if "expect" in table:
             expect = table["expect"]
             if not isinstance(expect, dict):
@@ -550,6 +547,29 @@ def from_table(table: dict, where: str) -> Recipe:
         return replace(base, **changes)
     except (TypeError, ValueError) as e:
         raise RecipeError(f"{where}: {e}") from None
+
+
+def _seeds(value) -> tuple[int, ...]:
+    seeds = typed("seeds", FIELD_TYPES["seeds"], value)  # each an integer in [0, 2**32)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise RecipeError(f"seeds {seeds!r} must be a non-empty list of distinct seeds")
+    return tuple(seeds)
+
+
+def _check_types(recipe: Recipe, where: str) -> Recipe:
+    """A Recipe object a plugin or import path gives is typed as a recipe file's table is: a field of the wrong
+    type (epochs="3", seeds=("a",)) was an internal error minutes later (the third sweep of issue 30)."""
+    try:
+        for k in TUNABLE:
+            typed(k, FIELD_TYPES[k], getattr(recipe, k))
+        _seeds(recipe.seeds)
+        if not isinstance(recipe.expect, Expectation):
+            raise TypeError(f"expect is a {type(recipe.expect).__name__}, not an Expectation")
+        for k in EXPECT_TYPES:
+            typed(f"expect.{k}", EXPECT_TYPES[k], getattr(recipe.expect, k))
+    except (TypeError, ValueError, RecipeError) as e:
+        raise RecipeError(f"{where}: {e}") from None
+    return recipe
 
 
 def load_recipe_file(path: str | os.PathLike) -> Recipe:
@@ -619,7 +639,7 @@ def _resolve(spec: str) -> Recipe:
     if isinstance(obj, Recipe):
         if obj.key in BUILTIN_KEYS and obj != BUILTIN_KEYS[obj.key]:
             raise RecipeError(f"{where}: its key {obj.key!r} is a built-in recipe's; give it a name of its own")
-        if not NAME_PATTERN.fullmatch(obj.key):
+        if not isinstance(obj.key, str) or not NAME_PATTERN.fullmatch(obj.key):
             raise RecipeError(f"{where}: key {obj.key!r} is not a plain folder name")
-        return obj
+        return _check_types(obj, where)
     return from_table(obj, where)
