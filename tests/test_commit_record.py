@@ -75,6 +75,21 @@ def test_a_module_git_ignores_that_the_run_imports_makes_it_dirty(tmp_path, mnis
         done, recorded[module] = _train(repo, mnist_root, PYTHONPATH=path, model=f"{module}:build")
         assert done.returncode == 0, done.stderr
     assert recorded == {"kept_net": sha, "scratch_net": f"{sha}-dirty"}
+    # The third sweep: an edit git is told not to see (skip-worktree), and a recipe file git ignores.
+    (repo / "kept" / "kept_net.py").write_text(net + "# edited\n")
+    _git(repo, "update-index", "--skip-worktree", "kept/kept_net.py")
+    assert _git(repo, "status", "--porcelain") == ""  # git status is silent about it
+    shutil.rmtree(repo / "o", ignore_errors=True)
+    done, hidden = _train(repo, mnist_root, PYTHONPATH=path, model="kept_net:build")
+    assert done.returncode == 0 and hidden == f"{sha}-dirty", done.stderr
+    _git(repo, "update-index", "--no-skip-worktree", "kept/kept_net.py")
+    _git(repo, "checkout", "--", "kept/kept_net.py")
+    (repo / "scratch" / "r.toml").write_text('name = "r"\nbase = "step2"\n')
+    shutil.rmtree(repo / "o", ignore_errors=True)
+    cmd = [sys.executable, "-m", "tinymnist", "train", "--recipe", "scratch/r.toml", "--seeds", "0", "--dry-run"]
+    done = subprocess.run([*cmd, "--quiet", "--out", "o"], cwd=repo, env=train_env(mnist_root), capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((repo / "o" / "r" / "seed0.json").read_text())["git_sha"] == f"{sha}-dirty"
 
 
 def test_a_checkout_of_tinymnist_that_ran_another_copy_of_it_is_dirty(tmp_path, mnist_root):

@@ -576,9 +576,10 @@ def load_recipe_file(path: str | os.PathLike) -> Recipe:
     """A recipe file (TOML, read with ``tomllib``); every error names the file."""
     import tomllib
 
-    from tinymnist.results import read_regular_file
+    from tinymnist.results import READ_FROM_CHECKOUT, read_regular_file
 
     text = read_regular_file(path, "recipe file", max_bytes=1 << 20)
+    READ_FROM_CHECKOUT.append(os.path.abspath(path))  # a recipe file git ignores is uncommitted code too
     try:
         table = tomllib.loads(text.decode("utf-8"))
     except UnicodeDecodeError:

@@ -298,10 +298,18 @@ def _imported_but_not_committed() -> list[str]:
     elsewhere = (
         [ours] if not ours.startswith(top) and _git("ls-files", "--", ":(top,glob)**/tinymnist/__init__.py") else []
     )
+    files |= {p for p in map(os.path.realpath, READ_FROM_CHECKOUT) if p.startswith(top)}
     if not files:
         return elsewhere
-    tracked = _git("ls-files", "--full-name", "-z", "--", *sorted(files)).split("\0")
-    return elsewhere + sorted(f for f in files if os.path.relpath(f, top) not in tracked)
+    # `-v` tags each file: H is tracked as it is; S (skip-worktree) and a lower-case tag (assume-unchanged) hide
+    # an edit from `git status`, so the file's content is not the commit's.
+    listed = _git("ls-files", "-v", "--full-name", "-z", "--", *sorted(files)).split("\0")
+    clean = {entry[2:] for entry in listed if entry[:2] == "H "}
+    return elsewhere + sorted(f for f in files if os.path.relpath(f, top) not in clean)
+
+
+# Files a run reads as code from the checkout besides modules (recipe files): each must be committed too.
+READ_FROM_CHECKOUT: list[str] = []
 
 
 MAX_JSON_BYTES = 64 << 20  # a results file is a few kB; anything near this is not one (or is /dev/zero)

@@ -64,8 +64,8 @@ def run(args) -> int:
 
     if not args.val_split:
         raise UsageError("--val-split N is required: a sweep ranks on validation only (e.g. --val-split 10000)")
-    git_sha()  # the commit every candidate's runs will record ($TINYMNIST_COMMIT checked), before any job
     base = get_recipe(args.step) if args.step else resolve_recipe(args.recipe)
+    git_sha()  # the commit every candidate's runs will record ($TINYMNIST_COMMIT checked), before any job
     if args.epochs:
         base = with_overrides(base, [f"epochs={args.epochs}"])
     variants = list(args.variant)
