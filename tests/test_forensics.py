@@ -487,3 +487,20 @@ def test_ctrl_c_during_a_bisect_files_the_seeds_that_finished(broken, tmp_path, 
     assert f"The same command continues from the store: {sys.executable} -m tinymnist bisect" in err
     for p in (tmp_path / "store").rglob("*.json"):
         assert json.loads(p.read_text())["status"] == "completed"
+
+
+def test_history_says_when_a_commits_recipe_differs_from_the_previous_ones(tmp_path):
+    """The third independent sweep: a run with --set lr=0.5 and a stock run at the next commit were one series,
+    tested against each other, the change never said."""
+    repo, first = _tiny_repo(tmp_path / "repo")
+    (repo / "b").write_text("b\n")
+    second = _commit(repo, "second")
+    store = tmp_path / "store"
+    add(_results(tmp_path, "one", first[:12])[0], store)
+    add(_results(tmp_path, "two", second[:12], lr=0.5)[0], store)
+    out = tmp_path / "h"
+    assert main(["history", "show", "--store", str(store), "--out", str(out), "--repo", str(repo)]) == 0
+    rows = [x for x in (out / "HISTORY.md").read_text().splitlines() if x.startswith("| `")]
+    assert "recipe changed" not in rows[0] and "recipe changed: lr 0.05 -> 0.5" in rows[1]
+    commits = json.loads((out / "HISTORY.json").read_text())["series"][0]["commits"]
+    assert commits[1]["recipe_change"] == ["lr 0.05 -> 0.5"]

@@ -227,6 +227,7 @@ class Point:
     # mean training images/s and seeds, per machine: throughput is only comparable on one machine
     throughput: tuple[tuple[str, float, int], ...] = ()
     notes: tuple[str, ...] = ()  # seeds run on more than one machine (counted once)
+    recipe_change: tuple[str, ...] = ()  # how its recipe differs from the previous point's ("lr 0.05 -> 0.5")
 
     @property
     def n(self) -> int:
@@ -293,7 +294,9 @@ def history(
             if previous is not None and values:
                 check = accuracy_rule(previous, values, t)
                 tested = min(len(previous), len(values)) >= MIN_SEEDS_FOR_TEST
-            points.append(Point(c, sm, check, tested, _throughput(by_machine), tuple(twice)))
+            # A commit may change a recipe (what a bisect hunts), and a run with --set does too: said, never silent.
+            change = tuple(points[-1].summary.recipe.diff(sm.recipe)) if points and points[-1].summary else ()
+            points.append(Point(c, sm, check, tested, _throughput(by_machine), tuple(twice), change))
             if values:
                 previous = values
         if points:
@@ -335,6 +338,7 @@ def to_json(series: Sequence[Series]) -> str:
                     "p": None if p.versus_previous is None or math.isnan(p.versus_previous.p) else p.versus_previous.p,
                     "tested": p.tested,
                     "regression": p.regression,
+                    "recipe_change": list(p.recipe_change),
                 }
             )
         out.append({"recipe": s.key, "configuration": s.config, "machines": s.machines, "commits": rows})

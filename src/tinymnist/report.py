@@ -547,6 +547,8 @@ def write_history(series, out_dir: str | os.PathLike, command: str, off_line: Se
                 verdict = "untested (n < 5)"
             else:
                 verdict = f"**REGRESSION** ({-check.drop:+.3f})" if p.regression else f"ok ({-check.drop:+.3f})"
+            if p.recipe_change:
+                verdict += f"; recipe changed: {', '.join(p.recipe_change)}"
             rate = sm.verdict.rate_text if sm else ""
             subject = p.commit.subject.replace("|", "\\|")[:70]
             mean = f"{lk.mean:.3f} {lk.ci(3)}" if lk else ""
