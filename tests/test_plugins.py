@@ -245,6 +245,19 @@ def int_logits(**kw):
 
 def save_raises(**kw):
     return SaveRaises()
+
+
+class ExportRaises(Linear):  # torch.export wraps this error in its own, raised from tinymnist's export
+    def forward(self, x):
+        import torch
+
+        if torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+            raise RuntimeError("no export for me")
+        return super().forward(x)
+
+
+def export_raises(**kw):
+    return ExportRaises()
 """
 
 
@@ -374,3 +387,14 @@ def test_an_error_raised_in_the_users_code_while_training_is_theirs_not_an_inter
         f"user code at {tmp_path / 'usermod.py'}:" in done.stderr
         and "(state_dict) raised ValueError: cannot save me" in done.stderr
     )
+
+
+def test_an_error_the_users_model_raises_while_exported_is_theirs(tmp_path, mnist_root):
+    (tmp_path / "usermod.py").write_text(USER_MODULE)
+    recipe = recipe_file(tmp_path, 'name = "x"\nmodel = "usermod:export_raises"\n')
+    argv = ["train", "--recipe", str(recipe), "--seeds", "0", "--dry-run", "--quiet", "--out", str(tmp_path / "o")]
+    assert tm(argv, tmp_path, tmp_path, mnist_root=mnist_root).returncode == 0
+    weights = tmp_path / "o" / "x" / "seed0.pt"
+    done = tm(["export", "--checkpoint", str(weights), "--out", str(tmp_path / "m.onnx")], tmp_path, tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr  # was exit 3, torch's message
+    assert "(forward) raised RuntimeError: no export for me" in done.stderr and not (tmp_path / "m.onnx").exists()

@@ -149,8 +149,9 @@ def _failed(name: str, e: BaseException) -> int:
     silent pass. Otherwise a missing dependency (exit 2), a closed stdout (141) or a bug of ours (exit 3)."""
     from tinymnist.errors import user_code_at
 
-    where = user_code_at(e)
-    if where or not isinstance(e, Exception):
+    found = user_code_at(e)
+    if found or not isinstance(e, Exception):
+        where, e = found or ("", e)
         try:
             text = str(e)
         except BaseException:  # noqa: BLE001 (the user's __str__ may raise anything, sys.exit included)

@@ -79,11 +79,12 @@ def require(module: str, command: str) -> None:
         raise UsageError(f"{command} needs {module}, which is not installed: pip install 'tinymnist[{extra}]'")
 
 
-def user_code_at(error: BaseException) -> str:
-    """``mynet.py:12 (forward)``: the innermost frame of ``error``'s traceback that is the user's code (neither
-    tinymnist, nor the standard library, nor an installed package), or "" if none is. An error raised there (a
-    model's forward or state_dict, a module the user wrote) is the user's to fix: exit 2 naming it, not an
-    internal error of tinymnist's (the third independent sweep of issue 30)."""
+def user_code_at(error: BaseException) -> tuple[str, BaseException] | None:
+    """``("mynet.py:12 (forward)", the error raised there)``: the innermost frame of the user's code (neither
+    tinymnist, nor the standard library, nor an installed package) in ``error``'s traceback, or in that of an
+    error it was raised from (torch.export wraps a forward's error in its own); None if there is none. An error
+    raised there (a model's forward or state_dict, a module the user wrote) is the user's to fix: exit 2 naming
+    it, not an internal error of tinymnist's (the third independent sweep of issue 30)."""
     import os
     import sysconfig
     import traceback
@@ -94,11 +95,16 @@ def user_code_at(error: BaseException) -> str:
         for k, p in sysconfig.get_paths().items()
         if k in ("stdlib", "platstdlib", "purelib", "platlib")
     }
-    for frame in reversed(traceback.extract_tb(error.__traceback__)):
-        path = os.path.realpath(frame.filename)
-        if frame.filename.startswith("<") or path.startswith(ours) or any(path.startswith(x) for x in libraries):
-            continue
-        if "site-packages" in path or "dist-packages" in path:
-            continue
-        return f"{frame.filename}:{frame.lineno} ({frame.name})"
-    return ""
+    seen: set[int] = set()
+    chained: BaseException | None = error
+    while chained is not None and id(chained) not in seen:
+        seen.add(id(chained))
+        for frame in reversed(traceback.extract_tb(chained.__traceback__)):
+            path = os.path.realpath(frame.filename)
+            if frame.filename.startswith("<") or path.startswith(ours) or any(path.startswith(x) for x in libraries):
+                continue
+            if "site-packages" in path or "dist-packages" in path:
+                continue
+            return f"{frame.filename}:{frame.lineno} ({frame.name})", chained
+        chained = chained.__cause__ or chained.__context__
+    return None
