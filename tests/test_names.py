@@ -77,3 +77,13 @@ def test_a_job_list_refuses_a_folder_name_json_cannot_carry(tmp_path):
         capture_output=True,
     )
     assert fine.returncode == 0 and json.loads(fine.stdout)[0]["result"].endswith("r\u00e9s/step4/seed0.json")
+
+
+def test_a_commit_name_that_is_not_utf8_is_shown_as_its_bytes(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "tinymnist", "bisect", os.fsdecode(b"nosuch\xe9"), "HEAD", "--step", "2"]
+        + ["--store", str(tmp_path / "s"), "--repo", str(REPO)],
+        env=train_env(tmp_path),
+        capture_output=True,
+    )
+    assert done.returncode == 2 and b"'nosuch\\xe9' is not a commit" in done.stderr, done.stderr

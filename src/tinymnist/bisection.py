@@ -427,7 +427,9 @@ def _one(repo: Path, rev: str) -> Commit:
     try:
         sha = history.git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
     except StoreError:
-        raise StoreError(f"{rev!r} is not a commit of {repo}; give a sha, tag or branch it holds") from None
+        from tinymnist.shell import shown
+
+        raise StoreError(f"'{shown(rev)}' is not a commit of {repo}; give a sha, tag or branch it holds") from None
     out = history.git(repo, "log", "-1", "--format=%H%x00%cI%x00%s", sha)
     return Commit(*out.strip().split("\0", 2))
 

@@ -172,7 +172,9 @@ def torch_bytes(obj) -> bytes:
 def text_bytes(text: str) -> bytes:
     """UTF-8 of a text file a person reads (markdown, JUnit). A name that was not UTF-8 arrives as surrogate
     escapes; it is shown as its bytes (``r\\xe9s``), never a crash (issue 30, cause 13)."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode()
+    from tinymnist.shell import shown
+
+    return shown(text).encode()
 
 
 def json_bytes(obj) -> bytes:

@@ -49,9 +49,10 @@ def jobs_json(jobs: Sequence[Job]) -> str:
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
-                shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                from tinymnist.shell import shown
+
                 raise UsageError(
-                    f"--list-jobs: '{shown}' is not UTF-8, and a JSON job list carries only UTF-8 text; give "
+                    f"--list-jobs: '{shown(text)}' is not UTF-8, and a JSON job list carries only UTF-8 text; give "
                     "the paths this command names (--out, --recipe, the data folder) UTF-8 names"
                 ) from None
     return json.dumps([j.to_dict() for j in jobs], indent=2)
