@@ -242,16 +242,16 @@ def compare(
             row(key, "recipe", "", "", "; ".join(changed), False, note="changed: not the same experiment")
         acc = accuracy_check(o, n, t)
         if acc is not None and o.last_k is not None and n.last_k is not None:
-            smoke = o.verdict.smoke or n.verdict.smoke  # a subset's accuracy says nothing: shown, not judged
+            # Judged for smoke runs too: two runs of one configuration are a fair relative test (a bisect on a
+            # subset relies on it); a configuration that differs has its own row above.
             row(
                 key,
                 f"last-{n.k} mean {split} acc",
                 f"{o.last_k.mean:.2f} (n={o.last_k.n})",
                 f"{n.last_k.mean:.2f} (n={n.last_k.n})",
                 f"{0.0 - acc.drop:+.2f}",
-                acc.regression and not smoke,
+                acc.regression,
                 acc.rule,
-                note=NOT_JUDGED if smoke else "",
                 message=f"{label}: last-{n.k} mean {split} accuracy {n.last_k.mean:.2f} vs {o.last_k.mean:.2f} "
                 f"({0.0 - acc.drop:+.2f}; {acc.rule})",
                 p=acc.p,
