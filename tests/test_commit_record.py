@@ -62,7 +62,7 @@ def test_a_module_git_ignores_that_the_run_imports_makes_it_dirty(tmp_path, mnis
     net = "import torch.nn as nn\nfrom tinymnist.models.nets import step2\n\ndef build(**kw):\n    return step2()\n"
     (repo / "kept").mkdir()
     (repo / "kept" / "kept_net.py").write_text(net)
-    (repo / ".gitignore").write_text("scratch/\no/\n")
+    (repo / ".gitignore").write_text("scratch/\no/\n__pycache__/\n")
     _git(repo, "add", "-A")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a committed model")
     sha = _git(repo, "rev-parse", "--short=12", "HEAD")

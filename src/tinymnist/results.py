@@ -281,8 +281,8 @@ def _imported_but_not_committed() -> list[str]:
     top = _git("rev-parse", "--show-toplevel")
     if not top:
         return []
-    # Library folders only, not the environment's prefix: tox puts TMPDIR inside it (.tox/tests/tmp), where a
-    # user's checkout may be too (measured: the CI's test repository was taken for installed code).
+    # Library folders only, not the environment's whole prefix: code in a folder that happens to lie inside a
+    # virtual environment's folder is still the user's.
     libraries = ("stdlib", "platstdlib", "purelib", "platlib")
     installed = {*site.getsitepackages(), *(v for k, v in sysconfig.get_paths().items() if k in libraries)}
     roots = [os.path.realpath(p) + os.sep for p in installed if p]
