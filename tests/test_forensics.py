@@ -504,3 +504,49 @@ def test_history_says_when_a_commits_recipe_differs_from_the_previous_ones(tmp_p
     assert "recipe changed" not in rows[0] and "recipe changed: lr 0.05 -> 0.5" in rows[1]
     commits = json.loads((out / "HISTORY.json").read_text())["series"][0]["commits"]
     assert commits[1]["recipe_change"] == ["lr 0.05 -> 0.5"]
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (lambda d: d["recipe"].update(lr=-1.0), "its recipe's lr=-1.0 is outside its range"),
+        (lambda d: d["recipe"].update(step=99), "its recipe's step=99 is not a registered step"),
+        (lambda d: d["recipe"].update(step=3), "key 'step2' is a built-in step's, but step=3"),
+        (lambda d: d["recipe"].update(batch_size=0), "its recipe's batch_size=0 is outside its range"),
+        (lambda d: d["recipe"].update(schedule="sometimes"), "schedule='sometimes' is not known"),
+        (lambda d: [e.update(val_acc=99.0, val_loss=0.1) for e in d["epochs"]], "but val_images is 0"),
+        (lambda d: d.update(val_images=10000), "val_images is 10000, but its epochs have no val_acc"),
+    ],
+)
+def test_history_add_refuses_a_recorded_recipe_or_split_no_run_can_have(tmp_path, capsys, edit, said):
+    """The third independent sweep (F11): a recorded lr of -1, a step 99 and validation figures without a
+    validation split were filed into the history as if a run could have had them."""
+    folder, _ = _results(tmp_path, "r")
+    path = folder / "step2" / "seed0.json"
+    d = json.loads(path.read_text())
+    edit(d)
+    path.write_text(json.dumps(d))
+    assert main(["history", "add", str(folder), "--store", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seed0.json" in err and said in err, err
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.json"))
+
+
+def test_a_bisect_row_keeps_its_columns_whatever_the_subject(tmp_path):
+    """The third sweep (F24): a Latin-1 subject printed as its bytes took more columns than it counted, and a
+    wide subject likewise, so the bisect table's columns wandered."""
+    from tinymnist.bisection import Tested
+    from tinymnist.history import Commit
+
+    latin1 = b"caf\xe9 r\xe9sum\xe9 fix".decode("utf-8", "surrogateescape")
+    subjects = ["short", latin1, "x" * 80, "日本語の件名" * 6, "e\u0301clair (a combining accent)"]
+    rows = [Tested(Commit("0" * 40, "2026-01-01", s), "good").row() for s in subjects]
+    shown = [r.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for r in rows]
+    import unicodedata
+
+    def column_of_n(row: str) -> int:
+        head = row[: row.index("  n=")]
+        return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in head)
+
+    assert len({column_of_n(r) for r in shown}) == 1, shown
+    assert "caf\\xe9" in shown[1] and "..." in shown[2]

@@ -37,15 +37,16 @@ def test_report_over_a_folder_named_report_md_exits_2_and_moves_nothing(tmp_path
     assert _intact(out / "REPORT.md") and _hidden(out) == [] and not (out / "accuracy.png").exists()
 
 
-def test_train_over_a_folder_named_like_its_result_exits_2_and_keeps_the_checkpoint(tmp_path, mnist_root, capsys):
+def test_train_over_a_folder_named_like_its_result_exits_2_before_it_trains(tmp_path, mnist_root, capsys):
     out = tmp_path / "o"
     _user_folder(out / "step4" / "seed0.json")
     argv = ["train", "--step", "4", "--seeds", "0", "--dry-run", "--quiet", "--data-root", str(mnist_root)]
     assert main([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "seed0.json: cannot write the result and final weights (a folder stands where this file goes" in err
+    assert err.count("\n") == 1 and "seed0.json: cannot write here (a folder stands where this file goes" in err
     assert _intact(out / "step4" / "seed0.json") and _hidden(out / "step4") == []
-    assert not (out / "step4" / "seed0.pt").exists()  # never the weights without their result
+    # refused before the first epoch (the third sweep of issue 30): no checkpoint, never weights without a result
+    assert not (out / "step4" / "seed0.pt").exists() and not (out / "step4" / "seed0.ckpt").exists()
 
 
 def test_every_atomic_write_refuses_a_folder_or_a_fifo_before_anything_moves(tmp_path):
@@ -88,12 +89,39 @@ def test_a_symlink_to_nothing_is_refused_before_anything_is_written(tmp_path, ca
     assert main(["report", str(base), "--out", str(out)]) == 2
     assert "which does not exist, stands here" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["REPORT.md"]  # no plots beside a report not written
+
+
+def test_a_symlink_at_a_file_tinymnist_names_is_refused_and_one_at_a_path_the_user_named_is_followed(tmp_path, capsys):
+    """The third independent sweep (F17): a link at seed0.pt inside OUT, or at a plot inside report's folder,
+    was written through, replacing a file outside the folder that no one named. Now such a link is refused
+    before anything is trained or written; a link at a path the user named (--junit-xml) is still theirs."""
+    base = REPO / "reports" / "baseline"
     mine = tmp_path / "mine.png"
     mine.write_bytes(b"my picture")
     (tmp_path / "rep2").mkdir()
-    (tmp_path / "rep2" / "accuracy.png").symlink_to(mine)  # a link to a file is written through: allowed
-    assert main(["report", str(base), "--out", str(tmp_path / "rep2")]) == 0
-    assert (tmp_path / "rep2" / "accuracy.png").is_symlink() and mine.read_bytes().startswith(b"\x89PNG")
+    (tmp_path / "rep2" / "accuracy.png").symlink_to(mine)
+    assert main(["report", str(base), "--out", str(tmp_path / "rep2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "accuracy.png" in err and "remove the link" in err, err
+    assert mine.read_bytes() == b"my picture" and sorted(p.name for p in (tmp_path / "rep2").iterdir()) == [
+        "accuracy.png"
+    ]
+    out = tmp_path / "out"
+    (out / "step2").mkdir(parents=True)
+    (out / "step2" / "seed0.pt").symlink_to(mine)
+    junit = tmp_path / "ci" / "j.xml"
+    junit.parent.mkdir()
+    theirs = tmp_path / "theirs.xml"
+    theirs.write_text("old")
+    junit.symlink_to(theirs)
+    argv = ["train", "--step", "2", "--dry-run", "--out", str(out), "--junit-xml", str(junit)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "seed0.pt" in err and "remove the link" in err and mine.read_bytes() == b"my picture", err
+    assert not (out / "step2" / "seed0.json").exists() and theirs.read_text() == "old"
+    (out / "step2" / "seed0.pt").unlink()
+    assert main(argv) == 0
+    assert junit.is_symlink() and theirs.read_text().startswith("<?xml")  # the path the user named: followed
 
 
 def test_an_interrupted_report_writes_nothing(tmp_path, monkeypatch, capsys):

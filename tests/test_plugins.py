@@ -398,3 +398,22 @@ def test_an_error_the_users_model_raises_while_exported_is_theirs(tmp_path, mnis
     done = tm(["export", "--checkpoint", str(weights), "--out", str(tmp_path / "m.onnx")], tmp_path, tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr  # was exit 3, torch's message
     assert "(forward) raised RuntimeError: no export for me" in done.stderr and not (tmp_path / "m.onnx").exists()
+
+
+def test_an_error_raised_in_an_installed_plugin_package_is_the_users(tmp_path, mnist_root):
+    """The third independent sweep: an error raised in a plugin installed into site-packages was taken for an
+    installed library's and so reported as tinymnist's internal error (exit 3). The plugin's package is the
+    user's code wherever it is installed."""
+    site = tmp_path / "venv" / "lib" / "site-packages"
+    (site / "myplug").mkdir(parents=True)
+    (site / "myplug" / "__init__.py").write_text(USER_MODULE)
+    info = site / "myplug-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[tinymnist.models]\nsaver = myplug:save_raises\n")
+    recipe = recipe_file(tmp_path, 'name = "x"\nmodel = "saver"\n')
+    argv = ["train", "--recipe", str(recipe), "--seeds", "0", "--dry-run", "--out", str(tmp_path / "o")]
+    done = tm(argv, tmp_path, site, mnist_root=mnist_root)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"user code at {site / 'myplug' / '__init__.py'}:" in done.stderr, done.stderr
+    assert "(state_dict) raised ValueError: cannot save me" in done.stderr

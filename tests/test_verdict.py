@@ -211,7 +211,7 @@ def test_the_gate_a_results_file_records():
     assert d["passed"] is False and d["smoke"] is False and d["reasons"][0].startswith("step 4 seed 0: epoch 13 ")
     # a smoke run (a training subset) is judged on completion alone, and says so
     small = replace(failing, train_images=1000)
-    assert seed_verdict(small).to_dict() == {"passed": True, "reasons": [], "smoke": True}
+    assert seed_verdict(small).to_dict() == {"passed": None, "reasons": [], "smoke": True}  # not judged
     # and smoke=True judges a full run as a smoke run
     assert seed_verdict(failing, smoke=True).passed
 
@@ -255,7 +255,7 @@ def test_a_seed_verdict_field_by_field():
     assert seed_verdict(bad).to_dict() == {"passed": False, "reasons": [reason], "smoke": False}
     small = replace(bad, train_images=6_000)  # a subset: accuracy is not judged
     assert seed_verdict(small) == Verdict(True, (), (), True, (), 1)
-    assert seed_verdict(small).to_dict() == {"passed": True, "reasons": [], "smoke": True}
+    assert seed_verdict(small).to_dict() == {"passed": None, "reasons": [], "smoke": True}  # not judged
     assert seed_verdict(bad, smoke=True).smoke and seed_verdict(bad, smoke=True).passed
 
 
@@ -363,3 +363,16 @@ def test_a_smoke_run_is_not_held_to_any_accuracy_bar():
     every = Expectation(max_params=10_000, min_best_test=99.0, min_last_k=99.4, min_final=99.4)
     assert run_reasons(run, every, smoke=True) == []
     assert len(run_reasons(run, every)) == 5  # best, each of the last 3, the final
+
+
+def test_a_smoke_runs_results_file_never_records_a_pass(tmp_path, mnist_root, monkeypatch):
+    """The third independent sweep (F14): a dry run's file said {"passed": true, "smoke": true}, and a script
+    reading "passed" took it for a pass. Not judged is null; a smoke run that fails still records false."""
+    from tinymnist.verdict import Verdict
+
+    monkeypatch.setenv("MNIST_ROOT", str(mnist_root))
+    out = tmp_path / "o"
+    assert main(["train", "--step", "2", "--seeds", "0", "--dry-run", "--quiet", "--out", str(out)]) == 0
+    gate = json.loads((out / "step2" / "seed0.json").read_text())["gate"]
+    assert gate["passed"] is None and gate["smoke"] is True
+    assert Verdict(passed=False, smoke=True).to_dict()["passed"] is False

@@ -44,6 +44,7 @@ from tinymnist.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, UserError
 from tinymnist.executors import Ended, Job, JobsInterrupted
 from tinymnist.history import Commit, StoreError
 from tinymnist.results import RunResult
+from tinymnist.shell import fitted
 from tinymnist.stats import SeedStats, welch_within_p
 from tinymnist.summary import summarize
 
@@ -75,8 +76,7 @@ class Tested:
         figure = f"mean {self.stats.mean:.3f} (95% CI {self.stats.ci(3)})" if self.stats else ""
         p = "" if math.isnan(self.p) else f"p {self.p:.2g}"
         what = self.verdict + (f": {self.why}" if self.why else "")
-        subject = self.commit.subject if len(self.commit.subject) <= 48 else self.commit.subject[:45] + "..."
-        return f"{self.commit.short}  {subject:48}  n={self.n:<3} {figure:34} {p:9} {what}"
+        return f"{self.commit.short}  {fitted(self.commit.subject, 48)}  n={self.n:<3} {figure:34} {p:9} {what}"
 
 
 class Skip(Exception):

@@ -60,7 +60,7 @@ def write_junit(path: str | os.PathLike, suite: str, cases: list[Case]) -> None:
     data = text_bytes(ET.tostring(root, encoding="unicode") + "\n")
     data = b'<?xml version="1.0" encoding="utf-8"?>\n' + data
     try:
-        atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data, named=True)  # --junit-xml names this file
     except OSError as e:
         from tinymnist.errors import UsageError
 

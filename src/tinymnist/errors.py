@@ -79,6 +79,27 @@ def require(module: str, command: str) -> None:
         raise UsageError(f"{command} needs {module}, which is not installed: pip install 'tinymnist[{extra}]'")
 
 
+# Where installed plugins live: their packages are the user's code though they sit among the libraries
+# (the third sweep of issue 30 found an error raised in a pip-installed plugin reported as tinymnist's own).
+_PLUGIN_ROOTS: set[str] = set()
+
+
+def mark_user_package(module_name: str) -> None:
+    """Count the top-level package of ``module_name`` (an imported plugin or import-path model) as user code for
+    ``user_code_at``, wherever it is installed; tinymnist's own modules never are."""
+    import os
+    import sys
+
+    top = sys.modules.get(module_name.partition(".")[0])
+    if top is None or top.__name__ == __name__.partition(".")[0]:
+        return
+    file = getattr(top, "__file__", None)
+    if file and os.path.basename(file) != "__init__.py":  # a single-file module
+        _PLUGIN_ROOTS.add(os.path.realpath(file))
+    else:  # a package, or a namespace package with several folders
+        _PLUGIN_ROOTS.update(os.path.realpath(p) + os.sep for p in getattr(top, "__path__", []))
+
+
 def user_code_at(error: BaseException) -> tuple[str, BaseException] | None:
     """``("mynet.py:12 (forward)", the error raised there)``: the innermost frame of the user's code (neither
     tinymnist, nor the standard library, nor an installed package) in ``error``'s traceback, or in that of an
@@ -101,6 +122,8 @@ def user_code_at(error: BaseException) -> tuple[str, BaseException] | None:
         seen.add(id(chained))
         for frame in reversed(traceback.extract_tb(chained.__traceback__)):
             path = os.path.realpath(frame.filename)
+            if any(path == r or path.startswith(r) for r in _PLUGIN_ROOTS):
+                return f"{frame.filename}:{frame.lineno} ({frame.name})", chained
             if frame.filename.startswith("<") or path.startswith(ours) or any(path.startswith(x) for x in libraries):
                 continue
             if "site-packages" in path or "dist-packages" in path:

@@ -84,7 +84,7 @@ def export_onnx(
     for key, value in {"opset": str(opset), "torch": torch.__version__, **(metadata or {})}.items():
         proto.metadata_props.add(key=f"tinymnist.{key}", value=value)
     onnx.checker.check_model(proto, full_check=True)
-    atomic_write_bytes(path, proto.SerializeToString())
+    atomic_write_bytes(path, proto.SerializeToString(), named=True)  # export --out names this file
     return path
 
 

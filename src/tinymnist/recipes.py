@@ -116,8 +116,6 @@ class Recipe:
                 d[k] = typed(k, FIELD_TYPES[k], v)
         d["seeds"] = tuple(d.get("seeds", (0, 1, 2)))
         check_expect(d["expect"])
-        if d.get("epochs", 1) < 1:
-            raise ValueError(f"recipe epochs is {d['epochs']!r}, not an integer >= 1")
         return cls(**d)
 
     def diff(self, other: Recipe) -> list[str]:
@@ -395,8 +393,26 @@ def check_expect(e: Expectation) -> None:
 
 
 def validate(recipe: Recipe) -> Recipe:
-    """Every value of ``recipe`` (after ``--set``) in its range, checked once before any data is read or any
-    training starts; a RecipeError names the first field that is not. Returns the recipe for chaining."""
+    """Every value of ``recipe`` (after ``--set``) in its range, and its model built, checked once before any
+    data is read or any training starts; a RecipeError names the first field that is not. Returns the recipe."""
+    check_ranges(recipe)
+    from tinymnist.models import count_params, create_model
+
+    model = create_model(recipe.model, **recipe.model_kwargs)  # a ModelError names what cannot be built or run
+    if count_params(model) == 0:  # an optimizer over nothing: refused here, before any data is read
+        raise RecipeError(f"model {recipe.model!r} has no trainable parameters; its builder must return a network")
+    return recipe
+
+
+def check_ranges(recipe: Recipe) -> None:
+    """Every value in its range, without building the model: the check a results file's recorded recipe
+    gets too, whose model may be a plugin that is not installed here (issue 30, the third sweep's F11: a
+    recorded lr of -1 was filed into the history as if a recipe could have it)."""
+    if recipe.step not in RECIPES:
+        raise RecipeError(f"step={recipe.step!r} is not a registered step: one of {', '.join(map(str, RECIPES))}")
+    m = re.fullmatch(r"step(\d+)", recipe.key)
+    if m and int(m.group(1)) != recipe.step:
+        raise RecipeError(f"key {recipe.key!r} is a built-in step's, but step={recipe.step!r}")
     # Upper bounds far above any useful value, but below those that overflow float32 in the first update
     # (issue 18, B5: lr=1e39 passed a check of "finite and > 0", then every weight became inf).
     _in("lr", recipe.lr, 0, MAX_LR, low_open=True, high_open=False)
@@ -442,7 +458,7 @@ def validate(recipe: Recipe) -> Recipe:
     kwargs = recipe.model_kwargs
     if not isinstance(kwargs, dict):
         raise RecipeError(f"model_kwargs={kwargs!r} must be a JSON object")
-    from tinymnist.models import builtin_models, create_model
+    from tinymnist.models import builtin_models
 
     # The built-in networks' sizes are checked here; a user's model checks its own, in its builder.
     for name, value in kwargs.items() if recipe.model in builtin_models() else ():
@@ -459,12 +475,6 @@ def validate(recipe: Recipe) -> Recipe:
                 raise RecipeError(f"model_kwargs num_classes={value!r}: MNIST has {NUM_CLASSES} classes")
         else:
             _positive_sizes(name, value)
-    from tinymnist.models import count_params
-
-    model = create_model(recipe.model, **kwargs)  # a ModelError names what cannot be imported, built or run
-    if count_params(model) == 0:  # an optimizer over nothing: refused here, before any data is read
-        raise RecipeError(f"model {recipe.model!r} has no trainable parameters; its builder must return a network")
-    return recipe
 
 
 def budget_failure(recipe: Recipe) -> str | None:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tinymnist.errors import UserError
-from tinymnist.recipes import Recipe, label_of, sort_key, typed
+from tinymnist.recipes import Recipe, RecipeError, check_ranges, label_of, sort_key, typed
 
 SCHEMA_VERSION = 3
 # Schema 1 (reports/baseline/) lacks `identity` and `population`; schema 2 lacks the validation figures
@@ -56,15 +56,15 @@ def dangling_link(path: str | os.PathLike) -> str:
     return ""
 
 
-def refuse_non_files(paths: Sequence[Path]) -> None:
-    """Before anything is written or moved (and by a command before the first of several files): a target
-    that exists and is not a regular file (a folder, a FIFO, a device) is the user's, never swapped aside
-    (issue 30: a folder at REPORT.md was moved to a hidden name)."""
+def refuse_non_files(paths: Sequence[Path], named: bool = False) -> None:
+    """Before anything is written or moved (and by a command before the first of several files, or a run
+    before it trains): a target that exists and is not a regular file (a folder, a FIFO, a device) is the
+    user's, never swapped aside (issue 30: a folder at REPORT.md was moved to a hidden name); so is a symlink
+    at a file tinymnist names itself (``_through_link``)."""
     import stat
 
     for path in paths:
-        if dangling_link(path):
-            raise OutputError(path, f"{dangling_link(path)}, stands here; nothing was written")
+        _through_link(Path(path), named)
         try:
             mode = os.stat(path).st_mode
         except FileNotFoundError:
@@ -76,38 +76,49 @@ def refuse_non_files(paths: Sequence[Path]) -> None:
             raise OutputError(path, f"{kind} stands where this file goes; nothing was moved")
 
 
-def _through_link(path: Path) -> Path:
-    """A symlink at an output path is the user's: the file it names is replaced (atomically, beside it), the link
-    kept; a link to nothing is refused, never replaced by a file (the independent sweep of issue 30)."""
+def _through_link(path: Path, named: bool) -> Path:
+    """A symlink at a path the user named (``--markdown``, ``--junit-xml``, an export's file) is theirs: the file
+    it names is replaced (atomically, beside it), the link kept. A link at a file tinymnist names itself inside
+    a folder (a result, weights, a checkpoint, REPORT.md, a plot, the history store) is refused: a write through
+    it would replace a file outside that folder, which no one asked for (the third sweep of issue 30, F17). A
+    link to nothing is refused everywhere, never replaced by a file."""
     if not path.is_symlink():
         return path
     if dangling_link(path):
         raise OutputError(path, f"{dangling_link(path)}, stands here; nothing was written")
+    if not named:
+        target = os.path.realpath(path)
+        raise OutputError(
+            path,
+            f"a symlink stands where tinymnist keeps a file of its own, and would send the write "
+            f"to {target}; remove the link; nothing was written",
+        )
     return Path(os.path.realpath(path))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, named: bool = False) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half of one.
 
     The temporary name is unique per writer, so two processes writing into one folder cannot collide.
+    ``named``: the user named this very path, so a symlink there is followed (see ``_through_link``).
     """
-    _write_files([(path, data)])
+    _write_files([(path, data)], named)
 
 
 def atomic_write_pair(items: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
     """Write several files as one (a result and its weights): a signal or a full disk never leaves a new file
-    beside an old one."""
-    _write_files(items)
+    beside an old one. Each is a file tinymnist names inside a folder: a symlink at one is refused."""
+    _write_files(items, named=False)
 
 
-def _write_files(items: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
+def _write_files(items: Sequence[tuple[str | os.PathLike, bytes]], named: bool) -> None:
     """Every temporary is written and synced first (beside its target, so the rename is atomic), then all are
     renamed in a row with SIGINT and SIGTERM held back; a failure before the renames changes nothing."""
     import signal
 
     staged: list[tuple[str, Path]] = []
-    targets = [(_through_link(Path(p)), data) for p, data in items]
-    refuse_non_files([p for p, _ in targets])
+    targets = [(_through_link(Path(p), named), data) for p, data in items]
+    refuse_non_files([p for p, _ in targets], named=True)  # the targets: links already followed or refused
     path = targets[0][0] if targets else Path(".")
     try:
         for path, data in targets:
@@ -532,6 +543,13 @@ class RunResult:
             has = [getattr(e, name) is not None for e in epochs]
             if any(has) and not all(has):
                 raise ValueError(f"epochs[{has.index(False) + 1}] has no {name}, which the other epochs have")
+        # Validation figures come from a split of the training set, so they exist exactly when it does: a file
+        # with one and not the other would be judged on a split no run had (the third sweep of issue 30, F11).
+        split, has_val = d.get("val_images") or 0, bool(epochs) and epochs[0].val_acc is not None
+        if has_val and not split:
+            raise ValueError("its epochs have val_acc, but val_images is 0: no validation split was held out")
+        if split and epochs and not has_val:
+            raise ValueError(f"val_images is {split}, but its epochs have no val_acc")
         d["epochs"] = epochs
         return cls(**d)
 
@@ -592,7 +610,11 @@ def load_result(path: str | os.PathLike) -> RunResult:
     d = read_json(path, "tinymnist results file")
     try:
         result = RunResult.from_dict(d)
-        Recipe.from_dict(result.recipe)  # a recipe this harness cannot read is a bad file, found here
+        # a recipe this harness cannot read is a bad file, found here; so is one with values no run can have
+        # had (lr -1, step 99: the third sweep of issue 30), which history add would file as a run
+        check_ranges(Recipe.from_dict(result.recipe))
+    except RecipeError as e:
+        raise ResultsError(f"{path}: not a tinymnist results file (its recipe's {e}); regenerate it") from None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ResultsError(f"{path}: not a tinymnist results file ({e}); regenerate it with tinymnist train") from None
     name = Path(path).name

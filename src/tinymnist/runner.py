@@ -204,6 +204,8 @@ class _Member:
         self.plan, self.out, self.report = plan, Path(out), report
         self.done, self.ckpt, self.weights = (result_path(out, recipe.key, seed, s) for s in (".json", ".ckpt", ".pt"))
         _remove_stale_temporaries(self.out, recipe.key, seed)
+        # a folder or a symlink at one of this seed's files is refused now, not after minutes of training
+        results.refuse_non_files([self.done, self.ckpt, self.weights])
         self.ident = plan.identity(data, stacked)
         prev = None
         if self.done.exists():

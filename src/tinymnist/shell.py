@@ -27,4 +27,38 @@ def shown(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-__all__ = ["shell_join", "shown"]
+def fitted(text: str, width: int) -> str:
+    """``text`` as shown (``shown``) in exactly ``width`` terminal columns: cut with "..." when longer, padded
+    when shorter. Counted in columns, not code points: an escaped Latin-1 byte takes four (``\\xe9``) and a
+    wide character two, so a table's columns stay aligned (the third sweep of issue 30, F24)."""
+    import unicodedata
+
+    def cols(ch: str) -> int:
+        if unicodedata.combining(ch):
+            return 0
+        return 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+
+    text = shown(text)
+    if sum(map(cols, text)) > width:
+        kept, used = [], 0
+        for ch in text:
+            if used + cols(ch) > width - 3:
+                break
+            kept.append(ch)
+            used += cols(ch)
+        text = "".join(kept) + "..."
+    return text + " " * (width - sum(map(cols, text)))
+
+
+def code_span(text: str) -> str:
+    """``text`` as one markdown code span, whatever it holds: fenced by one backtick more than its longest run
+    of them, and padded where it starts or ends with one (CommonMark's rule). A path with ``|``, ``*`` or a
+    backtick in it then shows as itself, and cannot break a title or a table (the third sweep of issue 30)."""
+    import re
+
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{shown(text)}{pad}{fence}"
+
+
+__all__ = ["code_span", "fitted", "shell_join", "shown"]

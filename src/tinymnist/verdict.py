@@ -71,7 +71,11 @@ class Verdict:
         return "not judged (smoke run)" if self.smoke else self.pass_rate.fmt()
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "reasons": list(self.reasons), "smoke": self.smoke}
+        """As a results file records it. A smoke run that met what it could be held to is not judged: "passed"
+        is null, never true, so nothing reading the file takes it for a pass (the third sweep of issue 30, F14);
+        a smoke run that failed (diverged, over budget) still records false."""
+        passed = None if self.smoke and self.passed else self.passed
+        return {"passed": passed, "reasons": list(self.reasons), "smoke": self.smoke}
 
     @property
     def word(self) -> str:

@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from tinymnist.compare import calibration_report
-    from tinymnist.results import atomic_write_json, load_results
+    from tinymnist.results import atomic_write_bytes, json_bytes, load_results
 
     if not Path(args.results).is_dir():
         raise UsageError(f"{args.results}: no such results folder")
@@ -38,7 +38,7 @@ def run(args) -> int:
     except ValueError as e:
         raise UsageError(f"{args.results}: {e}") from None
     try:
-        atomic_write_json(args.out, report)
+        atomic_write_bytes(args.out, json_bytes(report), named=True)
     except OSError as e:
         raise UsageError(f"--out {args.out}: cannot write ({e.strerror}); choose another --out") from None
     r = cal.rates

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tinymnist.commands import _args
 from tinymnist.errors import EXIT_GATE, EXIT_OK, UsageError
+from tinymnist.shell import code_span, shell_join
 
 
 def add_parser(sub) -> None:
@@ -76,7 +77,8 @@ def run(args) -> int:
         ci.write_junit(args.junit_xml, "tinymnist compare", ci.compare_cases(result))
         print(f"wrote {args.junit_xml}")
     if args.markdown:
-        title = f"## tinymnist compare: {args.new} against {args.baseline}"
+        new, baseline = (code_span(shell_join([p])) for p in (args.new, args.baseline))
+        title = f"## tinymnist compare: {new} against {baseline}"
         ci.write_markdown(args.markdown, "\n".join([title, "", *lines, "", f"**{summary}**", ""]))
         print(f"wrote {args.markdown}")
     return EXIT_GATE if regressions else EXIT_OK

@@ -21,7 +21,7 @@ from importlib import metadata
 import torch
 import torch.nn as nn
 
-from tinymnist.errors import UserError
+from tinymnist.errors import UserError, mark_user_package
 
 ENTRY_POINT_GROUP = "tinymnist.models"
 INPUT_SHAPE, NUM_CLASSES = (1, 28, 28), 10
@@ -106,6 +106,7 @@ def _import_object(path: str, what: str):
             raise ModelError(
                 f"{what} {path!r}: module {e.name!r} not found; install it or add its folder to PYTHONPATH"
             ) from None
+    mark_user_package(module_name)
     for part in attr.split("."):
         # A module's own __getattr__ is user code too.
         with user_code(lambda s: ModelError(f"{what} {path!r}: looking up {attr!r} raised {s}")):
@@ -149,7 +150,9 @@ def load_plugin(ep: metadata.EntryPoint, error: Callable[[str], UserError]):
             "[project.entry-points] and reinstall it"
         )
     with user_code(error):
-        return ep.load()
+        obj = ep.load()
+    mark_user_package(ep.module)
+    return obj
 
 
 def _dist(ep: metadata.EntryPoint) -> str:
