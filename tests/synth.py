@@ -1,5 +1,7 @@
 """Synthetic results for report and compare tests: exact, known numbers."""
 
+from dataclasses import replace
+
 from tinymnist.recipes import get_recipe
 from tinymnist.results import EpochStats, RunResult, save_result
 from tinymnist.verdict import seed_verdict
@@ -17,7 +19,9 @@ def make_result(
     status="completed",
     planned_epochs=None,
 ):
-    recipe = recipe or get_recipe(step)
+    planned_epochs = len(test) if planned_epochs is None else planned_epochs
+    # a run records the recipe it trained, epochs included (--epochs changes both): the reader holds them equal
+    recipe = replace(recipe or get_recipe(step), epochs=planned_epochs)
     train = train or [t + 0.1 for t in test]
     params = params if params is not None else (147658 if step == 1 else 8952)
     epochs = [
@@ -47,7 +51,7 @@ def make_result(
         threads=2,
         torch="test",
         git_sha="abc",
-        planned_epochs=len(test) if planned_epochs is None else planned_epochs,
+        planned_epochs=planned_epochs,
         train_images=60000,
         test_images=10000,
         wall_seconds=100.0,

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import train_env
 
@@ -103,6 +104,27 @@ def test_a_checkout_of_tinymnist_that_ran_another_copy_of_it_is_dirty(tmp_path, 
     sha = _git(repo, "rev-parse", "--short=12", "HEAD")
     done, recorded = _train(repo, mnist_root)
     assert done.returncode == 0 and recorded == f"{sha}-dirty", done.stderr
+
+
+def test_a_checkout_whose_installed_tinymnist_is_its_own_code_is_clean(tmp_path, mnist_root):
+    """The review of the third sweep's fix: after `pip install .` (the README's install) every run in the clone
+    imported the installed copy and was "-dirty", so history add refused every run. A copy whose modules match
+    the commit's byte for byte is the commit's code; one module changed, and it is not."""
+    import tinymnist
+
+    repo, _ = _repo(tmp_path / "repo")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(Path(tinymnist.__file__).parent, repo / "src" / "tinymnist", ignore=ignore)
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a tinymnist checkout")
+    sha = _git(repo, "rev-parse", "--short=12", "HEAD")
+    done, recorded = _train(repo, mnist_root)
+    assert done.returncode == 0 and recorded == sha, done.stderr
+    (repo / "src" / "tinymnist" / "shell.py").write_text("# another version\n")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "the checkout moves on")
+    shutil.rmtree(repo / "o")
+    done, recorded = _train(repo, mnist_root)
+    assert done.returncode == 0 and recorded == _git(repo, "rev-parse", "--short=12", "HEAD") + "-dirty"
 
 
 def test_outside_git_tinymnist_commit_names_the_code_and_history_accepts_it(tmp_path, mnist_root):

@@ -208,11 +208,11 @@ def test_calibrate_files_the_rates_with_the_populations_own_statistics(tmp_path,
 def test_a_side_with_nothing_finished_has_no_figures_to_compare_and_crashes_nothing(tmp_path):
     """A baseline whose only step-4 run diverged in its first batch, a new recipe with no finished epoch, a
     recipe changed in two fields, and a benchmark only NEW ran: each row says what it can, no more."""
-    nothing = replace(make_result(4, 0, [99.0]), epochs=[], status="diverged", planned_epochs=15)
+    nothing = replace(make_result(4, 0, [99.0], planned_epochs=15), epochs=[], status="diverged")
     a = write_results(tmp_path / "old", [nothing])
     changed = replace(STEP4, batch_size=64, lr=0.05)
     new = [make_result(4, s, RAMP + [99.5] * 3, recipe=changed) for s in range(3)]
-    new.append(replace(make_result(3, 0, [99.0]), epochs=[], status="diverged", planned_epochs=15))
+    new.append(replace(make_result(3, 0, [99.0], planned_epochs=15), epochs=[], status="diverged"))
     b = write_results(tmp_path / "new", new)
     _bench(a, 0.010)
     (b / "bench.json").write_text(

@@ -297,11 +297,19 @@ def test_a_sweep_ranked_with_another_split_is_refused(tmp_path, capsys):
         epochs = [replace(e, val_acc=99.5, val_loss=0.02) for e in r.epochs]
         runs.append(replace(r, epochs=epochs, val_images=10_000, train_images=50_000))
     write_results(tmp_path / "sw", runs)
-    argv = ["sweep", "--step", "5", "--seeds", "0-1", "--out", str(tmp_path / "sw"), "--rank-only"]
+    argv = ["sweep", "--step", "5", "--seeds", "0-1", "--epochs", "3", "--out", str(tmp_path / "sw"), "--rank-only"]
     assert main([*argv, "--val-split", "5000"]) == 2
     assert "trained with a validation split of 10,000, not --val-split 5,000" in capsys.readouterr().err
     assert main([*argv, "--val-split", "10000"]) == 0
     assert "| 1 | step5 | (the base recipe) | 4,972 | 2 | 99.500" in (tmp_path / "sw" / "SWEEP.md").read_text()
+    # the fourth independent sweep: a seed trained with another recipe was ranked under the candidate's name
+    path = tmp_path / "sw" / "step5" / "seed1.json"
+    d = json.loads(path.read_text())
+    d["recipe"]["lr"] = 0.2
+    path.write_text(json.dumps(d))
+    assert main([*argv, "--val-split", "10000"]) == 2
+    err = capsys.readouterr().err
+    assert "seed1.json: trained with another recipe than candidate step5's (lr 0.1 -> 0.2)" in err, err
 
 
 def test_a_fifo_is_no_ci_file(tmp_path, capsys):
@@ -352,7 +360,10 @@ def test_latin_1_commit_subjects_neither_crash_history_show_nor_bisect(tmp_path,
     add(folder, store)
     out = tmp_path / "h"
     assert main(["history", "show", "--store", str(store), "--out", str(out), "--repo", str(repo)]) == 0
-    assert "caf\ufffd" in (out / "HISTORY.md").read_text()  # shown, with the byte replaced
+    # shown as its bytes (the fourth independent sweep: U+FFFD said nothing of what the byte was)
+    assert "caf\\xe9: r\\xe9sum\\xe9 du jour" in (out / "HISTORY.md").read_text()
+    subjects = [c["subject"] for s in json.loads((out / "HISTORY.json").read_text())["series"] for c in s["commits"]]
+    assert "caf\\xe9: r\\xe9sum\\xe9 du jour" in subjects
     argv = ["bisect", second, first, "--step", "2", "--store", str(store), "--repo", str(repo)]
     assert main(argv) == 2  # BAD before GOOD: a clean refusal, as for any subject
     assert "internal error" not in capsys.readouterr().err
@@ -397,7 +408,8 @@ def test_a_smoke_run_and_a_full_run_of_one_commit_are_two_configurations_not_a_c
     repo, sha = _tiny_repo(tmp_path / "repo")
     store = tmp_path / "store"
     full = [replace(make_result(4, s, RAMP + [99.5] * 3), git_sha=sha[:12]) for s in range(3)]
-    smoke = [replace(r, train_images=6000, test_images=2000, planned_epochs=1) for r in full]
+    one = {**full[0].recipe, "epochs": 1}  # a run records the recipe it trained: --epochs 1 changes both
+    smoke = [replace(r, train_images=6000, test_images=2000, planned_epochs=1, recipe=one) for r in full]
     for r in smoke:
         r.epochs = r.epochs[:1]
     add(write_results(tmp_path / "full", full), store)
@@ -510,12 +522,18 @@ def test_history_says_when_a_commits_recipe_differs_from_the_previous_ones(tmp_p
     "edit, said",
     [
         (lambda d: d["recipe"].update(lr=-1.0), "its recipe's lr=-1.0 is outside its range"),
-        (lambda d: d["recipe"].update(step=99), "its recipe's step=99 is not a registered step"),
-        (lambda d: d["recipe"].update(step=3), "key 'step2' is a built-in step's, but step=3"),
+        (lambda d: d["recipe"].update(step=99), "field step is 2, but its recipe's is 99"),
+        (lambda d: d.update(step=99) or d["recipe"].update(step=99), "its recipe's step=99 is not a registered step"),
+        (lambda d: d.update(step=3) or d["recipe"].update(step=3), "key 'step2' is a built-in step's, but step=3"),
         (lambda d: d["recipe"].update(batch_size=0), "its recipe's batch_size=0 is outside its range"),
         (lambda d: d["recipe"].update(schedule="sometimes"), "schedule='sometimes' is not known"),
         (lambda d: [e.update(val_acc=99.0, val_loss=0.1) for e in d["epochs"]], "but val_images is 0"),
-        (lambda d: d.update(val_images=10000), "val_images is 10000, but its epochs have no val_acc"),
+        (lambda d: d.update(val_images=10000, train_images=50000), "val_images is 10000, but its epochs have no"),
+        # the review of those fixes: what makes a run smoke, and which split its figures are, is the file's to say
+        # in one way only
+        (lambda d: d.update(identity={"max_batches": True}), "identity.max_batches is True, not an integer >= 1"),
+        (lambda d: d.update(identity={"max_batches": 0}), "identity.max_batches is 0, not an integer >= 1"),
+        (lambda d: d.update(extra={"judged_on": "val"}), "field extra.judged_on is never written by a run"),
     ],
 )
 def test_history_add_refuses_a_recorded_recipe_or_split_no_run_can_have(tmp_path, capsys, edit, said):
@@ -550,3 +568,83 @@ def test_a_bisect_row_keeps_its_columns_whatever_the_subject(tmp_path):
 
     assert len({column_of_n(r) for r in shown}) == 1, shown
     assert "caf\\xe9" in shown[1] and "..." in shown[2]
+
+
+def test_a_dry_run_filed_before_the_key_had_its_batches_is_found_under_its_own_configuration(tmp_path):
+    """The review of the third sweep's fixes: dry runs filed before the store's key had "-bN" sit in the folder
+    of the full configuration; stored() listed them there and population() then found them under neither."""
+    from dataclasses import replace
+
+    from tests.synth import make_result, write_results
+    from tinymnist.history import population, stored
+
+    runs = [replace(make_result(2, s, [90.0]), git_sha="0123456789ab", identity={"max_batches": 5}) for s in range(3)]
+    dry, full = config_key(runs[0]), config_key(replace(runs[0], identity={}))
+    assert dry == full + "-b5"
+    write_results(tmp_path / "store" / "0123456789ab" / full / machine_key(runs[0]), runs)  # the old key's folder
+    assert [k[1] for k in stored(tmp_path / "store")] == [dry]
+    assert len(population(tmp_path / "store", "0123456789ab", dry, machine_key(runs[0]), "step2")) == 3
+    assert population(tmp_path / "store", "0123456789ab", full, machine_key(runs[0]), "step2") == []
+
+
+def test_one_smoke_seed_cannot_hide_the_others_and_a_smoke_population_shows_no_pass_rate(tmp_path, capsys):
+    """The fourth independent sweep: one seed on a subset among full ones made the whole folder "not judged",
+    so a failing seed passed compare with exit 0; and calibrate and log showed a smoke population as 16/16."""
+    from dataclasses import replace
+
+    from tests.synth import RAMP, make_result, write_results
+
+    full = [make_result(4, s, RAMP + [99.5] * 3) for s in range(3)]
+    base = write_results(tmp_path / "base", full)
+    mixed = [replace(full[0], epochs=[replace(e, test_acc=90.0) for e in full[0].epochs]), full[1]]
+    mixed.append(replace(full[2], test_images=5000))
+    new = write_results(tmp_path / "mixed", mixed)
+    assert main(["compare", str(base), str(new)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mixed/step4: holds runs of 2 configurations" in err, err
+    assert "e15-train60000-test5000: seeds 2" in err
+    many = [make_result(4, s, RAMP + [99.5, 99.4 + s / 100, 99.5]) for s in range(12)]
+    smoke = write_results(tmp_path / "smoke" / "sub", [replace(r, test_images=5000) for r in many])
+    assert main(["calibrate", str(smoke), "--step", "4", "--out", str(tmp_path / "cal.json")]) == 0
+    out = capsys.readouterr().out
+    assert "gate pass rate not judged (smoke run)" in out and "12/12" not in out, out
+    assert json.loads((tmp_path / "cal.json").read_text())["pass_rate"] is None
+    assert main(["log", str(tmp_path / "smoke"), "--out", str(tmp_path / "log.md")]) == 0
+    row = next(x for x in (tmp_path / "log.md").read_text().splitlines() if x.startswith("| sub |"))
+    assert "NOT JUDGED (smoke run)" in row and "12/12 seeds" not in row
+
+
+def test_a_store_folder_renamed_by_hand_is_refused_not_shown_under_another_commit(tmp_path, capsys):
+    """The fourth independent sweep: runs of one commit, their folder renamed to another commit's hash, were
+    shown in history under the other commit's row (exit 0)."""
+    from dataclasses import replace
+
+    from tests.synth import make_result, write_results
+
+    repo, sha = _tiny_repo(tmp_path / "repo")
+    store = tmp_path / "store"
+    add(write_results(tmp_path / "r", [replace(make_result(2, s, [90.0]), git_sha=sha[:12]) for s in range(3)]), store)
+    (store / sha[:12]).rename(store / "0123456789ab")
+    assert main(["history", "show", "--store", str(store), "--out", str(tmp_path / "h"), "--repo", str(repo)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"a run of commit {sha[:12]}, filed under 0123456789ab" in err, err
+
+
+def test_a_bisect_names_a_tracked_recipe_file_by_its_path_in_each_commits_tree(tmp_path):
+    """The fourth independent sweep: `bisect --recipe rec.toml` trained every commit with the checkout's copy,
+    so a regression committed in the recipe file itself could not be found. A file git tracks is named by its
+    path in the tree (each job runs in its commit's worktree); any other file by its absolute path."""
+    from tinymnist.commands.bisect import _recipe_at_each_commit
+
+    repo, _ = _tiny_repo(tmp_path / "repo")
+    (repo / "recipes").mkdir()
+    for name in ("tracked.toml", "untracked.toml"):
+        (repo / "recipes" / name).write_text('name = "r"\nbase = "step2"\n')
+    git(repo, "add", "recipes/tracked.toml")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a recipe")
+    outside = tmp_path / "elsewhere.toml"
+    outside.write_text('name = "r"\nbase = "step2"\n')
+    assert _recipe_at_each_commit((repo / "recipes" / "tracked.toml").resolve(), repo) == "recipes/tracked.toml"
+    untracked = (repo / "recipes" / "untracked.toml").resolve()
+    assert _recipe_at_each_commit(untracked, repo) == str(untracked)
+    assert _recipe_at_each_commit(outside.resolve(), repo) == str(outside.resolve())

@@ -134,3 +134,47 @@ def test_an_interrupted_report_writes_nothing(tmp_path, monkeypatch, capsys):
     out = tmp_path / "rep"
     assert main(["report", str(REPO / "reports" / "baseline"), "--out", str(out)]) == 130
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_linked_folder_inside_out_or_the_store_is_refused_before_anything_is_written(tmp_path, mnist_root, capsys):
+    """The fourth independent sweep of issue 30: OUT/step4 linked to a folder elsewhere took the seed's result,
+    weights and lock there (exit 0), and STORE/<commit> linked elsewhere took history add's runs."""
+    from tests.synth import make_result, write_results
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "step2").symlink_to(outside, target_is_directory=True)
+    argv = ["train", "--step", "2", "--seeds", "0", "--dry-run", "--quiet", "--data-root", str(mnist_root)]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "o/step2: cannot write here (a symlink to" in err and "remove the link" in err
+    assert list(outside.iterdir()) == []
+    from dataclasses import replace
+
+    runs = [replace(make_result(2, s, [90.0]), git_sha="0123456789ab") for s in range(3)]
+    folder = write_results(tmp_path / "r", runs)
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "0123456789ab").symlink_to(outside, target_is_directory=True)
+    assert main(["history", "add", str(folder), "--store", str(tmp_path / "store")]) == 2
+    assert "store/0123456789ab: cannot write here (a symlink to" in capsys.readouterr().err
+    assert list(outside.iterdir()) == []
+
+
+def test_a_symlink_at_a_seeds_lock_or_job_log_is_refused_and_what_it_names_kept(tmp_path, mnist_root, capsys):
+    """The second helper of the fourth sweep: a link at OUT/step2/seed0.lock had "pid N on HOST" written into
+    the file it named, and one at seed1.log had the job's output replace it."""
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious")
+    out = tmp_path / "o"
+    (out / "step2").mkdir(parents=True)
+    (out / "step2" / "seed0.lock").symlink_to(victim)
+    argv = ["train", "--step", "2", "--dry-run", "--quiet", "--data-root", str(mnist_root), "--out", str(out)]
+    assert main([*argv, "--seeds", "0", "--executor", "inline"]) == 2
+    assert "seed0.lock: cannot write here (a symlink stands where tinymnist keeps its lock" in capsys.readouterr().err
+    assert victim.read_text() == "precious"
+    (out / "step2" / "seed0.lock").unlink()
+    (out / "step2" / "seed1.log").symlink_to(victim)
+    assert main([*argv, "--seeds", "0", "1", "--executor", "local", "--threads", "1"]) == 2
+    assert "seed1.log: cannot write the job's log (a symlink stands there" in capsys.readouterr().err
+    assert victim.read_text() == "precious"

@@ -116,7 +116,10 @@ def test_recipe_file_trains_a_plugin_model(plugin_path, tmp_path, mnist_root, mo
     cmp = tm(["compare", str(out), str(out)], tmp_path, plugin_path)
     assert cmp.returncode == 0 and "| sep4k | gate |" in cmp.stdout, cmp.stdout + cmp.stderr
     onnx = tmp_path / "m.onnx"
-    exp = tm(["export", "--checkpoint", str(out / "sep4k" / "seed0.pt"), "--out", str(onnx)], tmp_path, plugin_path)
+    vouch = ["--model", model] if ":" in model else []  # an import path runs only when the user names it
+    exp = tm(
+        ["export", "--checkpoint", str(out / "sep4k" / "seed0.pt"), "--out", str(onnx), *vouch], tmp_path, plugin_path
+    )
     assert exp.returncode == 0 and onnx.is_file(), exp.stderr
     ev = tm(["evaluate", "--onnx", str(onnx)], tmp_path, plugin_path, mnist_root=mnist_root)
     assert ev.returncode == 0 and "test accuracy" in ev.stdout, ev.stderr
@@ -395,7 +398,16 @@ def test_an_error_the_users_model_raises_while_exported_is_theirs(tmp_path, mnis
     argv = ["train", "--recipe", str(recipe), "--seeds", "0", "--dry-run", "--quiet", "--out", str(tmp_path / "o")]
     assert tm(argv, tmp_path, tmp_path, mnist_root=mnist_root).returncode == 0
     weights = tmp_path / "o" / "x" / "seed0.pt"
-    done = tm(["export", "--checkpoint", str(weights), "--out", str(tmp_path / "m.onnx")], tmp_path, tmp_path)
+    argv = [
+        "export",
+        "--checkpoint",
+        str(weights),
+        "--out",
+        str(tmp_path / "m.onnx"),
+        "--model",
+        "usermod:export_raises",
+    ]
+    done = tm(argv, tmp_path, tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr  # was exit 3, torch's message
     assert "(forward) raised RuntimeError: no export for me" in done.stderr and not (tmp_path / "m.onnx").exists()
 
@@ -411,9 +423,73 @@ def test_an_error_raised_in_an_installed_plugin_package_is_the_users(tmp_path, m
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[tinymnist.models]\nsaver = myplug:save_raises\n")
+    (info / "RECORD").write_text("myplug/__init__.py,,\nmyplug-0.1.dist-info/METADATA,,\n")  # as pip writes it
     recipe = recipe_file(tmp_path, 'name = "x"\nmodel = "saver"\n')
     argv = ["train", "--recipe", str(recipe), "--seeds", "0", "--dry-run", "--out", str(tmp_path / "o")]
     done = tm(argv, tmp_path, site, mnist_root=mnist_root)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert f"user code at {site / 'myplug' / '__init__.py'}:" in done.stderr, done.stderr
     assert "(state_dict) raised ValueError: cannot save me" in done.stderr
+
+
+def test_the_training_probe_moves_no_random_draw_and_spares_models_it_cannot_copy():
+    """The review of issue 30's third-sweep fixes: the training-mode probe drew dropout masks from the global
+    generator, so Xavier weights (drawn after the builder) started elsewhere than at every earlier commit; and
+    a weight-normed model, which trains, was refused because it cannot be deep-copied."""
+    import torch
+    from torch import nn
+    from torch.nn.utils import weight_norm
+
+    from tinymnist.models.registry import check_training, create_model, get_builder
+
+    for name in ("step3", "step4"):  # both have dropout
+        torch.manual_seed(0)
+        get_builder(name)()
+        after_builder = torch.rand(5)
+        torch.manual_seed(0)
+        create_model(name)
+        assert torch.equal(torch.rand(5), after_builder), name
+    check_training(nn.Sequential(nn.Flatten(), weight_norm(nn.Linear(784, 10))), "wn")  # no error
+
+
+def test_what_counts_as_the_users_code_is_neither_a_library_named_by_import_path_nor_tinymnist_via_a_link(
+    tmp_path,
+):
+    """The review of the third sweep's fixes: an import path such as torch.nn:Linear marked all of torch as the
+    user's, so a bug of ours inside torch read as theirs (exit 2, no saved traceback); and tinymnist imported
+    through a symlinked folder took its own frames for the user's."""
+    import torch
+
+    from tinymnist.errors import user_code_at
+    from tinymnist.models.registry import get_builder
+
+    get_builder("torch.nn:Linear")
+    try:
+        torch.nn.functional.cross_entropy(torch.zeros(2, 10), torch.zeros(3, dtype=torch.long))
+    except ValueError as e:
+        assert user_code_at(e.with_traceback(e.__traceback__.tb_next)) is None  # torch's frames only, not this test's
+    link = tmp_path / "linked-src"
+    link.symlink_to(REPO / "src", target_is_directory=True)
+    probe = (
+        "from tinymnist.errors import user_code_at\n"
+        "from tinymnist.models import count_params\n"
+        "try:\n    count_params(None)\n"
+        "except Exception as e:\n    print(user_code_at(e))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(link)}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.stdout.strip() == "None", done.stdout + done.stderr
+
+
+def test_an_error_in_a_users_builder_is_one_line_that_says_where(tmp_path, capsys, monkeypatch):
+    """The fourth independent sweep: a builder raising a three-line message printed three lines, and no
+    FILE:LINE, where an error raised while training says both in one line."""
+    from tinymnist.cli import main
+
+    (tmp_path / "multimod.py").write_text('def multiline(**kw):\n    raise ValueError("first line\\nsecond\\nthird")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    argv = ["train", "--step", "2", "--seeds", "0", "--dry-run", "--out", str(tmp_path / "o"), "--set"]
+    assert main([*argv, "model=multimod:multiline"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"raised ValueError: first line (at {tmp_path / 'multimod.py'}:2 (multiline))" in err, err

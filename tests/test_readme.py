@@ -71,7 +71,7 @@ def test_a_claim_block_gives_no_verdict_until_every_seed_has_finished(tmp_path):
     runs = [
         make_result(5, 200, RAMP + [99.45, 99.5, 99.41], params=4972),
         make_result(5, 201, RAMP + [99.5, 99.39, 99.6], params=4972),
-        replace(make_result(5, 202, [97.0, 97.1], params=4972), status="interrupted", planned_epochs=15),
+        replace(make_result(5, 202, [97.0, 97.1], params=4972, planned_epochs=15), status="interrupted"),
     ]
     write_results(tmp_path, runs)
     text = readme._claim(5, tmp_path)

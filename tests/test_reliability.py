@@ -2,6 +2,7 @@
 same run or refused, every bad value is found before training, exit codes mean one thing each, divergence is
 caught everywhere. Most tests drive ``main(argv)`` on a tiny subset, as a user or a CI runner would."""
 
+import copy
 import errno
 import json
 import os
@@ -63,6 +64,25 @@ class Evil:
         return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
 
 
+def test_a_checkpoint_naming_code_by_import_path_runs_it_only_when_the_user_names_it(fast_data, tmp_path, capsys):
+    """The fourth independent sweep of issue 30: a checkpoint whose recipe said model="subprocess:getoutput" with
+    a shell command as its kwargs ran the command under export, though the file holds no pickled code."""
+    out = tmp_path / "out"
+    assert main(["train", "--step", "2", "--seeds", "0", "--dry-run", "--quiet", "--out", str(out)]) == 0
+    state = torch.load(out / "step2" / "seed0.pt", weights_only=True)
+    marker = tmp_path / "PWNED"
+    state["recipe"]["model"] = "subprocess:getoutput"
+    state["recipe"]["model_kwargs"] = {"cmd": f"touch {shlex.quote(str(marker))}"}
+    torch.save(state, tmp_path / "evil.pt")
+    argv = ["export", "--checkpoint", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "m.onnx")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "import path 'subprocess:getoutput', code that this file cannot vouch for; nothing was run" in err
+    assert not marker.exists() and not (tmp_path / "m.onnx").exists()
+    assert main([*argv, "--model", "subprocess:getoutput"]) == 2  # vouched for: it runs (and is no network)
+    assert marker.exists() and "its builder returned a str" in capsys.readouterr().err
+
+
 def test_a_malicious_checkpoint_runs_no_code(fast_data, tmp_path, capsys):
     marker = tmp_path / "PWNED"
     evil = tmp_path / "evil.pt"
@@ -86,6 +106,34 @@ def test_a_damaged_checkpoint_is_named(fast_data, tmp_path, capsys):
     assert _train(out, "--resume", "--epochs", "1") == 2
     err = capsys.readouterr().err
     assert "seed0.ckpt: damaged" in err and "Traceback" not in err
+
+
+def test_a_checkpoint_that_does_not_fit_the_run_or_holds_impossible_figures_is_named(
+    fast_data, tmp_path, monkeypatch, capsys
+):
+    """The fourth independent sweep: under --resume, weights of another shape were an internal error (exit 3),
+    and a history with test_acc 200 or a NaN wall time was resumed into a results file compare then refused."""
+    import tinymnist.engine as engine
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(engine, "evaluate", interrupt_on_call(engine.evaluate, 2))  # Ctrl-C in epoch 2
+    assert _train(out, "--epochs", "2") == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    ckpt = out / "step4" / "seed0.ckpt"
+    good = torch.load(ckpt, weights_only=True)
+    first = next(iter(good["model"]))
+    for edit, said in (
+        (lambda s: s["model"].update({first: torch.zeros(1)}), "does not fit this run (RuntimeError: "),
+        (lambda s: s["history"][0].update(test_acc=200.0), "not a tinymnist checkpoint (history missing"),
+        (lambda s: s.update(wall_seconds=float("nan")), "not a tinymnist checkpoint (wall_seconds missing"),
+    ):
+        state = copy.deepcopy(good)
+        edit(state)
+        torch.save(state, ckpt)
+        assert _train(out, "--resume", "--epochs", "2") == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "seed0.ckpt: " in err and said in err, err
 
 
 # --- 2. Nothing completed is lost ------------------------------------------------------------------------
@@ -597,7 +645,7 @@ def test_a_plain_rerun_replaces_the_pair_and_a_failed_replace_keeps_both(fast_da
 def test_the_resume_command_names_the_interpreter_and_survives_odd_paths(tmp_path):
     import sys
 
-    from tinymnist.commands.train import resume_command
+    from tinymnist.commands._args import resume_command
 
     odd = os.fsdecode(b"/tmp/r\xe9sults")  # not UTF-8: a surrogate escape
     line = resume_command(["train", "--step", "4", "--out", odd])

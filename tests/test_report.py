@@ -125,7 +125,9 @@ def test_compare_always_regressions(tmp_path):
     cases = {
         "one of three seeds": step4_runs()[:1],
         "interrupted": step4_runs()[:2] + [make_result(4, 2, RAMP + [99.5] * 3, status="interrupted")],
-        "short": step4_runs()[:2] + [make_result(4, 2, RAMP + [99.5] * 3, planned_epochs=20)],
+        # cut short: a diverged run with the epochs it finished (a *completed* one with fewer than planned is a
+        # damaged file, exit 2, as the fourth independent sweep asked: see below)
+        "short": step4_runs()[:2] + [replace(make_result(4, 2, RAMP, planned_epochs=15), status="diverged")],
     }
     # A NaN is recorded by a run that diverged (in a completed one it is a damaged file, exit 2).
     diverged = {"status": "diverged", "diverged_at": {"epoch": 15, "batch": "evaluation", "loss": "nan"}}
@@ -138,12 +140,16 @@ def test_compare_always_regressions(tmp_path):
         two_nan[i] = replace(two_nan[i], **diverged)
         two_nan[i].epochs[-1].test_acc = float("nan")
     cases["two nan"] = two_nan
-    zero = step4_runs()[:2] + [make_result(4, 2, [], planned_epochs=15)]  # completed, no epoch recorded
-    cases["zero epochs"] = zero
     for name, runs in cases.items():
         b = write_results(tmp_path / name.replace(" ", "_"), runs)
         assert compare(a, b).regressions, name
         assert main(["compare", str(a), str(b)]) == 1, name
+    # "completed" with fewer epochs than planned, or none: no run writes that; a damaged file, named
+    for name, planned, test in (("zero epochs", 15, []), ("completed short", 20, RAMP + [99.5] * 3)):
+        b = write_results(
+            tmp_path / name.replace(" ", "_"), step4_runs()[:2] + [make_result(4, 2, test, planned_epochs=planned)]
+        )
+        assert main(["compare", str(a), str(b)]) == 2, name
 
 
 def test_compare_names_a_changed_recipe(tmp_path):

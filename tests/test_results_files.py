@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from tests.conftest import REPO
 from tests.synth import RAMP, make_result, write_results
 from tinymnist.recipes import RECIPES
 from tinymnist.results import ResultsError, json_bytes, load_benchmarks, load_results, save_result
@@ -366,8 +367,19 @@ def test_values_that_parse_but_do_not_fit_are_exit_2_naming_the_file_and_field(t
     assert "(epochs[14] has no val_acc, which the other epochs have)" in capsys.readouterr().err
     for field, where, value, said in (
         ("status", None, "done", "field status is 'done', not one of completed, diverged, interrupted"),
-        ("threads", None, -1, "field threads is -1, not a number >= 1"),
-        ("images_per_second", 3, -5.0, "epochs[4].images_per_second is -5.0, not a number >= 0"),
+        ("threads", None, -1, "field threads is -1, not a number in [1, 1e+06]"),
+        ("images_per_second", 3, -5.0, "epochs[4].images_per_second is -5.0, not a number in [0, 1e+09]"),
+        # the fourth independent sweep: values no run can have, filed or judged as if one had
+        ("images_per_second", 3, 1e308, "epochs[4].images_per_second is 1e+308, not a number in [0, 1e+09]"),
+        ("train_images", None, 10**9, "field train_images is 1000000000, not a number in [1, 60000]"),
+        ("test_images", None, 20000, "field test_images is 20000, not a number in [1, 10000]"),
+        ("seed", None, 2**40, "field seed is 1099511627776, not a number in [0, 4.29497e+09]"),
+        ("val_images", None, 50000, "fields train_images + val_images are 100,000, more than MNIST's 60,000"),
+        ("planned_epochs", None, 16, "field planned_epochs is 16, but its recipe trains 15"),
+        ("step", None, 4, "field step is 4, but its recipe's is 6"),
+        ("lr", 2, -1.0, "epochs[3].lr is -1.0, not a number in [0, 1e+06]"),
+        ("train_loss", 2, -5.0, "epochs[3].train_loss is -5.0: a loss is never negative"),
+        ("diverged_at", None, {"epoch": 1}, "field diverged_at is set in a run whose status is 'completed'"),
     ):
         d = json.loads(good)
         (d if where is None else d["epochs"][where])[field] = value
@@ -379,3 +391,24 @@ def test_values_that_parse_but_do_not_fit_are_exit_2_naming_the_file_and_field(t
     path.write_text(json.dumps(d))
     assert main(["compare", str(folder), str(folder)]) == 2
     assert "expect.last_k=0 is outside its range" in capsys.readouterr().err
+
+
+def test_a_benchmark_file_whose_table_fields_do_not_fit_is_named(tmp_path, capsys):
+    """The fourth independent sweep: extra_info.batch "x" crashed report (exit 3), and an engine named
+    "to|rch\\n# x" broke REPORT.md's table with a heading of its own."""
+    from tinymnist.cli import main
+
+    good = json.loads((REPO / "reports" / "baseline" / "bench.json").read_text())
+    i = next(i for i, b in enumerate(good["benchmarks"]) if (b.get("extra_info") or {}).get("kind") == "inference")
+    for name, value, said in (
+        ("batch", "x", "extra_info.batch is 'x', not an integer >= 1"),
+        ("engine", "to|rch\n# x", "extra_info.engine is 'to|rch\\n# x', not a short printable"),
+    ):
+        d = json.loads(json.dumps(good))
+        d["benchmarks"][i]["extra_info"][name] = value
+        bench = tmp_path / "bench.json"
+        bench.write_text(json.dumps(d))
+        argv = ["report", str(REPO / "reports" / "baseline"), "--out", str(tmp_path / "r"), "--bench", str(bench)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err, err

@@ -53,37 +53,46 @@ def _digests(src: Path, mnist_root: str) -> dict:
     )
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
-        raise SystemExit(f"bitcheck: training at {src.parent} failed: {tail[0]}")
+        raise _Refused(f"bitcheck: training at {src.parent} failed: {tail[0]}")
     got = json.loads(done.stdout)
     if not Path(got["package"]).resolve().is_relative_to(src.resolve()):  # the worktree's code, not an install
-        raise SystemExit(f"bitcheck: {src.parent} imported tinymnist from {got['package']}, not its own src/")
+        raise _Refused(f"bitcheck: {src.parent} imported tinymnist from {got['package']}, not its own src/")
     return got["steps"]
+
+
+class _Refused(Exception):
+    """Bad input (no MNIST, a commit whose code cannot train): exit 2, never 1, which says a step differs."""
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.bitcheck", description=__doc__.splitlines()[0])
     p.add_argument("old", help="a commit (e.g. the one before the options were added)")
     p.add_argument("new", nargs="?", help="a commit; default: the working tree as it is")
-    p.add_argument("--data-root", default=os.environ.get("MNIST_ROOT", str(REPO.parent / "shared" / "datasets")))
+    p.add_argument("--data-root", default=os.environ.get("MNIST_ROOT"), help="MNIST's folder (default $MNIST_ROOT)")
     args = p.parse_args(argv)
+    if not args.data_root:
+        print("bitcheck: no MNIST: give --data-root DIR or set MNIST_ROOT", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="bitcheck-") as tmp:
-        trees = {}
-        for name, rev in (("old", args.old), ("new", args.new)):
-            if rev is None:
-                trees[name] = ("working tree", REPO / "src")
-                continue
-            where = Path(tmp) / name
-            done = subprocess.run(
-                ["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(where), rev],
-                capture_output=True,
-                text=True,
-            )
-            if done.returncode != 0:
-                print(f"bitcheck: {rev!r} is not a commit here ({done.stderr.strip()}); give a commit", file=sys.stderr)
-                return 2
-            trees[name] = (rev, where / "src")
-        try:
+        trees: dict[str, tuple[str, Path]] = {}
+        try:  # every worktree made is removed, whatever fails after it (a bad NEW after a good OLD)
+            for name, rev in (("old", args.old), ("new", args.new)):
+                if rev is None:
+                    trees[name] = ("working tree", REPO / "src")
+                    continue
+                where = Path(tmp) / name
+                done = subprocess.run(
+                    ["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(where), rev],
+                    capture_output=True,
+                    text=True,
+                )
+                if done.returncode != 0:
+                    raise _Refused(f"bitcheck: {rev!r} is not a commit here ({done.stderr.strip()}); give a commit")
+                trees[name] = (rev, where / "src")
             got = {name: _digests(src, args.data_root) for name, (_, src) in trees.items()}
+        except _Refused as e:
+            print(e, file=sys.stderr)
+            return 2
         finally:
             for rev, src in trees.values():
                 if rev != "working tree":

@@ -27,10 +27,17 @@ def _median_ms(fn, calls: int) -> float:
     return median(times) * 1e3
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.onnx_latency", description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
-    p.add_argument("--calls", type=int, default=200, help="calls per round and engine (default 200)")
+    p.add_argument("--rounds", type=_at_least_one, default=3, help="alternating rounds (default 3)")
+    p.add_argument("--calls", type=_at_least_one, default=200, help="calls per round and engine (default 200)")
     args = p.parse_args(argv)
 
     import onnxruntime as ort
@@ -54,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             onnx = partial(session.run, None, {session.get_inputs()[0].name: x.numpy()})
-            _median_ms(eager, 20), _median_ms(onnx, 20)  # warm-up
+            for warm_up in (eager, onnx):  # first calls allocate and pick kernels: not timed
+                _median_ms(warm_up, 20)
             rounds = [(_median_ms(eager, args.calls), _median_ms(onnx, args.calls)) for _ in range(args.rounds)]
             t, o = median(r[0] for r in rounds), median(r[1] for r in rounds)
             print(

@@ -120,15 +120,9 @@ def _main(argv: list[str] | None) -> int:
             return int(e.code or 0)
         args._argv = argv
         name = args.command
-        if name == "train":
-            from tinymnist.commands._args import resume_command
-
-            _again = f". Resume with: {resume_command(argv)}"
-        elif name in ("bisect", "sweep"):  # each keeps what finished; the same command goes on from there
-            from tinymnist.commands._args import shell_join
-
-            _again = f". Continue with: {shell_join([sys.executable, '-m', 'tinymnist', *argv])}"
         command = importlib.import_module(f"tinymnist.commands.{args.command}")
+        # what an interrupt before the command's own handlers prints: each command says how it goes on, if it does
+        _again = command.again(argv) if hasattr(command, "again") else ""
         return command.run(args)
     except UserError as e:
         print(f"{PROG} {name}: error: {e}", file=sys.stderr)
@@ -147,18 +141,15 @@ def _failed(name: str, e: BaseException) -> int:
     it. Anything but an Exception (SystemExit, GeneratorExit) is only ever raised by user code here: our
     commands return their codes, so a user's sys.exit(0) in a forward pass must not end tinymnist with 0, a
     silent pass. Otherwise a missing dependency (exit 2), a closed stdout (141) or a bug of ours (exit 3)."""
-    from tinymnist.errors import user_code_at
+    from tinymnist.errors import said, user_code_at
 
     found = user_code_at(e)
     if found or not isinstance(e, Exception):
         where, e = found or ("", e)
-        try:
-            text = str(e)
-        except BaseException:  # noqa: BLE001 (the user's __str__ may raise anything, sys.exit included)
-            text = "(its message cannot be shown: its __str__ raised)"
+        text = said(e)
         print(
-            f"{PROG} {name}: error: user code{' at ' + where if where else ''} raised {type(e).__name__}: "
-            f"{text.splitlines()[0] if text else ''}; fix it (a model's or plugin's code, not tinymnist's)",
+            f"{PROG} {name}: error: user code{' at ' + where if where else ''} raised {text}; fix it (a model's "
+            "or plugin's code, not tinymnist's)",
             file=sys.stderr,
         )
         return EXIT_USAGE

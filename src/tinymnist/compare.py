@@ -243,7 +243,9 @@ def compare(
         acc = accuracy_check(o, n, t)
         if acc is not None and o.last_k is not None and n.last_k is not None:
             # Judged for smoke runs too: two runs of one configuration are a fair relative test (a bisect on a
-            # subset relies on it); a configuration that differs has its own row above.
+            # subset relies on it). Runs of differing configurations are judged as well, on purpose: the row
+            # above says the figures are not the same experiment's, and a drop then fails the comparison rather
+            # than passing unjudged (a nightly whose configuration changed by mistake must not turn green).
             row(
                 key,
                 f"last-{n.k} mean {split} acc",
@@ -335,7 +337,7 @@ def calibration_report(
         "recipe": s.recipe.key,
         "seeds": list(s.seeds),
         "calibration": {**asdict(cal), "rates": {str(k): v for k, v in cal.rates.items()}},
-        "pass_rate": asdict(s.pass_rate),
+        "pass_rate": None if s.verdict.smoke else asdict(s.pass_rate),  # a smoke population's is not judged
         "verdict": s.verdict.word,
         "stats": stats,
     }

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tinymnist.data import MNISTTensors, augment
 from tinymnist.models import count_params, create_model
 from tinymnist.recipes import Recipe
-from tinymnist.results import EpochStats
+from tinymnist.results import EpochStats, evaluation_diverged
 
 
 @dataclass
@@ -42,6 +42,11 @@ class Trained:
     val_images: int
     diverged_at: dict | None = None
     state_dict: dict | None = None  # the final (evaluated) model's weights, when completed
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint's state does not fit the run it resumes (weights or optimizer state of another shape, a
+    malformed history): the runner names the file (the fourth independent sweep of issue 30 had exit 3)."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -329,13 +334,16 @@ def train(
     history: list[EpochStats] = []
     start_epoch, wall_before = 1, 0.0
     if start is not None:
-        model.load_state_dict(start["model"])
-        opt.load_state_dict(start["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(start["ema"])
-        if swa is not None:
-            swa.load_state_dict(start["swa"])
-        history = [EpochStats(**e) for e in start["history"]]
+        try:
+            model.load_state_dict(start["model"])
+            opt.load_state_dict(start["optimizer"])
+            if ema is not None:
+                ema.load_state_dict(start["ema"])
+            if swa is not None:
+                swa.load_state_dict(start["swa"])
+            history = [EpochStats(**e) for e in start["history"]]
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointMismatch(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from None
         start_epoch, wall_before = start["epoch"] + 1, start["wall_seconds"]
 
     diverged_at = None
@@ -417,7 +425,7 @@ def train(
             val_loss, val_acc = (None, None)
             if data.val_x is not None and data.val_y is not None:
                 val_loss, val_acc = evaluate(shown, data.val_x, data.val_y)
-            if not (math.isfinite(test_loss) and math.isfinite(train_loss)):
+            if evaluation_diverged(train_loss, test_loss, val_loss):
                 # The last optimizer step can leave non-finite weights that no training loss saw yet.
                 diverged_at = {"epoch": epoch, "batch": "evaluation", "loss": str(test_loss)}
                 return outcome("diverged")

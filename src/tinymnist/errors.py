@@ -79,55 +79,81 @@ def require(module: str, command: str) -> None:
         raise UsageError(f"{command} needs {module}, which is not installed: pip install 'tinymnist[{extra}]'")
 
 
-# Where installed plugins live: their packages are the user's code though they sit among the libraries
-# (the third sweep of issue 30 found an error raised in a pip-installed plugin reported as tinymnist's own).
-_PLUGIN_ROOTS: set[str] = set()
+def said(e: BaseException, located: bool = False) -> str:
+    """``SystemExit: 0``: a user exception in words, on one line (a message's first line: an error is one line),
+    even one whose own ``__str__`` raises; ``located`` adds where in the user's code it was raised
+    (``user_code_at``), as an error raised while training already says (the fourth independent sweep)."""
+    try:
+        text = str(e)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # a __str__ that raises SystemExit(0) must not end tinymnist with 0
+        text = "(its message cannot be shown: its __str__ raised)"
+    line = f"{type(e).__name__}: {(text.splitlines() or [''])[0]}"
+    found = user_code_at(e) if located else None
+    return f"{line} (at {found[0]})" if found else line
 
 
-def mark_user_package(module_name: str) -> None:
-    """Count the top-level package of ``module_name`` (an imported plugin or import-path model) as user code for
-    ``user_code_at``, wherever it is installed; tinymnist's own modules never are."""
+def library_folders() -> tuple[str, ...]:
+    """The folders installed code lives in (the standard library, site-packages), real paths ending in a
+    separator. Only these, not an environment's whole prefix: a module the user wrote in a folder that happens
+    to lie inside a virtual environment's folder is still the user's. The one definition of "installed"."""
     import os
-    import sys
+    import site
+    import sysconfig
 
-    top = sys.modules.get(module_name.partition(".")[0])
-    if top is None or top.__name__ == __name__.partition(".")[0]:
+    kinds = ("stdlib", "platstdlib", "purelib", "platlib")
+    found = {*site.getsitepackages(), *(v for k, v in sysconfig.get_paths().items() if k in kinds)}
+    return tuple(sorted(os.path.realpath(p) + os.sep for p in found if p))
+
+
+def is_installed(path: str) -> bool:
+    """``path`` (a real path) is installed code: under a library folder, or any site- or dist-packages."""
+    import os
+
+    parts = path.split(os.sep)
+    return path.startswith(library_folders()) or "site-packages" in parts or "dist-packages" in parts
+
+
+# The files of installed plugin distributions: the user's code though they sit among the libraries (the third
+# sweep of issue 30 found an error raised in a pip-installed plugin reported as tinymnist's own). Only the
+# plugin's own files, never a whole package: an import path like torch.hub:load must not make torch the user's.
+_PLUGIN_FILES: set[str] = set()
+
+
+def mark_plugin_files(dist) -> None:
+    """Count the Python files of ``dist`` (an ``importlib.metadata.Distribution``, the plugin's) as user code
+    for ``user_code_at``; tinymnist's own distribution never is."""
+    import os
+
+    if dist is None or dist.metadata["Name"] == "tinymnist":
         return
-    file = getattr(top, "__file__", None)
-    if file and os.path.basename(file) != "__init__.py":  # a single-file module
-        _PLUGIN_ROOTS.add(os.path.realpath(file))
-    else:  # a package, or a namespace package with several folders
-        _PLUGIN_ROOTS.update(os.path.realpath(p) + os.sep for p in getattr(top, "__path__", []))
+    for f in dist.files or ():
+        if str(f).endswith(".py"):
+            _PLUGIN_FILES.add(os.path.realpath(str(dist.locate_file(f))))
 
 
 def user_code_at(error: BaseException) -> tuple[str, BaseException] | None:
     """``("mynet.py:12 (forward)", the error raised there)``: the innermost frame of the user's code (neither
-    tinymnist, nor the standard library, nor an installed package) in ``error``'s traceback, or in that of an
-    error it was raised from (torch.export wraps a forward's error in its own); None if there is none. An error
-    raised there (a model's forward or state_dict, a module the user wrote) is the user's to fix: exit 2 naming
-    it, not an internal error of tinymnist's (the third independent sweep of issue 30)."""
+    tinymnist, nor installed code other than a plugin's, nor the standard library) in ``error``'s traceback, or in
+    that of an error it was raised from (torch.export wraps a forward's error in its own); None if there is none.
+    An error raised there (a model's forward or state_dict, a module the user wrote) is the user's to fix: exit 2
+    naming it, not an internal error of tinymnist's (the third independent sweep of issue 30)."""
     import os
-    import sysconfig
     import traceback
 
-    ours = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    libraries = {
-        os.path.realpath(p) + os.sep
-        for k, p in sysconfig.get_paths().items()
-        if k in ("stdlib", "platstdlib", "purelib", "platlib")
-    }
+    # real paths on both sides: tinymnist imported through a symlinked folder is still tinymnist
+    ours = os.path.dirname(os.path.realpath(__file__)) + os.sep
     seen: set[int] = set()
     chained: BaseException | None = error
     while chained is not None and id(chained) not in seen:
         seen.add(id(chained))
         for frame in reversed(traceback.extract_tb(chained.__traceback__)):
             path = os.path.realpath(frame.filename)
-            if any(path == r or path.startswith(r) for r in _PLUGIN_ROOTS):
+            mine = path in _PLUGIN_FILES or not (
+                frame.filename.startswith("<") or path.startswith(ours) or is_installed(path)
+            )
+            if mine:
                 return f"{frame.filename}:{frame.lineno} ({frame.name})", chained
-            if frame.filename.startswith("<") or path.startswith(ours) or any(path.startswith(x) for x in libraries):
-                continue
-            if "site-packages" in path or "dist-packages" in path:
-                continue
-            return f"{frame.filename}:{frame.lineno} ({frame.name})", chained
         chained = chained.__cause__ or chained.__context__
     return None

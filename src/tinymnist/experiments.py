@@ -32,13 +32,15 @@ def _device(run) -> str:
     return f"cpu, {run.threads} thread{'s' if run.threads != 1 else ''}"
 
 
-def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike, command: str | None = None) -> Path:
+    """The experiment log at ``out`` (a path the user named: a symlink there is followed); ``command`` is the
+    shell-quoted command line that made it, by default the plain form."""
     root = Path(experiments_dir)
     notes_file = root / "notes.json"
     notes = read_json(notes_file, "notes file (experiment names to sentences)") if notes_file.exists() else {}
     if not isinstance(notes, dict) or not all(isinstance(v, str) for v in notes.values()):
         raise ResultsError(f"{notes_file}: must be a JSON object mapping experiment names to sentences (strings)")
-    command = shell_join(["tinymnist", "log", os.fspath(experiments_dir)])
+    command = command or shell_join(["tinymnist", "log", os.fspath(experiments_dir), "--out", os.fspath(out)])
     lines = [
         "# Experiment log",
         "",
@@ -60,9 +62,8 @@ def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike) -> Pat
             done = [r for r in runs if r.epochs]
             seeds = "<br>".join(f"{r.seed}: " + " ".join(f"{a:.2f}" for a in r.test_acc[-3:]) for r in runs)
             step_only = [x.split(": ", 1)[1] for x in sm.verdict.reasons if x.startswith(f"{sm.recipe.label}: ")]
-            gate = f"{sm.verdict.word}, {len(sm.passed_seeds)}/{len(runs)} seeds" + (
-                "; " + "; ".join(step_only) if step_only else ""
-            )
+            rate = "" if sm.verdict.smoke else f", {len(sm.passed_seeds)}/{len(runs)} seeds"  # not judged: no rate
+            gate = f"{sm.verdict.word}{rate}" + ("; " + "; ".join(step_only) if step_only else "")
             final = sm.final_test
             device = ", ".join(sorted({_device(r) for r in runs}))
             if final is None or sm.epoch_seconds is None:
@@ -79,5 +80,5 @@ def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike) -> Pat
     if not count:
         raise FileNotFoundError(f"{root}: no experiment folders with step*/seed*.json")
     path = Path(out)
-    atomic_write_bytes(path, text_bytes("\n".join(lines) + "\n"))
+    atomic_write_bytes(path, text_bytes("\n".join(lines) + "\n"), named=True)
     return path

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from tinymnist.errors import UserError
-from tinymnist.recipes import Recipe
+from tinymnist.recipes import Recipe, check_ranges
 from tinymnist.results import load_torch_data
 
 OPSET = 18
@@ -19,11 +19,16 @@ class ExportError(UserError):
     """A checkpoint or ONNX file that cannot be used; the CLI turns it into exit code 2."""
 
 
-def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> tuple[torch.nn.Module, Recipe, int]:
+def load_checkpoint(
+    path: str | os.PathLike, step: int | None = None, trusted_model: str | None = None
+) -> tuple[torch.nn.Module, Recipe, int]:
     """The model of a ``seed{S}.pt`` written by the runner, in eval mode, with its recipe and seed. The model is
-    rebuilt from the recipe the file records (a built-in, plugin or import-path model, by the name it was
-    trained with)."""
+    rebuilt from the recipe the file records: a built-in or an installed plugin by its name; an import path only
+    when the user names that same path (``trusted_model``, ``export --model``). A file names any callable it
+    likes with the kwargs it likes (``subprocess:getoutput`` with a command): the fourth independent sweep of
+    issue 30 ran one from a checkpoint, though nothing in a checkpoint may run before it is vouched for."""
     from tinymnist.models import create_model
+    from tinymnist.models.registry import is_import_path
 
     path = Path(path)
     fix = "pass a seedS.pt written by `tinymnist train`"
@@ -39,8 +44,14 @@ def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> tuple[t
         raise ExportError(f"{path}: seed is {seed!r}, not an integer; {fix}")
     try:
         recipe = Recipe.from_dict(state["recipe"])
-    except (TypeError, ValueError) as e:
+        check_ranges(recipe)  # step 99, lr -1: as a results file with them is refused (the fourth sweep)
+    except (TypeError, ValueError) as e:  # a RecipeError is a ValueError
         raise ExportError(f"{path}: its recipe cannot be read ({e}); {fix}") from None
+    if is_import_path(recipe.model) and recipe.model != trusted_model:
+        raise ExportError(
+            f"{path}: its recipe builds the model by the import path {recipe.model!r}, code that this file cannot "
+            f"vouch for; nothing was run. If you trust that code, pass --model {recipe.model}"
+        )
     model = create_model(recipe.model, **recipe.model_kwargs)
     try:
         model.load_state_dict(state["model"])

@@ -20,6 +20,7 @@ statistic: the test between commits is ``tinymnist.compare.accuracy_rule``, the 
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from tinymnist.compare import MIN_SEEDS_FOR_TEST, AccuracyCheck, Thresholds, acc
 from tinymnist.errors import UserError
 from tinymnist.recipes import sort_key
 from tinymnist.results import RunResult, config_key, load_results
+from tinymnist.shell import shown
 from tinymnist.summary import StepSummary, summarize
 
 SHA = re.compile(r"[0-9a-f]{12}")  # results.git_sha's form: every lookup is by these 12 digits
@@ -123,8 +125,10 @@ def add(results_dir: str | os.PathLike, store: str | os.PathLike) -> Added:
                 unchanged.append(dest)
                 continue
             plan.append((dest, r))
-    from tinymnist.results import atomic_write_pair, json_bytes
+    from tinymnist.results import atomic_write_pair, json_bytes, refuse_links_below
 
+    for dest, _ in plan:  # a linked <commit> or configuration folder would file the run outside the store
+        refuse_links_below(store, dest)
     try:  # all or none: staged and synced first, then renamed together (a full disk changes nothing)
         atomic_write_pair([(dest, json_bytes(r.to_dict())) for dest, r in plan])
     except OSError as e:
@@ -148,10 +152,16 @@ def stored(store: str | os.PathLike) -> dict[tuple[str, str, str], dict[str, lis
         rel = folder.relative_to(root).parts
         if not SHA.fullmatch(rel[0]):  # not a commit's folder (a bisect's worktrees in .work/)
             continue
-        for key, runs in load_results(folder).items():
+        for key, runs in load_results(folder, one_configuration=False).items():
             for r in runs:
-                config = rel[1] if len(rel) == 3 else config_key(r)
-                out.setdefault((rel[0], config, key), {}).setdefault(rel[-1], []).append(r)
+                if r.git_sha[:12] != rel[0]:  # a folder renamed or moved by hand: the file says whose run it is
+                    raise StoreError(
+                        f"{folder / key}/seed{r.seed}.json: a run of commit {r.git_sha}, filed under {rel[0]}; "
+                        "move it back, or remove it and add the run again with tinymnist history add"
+                    )
+                # the run's own configuration, not its folder's: dry runs filed before the key had "-bN" sit
+                # in the folder of the full configuration (the review of issue 30's third-sweep fixes)
+                out.setdefault((rel[0], config_key(r), key), {}).setdefault(rel[-1], []).append(r)
     return out
 
 
@@ -159,9 +169,11 @@ def population(store: str | os.PathLike, commit: str, config: str, machine: str,
     """The stored runs of one recipe at one commit in one configuration on one machine (``commit`` may be
     longer than the folder's 12 digits)."""
     runs = []
-    for folder in (Path(store) / commit[:12] / config / machine, Path(store) / commit[:12] / machine):
+    at = Path(store) / commit[:12]
+    # every configuration folder of the commit, and the older layout: each run is held to its own configuration
+    for folder in sorted({*at.glob(f"*/{glob.escape(machine)}"), at / machine}):
         if folder.is_dir():
-            runs += [r for r in load_results(folder).get(key, []) if config_key(r) == config]
+            runs += [r for r in load_results(folder, one_configuration=False).get(key, []) if config_key(r) == config]
     return runs
 
 
@@ -184,9 +196,11 @@ def one_population(by_machine: dict[str, list[RunResult]]) -> tuple[list[RunResu
 
 def git(repo: str | os.PathLike, *args: str) -> str:
     try:
-        # errors="replace": old commits may hold Latin-1 subjects with no encoding header (issue 30, cause 5)
+        # Old commits may hold Latin-1 subjects with no encoding header (issue 30, cause 5): each byte that is not
+        # UTF-8 is kept as a surrogate escape, so tinymnist.shell.shown prints it as its bytes ("caf\xe9"), not as
+        # U+FFFD, which says nothing of what it was (the fourth independent sweep)
         done = subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, errors="replace", timeout=60
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, errors="surrogateescape", timeout=60
         )
     except (OSError, subprocess.SubprocessError) as e:
         raise StoreError(f"git {' '.join(args)}: {e}; is git installed?") from None
@@ -321,7 +335,7 @@ def to_json(series: Sequence[Series]) -> str:
                 {
                     "commit": p.commit.sha,
                     "date": p.commit.date,
-                    "subject": p.commit.subject,
+                    "subject": shown(p.commit.subject),  # a Latin-1 byte as \xe9, never a lone surrogate
                     "n": p.n,
                     "last_k_mean": lk.mean if lk else None,
                     "ci": [lk.ci_low, lk.ci_high] if lk else None,

@@ -50,7 +50,7 @@ from tinymnist.engine import (
     sync,
 )
 from tinymnist.recipes import Recipe
-from tinymnist.results import EpochStats
+from tinymnist.results import EpochStats, evaluation_diverged
 
 
 class _GivenDropout(nn.Module):
@@ -315,7 +315,7 @@ def train_population(
             for m in range(P):
                 if not alive[m]:
                     continue
-                if not (math.isfinite(test_loss[m]) and math.isfinite(train_loss[m])):
+                if evaluation_diverged(train_loss[m], test_loss[m], val_loss[m] if val_loss is not None else None):
                     diverged_at[m] = {"epoch": epoch, "batch": "evaluation", "loss": str(test_loss[m])}
                     alive[m] = False
                     continue

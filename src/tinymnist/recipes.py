@@ -404,10 +404,12 @@ def validate(recipe: Recipe) -> Recipe:
     return recipe
 
 
-def check_ranges(recipe: Recipe) -> None:
+def check_ranges(recipe: Recipe, sizes: bool = True) -> None:
     """Every value in its range, without building the model: the check a results file's recorded recipe
     gets too, whose model may be a plugin that is not installed here (issue 30, the third sweep's F11: a
-    recorded lr of -1 was filed into the history as if a recipe could have it)."""
+    recorded lr of -1 was filed into the history as if a recipe could have it). ``sizes=False`` leaves out the
+    built-in networks' layer sizes, which need torch imported (1.9 s measured under ``-X importtime``): a
+    results reader (compare, report, history) does not."""
     if recipe.step not in RECIPES:
         raise RecipeError(f"step={recipe.step!r} is not a registered step: one of {', '.join(map(str, RECIPES))}")
     m = re.fullmatch(r"step(\d+)", recipe.key)
@@ -458,6 +460,8 @@ def check_ranges(recipe: Recipe) -> None:
     kwargs = recipe.model_kwargs
     if not isinstance(kwargs, dict):
         raise RecipeError(f"model_kwargs={kwargs!r} must be a JSON object")
+    if not sizes:
+        return
     from tinymnist.models import builtin_models
 
     # The built-in networks' sizes are checked here; a user's model checks its own, in its builder.

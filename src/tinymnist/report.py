@@ -374,7 +374,10 @@ def build_report(
     bench_paths: Sequence[str | os.PathLike] = (),
     on: str = "test",
     rule: str = "seeds",
+    command: str | None = None,
 ) -> Path:
+    """REPORT.md and its plots in ``out_dir``; ``command``, the shell-quoted command line that made it (the
+    command's own words, so that it pastes back), defaults to the plain form for callers without one."""
     results = load_results(results_dir, on)
     if not results:
         raise FileNotFoundError(f"{results_dir}: no <recipe>/seed*.json results; run tinymnist train first")
@@ -391,7 +394,10 @@ def build_report(
         else f"on each run's validation split ({_val_images(results)} images held out of the training set)"
     )
     split = "test" if on == "test" else "validation"
-    command = shell_join(["tinymnist", "report", os.fspath(results_dir), *([] if on == "test" else ["--on", "val"])])
+    if command is None:
+        words = ["tinymnist", "report", os.fspath(results_dir), "--out", os.fspath(out_dir)]
+        words += ([] if on == "test" else ["--on", "val"]) + (["--rule", rule] if rule != "seeds" else [])
+        command = shell_join(words)
     lines = [
         "# tinymnist report" + ("" if on == "test" else " (judged on validation)"),
         "",
@@ -437,11 +443,16 @@ def _save_png(fig, path: Path, staged: list) -> None:
     """Rendered, not yet written: a report's plots and its markdown are written as one (``atomic_write_pair``),
     so an interrupt never leaves new plots beside no report or an old one (the third sweep of issue 30)."""
     import io
+    import warnings
 
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    with warnings.catch_warnings():
+        # "constrained_layout not applied" when an outlier seed squeezes an axis: the plot is still drawn, and a
+        # library's two-line warning on stderr is not the command's one line (the fourth independent sweep)
+        warnings.simplefilter("ignore", UserWarning)
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     staged.append((path, buf.getvalue()))
 
@@ -503,7 +514,13 @@ def _history_plot(series, path: Path, staged: list) -> None:
     _save_png(fig, path, staged)
 
 
-def write_history(series, out_dir: str | os.PathLike, command: str, off_line: Sequence[str] = ()) -> Path:
+def write_history(
+    series,
+    out_dir: str | os.PathLike,
+    command: str,
+    off_line: Sequence[str] = (),
+    also: Sequence[tuple[Path, bytes]] = (),
+) -> Path:
     """HISTORY.md and one PNG per recipe and configuration, from ``tinymnist.history.history``'s series."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -562,5 +579,5 @@ def write_history(series, out_dir: str | os.PathLike, command: str, off_line: Se
     if off_line:
         lines += [f"Stored commits not on this first-parent line (left out): {', '.join(off_line)}.", ""]
     path = out / "HISTORY.md"
-    atomic_write_pair([*staged, (path, text_bytes("\n".join(lines)))])
+    atomic_write_pair([*staged, *also, (path, text_bytes("\n".join(lines)))])  # HISTORY.json too: one write
     return path

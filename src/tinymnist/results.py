@@ -76,6 +76,21 @@ def refuse_non_files(paths: Sequence[Path], named: bool = False) -> None:
             raise OutputError(path, f"{kind} stands where this file goes; nothing was moved")
 
 
+def refuse_links_below(root: str | os.PathLike, path: str | os.PathLike) -> None:
+    """A folder tinymnist makes inside ``root`` (the folder the user gave: OUT, the store) on the way to ``path``
+    that is a symlink is refused: writing through it would file results outside ``root`` (the fourth independent
+    sweep of issue 30: OUT/step4 and STORE/<commit> linked elsewhere took the results there). ``root`` itself
+    may be a link: the user named it."""
+    root, path = Path(root), Path(path)
+    for folder in reversed(path.relative_to(root).parents[:-1]):  # root/a, root/a/b, ... (not root, not path)
+        if (root / folder).is_symlink():
+            raise OutputError(
+                root / folder,
+                f"a symlink to {os.path.realpath(root / folder)} stands where tinymnist keeps a folder of its own "
+                "inside the one you gave; remove the link; nothing was written",
+            )
+
+
 def _through_link(path: Path, named: bool) -> Path:
     """A symlink at a path the user named (``--markdown``, ``--junit-xml``, an export's file) is theirs: the file
     it names is replaced (atomically, beside it), the link kept. A link at a file tinymnist names itself inside
@@ -285,18 +300,13 @@ def _imported_but_not_committed() -> list[str]:
     """Modules this process imported from inside the checkout that git does not track: a model module git
     ignores (``*.py`` in .gitignore, a scratch folder) is code the run used and no commit holds. Installed
     packages are not the checkout's code, even where the environment lives in it (.tox, .venv)."""
-    import site
     import sys
-    import sysconfig
+
+    from tinymnist.errors import is_installed
 
     top = _git("rev-parse", "--show-toplevel")
     if not top:
         return []
-    # Library folders only, not the environment's whole prefix: code in a folder that happens to lie inside a
-    # virtual environment's folder is still the user's.
-    libraries = ("stdlib", "platstdlib", "purelib", "platlib")
-    installed = {*site.getsitepackages(), *(v for k, v in sysconfig.get_paths().items() if k in libraries)}
-    roots = [os.path.realpath(p) + os.sep for p in installed if p]
     top = os.path.realpath(top) + os.sep
     files = set()
     for module in list(sys.modules.values()):
@@ -304,16 +314,11 @@ def _imported_but_not_committed() -> list[str]:
         if not isinstance(name, str) or not os.path.isabs(name):  # torch._classes says "_classes.py": no file
             continue
         path = os.path.realpath(name)
-        if path.startswith(top) and not any(path.startswith(r) for r in roots) and "site-packages" not in path:
+        if path.startswith(top) and not is_installed(path):
             files.add(path)
     # A checkout of tinymnist itself whose run imported another copy (installed, or another worktree): the code
     # that ran is not this commit's (the third independent sweep of issue 30).
-    import tinymnist
-
-    ours = os.path.realpath(tinymnist.__file__)
-    elsewhere = (
-        [ours] if not ours.startswith(top) and _git("ls-files", "--", ":(top,glob)**/tinymnist/__init__.py") else []
-    )
+    elsewhere = _another_tinymnist(top)
     files |= {p for p in map(os.path.realpath, READ_FROM_CHECKOUT) if p.startswith(top)}
     if not files:
         return elsewhere
@@ -322,6 +327,35 @@ def _imported_but_not_committed() -> list[str]:
     listed = _git("ls-files", "-v", "--full-name", "-z", "--", *sorted(files)).split("\0")
     clean = {entry[2:] for entry in listed if entry[:2] == "H "}
     return elsewhere + sorted(f for f in files if os.path.relpath(f, top) not in clean)
+
+
+def _another_tinymnist(top: str) -> list[str]:
+    """``[its __init__.py]`` when ``top`` is a checkout of tinymnist itself and the tinymnist this process
+    imported lies elsewhere with other code than the commit's (an older install, another worktree); ``[]`` when
+    it is the checkout's own, or a copy whose modules match the commit's byte for byte (``pip install .`` of
+    this very commit, as the README's install does: the review of issue 30's third-sweep fixes)."""
+    import tinymnist
+
+    package = os.path.dirname(os.path.realpath(tinymnist.__file__))
+    found = _git("ls-files", "--full-name", "--", ":(top,glob)**/tinymnist/__init__.py").splitlines()
+    if package.startswith(top) or not found:
+        return []
+    committed_dir = os.path.dirname(found[0])  # src/tinymnist
+    listing = _git("ls-tree", "-r", "--full-tree", "HEAD", "--", committed_dir)
+    committed = {}
+    for line in listing.splitlines():  # "<mode> blob <sha>\t<path>"
+        meta, _, path = line.partition("\t")
+        if path.endswith(".py"):
+            committed[os.path.relpath(path, committed_dir)] = meta.split()[2]
+    imported = sorted(
+        os.path.relpath(os.path.join(d, f), package)
+        for d, dirs, files in os.walk(package)
+        for f in files
+        if f.endswith(".py") and "__pycache__" not in d
+    )
+    hashed = _git("hash-object", "--", *(os.path.join(package, f) for f in imported)).splitlines() if imported else []
+    same = sorted(committed) == imported and [committed[f] for f in imported] == hashed
+    return [] if same else [os.path.join(package, "__init__.py")]
 
 
 # Files a run reads as code from the checkout besides modules (recipe files): each must be committed too.
@@ -427,6 +461,12 @@ class EpochStats:
     val_acc: float | None = None
 
 
+def evaluation_diverged(*losses: float | None) -> bool:
+    """An epoch's evaluation ends the run as diverged when any loss it measured (train, test, validation) is not
+    finite: the one rule the writers (engine, population) follow and the reader holds a completed run to."""
+    return not all(math.isfinite(x) for x in losses if x is not None)
+
+
 @dataclass
 class RunResult:
     step: int
@@ -479,6 +519,12 @@ class RunResult:
         return key if isinstance(key, str) and key else f"step{self.step}"
 
     @property
+    def max_batches(self) -> int | None:
+        """A dry run's batches an epoch (``--dry-run``, ``--max-batches``), None for a run of whole epochs: what
+        makes it a smoke run, and part of its configuration (checked on reading: an integer >= 1 or null)."""
+        return self.identity.get("max_batches")
+
+    @property
     def label(self) -> str:
         """How messages name the recipe: "step 4", or a recipe file's name."""
         return label_of(self.key)
@@ -504,10 +550,25 @@ class RunResult:
         # file a run outside the store (the third independent sweep of issue 30).
         if not re.fullmatch(r"[a-z][a-z0-9_]{0,15}", d["device"]):
             raise ValueError(f"field device is {d['device']!r}, not a device type such as 'cpu' or 'cuda'")
-        for name, low in _AT_LEAST.items():  # counts and times that parse but cannot be (issue 30, cause 14)
+        for name, (low, high) in _RANGES.items():  # counts and times that parse but cannot be (issue 30, cause 14)
             v = d.get(name)
-            if v is not None and not (math.isfinite(v) and v >= low):
-                raise ValueError(f"field {name} is {v!r}, not a number >= {low}")
+            if v is not None and not (math.isfinite(v) and low <= v <= high):
+                raise ValueError(f"field {name} is {v!r}, not a number in [{low:g}, {high:g}]")
+        # what no run can have trained on (the fourth independent sweep: train_images 10**9 was filed as a
+        # configuration of its own; a split larger than MNIST, a test set larger than its 10,000)
+        if d["train_images"] + (d.get("val_images") or 0) > TRAIN_IMAGES:
+            raise ValueError(
+                f"fields train_images + val_images are {d['train_images'] + (d.get('val_images') or 0):,}, more "
+                f"than MNIST's {TRAIN_IMAGES:,} training images"
+            )
+        if isinstance(d["recipe"], dict) and d["recipe"].get("step", d["step"]) != d["step"]:
+            raise ValueError(f"field step is {d['step']}, but its recipe's is {d['recipe'].get('step')!r}")
+        if isinstance(d["recipe"], dict) and d["recipe"].get("epochs", d["planned_epochs"]) != d["planned_epochs"]:
+            raise ValueError(
+                f"field planned_epochs is {d['planned_epochs']}, but its recipe trains {d['recipe'].get('epochs')!r}"
+            )
+        if d.get("diverged_at") is not None and d["status"] != "diverged":
+            raise ValueError(f"field diverged_at is set in a run whose status is {d['status']!r}")
         epochs = []
         for i, e in enumerate(d["epochs"], start=1):
             if not isinstance(e, dict):
@@ -516,9 +577,12 @@ class RunResult:
             if set(e) - set(_EPOCH_OPTIONAL) != set(EPOCH_TYPES) - set(_EPOCH_OPTIONAL) or set(e) - set(EPOCH_TYPES):
                 gone = sorted((set(EPOCH_TYPES) - set(_EPOCH_OPTIONAL)) ^ (set(e) - set(_EPOCH_OPTIONAL)))
                 raise ValueError(f"epochs[{i}] field {gone[0]} is missing or unknown")
-            for name, low in _EPOCH_AT_LEAST.items():
-                if not (math.isfinite(e[name]) and e[name] >= low):
-                    raise ValueError(f"epochs[{i}].{name} is {e[name]!r}, not a number >= {low}")
+            for name, (low, high) in _EPOCH_RANGES.items():
+                if not (math.isfinite(e[name]) and low <= e[name] <= high):
+                    raise ValueError(f"epochs[{i}].{name} is {e[name]!r}, not a number in [{low:g}, {high:g}]")
+            for name in ("train_loss", "test_loss", "val_loss"):  # cross-entropy is never negative
+                if e.get(name) is not None and e[name] < 0:
+                    raise ValueError(f"epochs[{i}].{name} is {e[name]!r}: a loss is never negative")
             if d["status"] == "completed":  # a non-finite loss ends a run as diverged: in a completed one, damage
                 for name in ("train_loss", "train_acc", "test_loss", "test_acc", *_EPOCH_OPTIONAL):
                     if e.get(name) is not None and not math.isfinite(e[name]):
@@ -539,10 +603,18 @@ class RunResult:
             )
         if len(epochs) > d["planned_epochs"]:
             raise ValueError(f"{len(epochs)} epochs recorded of {d['planned_epochs']} planned")
+        if d["status"] == "completed" and len(epochs) != d["planned_epochs"]:  # only a cut-short run has fewer
+            raise ValueError(f"a completed run with {len(epochs)} epochs recorded of {d['planned_epochs']} planned")
         for name in _EPOCH_OPTIONAL:  # validation figures in every epoch or none: a gap is a damaged file
             has = [getattr(e, name) is not None for e in epochs]
             if any(has) and not all(has):
                 raise ValueError(f"epochs[{has.index(False) + 1}] has no {name}, which the other epochs have")
+        if "judged_on" in (d.get("extra") or {}):  # set in memory by on_validation, never written: in a file it
+            # would relabel the test figures as validation ones (the review of the third sweep's fixes)
+            raise ValueError("field extra.judged_on is never written by a run; remove it")
+        batches = (d.get("identity") or {}).get("max_batches")  # a dry run's batches an epoch: smoke, and its key
+        if batches is not None and (not isinstance(batches, int) or isinstance(batches, bool) or batches < 1):
+            raise ValueError(f"field identity.max_batches is {batches!r}, not an integer >= 1 (or null)")
         # Validation figures come from a split of the training set, so they exist exactly when it does: a file
         # with one and not the other would be judged on a split no run had (the third sweep of issue 30, F11).
         split, has_val = d.get("val_images") or 0, bool(epochs) and epochs[0].val_acc is not None
@@ -554,18 +626,28 @@ class RunResult:
         return cls(**d)
 
 
-_AT_LEAST = {
-    "seed": 0,
-    "params": 0,
-    "threads": 1,
-    "planned_epochs": 1,
-    "train_images": 1,
-    "test_images": 1,
-    "wall_seconds": 0,
-    "population": 1,
-    "val_images": 0,
+# Each number's range: what a run can record. The upper bounds are far above any real run (a year of wall time,
+# a billion images a second) but keep 1e308 out, whose sums overflowed into numpy warnings on stderr (the fourth
+# independent sweep); a seed is the generator's 32 bits, as the command line takes it.
+_YEAR = 3.2e7
+_RANGES = {
+    "seed": (0, 2**32 - 1),
+    "params": (0, 1e12),
+    "threads": (1, 1e6),
+    "planned_epochs": (1, 1e6),
+    "train_images": (1, TRAIN_IMAGES),
+    "test_images": (1, TEST_IMAGES),
+    "wall_seconds": (0, _YEAR),
+    "population": (1, 1e6),
+    "val_images": (0, TRAIN_IMAGES),
 }
-_EPOCH_AT_LEAST = {"epoch": 1, "seconds": 0, "eval_seconds": 0, "images_per_second": 0}
+_EPOCH_RANGES = {
+    "epoch": (1, 1e6),
+    "seconds": (0, _YEAR),
+    "eval_seconds": (0, _YEAR),
+    "images_per_second": (0, 1e9),
+    "lr": (0, 1e6),
+}
 STATUSES = ("completed", "diverged", "interrupted")
 _OPTIONAL = ("diverged_at", "schema_version", "extra", "identity", "population", "val_images")
 
@@ -585,14 +667,7 @@ def config_folder(
 def config_key(run: RunResult) -> str:
     """What ``run`` trained on, as a folder name: the history store's key, and what ``compare`` checks. A dry
     run and a subset run of as many images are two configurations (the third independent sweep of issue 30)."""
-    batches = run.identity.get("max_batches")
-    return config_folder(
-        run.planned_epochs,
-        run.train_images,
-        run.test_images,
-        run.val_images or 0,
-        batches if isinstance(batches, int) and not isinstance(batches, bool) and batches > 0 else None,
-    )
+    return config_folder(run.planned_epochs, run.train_images, run.test_images, run.val_images or 0, run.max_batches)
 
 
 def result_path(out_dir: str | os.PathLike, key: str, seed: int, suffix: str = ".json") -> Path:
@@ -612,7 +687,7 @@ def load_result(path: str | os.PathLike) -> RunResult:
         result = RunResult.from_dict(d)
         # a recipe this harness cannot read is a bad file, found here; so is one with values no run can have
         # had (lr -1, step 99: the third sweep of issue 30), which history add would file as a run
-        check_ranges(Recipe.from_dict(result.recipe))
+        check_ranges(Recipe.from_dict(result.recipe), sizes=False)
     except RecipeError as e:
         raise ResultsError(f"{path}: not a tinymnist results file (its recipe's {e}); regenerate it") from None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -626,11 +701,16 @@ def load_result(path: str | os.PathLike) -> RunResult:
 JUDGED_ON = ("test", "val")
 
 
-def load_results(results_dir: str | os.PathLike, on: str = "test") -> dict[str, list[RunResult]]:
+def load_results(
+    results_dir: str | os.PathLike, on: str = "test", one_configuration: bool = True
+) -> dict[str, list[RunResult]]:
     """Every ``<key>/seed*.json`` under a folder, grouped by recipe key (built-in steps first, in order), sorted
     by seed. A file holding another seed than its name's, or another recipe's results than its folder's, is
-    refused by name: either would be judged as something it is not. ``on="val"`` puts each run's validation
-    figures where its test figures are (``RunResult.on_validation``)."""
+    refused by name: either would be judged as something it is not. So is a recipe folder holding runs of two
+    configurations (``config_key``), unless ``one_configuration=False`` (the history store, which sorts them):
+    one smoke seed among full ones made the whole population "not judged", and the others' gate failures passed
+    unseen (the fourth independent sweep of issue 30). ``on="val"`` puts each run's validation figures where its
+    test figures are (``RunResult.on_validation``)."""
     if on not in ("test", "val"):
         raise ValueError(f"on={on!r}: judge on 'test' or 'val'")
     by_key: dict[str, list[RunResult]] = {}
@@ -645,6 +725,16 @@ def load_results(results_dir: str | os.PathLike, on: str = "test") -> dict[str, 
         if on == "val":
             r = r.on_validation(p)
         by_key.setdefault(r.key, []).append(r)
+    for key, runs in by_key.items() if one_configuration else ():
+        configs: dict[str, list[int]] = {}
+        for r in runs:
+            configs.setdefault(config_key(r), []).append(r.seed)
+        if len(configs) > 1:
+            said = "; ".join(f"{c}: seeds {', '.join(map(str, sorted(seeds)))}" for c, seeds in sorted(configs.items()))
+            raise ResultsError(
+                f"{Path(results_dir) / key}: holds runs of {len(configs)} configurations ({said}); one folder is "
+                "one configuration's population: move the others to a folder of their own"
+            )
     return {k: sorted(by_key[k], key=lambda r: r.seed) for k in sorted(by_key, key=sort_key)}
 
 
@@ -688,7 +778,26 @@ def _checked_benchmarks(p, d: dict) -> list[dict]:
             raise ResultsError(
                 f"{p}: benchmark {b['name']} has no positive median time; regenerate the file with tox -e bench"
             )
+        info = b.get("extra_info") or {}
+        for name, kind in _BENCH_INFO.get(str(info.get("kind")), {}).items():  # what the report's tables read
+            v = info.get(name)
+            count = isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            word = isinstance(v, str) and 0 < len(v) <= 60 and v.isprintable() and not set(v) & set("|`<>")
+            if not (count if kind == "count" else word if kind == "name" else v is None or count or word):
+                want = {"count": "an integer >= 1", "name": "a short printable name without | ` < >"}
+                raise ResultsError(
+                    f"{where} ({b['name']}): extra_info.{name} is {v!r}, not {want.get(kind, 'a count or a name')}; "
+                    "regenerate it with tox -e bench"
+                )
     return benches
+
+
+# The extra_info fields the report's benchmark tables read, by kind: checked on reading, so a string batch is no
+# crash (exit 3) and a "|" or a newline no broken table (the fourth independent sweep of issue 30)
+_BENCH_INFO: dict[str, dict[str, str]] = {
+    "train": {"step": "count", "device": "name", "pipeline": "name", "batch": "count"},
+    "inference": {"engine": "name", "batch": "count", "threads": "optional"},  # threads: 4, "default" or absent
+}
 
 
 def machine_name(machine: dict) -> str:

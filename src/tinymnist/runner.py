@@ -11,6 +11,7 @@ completed result only), ``seedS.ckpt`` (the last finished epoch, while a run is 
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import signal
 import socket
@@ -125,6 +126,24 @@ def _checkpoint_defects(state: dict) -> list[str]:
     whole = type(epoch) is int and isinstance(history, list) and 1 <= epoch == len(history)
     if not {"epoch", "history"} & set(bad) and not whole:
         bad.append("epoch")  # one history entry per epoch trained, and a checkpoint follows at least one
+    # figures the result will carry: what a results file may not hold, a checkpoint may not either (the fourth
+    # independent sweep: test_acc 200 and a NaN wall time were resumed into results that compare then refused)
+    wall = state.get("wall_seconds")
+    if "wall_seconds" not in bad and not (isinstance(wall, (int, float)) and math.isfinite(wall) and wall >= 0):
+        bad.append("wall_seconds")
+    figures = ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc")
+    for e in history if "history" not in bad and isinstance(history, list) else ():
+        ok = isinstance(e, dict) and all(
+            isinstance(e.get(k), (int, float))
+            and math.isfinite(e[k])
+            and e[k] >= 0
+            and (not k.endswith("_acc") or e[k] <= 100)
+            for k in figures
+            if k in e and e[k] is not None
+        )
+        if not ok:
+            bad.append("history")
+            break
     return bad
 
 
@@ -152,10 +171,15 @@ def seed_lock(out: Path, key: str, seed: int) -> Iterator[None]:
     """One writer per (out, recipe, seed). The lock is the kernel's (flock), so a killed writer never leaves
     a stale one; the file only says who holds it."""
     path = result_path(out, key, seed, ".lock")
+    results.refuse_links_below(out, path)  # before the lock is made: nothing goes through a linked OUT/<key>
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        # O_NOFOLLOW: a symlink at the lock would have the holder's line written into the file it names, outside
+        # OUT (the fourth independent sweep of issue 30)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     except OSError as e:
+        if os.path.islink(path):
+            raise results.OutputError(path, "a symlink stands where tinymnist keeps its lock; remove it") from None
         raise RunnerError(f"{path.parent}: cannot write here ({e.strerror}); choose another --out") from None
     try:
         try:
@@ -309,6 +333,8 @@ def run_seed(
                 start=m.start,
                 on_epoch=m.on_epoch,
             )
+        except engine.CheckpointMismatch as e:
+            raise RunnerError(f"{m.ckpt}: does not fit this run ({e}); delete it and rerun without --resume") from None
         except engine.Interrupted as e:
             assert isinstance(e.trained, engine.Trained)
             result = m.interrupted(e.trained)

@@ -178,7 +178,8 @@ def _with(r: Ranked, check: AccuracyCheck) -> Ranked:
 
 def sweep_markdown(ranked: Sequence[Ranked], command: str, val_images: int, seeds: Sequence[int]) -> str:
     """SWEEP.md: the ranking table and what it can and cannot tell apart. Renders only."""
-    k = ranked[0].k if ranked else 3
+    ks = sorted({r.k for r in ranked})
+    k = ks[0] if len(ks) == 1 else "k"  # candidates of differing last_k: each row says its own k
     lines = [
         "# tinymnist sweep",
         "",
@@ -215,7 +216,8 @@ def sweep_markdown(ranked: Sequence[Ranked], command: str, val_images: int, seed
         rate = "smoke run: not judged" if r.smoke else r.pass_rate.fmt()
         lines.append(
             f"| {i} | {r.candidate.key}{unfinished} | {r.candidate.said} | {r.params:,} | {r.last_k.n} | "
-            f"{r.last_k.mean:.3f} {r.last_k.ci(3)} | {sd} | {rate} | {secs} | {vs} |"
+            f"{r.last_k.mean:.3f} {r.last_k.ci(3)}{f' (k = {r.k})' if k == 'k' else ''} | {sd} | {rate} | {secs} "
+            f"| {vs} |"
         )
     lines.append("")
     done = [r for r in ranked if r.complete and r.last_k_by_seed]

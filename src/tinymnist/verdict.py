@@ -156,9 +156,7 @@ def is_smoke(run: RunResult) -> bool:
     """A run on a subset, or cut to a few batches: its accuracy proves nothing, whoever reads it. Images held
     out as a validation split count as the training set's: the run saw the whole of the rest."""
     return (
-        run.train_images + run.val_images < TRAIN_IMAGES
-        or run.test_images < TEST_IMAGES
-        or run.identity.get("max_batches") is not None
+        run.train_images + run.val_images < TRAIN_IMAGES or run.test_images < TEST_IMAGES or run.max_batches is not None
     )
 
 

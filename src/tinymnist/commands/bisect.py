@@ -25,6 +25,7 @@ from tinymnist.errors import (
     Terminated,
     UsageError,
 )
+from tinymnist.shell import shown
 
 
 def add_parser(sub) -> None:
@@ -35,7 +36,12 @@ def add_parser(sub) -> None:
     b.add_argument("bad", help="a later commit (first-parent descendant of GOOD) where it regressed")
     which = b.add_mutually_exclusive_group(required=True)
     which.add_argument("--step", type=_args.step, help="a built-in step")
-    which.add_argument("--recipe", metavar="FILE.toml", help="a recipe file (read by each commit's code)")
+    which.add_argument(
+        "--recipe",
+        metavar="FILE.toml",
+        help="a recipe file, read by each commit's code: each commit's own copy when git tracks the file in the "
+        "repository, else this file for every commit",
+    )
     b.add_argument("--seeds", type=_args.seeds, nargs="+", default=[range(5)], help="the first population (0-4)")
     b.add_argument(
         "--max-seeds",
@@ -124,7 +130,7 @@ def run(args) -> int:
             return EXIT_JOB_DIED
         except (Interrupted, KeyboardInterrupt) as e:
             b.close()  # before the message: what it says is done
-            again = _args.shell_join([sys.executable, "-m", "tinymnist", *args._argv])
+            again = _args.same_command(args._argv)
             print(
                 "\ninterrupted; the store keeps every finished run, and no worktree is left. The same command "
                 f"continues from the store: {again}",
@@ -139,11 +145,11 @@ def run(args) -> int:
         print(f"no regression: {args.bad} is not shown to be a regression of {args.good}; nothing to bisect")
         return EXIT_NO_REGRESSION
     if outcome.undecided:
-        cands = ", ".join(f"{c.short} {c.subject}" for c in outcome.undecided)
+        cands = ", ".join(f"{c.short} {shown(c.subject)}" for c in outcome.undecided)
         print(f"undecided: skipped commits leave the first bad commit among: {cands}")
         return EXIT_UNDECIDED
     assert outcome.first_bad is not None
-    print(f"first bad commit: {outcome.first_bad.sha} {outcome.first_bad.subject}")
+    print(f"first bad commit: {outcome.first_bad.sha} {shown(outcome.first_bad.subject)}")
     return EXIT_OK
 
 
@@ -157,7 +163,7 @@ def _spec(args):
     else:
         path = Path(args.recipe).resolve()
         recipe = resolve_recipe(str(path))
-        recipe_args = ("--recipe", str(path))
+        recipe_args = ("--recipe", _recipe_at_each_commit(path, Path(args.repo)))
     key = recipe.key
     from tinymnist.results import TEST_IMAGES, TRAIN_IMAGES
 
@@ -193,3 +199,26 @@ def _spec(args):
     epochs = settings.get("recipe.epochs", recipe.epochs)
     config = config_folder(epochs, settings.get("train_images", TRAIN_IMAGES), settings.get("test_images", TEST_IMAGES))
     return Spec(recipe_args, key, tuple(options), settings, config)
+
+
+def again(argv: list[str]) -> str:
+    """What an interrupt before the bisect's own handlers prints: its own command, which continues from the
+    store."""
+    return f". Continue with: {_args.same_command(argv)}"
+
+
+def _recipe_at_each_commit(path: Path, repo: Path) -> str:
+    """How each commit's job names the recipe file: a file that git tracks in the repository by its path in the
+    tree, so that each commit trains its own copy (jobs run in the commit's worktree), and a regression committed
+    in the recipe file itself is found (the fourth independent sweep of issue 30: every commit trained the
+    checkout's copy); any other file by its absolute path, the same for every commit."""
+    import subprocess
+
+    top = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--show-toplevel"], capture_output=True, text=True
+    ).stdout.strip()
+    if not top or not path.is_relative_to(Path(top).resolve()):
+        return str(path)
+    rel = path.relative_to(Path(top).resolve())
+    tracked = subprocess.run(["git", "-C", top, "ls-files", "--error-unmatch", "--", str(rel)], capture_output=True)
+    return str(rel) if tracked.returncode == 0 else str(path)

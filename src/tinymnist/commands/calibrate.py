@@ -33,7 +33,7 @@ def run(args) -> int:
             _args.thresholds(args),
             args.splits,
             args.seed,
-            "tinymnist " + _args.shell_join(args._argv),
+            _args.command_line(args._argv),
         )
     except ValueError as e:
         raise UsageError(f"{args.results}: {e}") from None
@@ -47,6 +47,6 @@ def run(args) -> int:
         f"{cal.seed}), alpha {cal.alpha:g}, min effect {cal.min_effect:.2f}:"
     )
     print(f"  false-alarm rate {100 * r[0.0]:.1f}%; power {100 * r[0.05]:.1f}% at -0.05, {100 * r[0.1]:.1f}% at -0.10")
-    print(f"  gate pass rate {s.pass_rate.fmt()}; each seed's last-3 mean: {s.last_k.fmt() if s.last_k else 'n/a'}")
+    print(f"  gate pass rate {s.verdict.rate_text}; each seed's last-3 mean: {s.last_k.fmt() if s.last_k else 'n/a'}")
     print(f"wrote {args.out}")
     return EXIT_OK

@@ -13,6 +13,12 @@ def add_parser(sub) -> None:
     )
     e.add_argument("--checkpoint", required=True, help="OUT/<recipe>/seedS.pt written by `train`")
     e.add_argument("--out", required=True, help="where to write the .onnx file")
+    e.add_argument(
+        "--model",
+        metavar="PKG.MOD:CALLABLE",
+        help="the import path the checkpoint's recipe builds its model with, if it uses one: you vouch for that "
+        "code (a checkpoint's own say-so never runs it)",
+    )
 
 
 def run(args) -> int:
@@ -23,7 +29,7 @@ def run(args) -> int:
 
     if not args.out.endswith(".onnx"):
         raise UsageError(f"--out {args.out}: give a path ending in .onnx")
-    model, recipe, seed = load_checkpoint(args.checkpoint, args.step)
+    model, recipe, seed = load_checkpoint(args.checkpoint, args.step, args.model)
     meta = {"step": str(recipe.step), "recipe": recipe.key, "seed": str(seed), "model": recipe.model}
     try:
         path = export_onnx(model, args.out, metadata=meta)

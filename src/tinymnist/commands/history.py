@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tinymnist.commands import _args
 from tinymnist.errors import EXIT_OK, UsageError
+from tinymnist.shell import shown
 
 
 def add_parser(sub) -> None:
@@ -37,21 +38,21 @@ def run(args) -> int:
 
     require("matplotlib", "history show")
     from tinymnist.report import write_history
-    from tinymnist.results import atomic_write_bytes, refuse_non_files
+    from tinymnist.results import refuse_non_files
 
     if not Path(args.store).is_dir():
         raise UsageError(f"--store {args.store}: no such folder")
     series = history.history(args.store, args.repo, args.steps, rule=args.rule)
     if not series:
         raise UsageError(f"{args.store}: no stored runs of {', '.join(args.steps or [])} on this history")
-    command = _args.shell_join(["tinymnist", *args._argv])
+    command = _args.command_line(args._argv)
     data = history.to_json(series).encode()  # built first: nothing is written if it cannot be
     pngs = [f"history-{s.key}.png" for s in series] + [f"history-{s.key}-{s.config}.png" for s in series]
     refuse_non_files([Path(args.out) / n for n in ("HISTORY.md", "HISTORY.json", *pngs)])  # nor some of them
-    path = write_history(series, args.out, command, history.off_line(args.store, args.repo))
-    atomic_write_bytes(Path(args.out) / "HISTORY.json", data)
+    also = [(Path(args.out) / "HISTORY.json", data)]
+    path = write_history(series, args.out, command, history.off_line(args.store, args.repo), also)
     for s in series:
         for p in s.regressions:
-            print(f"{s.key} ({s.config}): regression at {p.commit.short} {p.commit.subject}")
+            print(f"{s.key} ({s.config}): regression at {p.commit.short} {shown(p.commit.subject)}")
     print(f"wrote {path}")
     return EXIT_OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tinymnist.commands import _args
 from tinymnist.errors import EXIT_OK, UsageError
 
 
@@ -19,7 +20,7 @@ def run(args) -> int:
     if not Path(args.experiments).is_dir():
         raise UsageError(f"{args.experiments}: no such folder")
     try:
-        path = build_log(args.experiments, args.out)
+        path = build_log(args.experiments, args.out, _args.command_line(args._argv))
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     except OSError as e:

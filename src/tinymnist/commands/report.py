@@ -27,7 +27,8 @@ def run(args) -> int:
         if not Path(p).exists():
             raise UsageError(f"{p}: no such file or folder")
     try:
-        path = build_report(args.results, args.out, args.bench, args.on, args.rule)
+        command = _args.command_line(args._argv)
+        path = build_report(args.results, args.out, args.bench, args.on, args.rule, command)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     print(f"wrote {path}")

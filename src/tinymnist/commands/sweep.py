@@ -96,7 +96,7 @@ def _train_and_rank(args, cands, seeds, origin: dict[str, str]) -> int:
     cands = [c for c in cands if c.key not in over]
     if not cands:
         raise UsageError("every candidate is over its parameter budget; nothing to sweep")
-    command = _args.shell_join(["tinymnist", *[a for a in args._argv if a not in ("--rank-only", "--list-jobs")]])
+    command = _args.command_line([a for a in args._argv if a not in ("--rank-only", "--list-jobs")])
     if args.rank_only and args.list_jobs:
         raise UsageError("--rank-only trains nothing and --list-jobs lists what it would train; give one of them")
     if args.rank_only:
@@ -173,8 +173,10 @@ def _jobs(args, work, origin, threads):
 
 
 def _on_run(r) -> None:  # validation only: the test figures are not shown while sweeping
+    from tinymnist.recipes import Recipe
+
     val = [e.val_acc for e in r.epochs if e.val_acc is not None]
-    k = min(3, len(val))
+    k = min(Recipe.from_dict(r.recipe).expect.last_k, len(val))  # the k the ranking and SWEEP.md use
     last = f"val last-{k} {sum(val[-k:]) / k:.2f}" if k else "no epoch"
     print(f"  {r.key} seed {r.seed}: {r.status}, {last}, {r.wall_seconds:.0f}s", flush=True)
 
@@ -203,7 +205,7 @@ def _train_as_jobs(args, work, origin, settings) -> int:
     if interrupted:
         print(
             f"\ninterrupted ({interrupted}): the running jobs were stopped; what finished is kept in {args.out}. "
-            f"Resume with the same command: {_same_command(args)}",
+            f"Continue with the same command: {_args.same_command(args._argv)}",
             file=sys.stderr,
         )
     return code
@@ -234,7 +236,7 @@ def _train_here(args, work, device) -> int:
             except RunInterrupted as e:
                 print(
                     f"\ninterrupted ({e.signal_name}) in {c.key}; what finished is kept in {args.out}. "
-                    f"Resume with the same command: {_same_command(args)}",
+                    f"Continue with the same command: {_args.same_command(args._argv)}",
                     file=sys.stderr,
                 )
                 return EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED
@@ -242,12 +244,21 @@ def _train_here(args, work, device) -> int:
 
 
 def _rank(args, cands, seeds, command: str) -> int:
+    from tinymnist.recipes import Recipe
     from tinymnist.results import atomic_write_bytes, load_results, text_bytes
     from tinymnist.sweep import rank, sweep_markdown
 
     runs = load_results(args.out, "val")
     for c in cands:
         for run in runs.get(c.key, []):
+            # a seed trained with another recipe is not this candidate's: ranked under its name, it passed for
+            # it (the fourth independent sweep of issue 30: ema=0 and lr=0.2 ranked as "ema=0.999")
+            changed = [x for x in c.recipe.diff(Recipe.from_dict(run.recipe)) if not x.startswith("seeds ")]
+            if changed:
+                raise UsageError(
+                    f"{args.out}/{c.key}/seed{run.seed}.json: trained with another recipe than candidate {c.key}'s "
+                    f"({'; '.join(changed)}); retrain it (remove the file), or rank it as a candidate of its own"
+                )
             if run.val_images != args.val_split:
                 raise UsageError(
                     f"{args.out}/{c.key}/seed{run.seed}.json: trained with a validation split of {run.val_images:,}, "
@@ -264,6 +275,7 @@ def _rank(args, cands, seeds, command: str) -> int:
     return EXIT_OK
 
 
-def _same_command(args) -> str:
-    """This sweep's own command: it resumes what finished (every candidate's jobs run with --resume)."""
-    return _args.shell_join([sys.executable, "-m", "tinymnist", *args._argv])
+def again(argv: list[str]) -> str:
+    """What an interrupt before the sweep's own handlers prints: its own command, which keeps what finished
+    (every candidate's jobs run with --resume)."""
+    return f". Continue with: {_args.same_command(argv)}"

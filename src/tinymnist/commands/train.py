@@ -330,7 +330,7 @@ def _train_as_jobs(args, sources, jobs, settings):
     if interrupted:
         print(
             f"\ninterrupted ({interrupted}): the running jobs were stopped; what finished is kept in {args.out}. "
-            f"Resume with: {resume_command(args._argv)}",
+            f"Resume with: {_args.resume_command(args._argv)}",
             file=sys.stderr,
         )
         return [], code
@@ -439,7 +439,7 @@ def _train_one(args, recipe, seeds, data, device, options, population):
         )
         print(
             f"\ninterrupted ({e.signal_name}): {recipe.label} {which}; {where}. "
-            f"Resume with: {resume_command(args._argv)}",
+            f"Resume with: {_args.resume_command(args._argv)}",
             file=sys.stderr,
         )
         return (EXIT_TERMINATED if e.signal_name == "SIGTERM" else EXIT_INTERRUPTED), [], None
@@ -482,7 +482,9 @@ def seed_text(seeds: list[int]) -> str:
     return str(seeds)
 
 
-resume_command = _args.resume_command
+def again(argv: list[str]) -> str:
+    """What an interrupt before training's own handlers prints (the data loading): the resume command."""
+    return f". Resume with: {_args.resume_command(argv)}"
 
 
-__all__ = ["add_parser", "run", "DEFAULT_POPULATION", "resume_command"]
+__all__ = ["add_parser", "again", "run", "DEFAULT_POPULATION"]

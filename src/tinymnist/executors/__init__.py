@@ -117,9 +117,10 @@ def last_line(path: str | os.PathLike, limit: int = 65536) -> str:
 def failure_code(ended: Sequence[Ended], say: Callable[[str], None], prog: str) -> int:
     """One line for each job that did not finish, naming it; the exit code they add up to (0 if none).
 
-    A job that died (killed, out of memory, time limit, node lost, cancelled) is EXIT_JOB_DIED: the
-    infrastructure's failure, not the code's, so rerunning the same command finishes it. A job that ended with
-    tinymnist's own error keeps that error's code: 3 (a bug) before 2 (bad input)."""
+    A job that died (killed, out of memory, time limit, node lost, cancelled) or ended without writing its result
+    is EXIT_JOB_DIED: not tinymnist's own error; rerunning the same command finishes it when the cause was the
+    infrastructure. A job that ended with tinymnist's own error keeps that error's code: 3 (a bug) before 2 (bad
+    input)."""
     codes = []
     errors: dict[str, list[Ended]] = {}  # one job's error, said once however many jobs said it
     for e in ended:
@@ -135,10 +136,12 @@ def failure_code(ended: Sequence[Ended], say: Callable[[str], None], prog: str) 
             codes.append(e.code)
         elif e.code is not None:
             # It ended by itself, yet without a result of its own: a crash before tinymnist could say so (a
-            # broken environment), or, on a cluster, a result written where this machine cannot see it.
+            # broken environment, a user's model calling os._exit), or, on a cluster, a result written where this
+            # machine cannot see it. A job that ended without its result, as a killed one: not a bug of
+            # tinymnist's, which exit 3 would say (the fourth independent sweep of issue 30).
             last = f": {e.why}" if e.why else ""
             say(f"{prog}: {e.job.name}: ended with code {e.code} without writing {e.job.result}{last}{where}{e.hint}")
-            codes.append(EXIT_INTERNAL)
+            codes.append(EXIT_JOB_DIED)
         else:
             say(
                 f"{prog}: {e.job.name}: the job died ({e.why or 'no reason given'}){where}; finished seeds are "

@@ -70,9 +70,13 @@ class LocalExecutor:
         log_path = Path(job.log)
         try:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            log = open(log_path, "wb")  # noqa: SIM115 (closed when the job ends)
+            # O_NOFOLLOW: a symlink at the log would have the job's output replace the file it names, outside
+            # OUT (the fourth independent sweep of issue 30)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            log = os.fdopen(os.open(log_path, flags, 0o666), "wb")  # closed when the job ends
         except OSError as e:
-            raise UsageError(f"{log_path}: cannot write the job's log ({e.strerror}); choose another --out") from None
+            why = "a symlink stands there; remove it" if log_path.is_symlink() else e.strerror
+            raise UsageError(f"{log_path}: cannot write the job's log ({why}); choose another --out") from None
         before = stamp(job.result)
         try:
             proc = subprocess.Popen(

@@ -21,7 +21,7 @@ from importlib import metadata
 import torch
 import torch.nn as nn
 
-from tinymnist.errors import UserError, mark_user_package
+from tinymnist.errors import UserError, mark_plugin_files, said
 
 ENTRY_POINT_GROUP = "tinymnist.models"
 INPUT_SHAPE, NUM_CLASSES = (1, 28, 28), 10
@@ -60,23 +60,6 @@ def list_models(pattern: str = "*") -> list[str]:
     return [n for n in [*builtin_models(), *plugins] if fnmatch.fnmatch(n, pattern)]
 
 
-# What user code (a plugin, a builder, a model's forward) may raise and still be named as the user's error:
-# anything but Ctrl-C. SystemExit above all: a plugin that calls sys.exit(0) would otherwise end tinymnist with
-# exit 0 and no output, a silent pass (issue 30, cause 3).
-USER_CODE_ERRORS = (BaseException,)  # after `except KeyboardInterrupt: raise` at every site
-
-
-def said(e: BaseException) -> str:
-    """``SystemExit: 0``: a user exception in words, even one whose own ``__str__`` raises."""
-    try:
-        text = str(e)
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # a __str__ that raises SystemExit(0) must not end tinymnist with 0
-        text = "(its message cannot be shown: its __str__ raised)"
-    return f"{type(e).__name__}: {text}"
-
-
 @contextmanager
 def user_code(error: Callable[[str], UserError]) -> Iterator[None]:
     """Run user code (a plugin's import, a builder, a model's methods, a recipe's callable): whatever it raises
@@ -86,8 +69,10 @@ def user_code(error: Callable[[str], UserError]) -> Iterator[None]:
         yield
     except (KeyboardInterrupt, UserError):  # Ctrl-C (and SIGTERM), or already one line that names the fault
         raise
-    except USER_CODE_ERRORS as e:
-        raise error(said(e)) from None
+    # Anything else, SystemExit above all: a plugin that calls sys.exit(0) would otherwise end tinymnist with
+    # exit 0 and no output, a silent pass (issue 30, cause 3).
+    except BaseException as e:
+        raise error(said(e, located=True)) from None
 
 
 def is_import_path(name: str) -> bool:
@@ -106,7 +91,6 @@ def _import_object(path: str, what: str):
             raise ModelError(
                 f"{what} {path!r}: module {e.name!r} not found; install it or add its folder to PYTHONPATH"
             ) from None
-    mark_user_package(module_name)
     for part in attr.split("."):
         # A module's own __getattr__ is user code too.
         with user_code(lambda s: ModelError(f"{what} {path!r}: looking up {attr!r} raised {s}")):
@@ -151,7 +135,7 @@ def load_plugin(ep: metadata.EntryPoint, error: Callable[[str], UserError]):
         )
     with user_code(error):
         obj = ep.load()
-    mark_user_package(ep.module)
+    mark_plugin_files(getattr(ep, "dist", None))
     return obj
 
 
@@ -184,8 +168,16 @@ def check_training(model: nn.Module, name: str) -> None:
     logits without a gradient)."""
     import copy
 
-    with user_code(lambda s: ModelError(f"model {name!r} cannot train: in training mode it raised {s}")):
+    try:
         probe = copy.deepcopy(model).train()
+    except Exception:  # noqa: BLE001 - weight_norm and non-leaf tensors cannot be copied; such a model trains
+        return  # fine, and is not probed: what it would catch then surfaces in training, named as the user's
+    # On a forked generator: dropout in the probe must not move the draws that follow (Xavier weights are drawn
+    # after the builder), or every run would start elsewhere than at the commits before this check.
+    with (
+        torch.random.fork_rng(devices=[]),
+        user_code(lambda s: ModelError(f"model {name!r} cannot train: in training mode it raised {s}")),
+    ):
         out = probe(torch.zeros(4, *INPUT_SHAPE))
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if shape != (4, NUM_CLASSES):
