@@ -178,3 +178,20 @@ def test_a_symlink_at_a_seeds_lock_or_job_log_is_refused_and_what_it_names_kept(
     assert main([*argv, "--seeds", "0", "1", "--executor", "local", "--threads", "1"]) == 2
     assert "seed1.log: cannot write the job's log (a symlink stands there" in capsys.readouterr().err
     assert victim.read_text() == "precious"
+
+
+def test_a_smoke_run_over_a_completed_full_run_is_refused_before_it_trains(tmp_path, mnist_root, capsys):
+    """The fourth independent sweep: a dry run into a folder holding a completed 15-epoch result replaced it
+    (exit 0) with an 11% smoke result: hours of a core lost to a test that proves nothing about accuracy."""
+    from tests.synth import RAMP, make_result, write_results
+
+    out = write_results(tmp_path / "o", [make_result(2, 0, RAMP + [99.3] * 3)])
+    (out / "step2" / "seed0.pt").write_bytes(b"weights")
+    before = (out / "step2" / "seed0.json").read_bytes()
+    argv = ["train", "--step", "2", "--seeds", "0", "--dry-run", "--quiet", "--data-root", str(mnist_root)]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a completed full run of step 2 seed 0, which this smoke run" in err, err
+    assert (out / "step2" / "seed0.json").read_bytes() == before and (
+        out / "step2" / "seed0.pt"
+    ).read_bytes() == b"weights"

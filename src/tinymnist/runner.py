@@ -38,7 +38,7 @@ from tinymnist.results import (
     save_result,
     torch_bytes,
 )
-from tinymnist.verdict import Verdict, judge, seed_verdict
+from tinymnist.verdict import Verdict, is_smoke, judge, seed_verdict, smoke_configuration
 
 
 class RunnerError(UserError):
@@ -239,6 +239,15 @@ class _Member:
                 if resume:
                     raise
         self.completed = prev is not None and prev.status == "completed" and self.weights.exists()
+        i = self.ident
+        smoke_now = smoke_configuration(i["train_images"], i["val_images"], i["test_images"], i["max_batches"])
+        if self.completed and not resume and smoke_now and prev is not None and not is_smoke(prev):
+            # a dry run or a subset replacing a completed full run: its minutes (hours) lost to a smoke test
+            # that proves nothing about accuracy (the fourth independent sweep of issue 30)
+            raise RunnerError(
+                f"{self.done}: holds a completed full run of {recipe.label} seed {seed}, which this smoke run (a "
+                "subset or a dry run) would replace; give it another --out, or remove the file to retrain"
+            )
         self.start: dict | None = None
         self.result: RunResult | None = None  # set when --resume finds this seed already completed
         if resume and self.ckpt.exists():

@@ -153,11 +153,14 @@ def _non_finite(run: RunResult) -> list[str]:
 
 
 def is_smoke(run: RunResult) -> bool:
-    """A run on a subset, or cut to a few batches: its accuracy proves nothing, whoever reads it. Images held
-    out as a validation split count as the training set's: the run saw the whole of the rest."""
-    return (
-        run.train_images + run.val_images < TRAIN_IMAGES or run.test_images < TEST_IMAGES or run.max_batches is not None
-    )
+    """A run on a subset, or cut to a few batches: its accuracy proves nothing, whoever reads it."""
+    return smoke_configuration(run.train_images, run.val_images, run.test_images, run.max_batches)
+
+
+def smoke_configuration(train_images: int, val_images: int, test_images: int, max_batches: int | None) -> bool:
+    """What makes a run smoke, for a result or a run about to start. Images held out as a validation split count
+    as the training set's: the run saw the whole of the rest."""
+    return train_images + (val_images or 0) < TRAIN_IMAGES or test_images < TEST_IMAGES or max_batches is not None
 
 
 def run_reasons(run: RunResult, expect: Expectation, smoke: bool = False) -> list[str]:
