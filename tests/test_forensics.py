@@ -534,6 +534,9 @@ def test_history_says_when_a_commits_recipe_differs_from_the_previous_ones(tmp_p
         (lambda d: d.update(identity={"max_batches": True}), "identity.max_batches is True, not an integer >= 1"),
         (lambda d: d.update(identity={"max_batches": 0}), "identity.max_batches is 0, not an integer >= 1"),
         (lambda d: d.update(extra={"judged_on": "val"}), "field extra.judged_on is never written by a run"),
+        # the fifth sweep
+        (lambda d: d.update(params=0), "field params is 0, not a number in [1, 1e+12]"),
+        (lambda d: d.update(identity={"seed": 999}), "field identity.seed is 999, but the run's seed is 0"),
     ],
 )
 def test_history_add_refuses_a_recorded_recipe_or_split_no_run_can_have(tmp_path, capsys, edit, said):
@@ -625,9 +628,21 @@ def test_a_store_folder_renamed_by_hand_is_refused_not_shown_under_another_commi
     store = tmp_path / "store"
     add(write_results(tmp_path / "r", [replace(make_result(2, s, [90.0]), git_sha=sha[:12]) for s in range(3)]), store)
     (store / sha[:12]).rename(store / "0123456789ab")
-    assert main(["history", "show", "--store", str(store), "--out", str(tmp_path / "h"), "--repo", str(repo)]) == 2
+    argv = ["history", "show", "--store", str(store), "--out", str(tmp_path / "h"), "--repo", str(repo)]
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"a run of commit {sha[:12]}, filed under 0123456789ab" in err, err
+    (store / "0123456789ab").rename(store / sha[:12])
+    # the fifth sweep: a machine or configuration folder renamed by hand was trusted (CPU runs shown as an H100's)
+    (config,) = (store / sha[:12]).iterdir()
+    (machine,) = config.iterdir()
+    machine.rename(config / "cuda-H100-1t")
+    assert main(argv) == 2
+    assert f"a run of machine {machine.name}, filed under cuda-H100-1t" in capsys.readouterr().err
+    (config / "cuda-H100-1t").rename(machine)
+    config.rename(config.parent / "e3-train600-test100")
+    assert main(argv) == 2
+    assert f"a run of configuration {config.name}, filed under e3-train600-test100" in capsys.readouterr().err
 
 
 def test_a_bisect_names_a_tracked_recipe_file_by_its_path_in_each_commits_tree(tmp_path):
@@ -648,3 +663,22 @@ def test_a_bisect_names_a_tracked_recipe_file_by_its_path_in_each_commits_tree(t
     untracked = (repo / "recipes" / "untracked.toml").resolve()
     assert _recipe_at_each_commit(untracked, repo) == str(untracked)
     assert _recipe_at_each_commit(outside.resolve(), repo) == str(outside.resolve())
+
+
+def test_a_bisect_with_a_linked_commit_folder_in_the_store_is_refused_before_it_trains(tmp_path, capsys):
+    """The fifth independent sweep: a symlink at STORE/<commit> let the seeds train, then the commit was skipped
+    ("its results cannot be filed") and BAD called no regression, exit 4."""
+    repo, first = _tiny_repo(tmp_path / "repo")
+    (repo / "f").write_text("2")
+    git(repo, "add", "f")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "second")
+    second = git(repo, "rev-parse", "HEAD")
+    store, outside = tmp_path / "store", tmp_path / "outside"
+    store.mkdir()
+    outside.mkdir()
+    (store / first[:12]).symlink_to(outside, target_is_directory=True)
+    argv = ["bisect", first, second, "--step", "2", "--store", str(store), "--repo", str(repo), "--epochs", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"store/{first[:12]}: cannot write here (a symlink to" in err, err
+    assert list(outside.iterdir()) == []

@@ -186,12 +186,13 @@ def test_a_smoke_run_over_a_completed_full_run_is_refused_before_it_trains(tmp_p
     from tests.synth import RAMP, make_result, write_results
 
     out = write_results(tmp_path / "o", [make_result(2, 0, RAMP + [99.3] * 3)])
-    (out / "step2" / "seed0.pt").write_bytes(b"weights")
     before = (out / "step2" / "seed0.json").read_bytes()
     argv = ["train", "--step", "2", "--seeds", "0", "--dry-run", "--quiet", "--data-root", str(mnist_root)]
-    assert main([*argv, "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "holds a completed full run of step 2 seed 0, which this smoke run" in err, err
-    assert (out / "step2" / "seed0.json").read_bytes() == before and (
-        out / "step2" / "seed0.pt"
-    ).read_bytes() == b"weights"
+    for weights in (False, True):  # a committed reference (reports/baseline) keeps the JSON alone
+        if weights:
+            (out / "step2" / "seed0.pt").write_bytes(b"weights")
+        assert main([*argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "holds a completed full run of step 2 seed 0, which this smoke run" in err
+        assert (out / "step2" / "seed0.json").read_bytes() == before
+    assert (out / "step2" / "seed0.pt").read_bytes() == b"weights"

@@ -127,6 +127,13 @@ def test_a_checkpoint_that_does_not_fit_the_run_or_holds_impossible_figures_is_n
         (lambda s: s["model"].update({first: torch.zeros(1)}), "does not fit this run (RuntimeError: "),
         (lambda s: s["history"][0].update(test_acc=200.0), "not a tinymnist checkpoint (history missing"),
         (lambda s: s.update(wall_seconds=float("nan")), "not a tinymnist checkpoint (wall_seconds missing"),
+        # the fifth independent sweep: a figure that is no number was resumed into a file every reader refused,
+        # and a momentum of another shape failed deep in torch at the first step (exit 3)
+        (lambda s: s["history"][0].update(images_per_second="fast"), "not a tinymnist checkpoint (history missing"),
+        (
+            lambda s: next(iter(s["optimizer"]["state"].values())).update(momentum_buffer=torch.zeros(1)),
+            "does not fit this run (ValueError: optimizer state momentum_buffer of shape [1], not ",
+        ),
     ):
         state = copy.deepcopy(good)
         edit(state)

@@ -192,6 +192,13 @@ class Bisector:
         return [have[s] for s in seeds]
 
     def _train(self, commit: Commit, seeds: list[int]) -> None:
+        from tinymnist.results import refuse_links_below
+
+        # before minutes of training: a linked folder where the store files this commit's runs is the user's to
+        # remove (exit 2), not a commit to skip after training (the fifth independent sweep)
+        refuse_links_below(
+            self.store, self.store / commit.short / self.spec.config / self.machine / self.spec.key / "x"
+        )
         wt = self.tmp / f"wt-{commit.short}"
         out = self.tmp / f"out-{commit.short}"
         self.worktrees.append(wt)  # before the add: an add cut short is cleaned up too

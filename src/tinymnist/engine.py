@@ -337,6 +337,13 @@ def train(
         try:
             model.load_state_dict(start["model"])
             opt.load_state_dict(start["optimizer"])
+            for group in opt.param_groups:  # load_state_dict takes a momentum of another shape, and the first
+                for p in group["params"]:  # step then fails deep in torch (the fifth independent sweep)
+                    for name, value in opt.state.get(p, {}).items():
+                        if torch.is_tensor(value) and value.dim() > 0 and value.shape != p.shape:
+                            raise ValueError(
+                                f"optimizer state {name} of shape {list(value.shape)}, not {list(p.shape)}"
+                            )
             if ema is not None:
                 ema.load_state_dict(start["ema"])
             if swa is not None:

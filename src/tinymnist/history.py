@@ -154,11 +154,19 @@ def stored(store: str | os.PathLike) -> dict[tuple[str, str, str], dict[str, lis
             continue
         for key, runs in load_results(folder, one_configuration=False).items():
             for r in runs:
-                if r.git_sha[:12] != rel[0]:  # a folder renamed or moved by hand: the file says whose run it is
-                    raise StoreError(
-                        f"{folder / key}/seed{r.seed}.json: a run of commit {r.git_sha}, filed under {rel[0]}; "
-                        "move it back, or remove it and add the run again with tinymnist history add"
-                    )
+                # a folder renamed or moved by hand: the file says whose run it is, of what configuration, on
+                # which machine (a dry run filed before the key had "-bN" sits under the full configuration's)
+                config = config_key(r)
+                older = re.sub(r"-b\d+$", "", config)  # the key before "-bN"
+                filed = {"commit": (rel[0], r.git_sha[:12]), "machine": (rel[-1], machine_key(r))}
+                if len(rel) == 3:
+                    filed["configuration"] = (rel[1], rel[1] if rel[1] in (config, older) else config)
+                for what, (folder_says, run_says) in filed.items():
+                    if folder_says != run_says:
+                        raise StoreError(
+                            f"{folder / key}/seed{r.seed}.json: a run of {what} {run_says}, filed under "
+                            f"{folder_says}; move it back, or remove it and add the run again with history add"
+                        )
                 # the run's own configuration, not its folder's: dry runs filed before the key had "-bN" sit
                 # in the folder of the full configuration (the review of issue 30's third-sweep fixes)
                 out.setdefault((rel[0], config_key(r), key), {}).setdefault(rel[-1], []).append(r)

@@ -612,7 +612,10 @@ class RunResult:
         if "judged_on" in (d.get("extra") or {}):  # set in memory by on_validation, never written: in a file it
             # would relabel the test figures as validation ones (the review of the third sweep's fixes)
             raise ValueError("field extra.judged_on is never written by a run; remove it")
-        batches = (d.get("identity") or {}).get("max_batches")  # a dry run's batches an epoch: smoke, and its key
+        ident = d.get("identity") or {}
+        if "seed" in ident and ident["seed"] != d["seed"]:  # the run's identity names its own seed
+            raise ValueError(f"field identity.seed is {ident['seed']!r}, but the run's seed is {d['seed']}")
+        batches = ident.get("max_batches")  # a dry run's batches an epoch: smoke, and its key
         if batches is not None and (not isinstance(batches, int) or isinstance(batches, bool) or batches < 1):
             raise ValueError(f"field identity.max_batches is {batches!r}, not an integer >= 1 (or null)")
         # Validation figures come from a split of the training set, so they exist exactly when it does: a file
@@ -632,7 +635,7 @@ class RunResult:
 _YEAR = 3.2e7
 _RANGES = {
     "seed": (0, 2**32 - 1),
-    "params": (0, 1e12),
+    "params": (1, 1e12),  # a model with nothing to train is refused before it trains
     "threads": (1, 1e6),
     "planned_epochs": (1, 1e6),
     "train_images": (1, TRAIN_IMAGES),
@@ -774,17 +777,23 @@ def _checked_benchmarks(p, d: dict) -> list[dict]:
             if not isinstance(b.get(name) or {}, dict):  # pytest-benchmark writes null for no params
                 raise ResultsError(f"{where} ({b['name']}): {name} is not an object; regenerate it with tox -e bench")
         median = (b.get("stats") or {}).get("median")
-        if isinstance(median, bool) or not isinstance(median, (int, float)) or not 0 < median < float("inf"):
+        # at most a day a call: 10**400 passed "< inf" as an int and overflowed in the report (the fifth sweep)
+        if isinstance(median, bool) or not isinstance(median, (int, float)) or not 0 < median <= 86_400:
             raise ResultsError(
                 f"{p}: benchmark {b['name']} has no positive median time; regenerate the file with tox -e bench"
             )
         info = b.get("extra_info") or {}
+        rounds = (b.get("stats") or {}).get("rounds")
+        if info.get("kind") == "train" and not (
+            isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 1
+        ):
+            raise ResultsError(f"{where} ({b['name']}): stats.rounds is {rounds!r}, not a count; regenerate it")
         for name, kind in _BENCH_INFO.get(str(info.get("kind")), {}).items():  # what the report's tables read
             v = info.get(name)
-            count = isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            count = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10**9
             word = isinstance(v, str) and 0 < len(v) <= 60 and v.isprintable() and not set(v) & set("|`<>")
             if not (count if kind == "count" else word if kind == "name" else v is None or count or word):
-                want = {"count": "an integer >= 1", "name": "a short printable name without | ` < >"}
+                want = {"count": "an integer in [1, 10**9]", "name": "a short printable name without | ` < >"}
                 raise ResultsError(
                     f"{where} ({b['name']}): extra_info.{name} is {v!r}, not {want.get(kind, 'a count or a name')}; "
                     "regenerate it with tox -e bench"

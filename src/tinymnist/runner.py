@@ -131,15 +131,17 @@ def _checkpoint_defects(state: dict) -> list[str]:
     wall = state.get("wall_seconds")
     if "wall_seconds" not in bad and not (isinstance(wall, (int, float)) and math.isfinite(wall) and wall >= 0):
         bad.append("wall_seconds")
-    figures = ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc")
     for e in history if "history" not in bad and isinstance(history, list) else ():
+        # every figure of an epoch: a number, finite, not negative (an accuracy at most 100); val_* may be None
         ok = isinstance(e, dict) and all(
-            isinstance(e.get(k), (int, float))
-            and math.isfinite(e[k])
-            and e[k] >= 0
-            and (not k.endswith("_acc") or e[k] <= 100)
-            for k in figures
-            if k in e and e[k] is not None
+            v is None
+            if k.startswith("val_") and v is None
+            else isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and v >= 0
+            and (not k.endswith("_acc") or v <= 100)
+            for k, v in e.items()
         )
         if not ok:
             bad.append("history")
@@ -241,7 +243,8 @@ class _Member:
         self.completed = prev is not None and prev.status == "completed" and self.weights.exists()
         i = self.ident
         smoke_now = smoke_configuration(i["train_images"], i["val_images"], i["test_images"], i["max_batches"])
-        if self.completed and not resume and smoke_now and prev is not None and not is_smoke(prev):
+        # a completed result with or without its weights (a committed reference keeps only the JSON)
+        if not resume and smoke_now and prev is not None and prev.status == "completed" and not is_smoke(prev):
             # a dry run or a subset replacing a completed full run: its minutes (hours) lost to a smoke test
             # that proves nothing about accuracy (the fourth independent sweep of issue 30)
             raise RunnerError(

@@ -44,7 +44,8 @@ def run(args) -> int:
         raise UsageError(f"--store {args.store}: no such folder")
     series = history.history(args.store, args.repo, args.steps, rule=args.rule)
     if not series:
-        raise UsageError(f"{args.store}: no stored runs of {', '.join(args.steps or [])} on this history")
+        which = f" of {', '.join(args.steps)}" if args.steps else ""
+        raise UsageError(f"{args.store}: no stored runs{which} on this history (the first-parent line of {args.repo})")
     command = _args.command_line(args._argv)
     data = history.to_json(series).encode()  # built first: nothing is written if it cannot be
     pngs = [f"history-{s.key}.png" for s in series] + [f"history-{s.key}-{s.config}.png" for s in series]
