@@ -617,6 +617,27 @@ def test_one_smoke_seed_cannot_hide_the_others_and_a_smoke_population_shows_no_p
     assert "NOT JUDGED (smoke run)" in row and "12/12 seeds" not in row
 
 
+def test_a_folder_holding_seeds_of_two_recipes_is_refused_naming_them(tmp_path, capsys):
+    """The fifth independent sweep: a seed retrained with another gate beside the others was judged by the
+    first seed's gate, so the report's pass rate was another recipe's. Another seeds list is no other recipe."""
+    from dataclasses import replace
+
+    from tests.synth import RAMP, make_result, write_results
+
+    runs = [make_result(4, s, RAMP + [99.5] * 3) for s in range(3)]
+    strict = {**runs[2].recipe, "expect": {**runs[2].recipe["expect"], "min_last_k": 99.9}}
+    mixed = write_results(tmp_path / "mixed", [*runs[:2], replace(runs[2], recipe=strict)])
+    for argv in (["compare", str(mixed), str(mixed)], ["report", str(mixed), "--out", str(tmp_path / "o")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "mixed/step4: seeds 0 and 2 were trained with different recipes" in err, err
+        assert "expect" in err and "99.9" in err and "train --name KEY" in err
+    assert not (tmp_path / "o" / "REPORT.md").exists()
+    other_seeds = {**runs[2].recipe, "seeds": [7, 8]}
+    same = write_results(tmp_path / "same", [*runs[:2], replace(runs[2], recipe=other_seeds)])
+    assert main(["compare", str(same), str(same)]) == 0, capsys.readouterr().err
+
+
 def test_a_store_folder_renamed_by_hand_is_refused_not_shown_under_another_commit(tmp_path, capsys):
     """The fourth independent sweep: runs of one commit, their folder renamed to another commit's hash, were
     shown in history under the other commit's row (exit 0)."""

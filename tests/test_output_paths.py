@@ -196,3 +196,35 @@ def test_a_smoke_run_over_a_completed_full_run_is_refused_before_it_trains(tmp_p
         assert err.count("\n") == 1 and "holds a completed full run of step 2 seed 0, which this smoke run" in err
         assert (out / "step2" / "seed0.json").read_bytes() == before
     assert (out / "step2" / "seed0.pt").read_bytes() == b"weights"
+
+
+def test_an_output_the_user_names_is_refused_where_a_runs_record_stands(tmp_path, capsys):
+    """The fifth independent sweep: ``--junit-xml OUT/step4/seed0.json`` replaced a result with XML and
+    ``--markdown`` appended to one, so hours of training were lost to a typo. A run's record (seedN.json, .pt,
+    .ckpt, .lock, .log) is never an output; through a link to one neither. Another name beside them is."""
+    import shutil
+
+    from tests.synth import RAMP, make_result, write_results
+
+    base = tmp_path / "base"
+    shutil.copytree(REPO / "reports" / "baseline", base)
+    record = base / "step4" / "seed0.json"
+    kept = record.read_bytes()
+    (tmp_path / "link.xml").symlink_to(record)
+    for flag, path in (
+        ("--junit-xml", record),
+        ("--markdown", record),
+        ("--junit-xml", tmp_path / "link.xml"),
+    ):
+        assert main(["compare", str(base), str(base), flag, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(path) in err and "a run's record stands here" in err, err
+        assert record.read_bytes() == kept
+    pop = write_results(tmp_path / "pop", [make_result(4, s, RAMP + [99.5, 99.4 + s / 100, 99.5]) for s in range(12)])
+    pop_record = pop / "step4" / "seed5.json"
+    before = pop_record.read_bytes()
+    assert main(["calibrate", str(pop), "--splits", "10", "--out", str(pop_record)]) == 2
+    assert "a run's record stands here" in capsys.readouterr().err and pop_record.read_bytes() == before
+    beside = base / "step4" / "seed0.summary.md"
+    assert main(["compare", str(base), str(base), "--markdown", str(beside)]) == 0
+    assert beside.read_text().strip() and record.read_bytes() == kept

@@ -70,6 +70,37 @@ def test_one_member_diverging_stops_only_that_member(small_mnist, monkeypatch):
     assert len(out[0].epochs) == 2 and all(torch.isfinite(v).all() for v in out[0].state_dict.values())
 
 
+def test_a_member_that_diverged_before_a_ctrl_c_is_filed_diverged_and_the_folder_stays_readable(
+    small_mnist, tmp_path, monkeypatch
+):
+    """Found reading the population's outcome for the fifth sweep's diverged_at finding: a member that diverged
+    in epoch 1 was filed "interrupted" with its diverged_at when Ctrl-C stopped the others in epoch 2, a file
+    every reader refuses, so the folder's whole population could not be compared or reported."""
+    import tinymnist.population as population
+    from tinymnist.results import load_results
+
+    real_masks, real_eval = population.draw_masks, population.evaluate_population
+    calls: list[int] = []
+
+    def poison_seed_1(stack, generators, batch, device):
+        masks = real_masks(stack, generators, batch, device)
+        calls.append(1)
+        if len(calls) >= 2:
+            masks[0][1].fill_(float("nan"))
+        return masks
+
+    monkeypatch.setattr(population, "draw_masks", poison_seed_1)
+    monkeypatch.setattr(population, "evaluate_population", interrupt_on_call(real_eval, 2))  # in epoch 2
+    recipe = replace(STEP4, epochs=2)
+    plans = [RunPlan(recipe, s, CPU, population=3, max_batches=4) for s in (0, 1, 2)]
+    with pytest.raises(RunInterrupted) as stop:
+        run_population(plans, small_mnist, tmp_path / "run")
+    assert [r.status for r in stop.value.results] == ["interrupted", "diverged", "interrupted"]
+    runs = load_results(tmp_path / "run")["step4"]
+    assert [(r.seed, r.status) for r in runs] == [(0, "interrupted"), (1, "diverged"), (2, "interrupted")]
+    assert runs[1].diverged_at == {"epoch": 1, "batch": 2, "loss": "nan"}
+
+
 def test_population_files_export_and_resume(small_mnist, tmp_path, monkeypatch):
     import tinymnist.population as population
     from tinymnist.export import load_checkpoint

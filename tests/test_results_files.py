@@ -380,14 +380,28 @@ def test_values_that_parse_but_do_not_fit_are_exit_2_naming_the_file_and_field(t
         ("lr", 2, -1.0, "epochs[3].lr is -1.0, not a number in [0, 1e+06]"),
         ("train_loss", 2, -5.0, "epochs[3].train_loss is -5.0: a loss is never negative"),
         ("diverged_at", None, {"epoch": 1}, "field diverged_at is set in a run whose status is 'completed'"),
+        # the fifth independent sweep: a diverged run that does not say where, a recorded recipe with no seeds,
+        # an identity (what a resume is checked against) naming another recipe or device than the run's
+        ("status", None, "diverged", "field diverged_at is None in a diverged run"),
+        ("seeds", "recipe+identity.recipe", [], "seeds () must be a non-empty list of distinct seeds"),
+        ("lr", "identity.recipe", 0.123, "field identity.recipe differs from the run's recipe"),
+        ("device", "identity", "cuda", "field identity.device is 'cuda', but the run's device is 'cpu'"),
     ):
         d = json.loads(good)
-        (d if where is None else d["epochs"][where])[field] = value
+        if isinstance(where, str):  # fields of nested objects: "identity.recipe", "recipe+identity.recipe"
+            for place in where.split("+"):
+                obj = d
+                for part in place.split("."):
+                    obj = obj[part]
+                obj[field] = value
+        else:
+            (d if where is None else d["epochs"][where])[field] = value
         path.write_text(json.dumps(d))
         assert main(["report", str(folder), "--out", str(tmp_path / "o")]) == 2
         assert said in capsys.readouterr().err
     d = json.loads(good)
-    d["recipe"]["expect"]["last_k"] = 0  # the recorded gate checks nothing: a damaged file, not a regression
+    for recipe in (d["recipe"], d["identity"]["recipe"]):  # the recorded gate checks nothing: a damaged file
+        recipe["expect"]["last_k"] = 0
     path.write_text(json.dumps(d))
     assert main(["compare", str(folder), str(folder)]) == 2
     assert "expect.last_k=0 is outside its range" in capsys.readouterr().err

@@ -70,9 +70,10 @@ def write_junit(path: str | os.PathLike, suite: str, cases: list[Case]) -> None:
 def write_markdown(path: str | os.PathLike, text: str) -> None:
     """Appends: $GITHUB_STEP_SUMMARY collects every step's markdown in one file, and a job may write twice."""
     from tinymnist.errors import UsageError
-    from tinymnist.results import dangling_link, text_bytes
+    from tinymnist.results import dangling_link, refuse_run_records, text_bytes
 
     data = text_bytes(text)
+    refuse_run_records(path)
     if dangling_link(path):
         raise UsageError(f"--markdown {path}: {dangling_link(path)}; give a file path, or a link to a file")
     if len(data) > MAX_SUMMARY_BYTES:

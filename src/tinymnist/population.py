@@ -226,8 +226,8 @@ def train_population(
     t_run = time.perf_counter()
 
     def outcome(m: int, status: str) -> Trained:
-        if status == "completed" and diverged_at[m] is not None:
-            status = "diverged"
+        if diverged_at[m] is not None:  # a member that diverged has its outcome, whatever stopped the others:
+            status = "diverged"  # an "interrupted" file with diverged_at is no run's (every reader refuses it)
         return Trained(
             recipe=recipe,
             seed=seeds[m],

@@ -440,6 +440,7 @@ def check_ranges(recipe: Recipe, sizes: bool = True) -> None:
     ):
         raise RecipeError(f"swa_epochs={recipe.swa_epochs!r} is outside its range: an integer in [0, epochs]")
     check_expect(recipe.expect)
+    _seeds(recipe.seeds)  # a recorded recipe with no seeds, or one twice, is no recipe a run had
     if recipe.swa_epochs and recipe.ema:
         raise RecipeError("swa_epochs and ema both average the weights; set one of them to 0")
     for name in ("batch_size", "epochs"):

@@ -91,6 +91,22 @@ def refuse_links_below(root: str | os.PathLike, path: str | os.PathLike) -> None
             )
 
 
+# The files a run's record is kept in (results, weights, a checkpoint, its lock and log): hours of training each.
+RECORD_FILE = re.compile(r"seed\d+\.(json|pt|ckpt|lock|log)")
+
+
+def refuse_run_records(path: str | os.PathLike) -> None:
+    """An output the user names (``--junit-xml``, ``--markdown``, ``calibrate --out``, ``export --out``) is
+    refused where a run's record stands: written over or appended to, a result or its weights would be lost to a
+    typo such as ``--junit-xml OUT/step4/seed0.json`` (the fifth independent sweep of issue 30)."""
+    real = Path(os.path.realpath(path))
+    if RECORD_FILE.fullmatch(real.name) and real.is_file():
+        raise OutputError(
+            path,
+            "a run's record stands here (a result, its weights or checkpoint); nothing was written",
+        )
+
+
 def _through_link(path: Path, named: bool) -> Path:
     """A symlink at a path the user named (``--markdown``, ``--junit-xml``, an export's file) is theirs: the file
     it names is replaced (atomically, beside it), the link kept. A link at a file tinymnist names itself inside
@@ -132,6 +148,8 @@ def _write_files(items: Sequence[tuple[str | os.PathLike, bytes]], named: bool) 
     import signal
 
     staged: list[tuple[str, Path]] = []
+    for p, _ in items if named else ():
+        refuse_run_records(p)
     targets = [(_through_link(Path(p), named), data) for p, data in items]
     refuse_non_files([p for p, _ in targets], named=True)  # the targets: links already followed or refused
     path = targets[0][0] if targets else Path(".")
@@ -569,6 +587,8 @@ class RunResult:
             )
         if d.get("diverged_at") is not None and d["status"] != "diverged":
             raise ValueError(f"field diverged_at is set in a run whose status is {d['status']!r}")
+        if d["status"] == "diverged":  # where it diverged is what its verdict says (the fifth independent sweep)
+            _check_diverged_at(d.get("diverged_at"), d["planned_epochs"])
         epochs = []
         for i, e in enumerate(d["epochs"], start=1):
             if not isinstance(e, dict):
@@ -613,8 +633,15 @@ class RunResult:
             # would relabel the test figures as validation ones (the review of the third sweep's fixes)
             raise ValueError("field extra.judged_on is never written by a run; remove it")
         ident = d.get("identity") or {}
-        if "seed" in ident and ident["seed"] != d["seed"]:  # the run's identity names its own seed
-            raise ValueError(f"field identity.seed is {ident['seed']!r}, but the run's seed is {d['seed']}")
+        # the run's identity names its own seed, recipe, split and device: a resume is checked against it, so one
+        # that disagrees would let another run's checkpoint continue as this one (the fifth independent sweep)
+        for name in ("seed", "recipe", "val_images", "device"):
+            if name in ident and ident[name] != d.get(name, 0):
+                if name == "recipe":
+                    raise ValueError("field identity.recipe differs from the run's recipe")
+                raise ValueError(
+                    f"field identity.{name} is {ident[name]!r}, but the run's {name} is {d.get(name, 0)!r}"
+                )
         batches = ident.get("max_batches")  # a dry run's batches an epoch: smoke, and its key
         if batches is not None and (not isinstance(batches, int) or isinstance(batches, bool) or batches < 1):
             raise ValueError(f"field identity.max_batches is {batches!r}, not an integer >= 1 (or null)")
@@ -627,6 +654,32 @@ class RunResult:
             raise ValueError(f"val_images is {split}, but its epochs have no val_acc")
         d["epochs"] = epochs
         return cls(**d)
+
+
+def _check_diverged_at(at, planned: int) -> None:
+    """A diverged run records where: ``{"epoch": E, "batch": B or "evaluation", "loss": "nan"}``, as the engine
+    writes it. A diverged run without it, or with another shape, is no run's file: its verdict printed it raw."""
+    ok = (
+        isinstance(at, dict)
+        and set(at) == {"epoch", "batch", "loss"}
+        and type(at["epoch"]) is int
+        and 1 <= at["epoch"] <= planned
+        and (at["batch"] == "evaluation" or (type(at["batch"]) is int and at["batch"] >= 1))
+        and isinstance(at["loss"], str)
+    )
+    if not ok:
+        raise ValueError(
+            f"field diverged_at is {at!r} in a diverged run; it records "
+            '{"epoch": E, "batch": B or "evaluation", "loss": "nan"}'
+        )
+
+
+def diverged_where(at: dict | None) -> str:
+    """Where a diverged run stopped, in words: "epoch 3, batch 7 (loss nan)"."""
+    if not at:
+        return ""
+    batch = "its evaluation" if at["batch"] == "evaluation" else f"batch {at['batch']}"
+    return f"epoch {at['epoch']}, {batch} (loss {at['loss']})"
 
 
 # Each number's range: what a run can record. The upper bounds are far above any real run (a year of wall time,
@@ -701,6 +754,20 @@ def load_result(path: str | os.PathLike) -> RunResult:
     return result
 
 
+def recipes_differ(runs: Sequence[RunResult]) -> str:
+    """ "seeds 0 and 2 were trained with different recipes (lr 0.1 -> 0.05)" for the first run whose recipe is not
+    the lowest seed's; "" when they are one recipe. Compared as this version reads them (files of schema 1 and 2
+    of one recipe are one), and without the recipe's own seed list, which changes no training. The one rule for
+    a results folder (refused) and for the judge (a population of several recipes fails)."""
+    runs = sorted(runs, key=lambda r: r.seed)
+    first = Recipe.from_dict(runs[0].recipe) if runs else None
+    for r in runs[1:]:
+        changed = [c for c in first.diff(Recipe.from_dict(r.recipe)) if not c.startswith("seeds ")]
+        if changed:
+            return f"seeds {runs[0].seed} and {r.seed} were trained with different recipes ({'; '.join(changed)})"
+    return ""
+
+
 JUDGED_ON = ("test", "val")
 
 
@@ -737,6 +804,14 @@ def load_results(
             raise ResultsError(
                 f"{Path(results_dir) / key}: holds runs of {len(configs)} configurations ({said}); one folder is "
                 "one configuration's population: move the others to a folder of their own"
+            )
+        # and one recipe's: a population is judged by its recipe's gate, read from one seed, so a seed retrained
+        # with another lr or gate would be judged by a rule it never had (the fifth independent sweep)
+        mixed = recipes_differ(runs)
+        if mixed:
+            raise ResultsError(
+                f"{Path(results_dir) / key}: {mixed}; one folder is one recipe's population: move one of them to a "
+                "folder of its own (train --name KEY)"
             )
     return {k: sorted(by_key[k], key=lambda r: r.seed) for k in sorted(by_key, key=sort_key)}
 

@@ -16,13 +16,12 @@ Two rules judge a recipe's accuracy:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from tinymnist.recipes import Expectation, Recipe
-from tinymnist.results import TEST_IMAGES, TRAIN_IMAGES, RunResult
+from tinymnist.results import TEST_IMAGES, TRAIN_IMAGES, RunResult, diverged_where, recipes_differ
 from tinymnist.stats import EPS, Rate, mean_lower_bound
 
 # "share": one shard's seeds of a population: judged here on what fails any run, on accuracy when gathered.
@@ -169,7 +168,7 @@ def run_reasons(run: RunResult, expect: Expectation, smoke: bool = False) -> lis
     who = f"{run.label} seed {run.seed}"
     reasons: list[str] = []
     if run.status != "completed":
-        at = f" at {run.diverged_at}" if run.diverged_at else ""
+        at = f" at {diverged_where(run.diverged_at)}" if run.diverged_at else ""
         reasons.append(f"{who}: run {run.status}{at}, not completed")
     if run.planned_epochs < 1:
         reasons.append(f"{who}: planned {run.planned_epochs} epochs; a run needs at least one")
@@ -236,10 +235,9 @@ def judge(
     missing = tuple(sorted(required - present))
     if missing:
         reasons.append(f"{step}: seeds {list(missing)} missing; the gate needs seeds {sorted(required)}")
-    # Compared as this version reads them, so files of schema 1 and 2 with one recipe are one recipe.
-    recipes = {json.dumps(Recipe.from_dict(r.recipe).to_dict(), sort_keys=True) for r in runs}
-    if len(recipes) > 1:
-        reasons.append(f"{step}: the runs were trained with {len(recipes)} different recipes; a step is judged on one")
+    mixed = recipes_differ(runs)
+    if mixed:
+        reasons.append(f"{step}: {mixed}; a step is judged on one recipe")
     if not smoke and rule != "share" and expect.min_mean_final is not None:
         finals = [r.test_acc[-1] for r in runs if r.epochs]
         if len(finals) < len(runs):

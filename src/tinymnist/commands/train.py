@@ -400,13 +400,14 @@ def _epoch_line(seed: int, e: dict) -> None:
 
 
 def _printer(args):
+    from tinymnist.results import diverged_where
     from tinymnist.verdict import seed_verdict
 
     def on_run(r) -> None:
         last = r.epochs[-1].test_acc if r.epochs else float("nan")
         v = seed_verdict(r)
         mark = ("not judged (smoke run)" if v.smoke else "PASS") if v.passed else "FAIL"
-        diverged = f" at {r.diverged_at}" if r.diverged_at else ""
+        diverged = f" at {diverged_where(r.diverged_at)}" if r.diverged_at else ""
         print(
             f"seed {r.seed}: {r.status}{diverged}, {r.params:,} params, final test {last:.2f}%, "
             f"{r.wall_seconds:.0f}s ({r.threads} thread{'s' if r.threads != 1 else ''}) -> {mark}",
