@@ -11,6 +11,8 @@ from tests.synth import RAMP, make_result, write_results
 from tinymnist.compare import Comparison, Row, Thresholds, compare
 from tinymnist.recipes import STEP4
 
+AT_FIRST_BATCH = {"epoch": 1, "batch": 1, "loss": "nan"}  # where a run that diverged at once records it
+
 # Five step-4 seeds' last-3 centres 99.52, 99.576, 99.632, 99.56, 99.616: mean 99.5808.
 CENTRES = [99.58 + 0.008 * ((7 * i) % 16 - 7.5) for i in range(5)]
 
@@ -208,11 +210,15 @@ def test_calibrate_files_the_rates_with_the_populations_own_statistics(tmp_path,
 def test_a_side_with_nothing_finished_has_no_figures_to_compare_and_crashes_nothing(tmp_path):
     """A baseline whose only step-4 run diverged in its first batch, a new recipe with no finished epoch, a
     recipe changed in two fields, and a benchmark only NEW ran: each row says what it can, no more."""
-    nothing = replace(make_result(4, 0, [99.0], planned_epochs=15), epochs=[], status="diverged")
+    nothing = replace(
+        make_result(4, 0, [99.0], planned_epochs=15), epochs=[], status="diverged", diverged_at=AT_FIRST_BATCH
+    )
     a = write_results(tmp_path / "old", [nothing])
     changed = replace(STEP4, batch_size=64, lr=0.05)
     new = [make_result(4, s, RAMP + [99.5] * 3, recipe=changed) for s in range(3)]
-    new.append(replace(make_result(3, 0, [99.0], planned_epochs=15), epochs=[], status="diverged"))
+    new.append(
+        replace(make_result(3, 0, [99.0], planned_epochs=15), epochs=[], status="diverged", diverged_at=AT_FIRST_BATCH)
+    )
     b = write_results(tmp_path / "new", new)
     _bench(a, 0.010)
     (b / "bench.json").write_text(

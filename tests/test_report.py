@@ -127,7 +127,14 @@ def test_compare_always_regressions(tmp_path):
         "interrupted": step4_runs()[:2] + [make_result(4, 2, RAMP + [99.5] * 3, status="interrupted")],
         # cut short: a diverged run with the epochs it finished (a *completed* one with fewer than planned is a
         # damaged file, exit 2, as the fourth independent sweep asked: see below)
-        "short": step4_runs()[:2] + [replace(make_result(4, 2, RAMP, planned_epochs=15), status="diverged")],
+        "short": step4_runs()[:2]
+        + [
+            replace(
+                make_result(4, 2, RAMP, planned_epochs=15),
+                status="diverged",
+                diverged_at={"epoch": 13, "batch": 7, "loss": "nan"},
+            )
+        ],
     }
     # A NaN is recorded by a run that diverged (in a completed one it is a damaged file, exit 2).
     diverged = {"status": "diverged", "diverged_at": {"epoch": 15, "batch": "evaluation", "loss": "nan"}}

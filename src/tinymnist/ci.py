@@ -143,6 +143,7 @@ def _not_judged(r) -> str:
 
 
 def train_markdown(outcomes, shard) -> str:
+    from tinymnist.shell import table_row
     from tinymnist.summary import summarize
 
     where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
@@ -161,8 +162,7 @@ def train_markdown(outcomes, shard) -> str:
         last = s.last_k.fmt() if s.last_k else "n/a"
         final = s.final_test.fmt() if s.final_test else "n/a"
         lines.append(
-            f"| {recipe.label} | {len(runs)} | {verdict.word} | {verdict.rule_text} | {verdict.rate_text} | "
-            f"{last} | {final} |"
+            table_row(recipe.label, len(runs), verdict.word, verdict.rule_text, verdict.rate_text, last, final)
         )
     return "\n".join(lines) + "\n\n"
 

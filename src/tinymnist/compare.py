@@ -27,6 +27,7 @@ import numpy as np
 
 from tinymnist.recipes import short_name, sort_key
 from tinymnist.results import config_key, load_benchmarks, load_results, machine_name
+from tinymnist.shell import table_row
 from tinymnist.stats import EPS, paired_drop_p, welch_drop_p
 from tinymnist.summary import StepSummary, summarize
 
@@ -131,9 +132,7 @@ class Comparison:
     def lines(self) -> list[str]:
         """The markdown table ``compare`` prints (and ``--markdown`` writes)."""
         out = ["| step | figure | baseline | new | difference | rule | verdict |", "|---|---|---|---|---|---|---|"]
-        out += [
-            f"| {r.recipe} | {r.figure} | {r.old} | {r.new} | {r.diff} | {r.rule} | {r.verdict} |" for r in self.rows
-        ]
+        out += [table_row(r.recipe, r.figure, r.old, r.new, r.diff, r.rule, r.verdict) for r in self.rows]
         return out
 
 

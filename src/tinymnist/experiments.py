@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tinymnist.recipes import RECIPES, Recipe
 from tinymnist.results import ResultsError, atomic_write_bytes, load_results, read_json, text_bytes
-from tinymnist.shell import code_span, shell_join
+from tinymnist.shell import code_span, shell_join, table_row
 from tinymnist.summary import summarize
 
 
@@ -67,14 +67,25 @@ def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike, comman
             final = sm.final_test
             device = ", ".join(sorted({_device(r) for r in runs}))
             if final is None or sm.epoch_seconds is None:
-                lines.append(f"| {folder.name} | {step} | {diff} | {sm.params:,} | | | | | {device} | | {gate} | |")
+                lines.append(table_row(folder.name, step, diff, f"{sm.params:,}", "", "", "", "", device, "", gate, ""))
             else:
                 low = min(min(r.test_acc[-3:]) for r in done)
                 stable = ", ".join("never" if v is None else str(v) for v in sm.stable_from.values())
                 lines.append(
-                    f"| {folder.name} | {step} | {diff} | {sm.params:,} | {seeds} | {low:.2f} | "
-                    f"{final.mean:.2f} ({final.n}) | {stable} | {device} | {sm.epoch_seconds.mean:.1f} | "
-                    f"{gate} | {notes.get(folder.name, '')} |"
+                    table_row(
+                        folder.name,
+                        step,
+                        diff,
+                        f"{sm.params:,}",
+                        seeds,
+                        f"{low:.2f}",
+                        f"{final.mean:.2f} ({final.n})",
+                        stable,
+                        device,
+                        f"{sm.epoch_seconds.mean:.1f}",
+                        gate,
+                        notes.get(folder.name, ""),
+                    )
                 )
             count += 1
     if not count:

@@ -21,7 +21,7 @@ from tinymnist.results import (
     refuse_non_files,
     text_bytes,
 )
-from tinymnist.shell import code_span, shell_join
+from tinymnist.shell import code_span, one_line, shell_join, table_row
 from tinymnist.stats import OLYMPIC_MIN_N, SeedStats
 from tinymnist.summary import TARGET, StepSummary, summarize
 
@@ -134,7 +134,7 @@ def _step_section(s: StepSummary) -> list[str]:
         target.append(f"mean final {s.split} accuracy ≥ {e.min_mean_final:.2f}")
     sched = r.schedule if r.schedule == "constant" else f"{r.schedule} (peak {r.lr})"
     out = [
-        f"## {r.label.replace('step ', 'Step ', 1) if r.label.startswith('step ') else r.label}: {r.name}",
+        f"## {r.label.replace('step ', 'Step ', 1) if r.label.startswith('step ') else r.label}: {one_line(r.name)}",
         "",
         f"**Target.** {'; '.join(target)}; for each of seeds {list(r.seeds)}, in {r.epochs} epochs.",
         f"Recipe: model `{r.model}`{f' {r.model_kwargs}' if r.model_kwargs else ''}, batch {r.batch_size}, "
@@ -164,7 +164,7 @@ def _step_section(s: StepSummary) -> list[str]:
         _stat_row(f"final-epoch {s.split} accuracy", s.final_test),
         _stat_row(f"best {s.split} accuracy", s.best_test),
         "",
-        f"Machine: {'; '.join(s.machines)}; torch {', '.join(s.torch)}; commit {', '.join(s.git_sha)}.",
+        one_line(f"Machine: {'; '.join(s.machines)}; torch {', '.join(s.torch)}; commit {', '.join(s.git_sha)}."),
         "",
     ]
     ref = r.seed_reference
@@ -206,8 +206,15 @@ def _benchmark_section(bench: list[dict]) -> list[str]:
         for b in sorted(train, key=lambda b: (b["extra_info"]["step"], b["extra_info"]["device"], b["name"])):
             x = b["extra_info"]
             out.append(
-                f"| {b['name']} | {x['step']} | {x['device']} | {x['pipeline']} | {x['batch']} | "
-                f"{x['batch'] / b['stats']['median']:,.0f} | {b['stats']['rounds']} |"
+                table_row(
+                    b["name"],
+                    x["step"],
+                    x["device"],
+                    x["pipeline"],
+                    x["batch"],
+                    f"{x['batch'] / b['stats']['median']:,.0f}",
+                    b["stats"]["rounds"],
+                )
             )
         out.append("")
     if infer:
@@ -215,8 +222,14 @@ def _benchmark_section(bench: list[dict]) -> list[str]:
         for b in sorted(infer, key=lambda b: (b["extra_info"]["batch"], b["extra_info"]["engine"])):
             x = b["extra_info"]
             out.append(
-                f"| {b['name']} | {x['engine']} | {x['batch']} | {x.get('threads', '')} | "
-                f"{b['stats']['median'] * 1e3:.3f} | {x['batch'] / b['stats']['median']:,.0f} |"
+                table_row(
+                    b["name"],
+                    x["engine"],
+                    x["batch"],
+                    x.get("threads", ""),
+                    f"{b['stats']['median'] * 1e3:.3f}",
+                    f"{x['batch'] / b['stats']['median']:,.0f}",
+                )
             )
         out.append("")
     return out
@@ -412,14 +425,24 @@ def build_report(
     for s, sm in summaries.items():
         if sm.final_test is None or sm.best_test is None or sm.last_k is None or sm.epoch_seconds is None:
             lines.append(
-                f"| {short_name(s)} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.verdict.rate_text} "
-                "| | | | | |"
+                table_row(
+                    short_name(s), sm.recipe.name, f"{sm.params:,}", sm.verdict.word, sm.verdict.rate_text, *[""] * 5
+                )
             )
             continue
         lines.append(
-            f"| {short_name(s)} | {sm.recipe.name} | {sm.params:,} | {sm.verdict.word} | {sm.verdict.rate_text} | "
-            f"{sm.best_test.mean:.2f} | {sm.final_test.mean:.2f} | {sm.final_test.min:.2f} | "
-            f"{sm.last_k.mean:.2f} {sm.last_k.ci()} | {sm.epoch_seconds.mean:.1f} |"
+            table_row(
+                short_name(s),
+                sm.recipe.name,
+                f"{sm.params:,}",
+                sm.verdict.word,
+                sm.verdict.rate_text,
+                f"{sm.best_test.mean:.2f}",
+                f"{sm.final_test.mean:.2f}",
+                f"{sm.final_test.min:.2f}",
+                f"{sm.last_k.mean:.2f} {sm.last_k.ci()}",
+                f"{sm.epoch_seconds.mean:.1f}",
+            )
         )
     lines.append("")
     for name in images:
@@ -544,7 +567,7 @@ def write_history(
         lines += [
             f"## {label_of(s.key)}, {s.config}",
             "",
-            f"Machines: {', '.join(s.machines)}.",
+            f"Machines: {one_line(', '.join(s.machines))}.",
             "",
             f"| commit | date | subject | n | last-{k} mean (95% CI) | gate pass rate (95% CI) | images/s "
             "| p vs previous | verdict |",
@@ -567,12 +590,9 @@ def write_history(
             if p.recipe_change:
                 verdict += f"; recipe changed: {', '.join(p.recipe_change)}"
             rate = sm.verdict.rate_text if sm else ""
-            subject = p.commit.subject.replace("|", "\\|")[:70]
             mean = f"{lk.mean:.3f} {lk.ci(3)}" if lk else ""
-            lines.append(
-                f"| `{p.commit.short}` | {p.commit.date[:10]} | {subject} | {p.n} | {mean} | {rate} | {ips} | "
-                f"{pv} | {verdict} |"
-            )
+            row = (f"`{p.commit.short}`", p.commit.date[:10], p.commit.subject[:70], p.n, mean, rate, ips, pv, verdict)
+            lines.append(table_row(*row))
         notes = [f"`{p.commit.short}`: {', '.join(p.notes)} (counted once)" for p in s.points if p.notes]
         lines += ["", *(f"Seeds on two machines: {n}." for n in notes), f"![{s.key} history]({png})", ""]
         _history_plot(s, out / png, staged)

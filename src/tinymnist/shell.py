@@ -61,4 +61,20 @@ def code_span(text: str) -> str:
     return f"{fence}{pad}{shown(text)}{pad}{fence}"
 
 
-__all__ = ["code_span", "fitted", "shell_join", "shown"]
+def one_line(text: str) -> str:
+    """``text`` as shown (``shown``) on one line: a line break or another control character becomes a space,
+    so free text from a file (a recipe's name, a commit's subject) cannot start a heading of its own."""
+    import unicodedata
+
+    return "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in shown(text))
+
+
+def table_row(*cells: object) -> str:
+    """One row of a markdown table, each cell its text as itself: on one line (``one_line``), and a ``|`` in it
+    escaped, which GitHub's tables read as a pipe, inside a code span too. Every table row with text from a
+    file or a command line is made here: a recipe named "a|b" and a newline in a results file gave REPORT.md a
+    cell and a heading of their own (the fifth independent sweep of issue 30)."""
+    return "|" + "|".join(f" {one_line(str(c)).replace('|', chr(92) + '|')} " for c in cells) + "|"
+
+
+__all__ = ["code_span", "fitted", "one_line", "shell_join", "shown", "table_row"]

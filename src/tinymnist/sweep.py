@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from tinymnist.compare import MIN_SEEDS_FOR_TEST, AccuracyCheck, Thresholds, accuracy_rule
 from tinymnist.recipes import NAME_PATTERN, Recipe, RecipeError, validate, with_overrides
 from tinymnist.results import RunResult
-from tinymnist.shell import code_span
+from tinymnist.shell import code_span, table_row
 from tinymnist.stats import Rate, SeedStats
 from tinymnist.summary import summarize
 
@@ -202,7 +202,7 @@ def sweep_markdown(ranked: Sequence[Ranked], command: str, val_images: int, seed
     ]
     for i, r in enumerate(ranked, start=1):
         if r.last_k is None:
-            lines.append(f"| {i} | {r.candidate.key} | {r.candidate.said} | | 0 | not trained | | | | |")
+            lines.append(table_row(i, r.candidate.key, r.candidate.said, "", 0, "not trained", *[""] * 4))
             continue
         sd = "n/a" if math.isnan(r.last_k.sd) else f"{r.last_k.sd:.3f}"
         secs = f"{r.seconds.mean:.0f}" if r.seconds else ""
@@ -214,10 +214,20 @@ def sweep_markdown(ranked: Sequence[Ranked], command: str, val_images: int, seed
             vs = f"{word}: {-r.versus_top.drop:+.3f}{p}"
         unfinished = "" if r.complete else " (unfinished)"
         rate = "smoke run: not judged" if r.smoke else r.pass_rate.fmt()
+        mean = f"{r.last_k.mean:.3f} {r.last_k.ci(3)}{f' (k = {r.k})' if k == 'k' else ''}"
         lines.append(
-            f"| {i} | {r.candidate.key}{unfinished} | {r.candidate.said} | {r.params:,} | {r.last_k.n} | "
-            f"{r.last_k.mean:.3f} {r.last_k.ci(3)}{f' (k = {r.k})' if k == 'k' else ''} | {sd} | {rate} | {secs} "
-            f"| {vs} |"
+            table_row(
+                i,
+                f"{r.candidate.key}{unfinished}",
+                r.candidate.said,
+                f"{r.params:,}",
+                r.last_k.n,
+                mean,
+                sd,
+                rate,
+                secs,
+                vs,
+            )
         )
     lines.append("")
     done = [r for r in ranked if r.complete and r.last_k_by_seed]
