@@ -760,7 +760,9 @@ def recipes_differ(runs: Sequence[RunResult]) -> str:
     of one recipe are one), and without the recipe's own seed list, which changes no training. The one rule for
     a results folder (refused) and for the judge (a population of several recipes fails)."""
     runs = sorted(runs, key=lambda r: r.seed)
-    first = Recipe.from_dict(runs[0].recipe) if runs else None
+    if not runs:
+        return ""
+    first = Recipe.from_dict(runs[0].recipe)
     for r in runs[1:]:
         changed = [c for c in first.diff(Recipe.from_dict(r.recipe)) if not c.startswith("seeds ")]
         if changed:
