@@ -297,12 +297,13 @@ def _forensics() -> str:
     return "\n".join(["```", session, "```", "", "![history of step 2](reports/forensics/history-step2.png)"])
 
 
-def _frontier(step: int, screen: bool = False) -> str:
+def _frontier(step: int, screen: bool = False, final: bool = False) -> str:
     """A sweep's ranking and what it decides. ``screen``: issue 33's round 2, a first screen on 4 seeds that
-    decides only which candidates go on to 8, never a registration."""
-    folder = REPO / "reports" / "frontier" / ("round2" if screen else "")
-    path = folder / f"step{step}" / "SWEEP.md"
-    script = f"round2.sh {step}" if screen else f"sweep_step{step}.sh"
+    decides only which candidates go on to 8, never a registration; ``final``: round 2's finals on 8 seeds,
+    which decide as round 1's sweeps do."""
+    folder = REPO / "reports" / "frontier" / ("round2" if screen or final else "")
+    path = folder / (f"step{step}-final" if final else f"step{step}") / "SWEEP.md"
+    script = f"round2.sh {step}" if screen else f"round2-final.sh {step}" if final else f"sweep_step{step}.sh"
     if not path.exists():
         return f"Not swept yet: run `bash reports/frontier/{script}`."
     # the ranking table and its closing lines; the command that made it is named above the block
@@ -342,6 +343,14 @@ def _frontier(step: int, screen: bool = False) -> str:
                 f"register the top candidate as step {step} before claiming it."
             )
     return "\n".join(lines)
+
+
+def _tta() -> str:
+    """Issue 33's lead 4: test-time augmentation measured on validation (``tools.tta``), and whether it was chosen."""
+    path = REPO / "reports" / "frontier" / "round2" / "TTA.md"
+    if not path.exists():
+        return "Not measured yet: run `python -m tools.tta` (its command is in reports/frontier/round2/TTA.md)."
+    return "\n".join(line for line in path.read_text().splitlines() if line.startswith(("|", "- Step")))
 
 
 def _seeds(row: list[str]) -> int:
@@ -401,6 +410,8 @@ BLOCKS = {
     "frontier-step6": lambda: _frontier(6),
     "frontier2-step5": lambda: _frontier(5, screen=True),
     "frontier2-step6": lambda: _frontier(6, screen=True),
+    "frontier2-step6-final": lambda: _frontier(6, final=True),
+    "frontier2-tta": _tta,
     "claim-step6": lambda: _claim(6),
     "mutation": _mutation,
 }
