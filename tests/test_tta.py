@@ -43,3 +43,22 @@ def test_tta_is_measured_on_validation_from_a_runs_final_weights(tmp_path, mnist
     assert tta.main([*base, "--val-split", "300"]) == 2
     err = capsys.readouterr().err
     assert "seed0.pt: its weights score" in err and "not the run's final weights" in err and not report.exists()
+
+
+def test_a_claims_tta_row_is_measured_on_test_and_decides_nothing(tmp_path, mnist_root, capsys):
+    from tinymnist.cli import main
+    from tools import tta
+
+    out = tmp_path / "claim"
+    argv = ["train", "--step", "2", "--dry-run", "--seeds", "300", "--out", str(out), "--data-root", str(mnist_root)]
+    assert main(argv) == 0
+    report = tmp_path / "tta.json"
+    base = [str(out), "--data-root", str(mnist_root), "--out", str(report), "--markdown", str(tmp_path / "T.md")]
+    assert tta.main([*base, "--claim"]) == 0
+    got = json.loads(report.read_text())
+    recorded = json.loads((out / "step2" / "seed300.json").read_text())["epochs"][-1]["test_acc"]
+    assert got["on"] == "test" and got["runs"][0]["plain"] == recorded and got["steps"]["2"]["chosen"] is None
+    assert "it decides nothing" in (tmp_path / "T.md").read_text()
+    capsys.readouterr()
+    assert tta.main([*base, "--val-split", "300"]) == 2  # a claim's run has no split to choose on
+    assert "held out 0 validation images" in capsys.readouterr().err
