@@ -303,13 +303,14 @@ def test_a_sweep_ranked_with_another_split_is_refused(tmp_path, capsys):
     assert main([*argv, "--val-split", "10000"]) == 0
     assert "| 1 | step5 | (the base recipe) | 4,972 | 2 | 99.500" in (tmp_path / "sw" / "SWEEP.md").read_text()
     # the fourth independent sweep: a seed trained with another recipe was ranked under the candidate's name
-    path = tmp_path / "sw" / "step5" / "seed1.json"
-    d = json.loads(path.read_text())
-    d["recipe"]["lr"] = 0.2
-    path.write_text(json.dumps(d))
+    for seed in (0, 1):  # (one seed alone is refused by the folder's one-recipe rule: results.recipes_differ)
+        path = tmp_path / "sw" / "step5" / f"seed{seed}.json"
+        d = json.loads(path.read_text())
+        d["recipe"]["lr"] = 0.2
+        path.write_text(json.dumps(d))
     assert main([*argv, "--val-split", "10000"]) == 2
     err = capsys.readouterr().err
-    assert "seed1.json: trained with another recipe than candidate step5's (lr 0.1 -> 0.2)" in err, err
+    assert "seed0.json: trained with another recipe than candidate step5's (lr 0.1 -> 0.2)" in err, err
 
 
 def test_a_fifo_is_no_ci_file(tmp_path, capsys):

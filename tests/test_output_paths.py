@@ -150,6 +150,13 @@ def test_a_linked_folder_inside_out_or_the_store_is_refused_before_anything_is_w
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "o/step2: cannot write here (a symlink to" in err and "remove the link" in err
     assert list(outside.iterdir()) == []
+    # the sixth sweep: local jobs opened their logs through the link before the runner refused it
+    (outside / "seed0.log").write_text("mine")
+    assert main([*argv[:4], "0-1", *argv[5:], "--out", str(tmp_path / "o"), "--executor", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "o/step2: cannot write here (a symlink to" in err, err
+    assert sorted(p.name for p in outside.iterdir()) == ["seed0.log"] and (outside / "seed0.log").read_text() == "mine"
+    (outside / "seed0.log").unlink()
     from dataclasses import replace
 
     runs = [replace(make_result(2, s, [90.0]), git_sha="0123456789ab") for s in range(3)]

@@ -42,6 +42,11 @@ class LocalExecutor:
 
     def run(self, jobs: Sequence[Job], on_end: Callable[[Ended], None]) -> list[Ended]:
         """Run every job, ``slots`` at a time, calling ``on_end`` as each ends; raises JobsInterrupted."""
+        from tinymnist.results import refuse_links_below
+
+        for job in jobs:  # before any job starts: a log at OUT/<recipe>/seedS.log, through a link at OUT/<recipe>,
+            # would replace a file outside OUT (the sixth independent sweep of issue 30); OUT itself is the user's
+            refuse_links_below(Path(job.log).parent.parent, job.log)
         waiting = list(jobs)
         running: dict[subprocess.Popen, tuple[Job, object, tuple | None]] = {}
         ended: list[Ended] = []
