@@ -639,6 +639,36 @@ def test_a_folder_holding_seeds_of_two_recipes_is_refused_naming_them(tmp_path, 
     assert main(["compare", str(same), str(same)]) == 0, capsys.readouterr().err
 
 
+def test_one_commits_population_in_the_store_is_one_recipe(tmp_path, capsys):
+    """The sixth independent sweep: runs trained with --set lr=0.5 under the key step2 were filed beside the
+    commit's own step-2 runs, so history show made one row of two recipes and a bisect reused them."""
+    from dataclasses import replace
+
+    from tests.synth import make_result, write_results
+    from tinymnist.recipes import STEP2
+
+    repo, sha = _tiny_repo(tmp_path / "repo")
+    store = tmp_path / "store"
+    own = [replace(make_result(2, s, [90.0]), git_sha=sha[:12]) for s in range(3)]
+    other = [
+        replace(make_result(2, s, [95.0], recipe=replace(STEP2, lr=0.5)), git_sha=sha[:12], device_name="other")
+        for s in range(3, 6)
+    ]
+    assert main(["history", "add", str(write_results(tmp_path / "a", own)), "--store", str(store)]) == 0
+    capsys.readouterr()
+    assert main(["history", "add", str(write_results(tmp_path / "b", other)), "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing was added" in err and "different recipes (lr" in err, err
+    assert len(list(store.rglob("seed*.json"))) == 3
+    stray = next(store.rglob("seed0.json")).parent / "seed9.json"  # filed by hand, as an older version could
+    stray.write_text(json.dumps(replace(other[0], seed=9, device_name=own[0].device_name).to_dict()))
+    argv = ["history", "show", "--store", str(store), "--out", str(tmp_path / "h"), "--repo", str(repo)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seeds 0 and 9 were trained with different recipes" in err, err
+    assert not (tmp_path / "h" / "HISTORY.md").exists()
+
+
 def test_a_store_folder_renamed_by_hand_is_refused_not_shown_under_another_commit(tmp_path, capsys):
     """The fourth independent sweep: runs of one commit, their folder renamed to another commit's hash, were
     shown in history under the other commit's row (exit 0)."""

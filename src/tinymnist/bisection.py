@@ -189,6 +189,11 @@ class Bisector:
                     f"its train wrote no results for seeds {[s for s in missing if s not in have]} on machine "
                     f"{self.machine}"
                 )
+        from tinymnist.results import recipes_differ
+
+        mixed = recipes_differ(list(have.values()))  # stored runs of another recipe are not this commit's
+        if mixed:
+            raise StoreError(f"{self.store}: at {commit.short}, {mixed}; bisect into another --store")
         return [have[s] for s in seeds]
 
     def _train(self, commit: Commit, seeds: list[int]) -> None:

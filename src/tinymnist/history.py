@@ -125,6 +125,14 @@ def add(results_dir: str | os.PathLike, store: str | os.PathLike) -> Added:
                 unchanged.append(dest)
                 continue
             plan.append((dest, r))
+    if plan:  # with what the store holds of each population, across machines: one recipe, or nothing is added
+        held = stored(store) if Path(store).is_dir() else {}
+        groups: dict[tuple[str, str, str], list[RunResult]] = {}
+        for _, r in plan:
+            groups.setdefault((r.git_sha, config_key(r), r.key), []).append(r)
+        for (commit, config, key), new in groups.items():
+            old = [r for runs in held.get((commit, config, key), {}).values() for r in runs]
+            _one_recipe(old + new, f"{results_dir}/{key}: nothing was added; with the store's runs of commit {commit}")
     from tinymnist.results import atomic_write_pair, json_bytes, refuse_links_below
 
     for dest, _ in plan:  # a linked <commit> or configuration folder would file the run outside the store
@@ -170,7 +178,23 @@ def stored(store: str | os.PathLike) -> dict[tuple[str, str, str], dict[str, lis
                 # the run's own configuration, not its folder's: dry runs filed before the key had "-bN" sit
                 # in the folder of the full configuration (the review of issue 30's third-sweep fixes)
                 out.setdefault((rel[0], config_key(r), key), {}).setdefault(rel[-1], []).append(r)
+    for (commit, config, key), by_machine in out.items():
+        _one_recipe([r for runs in by_machine.values() for r in runs], f"{root / commit}: {key} in {config}")
     return out
+
+
+def _one_recipe(runs: Sequence[RunResult], where: str) -> None:
+    """One commit's population of a recipe and configuration, across machines, is of one recipe: runs of another
+    (``--set lr=0.5`` under the same key) would be one row's seeds, and a bisect's (the sixth independent sweep
+    of issue 30)."""
+    from tinymnist.results import recipes_differ
+
+    mixed = recipes_differ(runs)
+    if mixed:
+        raise StoreError(
+            f"{where}: {mixed}; a commit's population is one recipe's: file an experiment under its own key "
+            "(train --name KEY), and remove the stray runs from the store"
+        )
 
 
 def population(store: str | os.PathLike, commit: str, config: str, machine: str, key: str) -> list[RunResult]:
