@@ -386,6 +386,14 @@ def test_values_that_parse_but_do_not_fit_are_exit_2_naming_the_file_and_field(t
         ("seeds", "recipe+identity.recipe", [], "seeds () must be a non-empty list of distinct seeds"),
         ("lr", "identity.recipe", 0.123, "field identity.recipe differs from the run's recipe"),
         ("device", "identity", "cuda", "field identity.device is 'cuda', but the run's device is 'cpu'"),
+        # the sixth: a recorded seed write-up with a field missing, or of another type, crashed report (exit 3)
+        ("seed_reference", "recipe+identity.recipe", {"params": 1}, "must be {} or hold exactly params, best_train"),
+        (
+            "seed_reference",
+            "recipe+identity.recipe",
+            {"params": 1, "best_train": "a", "best_test": 1},
+            "recipe field seed_reference.best_train is 'a', not a float",
+        ),
     ):
         d = json.loads(good)
         if isinstance(where, str):  # fields of nested objects: "identity.recipe", "recipe+identity.recipe"

@@ -404,6 +404,20 @@ def validate(recipe: Recipe) -> Recipe:
     return recipe
 
 
+def _check_seed_reference(ref) -> None:
+    """The seed write-up's figures, as the built-in steps 1-4 carry them ({} for any other recipe): a report
+    prints each, so a recorded one with a field missing or of another type crashed it (the sixth sweep)."""
+    if ref == {}:
+        return
+    want = {"params": (int,), "best_train": (float,), "best_test": (float,)}
+    if not isinstance(ref, dict) or set(ref) != set(want):
+        raise RecipeError(f"seed_reference={ref!r} must be {{}} or hold exactly {', '.join(want)}")
+    for k, kinds in want.items():
+        value = typed(f"seed_reference.{k}", kinds, ref[k])
+        if not (0 < value <= (1e12 if k == "params" else 100)):
+            raise RecipeError(f"seed_reference.{k}={value!r} is outside its range")
+
+
 def check_ranges(recipe: Recipe, sizes: bool = True) -> None:
     """Every value in its range, without building the model: the check a results file's recorded recipe
     gets too, whose model may be a plugin that is not installed here (issue 30, the third sweep's F11: a
@@ -441,6 +455,7 @@ def check_ranges(recipe: Recipe, sizes: bool = True) -> None:
         raise RecipeError(f"swa_epochs={recipe.swa_epochs!r} is outside its range: an integer in [0, epochs]")
     check_expect(recipe.expect)
     _seeds(recipe.seeds)  # a recorded recipe with no seeds, or one twice, is no recipe a run had
+    _check_seed_reference(recipe.seed_reference)
     if recipe.swa_epochs and recipe.ema:
         raise RecipeError("swa_epochs and ema both average the weights; set one of them to 0")
     for name in ("batch_size", "epochs"):
