@@ -133,3 +133,28 @@ def test_free_text_from_a_results_file_stays_in_its_table_cell(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| 2 |"))
     cells = lambda line: len(re.split(r"(?<!\\)\|", line))  # noqa: E731 - a pipe not escaped ends a cell
     assert "| a\\|b # x |" in row and cells(row) == cells(header), row
+
+
+def test_a_line_break_or_a_tag_in_free_text_stays_text_on_its_line(tmp_path):
+    """The sixth independent sweep: a results folder named "new\\n# PATHHEAD" gave compare's markdown a heading
+    of its own through its Generated-by command, a recorded model "x\\n# MODELHEAD" did the same in REPORT.md,
+    and a commit subject "Optional<Tensor> in <b>heads</b>" lost a word and turned bold."""
+    from tests.conftest import REPO
+    from tinymnist.cli import main
+    from tinymnist.shell import Markdown, code_span, shell_join, table_row
+
+    odd = tmp_path / "new\n# PATHHEAD"
+    shutil.copytree(REPO / "reports" / "baseline", odd, ignore=shutil.ignore_patterns("bench.json"))
+    md = tmp_path / "c.md"
+    assert main(["compare", str(REPO / "reports" / "baseline"), str(odd), "--markdown", str(md)]) == 0
+    text = md.read_text()
+    assert not any(line.startswith("# PATHHEAD") for line in text.splitlines()) and "new\\x0a# PATHHEAD" in text
+    cmd = shell_join(["ls", str(odd)])
+    assert "\n" not in cmd and subprocess.run(["bash", "-c", cmd], capture_output=True).returncode == 0
+    d = json.loads((odd / "step2" / "seed0.json").read_text())
+    d["recipe"]["model"] = "x.y:z\n# MODELHEAD"
+    (odd / "step2" / "seed0.json").write_text(json.dumps(d))
+    assert main(["report", str(odd), "--out", str(tmp_path / "o")]) == 2
+    row = table_row("Optional<Tensor> in <b>heads</b> &amp; a <= b", code_span("a<b"), Markdown("1<br>2"))
+    assert row == "| Optional\\<Tensor> in \\<b>heads\\</b> \\&amp; a <= b | `a<b` | 1<br>2 |"
+    assert code_span("a\nb") == "`a b`"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tinymnist.recipes import RECIPES, Recipe
 from tinymnist.results import ResultsError, atomic_write_bytes, load_results, read_json, text_bytes
-from tinymnist.shell import code_span, shell_join, table_row
+from tinymnist.shell import Markdown, code_span, shell_join, table_row
 from tinymnist.summary import summarize
 
 
@@ -60,7 +60,7 @@ def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike, comman
             diff = recipe_diff(runs[0].recipe, base) if base else f"(recipe {key})"
             sm = summarize(runs)  # the report's figures and verdict, so the log and REPORT.md cannot disagree
             done = [r for r in runs if r.epochs]
-            seeds = "<br>".join(f"{r.seed}: " + " ".join(f"{a:.2f}" for a in r.test_acc[-3:]) for r in runs)
+            seeds = Markdown("<br>".join(f"{r.seed}: " + " ".join(f"{a:.2f}" for a in r.test_acc[-3:]) for r in runs))
             step_only = [x.split(": ", 1)[1] for x in sm.verdict.reasons if x.startswith(f"{sm.recipe.label}: ")]
             rate = "" if sm.verdict.smoke else f", {len(sm.passed_seeds)}/{len(runs)} seeds"  # not judged: no rate
             gate = f"{sm.verdict.word}{rate}" + ("; " + "; ".join(step_only) if step_only else "")

@@ -128,11 +128,13 @@ def add(results_dir: str | os.PathLike, store: str | os.PathLike) -> Added:
     if plan:  # with what the store holds of each population, across machines: one recipe, or nothing is added
         held = stored(store) if Path(store).is_dir() else {}
         groups: dict[tuple[str, str, str], list[RunResult]] = {}
-        for _, r in plan:
-            groups.setdefault((r.git_sha, config_key(r), r.key), []).append(r)
-        for (commit, config, key), new in groups.items():
-            old = [r for runs in held.get((commit, config, key), {}).values() for r in runs]
-            _one_recipe(old + new, f"{results_dir}/{key}: nothing was added; with the store's runs of commit {commit}")
+        for _, run in plan:
+            groups.setdefault((run.git_sha, config_key(run), run.key), []).append(run)
+        for (commit, config, key), adding in groups.items():
+            held_runs = [o for runs in held.get((commit, config, key), {}).values() for o in runs]
+            _one_recipe(
+                held_runs + adding, f"{results_dir}/{key}: nothing was added; with the store's runs of commit {commit}"
+            )
     from tinymnist.results import atomic_write_pair, json_bytes, refuse_links_below
 
     for dest, _ in plan:  # a linked <commit> or configuration folder would file the run outside the store

@@ -455,6 +455,10 @@ def check_ranges(recipe: Recipe, sizes: bool = True) -> None:
         raise RecipeError(f"swa_epochs={recipe.swa_epochs!r} is outside its range: an integer in [0, epochs]")
     check_expect(recipe.expect)
     _seeds(recipe.seeds)  # a recorded recipe with no seeds, or one twice, is no recipe a run had
+    # a model is a name (built-in, plugin) or an import path, never whitespace: a recorded "x\n# y" gave
+    # REPORT.md a heading of its own (the sixth independent sweep of issue 30)
+    if not isinstance(recipe.model, str) or not re.fullmatch(r"[^\s`|<>]+", recipe.model):
+        raise RecipeError(f"model={recipe.model!r} is no model name: a built-in, a plugin or PKG.MOD:CALLABLE")
     _check_seed_reference(recipe.seed_reference)
     if recipe.swa_epochs and recipe.ema:
         raise RecipeError("swa_epochs and ema both average the weights; set one of them to 0")

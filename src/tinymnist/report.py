@@ -21,7 +21,7 @@ from tinymnist.results import (
     refuse_non_files,
     text_bytes,
 )
-from tinymnist.shell import code_span, one_line, shell_join, table_row
+from tinymnist.shell import as_text, code_span, shell_join, table_row
 from tinymnist.stats import OLYMPIC_MIN_N, SeedStats
 from tinymnist.summary import TARGET, StepSummary, summarize
 
@@ -134,10 +134,10 @@ def _step_section(s: StepSummary) -> list[str]:
         target.append(f"mean final {s.split} accuracy ≥ {e.min_mean_final:.2f}")
     sched = r.schedule if r.schedule == "constant" else f"{r.schedule} (peak {r.lr})"
     out = [
-        f"## {r.label.replace('step ', 'Step ', 1) if r.label.startswith('step ') else r.label}: {one_line(r.name)}",
+        f"## {r.label.replace('step ', 'Step ', 1) if r.label.startswith('step ') else r.label}: {as_text(r.name)}",
         "",
         f"**Target.** {'; '.join(target)}; for each of seeds {list(r.seeds)}, in {r.epochs} epochs.",
-        f"Recipe: model `{r.model}`{f' {r.model_kwargs}' if r.model_kwargs else ''}, batch {r.batch_size}, "
+        f"Recipe: model {code_span(r.model)}{f' {r.model_kwargs}' if r.model_kwargs else ''}, batch {r.batch_size}, "
         f"{r.optimizer} lr {r.lr} "
         f"momentum {r.momentum}, schedule {sched}, augmentation {_augmentation(r)}{_options(r)}.",
         "",
@@ -164,7 +164,7 @@ def _step_section(s: StepSummary) -> list[str]:
         _stat_row(f"final-epoch {s.split} accuracy", s.final_test),
         _stat_row(f"best {s.split} accuracy", s.best_test),
         "",
-        one_line(f"Machine: {'; '.join(s.machines)}; torch {', '.join(s.torch)}; commit {', '.join(s.git_sha)}."),
+        as_text(f"Machine: {'; '.join(s.machines)}; torch {', '.join(s.torch)}; commit {', '.join(s.git_sha)}."),
         "",
     ]
     ref = r.seed_reference
@@ -567,7 +567,7 @@ def write_history(
         lines += [
             f"## {label_of(s.key)}, {s.config}",
             "",
-            f"Machines: {one_line(', '.join(s.machines))}.",
+            f"Machines: {as_text(', '.join(s.machines))}.",
             "",
             f"| commit | date | subject | n | last-{k} mean (95% CI) | gate pass rate (95% CI) | images/s "
             "| p vs previous | verdict |",
@@ -591,7 +591,17 @@ def write_history(
                 verdict += f"; recipe changed: {', '.join(p.recipe_change)}"
             rate = sm.verdict.rate_text if sm else ""
             mean = f"{lk.mean:.3f} {lk.ci(3)}" if lk else ""
-            row = (f"`{p.commit.short}`", p.commit.date[:10], p.commit.subject[:70], p.n, mean, rate, ips, pv, verdict)
+            row = (
+                code_span(p.commit.short),
+                p.commit.date[:10],
+                p.commit.subject[:70],
+                p.n,
+                mean,
+                rate,
+                ips,
+                pv,
+                verdict,
+            )
             lines.append(table_row(*row))
         notes = [f"`{p.commit.short}`: {', '.join(p.notes)} (counted once)" for p in s.points if p.notes]
         lines += ["", *(f"Seeds on two machines: {n}." for n in notes), f"![{s.key} history]({png})", ""]

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 
 def shell_join(words) -> str:
-    """``shlex.join``, except that a word that is not UTF-8 (surrogate escapes, as Python reads such a name) is
-    written as bash's ``$'r\\xe9s'``: pasted back, it names the same bytes, where the raw bytes printed to a UTF-8
-    terminal would come back as another name (issue 30, cause 13)."""
+    """``shlex.join``, except that a word that is not UTF-8 (surrogate escapes, as Python reads such a name) or
+    holds a line break or another control character is written as bash's ``$'r\\xe9s'``: pasted back, it names
+    the same bytes, where the raw bytes printed to a UTF-8 terminal would come back as another name (issue 30,
+    cause 13), and the command stays on one line, in a terminal and in a markdown title."""
     import shlex
+    import unicodedata
 
     def quote(word: str) -> str:
         raw = word.encode("utf-8", "surrogateescape")
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError:
-            body = "".join(chr(b) if 32 <= b < 127 and b not in b"'\\" else f"\\x{b:02x}" for b in raw)
-            return f"$'{body}'"
-        return shlex.quote(word)
+            pass
+        else:  # a line break or another control character, quoted plainly, would split the command in two
+            if not any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in word):  # lines (the sixth sweep)
+                return shlex.quote(word)
+        body = "".join(chr(b) if 32 <= b < 127 and b not in b"'\\" else f"\\x{b:02x}" for b in raw)
+        return f"$'{body}'"
 
     return " ".join(quote(str(w)) for w in words)
 
@@ -56,9 +61,10 @@ def code_span(text: str) -> str:
     backtick in it then shows as itself, and cannot break a title or a table (the third sweep of issue 30)."""
     import re
 
+    text = one_line(text)  # a line break in a code span would let the next line start a heading
     fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{shown(text)}{pad}{fence}"
+    return Markdown(f"{fence}{pad}{text}{pad}{fence}")
 
 
 def one_line(text: str) -> str:
@@ -69,12 +75,32 @@ def one_line(text: str) -> str:
     return "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in shown(text))
 
 
+class Markdown(str):
+    """Text tinymnist wrote as markdown (a code span, ``<br>`` between lines): put in a cell as it is."""
+
+
+def as_text(text: str) -> str:
+    """Free text as itself in markdown, on one line: what would open an HTML tag, a comment or an autolink
+    (``<`` before a letter, ``/``, ``!`` or ``?``) or an entity (``&amp;``) is backslash-escaped. A commit subject
+    "Optional<Tensor> in <b>heads</b>" lost its "Tensor" and turned bold (the sixth independent sweep); "<=" is
+    left alone, so a rule reads the same in a terminal."""
+    import re
+
+    return re.sub(r"&(?=#?\w+;)", r"\\&", re.sub(r"<(?=[A-Za-z/!?])", r"\\<", one_line(text)))
+
+
 def table_row(*cells: object) -> str:
-    """One row of a markdown table, each cell its text as itself: on one line (``one_line``), and a ``|`` in it
-    escaped, which GitHub's tables read as a pipe, inside a code span too. Every table row with text from a
-    file or a command line is made here: a recipe named "a|b" and a newline in a results file gave REPORT.md a
-    cell and a heading of their own (the fifth independent sweep of issue 30)."""
-    return "|" + "|".join(f" {one_line(str(c)).replace('|', chr(92) + '|')} " for c in cells) + "|"
+    """One row of a markdown table, each cell its text as itself: on one line, an HTML tag shown as text
+    (``as_text``, unless the cell is ``Markdown``), and a ``|`` escaped, which GitHub's tables read as a pipe,
+    inside a code span too. Every table row with text from a file or a command line is made here: a recipe
+    named "a|b" and a newline in a results file gave REPORT.md a cell and a heading of their own (the fifth
+    independent sweep of issue 30)."""
+
+    def cell(c: object) -> str:
+        text = one_line(str(c)) if isinstance(c, Markdown) else as_text(str(c))
+        return text.replace("|", "\\|")
+
+    return "|" + "|".join(f" {cell(c)} " for c in cells) + "|"
 
 
-__all__ = ["code_span", "fitted", "one_line", "shell_join", "shown", "table_row"]
+__all__ = ["Markdown", "as_text", "code_span", "fitted", "one_line", "shell_join", "shown", "table_row"]
