@@ -158,3 +158,22 @@ def test_a_line_break_or_a_tag_in_free_text_stays_text_on_its_line(tmp_path):
     row = table_row("Optional<Tensor> in <b>heads</b> &amp; a <= b", code_span("a<b"), Markdown("1<br>2"))
     assert row == "| Optional\\<Tensor> in \\<b>heads\\</b> \\&amp; a <= b | `a<b` | 1<br>2 |"
     assert code_span("a\nb") == "`a b`"
+
+
+def test_a_control_character_in_a_name_keeps_the_junit_file_readable(tmp_path):
+    """The sixth independent sweep: a results folder named "n\\x01ew" reached a failure message of compare's
+    JUnit file, which no XML parser could then read."""
+    import xml.etree.ElementTree as ET
+
+    from tests.conftest import REPO
+    from tinymnist.cli import main
+
+    odd = tmp_path / "n\x01ew"
+    odd.mkdir()
+    junit = tmp_path / "j.xml"
+    assert main(["compare", str(REPO / "reports" / "baseline"), str(odd), "--junit-xml", str(junit)]) == 2
+    odd2 = tmp_path / "m\x01ew"
+    shutil.copytree(REPO / "reports" / "baseline" / "step2", odd2 / "step2")
+    assert main(["compare", str(REPO / "reports" / "baseline"), str(odd2), "--junit-xml", str(junit)]) == 1
+    text = " ".join(e.get("message", "") for e in ET.parse(junit).iter())
+    assert "m\\x01ew" in text, text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -26,14 +27,25 @@ class Case:
     properties: dict[str, object] = field(default_factory=dict)
 
 
+def _xml_text(text: str) -> str:
+    """``text`` as XML 1.0 can hold it: a control character other than tab and line breaks (a path named
+    "n\\x01ew" in a message made the file unreadable: the sixth independent sweep of issue 30), a surrogate
+    escape of a byte that was not UTF-8, or U+FFFE/U+FFFF is written as ``\\xHH``, as ``shell.shown`` shows it."""
+    from tinymnist.shell import shown
+
+    bad = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+    return bad.sub(lambda m: f"\\x{ord(m.group()):02x}", shown(text))
+
+
 def write_junit(path: str | os.PathLike, suite: str, cases: list[Case]) -> None:
     from tinymnist.results import atomic_write_bytes
 
+    x = _xml_text
     root = ET.Element("testsuites")
     s = ET.SubElement(
         root,
         "testsuite",
-        name=suite,
+        name=x(suite),
         tests=str(len(cases)),
         failures=str(sum(c.failure is not None for c in cases)),
         errors=str(sum(c.error is not None for c in cases)),
@@ -41,19 +53,19 @@ def write_junit(path: str | os.PathLike, suite: str, cases: list[Case]) -> None:
         time=f"{sum(c.seconds for c in cases):.3f}",
     )
     for c in cases:
-        tc = ET.SubElement(s, "testcase", classname=c.classname, name=c.name, time=f"{c.seconds:.3f}")
+        tc = ET.SubElement(s, "testcase", classname=x(c.classname), name=x(c.name), time=f"{c.seconds:.3f}")
         if c.properties:
             props = ET.SubElement(tc, "properties")
             for k, v in c.properties.items():
                 if isinstance(v, float) and not math.isfinite(v):
                     continue
-                ET.SubElement(props, "property", name=k, value=f"{v:.6g}" if isinstance(v, float) else str(v))
+                ET.SubElement(props, "property", name=x(k), value=f"{v:.6g}" if isinstance(v, float) else x(str(v)))
         if c.error is not None:
-            ET.SubElement(tc, "error", message=c.error, type="RunNotCompleted").text = c.error
+            ET.SubElement(tc, "error", message=x(c.error), type="RunNotCompleted").text = x(c.error)
         elif c.failure is not None:
-            ET.SubElement(tc, "failure", message=c.failure, type="GateFailed").text = c.failure
+            ET.SubElement(tc, "failure", message=x(c.failure), type="GateFailed").text = x(c.failure)
         elif c.skipped is not None:
-            ET.SubElement(tc, "skipped", message=c.skipped)
+            ET.SubElement(tc, "skipped", message=x(c.skipped))
     ET.indent(root)
     from tinymnist.results import text_bytes
 
