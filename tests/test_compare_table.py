@@ -266,7 +266,7 @@ def test_compare_seeds_passes_a_seed_0_run_that_passes_its_gate_and_says_how_wit
     out = capsys.readouterr().out
     assert "PASS, 1/1 seeds" in out and "no regression" in out
     assert main(["compare", str(base), str(new), "--steps", "4", "--seeds", "7"]) == 2
-    assert "no <recipe>/seed*.json results of seeds [7] to compare against" in capsys.readouterr().err
+    assert "no <recipe>/seed*.json results of --steps step4 and seeds [7] to compare against" in capsys.readouterr().err
 
 
 def test_smoke_runs_are_not_judged_in_compare_and_a_configuration_change_is_named(tmp_path):
@@ -288,3 +288,18 @@ def test_smoke_runs_are_not_judged_in_compare_and_a_configuration_change_is_name
         "e15-train2000-test500",
     )
     assert rows["configuration"].verdict == "changed: not the same experiment"
+
+
+def test_a_rule_the_baseline_cannot_meet_and_a_step_it_lacks_are_usage_errors(capsys):
+    """The sixth independent sweep: ``compare base base --rule population`` on 3 seeds a step printed four
+    "regressions" (exit 1) for a folder compared with itself, and ``--steps nosuch`` did not name the flag."""
+    from tests.conftest import REPO
+    from tinymnist.cli import main
+
+    base = str(REPO / "reports" / "baseline")
+    assert main(["compare", base, base, "--rule", "population"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--rule population judges populations of at least 8 seeds" in err, err
+    assert "step 4: 3 seeds" in err and "--rule seeds" in err
+    assert main(["compare", base, base, "--steps", "nosuch"]) == 2
+    assert "results of --steps nosuch to compare against" in capsys.readouterr().err

@@ -152,16 +152,29 @@ def compare(
     if keys:
         old_r = {k: r for k, r in old_r.items() if k in keys}
         new_r = {k: r for k, r in new_r.items() if k in keys}
-    of_seeds = ""
+    limits = [f"--steps {', '.join(sorted(keys))}"] if keys else []
     if seeds:
         chosen = set(seeds)
         old_r = {k: kept for k, rs in old_r.items() if (kept := [r for r in rs if r.seed in chosen])}
         new_r = {k: kept for k, rs in new_r.items() if (kept := [r for r in rs if r.seed in chosen])}
-        of_seeds = f" of seeds {sorted(chosen)}"
+        limits.append(f"seeds {sorted(chosen)}")
+    of_seeds = f" of {' and '.join(limits)}" if limits else ""
     if not old_r:
         raise FileNotFoundError(f"{baseline}: no <recipe>/seed*.json results{of_seeds} to compare against")
     if not new_r:
         raise FileNotFoundError(f"{new}: no <recipe>/seed*.json results{of_seeds} to compare")
+    from tinymnist.verdict import POPULATION_MIN_SEEDS
+
+    small = {rs[0].label: len(rs) for rs in old_r.values() if len(rs) < POPULATION_MIN_SEEDS}
+    if rule == "population" and small:  # no NEW can pass a rule its baseline could not: a usage error, not a
+        # regression (the sixth independent sweep: a folder against itself gave 4 "regressions", exit 1)
+        from tinymnist.errors import UsageError
+
+        said = ", ".join(f"{label}: {n} seeds" for label, n in small.items())
+        raise UsageError(
+            f"--rule population judges populations of at least {POPULATION_MIN_SEEDS} seeds, and the baseline "
+            f"{baseline} holds fewer ({said}); compare with --rule seeds"
+        )
     rows: list[Row] = []
     split = "validation" if on == "val" else "test"  # what the figures are, in every row that shows them
 
