@@ -493,3 +493,43 @@ def test_an_error_in_a_users_builder_is_one_line_that_says_where(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert f"raised ValueError: first line (at {tmp_path / 'multimod.py'}:2 (multiline))" in err, err
+
+
+def test_a_model_that_goes_wrong_only_at_the_training_batch_size_is_the_users(tmp_path, capsys, monkeypatch):
+    """The sixth independent sweep: the probe's batch of 4 passed, and logits without a gradient, or 3-d
+    ones, above 4 images were an internal error deep in torch (exit 3). The engine checks each batch's logits."""
+    from tinymnist.cli import main
+
+    (tmp_path / "bigbatch.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "class Base(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.f = nn.Linear(784, 10)\n"
+        "    def forward(self, x):\n"
+        "        return self.f(x.flatten(1))\n"
+        "class NoGrad(Base):\n"
+        "    def forward(self, x):\n"
+        "        if x.shape[0] > 4:\n"
+        "            with torch.no_grad():\n"
+        "                return super().forward(x)\n"
+        "        return super().forward(x)\n"
+        "class ThreeD(Base):\n"
+        "    def forward(self, x):\n"
+        "        y = super().forward(x)\n"
+        "        return y.unsqueeze(1) if x.shape[0] > 4 else y\n"
+        "def nograd(**kw):\n"
+        "    return NoGrad()\n"
+        "def threed(**kw):\n"
+        "    return ThreeD()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    argv = ["train", "--step", "2", "--seeds", "0", "--dry-run", "--quiet", "--out", str(tmp_path / "o"), "--set"]
+    for fn, said in (
+        ("nograd", "its logits do not depend on its parameters"),
+        ("threed", "a (128, 1, 28, 28) batch gives (128, 1, 10), not (128, 10) logits"),
+    ):
+        assert main([*argv, f"model=bigbatch:{fn}"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"model 'bigbatch:{fn}'" in err and said in err, err

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from tinymnist.data import MNISTTensors, augment
 from tinymnist.models import count_params, create_model
+from tinymnist.models.registry import check_logits
 from tinymnist.recipes import Recipe
 from tinymnist.results import EpochStats, evaluation_diverged
 
@@ -426,6 +427,7 @@ def train(
                     group["lr"] = lr
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
                     out = forward(_prepare(model, x))
+                check_logits(out, len(y), recipe.model)
                 loss = F.cross_entropy(out.float(), y, label_smoothing=recipe.label_smoothing)
                 losses[b] = loss.detach()
                 if (b + 1) % check_every == 0 or b == batches - 1:
