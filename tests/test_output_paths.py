@@ -225,13 +225,20 @@ def test_an_output_the_user_names_is_refused_where_a_runs_record_stands(tmp_path
     ):
         assert main(["compare", str(base), str(base), flag, str(path)]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and str(path) in err and "a run's record stands here" in err, err
+        assert err.count("\n") == 1 and str(path) in err and "a run's record goes by this name" in err, err
         assert record.read_bytes() == kept
     pop = write_results(tmp_path / "pop", [make_result(4, s, RAMP + [99.5, 99.4 + s / 100, 99.5]) for s in range(12)])
     pop_record = pop / "step4" / "seed5.json"
     before = pop_record.read_bytes()
     assert main(["calibrate", str(pop), "--splits", "10", "--out", str(pop_record)]) == 2
-    assert "a run's record stands here" in capsys.readouterr().err and pop_record.read_bytes() == before
+    assert "a run's record goes by this name" in capsys.readouterr().err and pop_record.read_bytes() == before
+    # the sixth sweep: a name that becomes a record only while the run trains is refused before it trains
+    fresh = tmp_path / "fresh"
+    argv = ["train", "--step", "2", "--dry-run", "--out", str(fresh), "--junit-xml", str(fresh / "step2" / "seed0.pt")]
+    assert main(argv) == 2
+    assert (
+        "seed0.pt: a run's record goes by this name" in capsys.readouterr().err and not fresh.joinpath("step2").exists()
+    )
     beside = base / "step4" / "seed0.summary.md"
     assert main(["compare", str(base), str(base), "--markdown", str(beside)]) == 0
     assert beside.read_text().strip() and record.read_bytes() == kept

@@ -533,3 +533,31 @@ def test_a_model_that_goes_wrong_only_at_the_training_batch_size_is_the_users(tm
         assert main([*argv, f"model=bigbatch:{fn}"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"model 'bigbatch:{fn}'" in err and said in err, err
+
+
+def test_a_users_huge_error_message_is_cut_and_still_says_where(tmp_path, capsys, monkeypatch):
+    """The sixth independent sweep: a model raising a 100,000-character message lost its "user code at
+    FILE:LINE" under local jobs (a job's error is read from its log's tail) and was a 100 kB line in-process."""
+    from tinymnist.cli import main
+
+    (tmp_path / "loud.py").write_text(
+        "from torch import nn\n"
+        "class Loud(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.f = nn.Linear(784, 10)\n"
+        "    def forward(self, x):\n"
+        "        if x.shape[0] > 4:\n"
+        "            raise RuntimeError('x' * 100000)\n"
+        "        return self.f(x.flatten(1))\n"
+        "def loud(**kw):\n"
+        "    return Loud()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for the local jobs' own processes
+    argv = ["train", "--step", "2", "--dry-run", "--quiet", "--out", str(tmp_path / "o"), "--set", "model=loud:loud"]
+    for seeds in (["--seeds", "0"], ["--seeds", "0-1", "--executor", "local"]):
+        assert main([*argv, *seeds]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'loud.py'}:8" in err and "(100,000 characters)" in err, err[:300]
+        assert max(map(len, err.splitlines())) < 2000

@@ -79,6 +79,9 @@ def require(module: str, command: str) -> None:
         raise UsageError(f"{command} needs {module}, which is not installed: pip install 'tinymnist[{extra}]'")
 
 
+MAX_SAID = 1000  # characters of a user exception's message that an error line shows
+
+
 def said(e: BaseException, located: bool = False) -> str:
     """``SystemExit: 0``: a user exception in words, on one line (a message's first line: an error is one line),
     even one whose own ``__str__`` raises; ``located`` adds where in the user's code it was raised
@@ -89,7 +92,11 @@ def said(e: BaseException, located: bool = False) -> str:
         raise
     except BaseException:  # a __str__ that raises SystemExit(0) must not end tinymnist with 0
         text = "(its message cannot be shown: its __str__ raised)"
-    line = f"{type(e).__name__}: {(text.splitlines() or [''])[0]}"
+    first = (text.splitlines() or [""])[0]
+    if len(first) > MAX_SAID:  # an error is one readable line; a job's log is read back from its tail, and a
+        # 100 kB message pushed the line's start (which says where) out of it (the sixth independent sweep)
+        first = f"{first[:MAX_SAID]}... ({len(first):,} characters)"
+    line = f"{type(e).__name__}: {first}"
     found = user_code_at(e) if located else None
     return f"{line} (at {found[0]})" if found else line
 

@@ -97,13 +97,13 @@ RECORD_FILE = re.compile(r"seed\d+\.(json|pt|ckpt|lock|log)")
 
 def refuse_run_records(path: str | os.PathLike) -> None:
     """An output the user names (``--junit-xml``, ``--markdown``, ``calibrate --out``, ``export --out``) is
-    refused where a run's record stands: written over or appended to, a result or its weights would be lost to a
+    refused by a run's record's name: written over or appended to, a result or its weights would be lost to a
     typo such as ``--junit-xml OUT/step4/seed0.json`` (the fifth independent sweep of issue 30)."""
-    real = Path(os.path.realpath(path))
-    if RECORD_FILE.fullmatch(real.name) and real.is_file():
+    if any(RECORD_FILE.fullmatch(p.name) for p in (Path(path), Path(os.path.realpath(path)))):
+        # by name, whether or not one stands there yet: a run writes OUT/step4/seed0.pt while it trains, and an
+        # output named so would replace it afterwards (the sixth independent sweep)
         raise OutputError(
-            path,
-            "a run's record stands here (a result, its weights or checkpoint); nothing was written",
+            path, "a run's record goes by this name (seedN.json, .pt, .ckpt, .lock, .log); nothing was written"
         )
 
 

@@ -208,11 +208,15 @@ def writable_file(text: str) -> str:
     proved writable now, so that a bad path fails before minutes of training, not after them."""
     import os
 
-    from tinymnist.results import dangling_link
+    from tinymnist.results import OutputError, dangling_link, refuse_run_records
 
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file path")
+    try:
+        refuse_run_records(path)
+    except OutputError as e:
+        raise argparse.ArgumentTypeError(f"{text}: {e.strerror}; give another file name") from None
     if dangling_link(path):
         raise argparse.ArgumentTypeError(f"{text}: {dangling_link(path)}; give a file path, or a link to a file")
     folder = path.parent
