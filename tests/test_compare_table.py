@@ -303,3 +303,23 @@ def test_a_rule_the_baseline_cannot_meet_and_a_step_it_lacks_are_usage_errors(ca
     assert "step 4: 3 seeds" in err and "--rule seeds" in err
     assert main(["compare", base, base, "--steps", "nosuch"]) == 2
     assert "results of --steps nosuch to compare against" in capsys.readouterr().err
+
+
+def test_two_smoke_populations_compared_are_never_green(tmp_path):
+    """The sixth independent sweep: two smoke runs of one configuration gave an "ok" accuracy row and a passing
+    JUnit case. The drop is still tested (a bisect on a subset relies on it) and fails as a regression; no drop
+    is "not judged", a skipped case."""
+    import xml.etree.ElementTree as ET
+
+    from tinymnist.cli import main
+
+    smoke = [replace(make_result(4, s, RAMP + [99.5] * 3), test_images=5000) for s in range(3)]
+    a = write_results(tmp_path / "a", smoke)
+    junit = tmp_path / "j.xml"
+    assert main(["compare", str(a), str(a), "--junit-xml", str(junit)]) == 0
+    rows = {r.figure: r.verdict for r in compare(a, a).rows}
+    assert rows["last-3 mean test acc"] == "not judged (smoke run)", rows
+    case = next(c for c in ET.parse(junit).iter("testcase") if c.get("name") == "last-3 mean test acc")
+    assert case.find("skipped") is not None
+    worse = [replace(r, epochs=[replace(e, test_acc=e.test_acc - 2) for e in r.epochs]) for r in smoke]
+    assert main(["compare", str(a), str(write_results(tmp_path / "b", worse))]) == 1

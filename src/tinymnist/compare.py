@@ -266,6 +266,8 @@ def compare(
                 f"{0.0 - acc.drop:+.2f}",
                 acc.regression,
                 acc.rule,
+                # no drop between smoke runs is no pass either: never a green row or JUnit case (the sixth sweep)
+                note=NOT_JUDGED if n.verdict.smoke else "",
                 message=f"{label}: last-{n.k} mean {split} accuracy {n.last_k.mean:.2f} vs {o.last_k.mean:.2f} "
                 f"({0.0 - acc.drop:+.2f}; {acc.rule})",
                 p=acc.p,
