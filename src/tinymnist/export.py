@@ -32,6 +32,8 @@ def load_checkpoint(
 
     path = Path(path)
     fix = "pass a seedS.pt written by `tinymnist train`"
+    if path.exists() and not path.is_file():
+        raise ExportError(f"{path}: not a regular file; {fix}")
     if not path.is_file():
         raise ExportError(
             f"{path}: no such checkpoint; train first (tinymnist train --step N) and pass OUT/stepN/seedS.pt"
@@ -104,7 +106,8 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
 
     path = Path(path)
     if not path.is_file():
-        raise ExportError(f"{path}: no such ONNX file; create it with tinymnist export")
+        what = "not a regular file" if path.exists() else "no such ONNX file"
+        raise ExportError(f"{path}: {what}; create it with tinymnist export")
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
