@@ -189,3 +189,17 @@ def test_unreasonable_thread_counts_are_refused(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "tinymnist evaluate: error: argument --threads: 100000 threads: at most 1024 (see tinymnist evaluate --help)"
     ]
+
+
+def test_a_fifo_is_named_as_not_a_regular_file_not_as_missing(tmp_path, capsys):
+    """The sixth independent sweep: export and evaluate called a FIFO "no such checkpoint" / "no such ONNX file"."""
+    import os
+
+    from tinymnist.cli import main
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert main(["export", "--checkpoint", str(fifo), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert f"{fifo}: not a regular file" in capsys.readouterr().err
+    assert main(["evaluate", "--onnx", str(fifo)]) == 2
+    assert f"{fifo}: not a regular file" in capsys.readouterr().err
