@@ -165,12 +165,12 @@ def compare(
         raise FileNotFoundError(f"{new}: no <recipe>/seed*.json results{of_seeds} to compare")
     from tinymnist.verdict import POPULATION_MIN_SEEDS
 
-    small = {rs[0].label: len(rs) for rs in old_r.values() if len(rs) < POPULATION_MIN_SEEDS}
-    if rule == "population" and small:  # no NEW can pass a rule its baseline could not: a usage error, not a
+    few = {rs[0].label: len(rs) for rs in old_r.values() if len(rs) < POPULATION_MIN_SEEDS}
+    if rule == "population" and few:  # no NEW can pass a rule its baseline could not: a usage error, not a
         # regression (the sixth independent sweep: a folder against itself gave 4 "regressions", exit 1)
         from tinymnist.errors import UsageError
 
-        said = ", ".join(f"{label}: {n} seeds" for label, n in small.items())
+        said = ", ".join(f"{label}: {n} seeds" for label, n in few.items())
         raise UsageError(
             f"--rule population judges populations of at least {POPULATION_MIN_SEEDS} seeds, and the baseline "
             f"{baseline} holds fewer ({said}); compare with --rule seeds"
