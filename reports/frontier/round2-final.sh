@@ -12,6 +12,19 @@ shift
 SCREEN="reports/frontier/round2/step$STEP"
 OUT="reports/frontier/round2/step$STEP-final"
 case "$STEP" in
+  5)
+    # Step 5's finalists: the screen's top three (xavier 99.306, bs32 99.267, wide24 99.266, against the base's
+    # 99.259: all within noise at n = 4) and "xavier-bs32", the two changes to the registered net together
+    # (chosen before any run of its own; wide24 changes the net and the whole recipe, so it stays alone).
+    FINALISTS=(xavier bs32 wide24)
+    WIDE='model=step2 model_kwargs={"block1":[6,20],"transition":8,"block2":[10,10,10],"head":10,"dropout":0.0}'
+    VARIANTS=(
+      --variant "xavier: init=xavier"
+      --variant "bs32: batch_size=32"
+      --variant "wide24: $WIDE batch_size=32 max_degrees=10.0 max_shift=0.0 warmup_frac=0.3 lr_per=epoch"
+      --variant "xavier-bs32: init=xavier batch_size=32"
+    )
+    ;;
   6)
     FINALISTS=(shear brightness-contrast per-epoch)
     VARIANTS=(
