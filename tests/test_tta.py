@@ -3,6 +3,7 @@ validation split only and refuses weights that are not a run's final ones."""
 
 import json
 
+import pytest
 import torch
 
 from tinymnist.engine import TTA_SHIFTS, shifted
@@ -33,6 +34,18 @@ def test_tta_is_measured_on_validation_from_a_runs_final_weights(tmp_path, mnist
     run = got["runs"][0]
     assert run["plain"] == recorded and 0 <= run["tta"] <= 100 and got["steps"]["2"]["n"] == 2
     assert "| 2 | step2 | 2 |" in (tmp_path / "TTA.md").read_text()
+    # the seventh sweep: dry runs' weights are measured, never judged; a run's record is never an output; one
+    # file is not two outputs; a split MNIST cannot hold is a usage error, not a traceback
+    assert got["steps"]["2"]["smoke"] and got["steps"]["2"]["chosen"] is None
+    assert "not judged (smoke runs)" in (tmp_path / "TTA.md").read_text()
+    record = out / "step2" / "seed1.json"
+    kept = record.read_bytes()
+    for extra in (["--out", str(record)], ["--markdown", str(report)]):
+        assert tta.main([*base, "--val-split", "300", *extra]) == 2
+        assert capsys.readouterr().err.count("\n") == 1 and record.read_bytes() == kept
+    with pytest.raises(SystemExit) as bad:
+        tta.main([*base, "--val-split", "70000"])
+    assert bad.value.code == 2 and "1-59,999" in capsys.readouterr().err
     # another split than the run's: refused by name, nothing written
     report.unlink()
     assert tta.main([*base, "--val-split", "400"]) == 2

@@ -28,13 +28,13 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _positive(text: str) -> int:
+def _split(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of images") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: give at least 1")
+    if not 1 <= value < 60000:
+        raise argparse.ArgumentTypeError(f"{text}: a split of MNIST's 60,000 training images is 1-59,999")
     return value
 
 
@@ -45,6 +45,7 @@ def measure(folders: list[Path], val_split: int, data_root: str | None) -> list[
     from tinymnist.engine import evaluate, tta_accuracy
     from tinymnist.export import load_checkpoint
     from tinymnist.results import ResultsError, load_result
+    from tinymnist.verdict import is_smoke
 
     data = load_mnist(data_root, "cpu")
     if val_split:
@@ -81,6 +82,7 @@ def measure(folders: list[Path], val_split: int, data_root: str | None) -> list[
                     "seed": seed,
                     "plain": plain,
                     "tta": tta,
+                    "smoke": is_smoke(result),  # a dry run's or a subset's weights: measured, never judged
                 }
             )
             print(f"{pt}: plain {plain:.2f}, TTA {tta:.2f}", flush=True)
@@ -95,12 +97,14 @@ def decide(rows: list[dict]) -> dict:
     for step in sorted({r["step"] for r in rows}):
         mine = [r for r in rows if r["step"] == step]
         gain = SeedStats.of(r["tta"] - r["plain"] for r in mine)
+        smoke = any(r.get("smoke") for r in mine)
         steps[str(step)] = {
+            "smoke": smoke,
             "n": gain.n,
             "mean_gain": gain.mean,
             "sd": gain.sd,
             "ci95": [gain.ci_low, gain.ci_high],
-            "chosen": bool(gain.n >= 2 and gain.ci_low > 0),
+            "chosen": None if smoke else bool(gain.n >= 2 and gain.ci_low > 0),
             "recipes": {
                 key: {
                     "n": len(of),
@@ -143,7 +147,9 @@ def markdown(report: dict, command: str) -> str:
         lines.append(
             f"- Step {step}: paired gain {s['mean_gain']:+.3f} points over {s['n']} weights files "
             f"(SD {s['sd']:.3f}, 95% CI [{low:+.3f}, {high:+.3f}])"
-            + {True: ": TTA **chosen**.", False: ": TTA not chosen.", None: "."}[s["chosen"]]
+            + (": not judged (smoke runs)." if s.get("smoke") else "")
+            + {True: ": TTA **chosen**.", False: ": TTA not chosen.", None: ""}[s["chosen"]]
+            + ("" if s.get("smoke") or s["chosen"] is not None else ".")
         )
     return "\n".join(lines) + "\n"
 
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.tta", description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+", type=Path, help="sweep results folders holding <recipe>/seedS.pt")
     on = p.add_mutually_exclusive_group(required=True)
-    on.add_argument("--val-split", type=_positive, help="the split the runs were trained with (a sweep)")
+    on.add_argument("--val-split", type=_split, help="the split the runs were trained with (a sweep)")
     on.add_argument("--claim", action="store_true", help="a claim's runs, without a split: measured on test")
     p.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     p.add_argument("--markdown", type=Path, help="also write this markdown table")
@@ -160,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from tinymnist.errors import UserError
-    from tinymnist.results import atomic_write_pair, json_bytes, text_bytes
+    from tinymnist.results import atomic_write_pair, json_bytes, refuse_run_records, text_bytes
     from tinymnist.shell import shell_join
 
+    if args.markdown is not None and args.markdown.resolve() == args.out.resolve():
+        return _fail(f"--out and --markdown are one file ({args.out}); give each its own")
     for folder in args.folders:
         if not folder.is_dir():
             return _fail(f"{folder}: not a folder; give a sweep's --out folder")
@@ -179,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         files = [(args.out, json_bytes(report))]
         if args.markdown:
             files.append((args.markdown, text_bytes(markdown(report, command))))
+        for path, _ in files:  # named by the user: never a run's record (results.refuse_run_records)
+            refuse_run_records(path)
         atomic_write_pair(files)
     except UserError as e:
         return _fail(str(e))

@@ -31,9 +31,28 @@ from tinymnist.errors import (
 PROG = "tinymnist"
 
 
+class _StoreOnce(argparse._StoreAction):
+    """An option given twice is a usage error, not its last value: ``compare --steps 1 --steps 2`` compared step
+    2 only and passed over step 1's regression with exit 0 (the seventh independent sweep of issue 30). Options
+    meant to repeat say so (``--set``, ``--variant``: ``action="append"``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_options_given", set())
+        if self.dest in given:
+            raise argparse.ArgumentError(self, "given twice; give it once (a list goes after one flag)")
+        given.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line, like every other error (argparse prints the usage block first);
-    the usage is a --help away. Subcommands' parsers are of the same class."""
+    the usage is a --help away, and an option given twice is refused (``_StoreOnce``). Subcommands' parsers are
+    of the same class."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", "store", _StoreOnce)
+        self.register("action", None, _StoreOnce)
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
