@@ -323,3 +323,15 @@ def test_two_smoke_populations_compared_are_never_green(tmp_path):
     assert case.find("skipped") is not None
     worse = [replace(r, epochs=[replace(e, test_acc=e.test_acc - 2) for e in r.epochs]) for r in smoke]
     assert main(["compare", str(a), str(write_results(tmp_path / "b", worse))]) == 1
+
+
+def test_a_comparison_of_smoke_runs_never_ends_in_a_green_summary(tmp_path, capsys):
+    """The seventh independent sweep: compare of smoke populations ended "no regression", exit 0, with nothing
+    judged against the target; the summary says so."""
+    from tinymnist.cli import main
+
+    smoke = [replace(make_result(4, s, RAMP + [99.5] * 3), test_images=5000) for s in range(3)]
+    a = write_results(tmp_path / "a", smoke)
+    assert main(["compare", str(a), str(a)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "no regression; not judged (smoke run): nothing was judged against the target", last

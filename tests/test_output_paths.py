@@ -242,3 +242,27 @@ def test_an_output_the_user_names_is_refused_where_a_runs_record_stands(tmp_path
     beside = base / "step4" / "seed0.summary.md"
     assert main(["compare", str(base), str(base), "--markdown", str(beside)]) == 0
     assert beside.read_text().strip() and record.read_bytes() == kept
+
+
+def test_one_file_is_not_two_outputs_and_a_folder_is_one_population(tmp_path, mnist_root, capsys):
+    """The seventh independent sweep: ``--junit-xml X --markdown X`` left XML with markdown appended (exit 0);
+    ``--junit-xml OUT/step2/seed0.json/j.xml`` made seed0.json a folder; ``--set lr=0.1 --seeds 0`` and then
+    ``--seeds 1`` into one --out wrote a folder every reader refuses; options given twice kept the last."""
+    base = str(REPO / "reports" / "baseline")
+    same = tmp_path / "same.out"
+    assert main(["compare", base, base, "--junit-xml", str(same), "--markdown", str(same)]) == 2
+    assert "are one file" in capsys.readouterr().err and not same.exists()
+    out = tmp_path / "o"
+    argv = ["train", "--step", "2", "--dry-run", "--quiet", "--data-root", str(mnist_root), "--out", str(out)]
+    assert main([*argv, "--junit-xml", str(out / "step2" / "seed0.json" / "j.xml")]) == 2
+    assert "a run's record goes by this name" in capsys.readouterr().err and not (out / "step2").exists()
+    assert main([*argv, "--seeds", "0", "--set", "lr=0.1"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seed0.json: seed 0 here was trained with another recipe" in err, err
+    assert "lr 0.1 -> 0.05" in err and not (out / "step2" / "seed1.json").exists()
+    assert main([*argv, "--seeds", "1", "--set", "lr=0.1"]) == 0  # the same recipe: one population
+    capsys.readouterr()
+    assert main(["compare", base, base, "--steps", "1", "--steps", "2"]) == 2
+    assert "argument --steps: given twice" in capsys.readouterr().err

@@ -99,7 +99,9 @@ def refuse_run_records(path: str | os.PathLike) -> None:
     """An output the user names (``--junit-xml``, ``--markdown``, ``calibrate --out``, ``export --out``) is
     refused by a run's record's name: written over or appended to, a result or its weights would be lost to a
     typo such as ``--junit-xml OUT/step4/seed0.json`` (the fifth independent sweep of issue 30)."""
-    if any(RECORD_FILE.fullmatch(p.name) for p in (Path(path), Path(os.path.realpath(path)))):
+    named = [Path(path), Path(os.path.realpath(path))]
+    if any(RECORD_FILE.fullmatch(p.name) for p in [*named, *named[0].parents]):  # OUT/step2/seed0.json/j.xml
+        # would make seed0.json a folder, which every later run of that seed then stumbles on (the seventh sweep)
         # by name, whether or not one stands there yet: a run writes OUT/step4/seed0.pt while it trains, and an
         # output named so would replace it afterwards (the sixth independent sweep)
         raise OutputError(

@@ -243,6 +243,7 @@ class _Member:
         self.completed = prev is not None and prev.status == "completed" and self.weights.exists()
         i = self.ident
         smoke_now = smoke_configuration(i["train_images"], i["val_images"], i["test_images"], i["max_batches"])
+        self._refuse_another_population(smoke_now)
         # a completed result with or without its weights (a committed reference keeps only the JSON)
         if not resume and smoke_now and prev is not None and prev.status == "completed" and not is_smoke(prev):
             # a dry run or a subset replacing a completed full run: its minutes (hours) lost to a smoke test
@@ -275,6 +276,25 @@ class _Member:
             self.result = prev
         self.commit = git_sha()  # the code that started the run, even if the checkout moves on while it trains
         self.epoch = 0
+
+    def _refuse_another_population(self, smoke_now: bool) -> None:
+        """Before training: a seed of another recipe or configuration beside this one's files would make the
+        folder one that every reader refuses (``results.load_results``), after minutes of training (the seventh
+        independent sweep of issue 30: ``--set lr=0.1 --seeds 0``, then ``--seeds 1``, into one --out)."""
+        for other in sorted(self.done.parent.glob("seed*.json")):
+            if other == self.done or not results.RECORD_FILE.fullmatch(other.name):
+                continue
+            run = load_result(other)
+            changed = [c for c in Recipe.from_dict(run.recipe).diff(self.plan.recipe) if not c.startswith("seeds ")]
+            if changed or is_smoke(run) != smoke_now:
+                why = "; ".join(changed) or (
+                    "a smoke run, this one full" if smoke_now is False else "a full run, this one smoke"
+                )
+                raise RunnerError(
+                    f"{other}: seed {run.seed} here was trained with another recipe or configuration ({why}); one "
+                    "folder is one population: train into another --out, or give this recipe its own --name"
+                )
+            return  # one sibling is enough: the folder's others agree with it, or a reader refuses them by name
 
     def _refuse_defects(self, defects: list[str]) -> None:
         if defects:

@@ -302,3 +302,15 @@ def list_plugins(command: str, broken_is: str, plugins: dict, line, blanks: str)
         file=sys.stderr,
     )
     return EXIT_USAGE
+
+
+def distinct_outputs(args) -> None:
+    """``--junit-xml`` and ``--markdown`` naming one file gave XML with markdown appended, which no parser reads,
+    and exit 0 (the seventh independent sweep of issue 30): each output is its own file."""
+    import os
+
+    from tinymnist.errors import UsageError
+
+    junit, markdown = getattr(args, "junit_xml", None), getattr(args, "markdown", None)
+    if junit and markdown and os.path.realpath(junit) == os.path.realpath(markdown):
+        raise UsageError(f"--junit-xml {junit} and --markdown {markdown} are one file; give each output its own")

@@ -50,8 +50,9 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from tinymnist import ci
-    from tinymnist.compare import compare
+    from tinymnist.compare import NOT_JUDGED, compare
 
+    _args.distinct_outputs(args)
     for p in (args.baseline, args.new):
         if not Path(p).is_dir():
             raise UsageError(f"{p}: no such results folder")
@@ -72,6 +73,8 @@ def run(args) -> int:
     for reg in regressions:
         print(f"REGRESSION: {reg}", file=sys.stderr)
     summary = f"{len(regressions)} regression(s)" if regressions else "no regression"
+    if any(r.verdict == NOT_JUDGED for r in result.rows):  # never green where nothing was judged (the 7th sweep)
+        summary += f"; {NOT_JUDGED}: nothing was judged against the target"
     print(summary)
     if args.junit_xml:
         ci.write_junit(args.junit_xml, "tinymnist compare", ci.compare_cases(result))

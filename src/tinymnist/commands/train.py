@@ -202,6 +202,7 @@ def run(args) -> int:
     from tinymnist.recipes import budget_failure
     from tinymnist.results import git_sha
 
+    _args.distinct_outputs(args)
     sources = sources_of(args)  # every bad value fails here, before the data
     git_sha()  # and the commit the runs will record ($TINYMNIST_COMMIT checked)
     recipes = [r for r, _ in sources]
