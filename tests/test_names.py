@@ -158,6 +158,9 @@ def test_a_line_break_or_a_tag_in_free_text_stays_text_on_its_line(tmp_path):
     row = table_row("Optional<Tensor> in <b>heads</b> &amp; a <= b", code_span("a<b"), Markdown("1<br>2"))
     assert row == "| Optional\\<Tensor> in \\<b>heads\\</b> \\&amp; a <= b | `a<b` | 1<br>2 |"
     assert code_span("a\nb") == "`a b`"
+    # the seventh sweep: emphasis, links and images in a subject or a note show as typed; max_shear stays
+    said = table_row("*star* [link](http://x) ![i](http://x/i.png) max_shear lr_points=[[0,1]]")
+    assert said == "| \\*star\\* \\[link](http://x) !\\[i](http://x/i.png) max_shear lr_points=[[0,1]] |", said
 
 
 def test_a_control_character_in_a_name_keeps_the_junit_file_readable(tmp_path):

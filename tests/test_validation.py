@@ -318,3 +318,23 @@ def test_an_interrupted_run_is_not_counted_in_a_ranking(tmp_path):
     assert "| 1 | step5 (unfinished) | (the base recipe) | 4,000 | 7 |" in sweep_markdown(
         [ranked], "tinymnist sweep ...", 10_000, seeds
     )
+
+
+def test_a_smoke_candidate_ranks_after_the_full_ones_and_is_tested_against_none():
+    """The seventh independent sweep: a candidate cut short (a hand-edited results folder) with a higher mean
+    ranked first, and every full candidate was then "worse" than it, a difference the data cannot make."""
+    from dataclasses import replace
+
+    base = get_recipe(5)
+    cands = candidates(base, [["batch_size=32"]], [], [])
+    seeds = list(range(6))
+    spread = [99.30, 99.32, 99.28, 99.31, 99.29, 99.30]
+    runs = {c.key: _val_runs(c.recipe, seeds, spread, [99.0] * 6) for c in cands}
+    cut = cands[1].key
+    runs[cut] = [
+        replace(r, identity={**r.identity, "max_batches": 2}, epochs=[replace(e, test_acc=99.9) for e in r.epochs])
+        for r in runs[cut]
+    ]
+    ranked = rank(cands, runs, seeds)
+    assert [r.candidate.key for r in ranked] == ["step5", cut] and ranked[1].smoke
+    assert ranked[1].versus_top is None

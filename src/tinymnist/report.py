@@ -21,7 +21,7 @@ from tinymnist.results import (
     refuse_non_files,
     text_bytes,
 )
-from tinymnist.shell import as_text, code_span, shell_join, table_row
+from tinymnist.shell import Markdown, as_text, code_span, shell_join, table_row
 from tinymnist.stats import OLYMPIC_MIN_N, SeedStats
 from tinymnist.summary import TARGET, StepSummary, summarize
 
@@ -588,7 +588,8 @@ def write_history(
             else:
                 verdict = f"**REGRESSION** ({-check.drop:+.3f})" if p.regression else f"ok ({-check.drop:+.3f})"
             if p.recipe_change:
-                verdict += f"; recipe changed: {', '.join(p.recipe_change)}"
+                verdict += f"; recipe changed: {as_text(', '.join(p.recipe_change))}"
+            verdict = Markdown(verdict)  # its bold is ours; the recipe's words are escaped above
             rate = sm.verdict.rate_text if sm else ""
             mean = f"{lk.mean:.3f} {lk.ci(3)}" if lk else ""
             row = (

@@ -81,12 +81,18 @@ class Markdown(str):
 
 def as_text(text: str) -> str:
     """Free text as itself in markdown, on one line: what would open an HTML tag, a comment or an autolink
-    (``<`` before a letter, ``/``, ``!`` or ``?``) or an entity (``&amp;``) is backslash-escaped. A commit subject
+    (``<`` before a letter, ``/``, ``!`` or ``?``), an entity (``&amp;``), emphasis or a link is backslash-escaped. A commit subject
     "Optional<Tensor> in <b>heads</b>" lost its "Tensor" and turned bold (the sixth independent sweep); "<=" is
     left alone, so a rule reads the same in a terminal."""
     import re
 
-    return re.sub(r"&(?=#?\w+;)", r"\\&", re.sub(r"<(?=[A-Za-z/!?])", r"\\<", one_line(text)))
+    text = re.sub(r"<(?=[A-Za-z/!?])", r"\\<", one_line(text))
+    text = re.sub(r"&(?=#?\w+;)", r"\\&", text)
+    # emphasis and links: every "*", a "_" at a word's edge (not max_shear's), a "[" that opens "[...](" (an
+    # image's too), so "*star* [link](http://x)" shows as typed (the seventh independent sweep)
+    text = re.sub(r"\*", r"\\*", text)
+    text = re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", text)
+    return re.sub(r"\[(?=[^\]]*\]\()", r"\\[", text)
 
 
 def table_row(*cells: object) -> str:

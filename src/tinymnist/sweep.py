@@ -155,7 +155,9 @@ def rank(cands: Sequence[Candidate], runs_by_key: dict[str, list[RunResult]], se
                 c, sm.params, sm.seeds, sm.last_k, by_seed, sm.pass_rate, sm.wall_seconds, complete, sm.verdict.smoke
             )
         )
-    ranked.sort(key=lambda r: (not r.complete, -(r.last_k.mean if r.last_k else -math.inf)))
+    # A smoke candidate (cut short, a subset) ranks after every full one and is tested against none: ranked
+    # first, it made every real candidate "worse" (the seventh independent sweep of issue 30).
+    ranked.sort(key=lambda r: (r.smoke, not r.complete, -(r.last_k.mean if r.last_k else -math.inf)))
     top = ranked[0] if ranked and ranked[0].last_k_by_seed else None
     if top is None:
         return ranked
@@ -164,7 +166,7 @@ def rank(cands: Sequence[Candidate], runs_by_key: dict[str, list[RunResult]], se
     t = Thresholds()
     return [
         r
-        if r is top or len(r.last_k_by_seed) < MIN_SEEDS_FOR_TEST
+        if r is top or len(r.last_k_by_seed) < MIN_SEEDS_FOR_TEST or r.smoke != top.smoke
         else _with(r, accuracy_rule(top.last_k_by_seed, r.last_k_by_seed, t))
         for r in ranked
     ]
