@@ -81,9 +81,9 @@ class Markdown(str):
 
 def as_text(text: str) -> str:
     """Free text as itself in markdown, on one line: what would open an HTML tag, a comment or an autolink
-    (``<`` before a letter, ``/``, ``!`` or ``?``), an entity (``&amp;``), emphasis or a link is backslash-escaped. A commit subject
-    "Optional<Tensor> in <b>heads</b>" lost its "Tensor" and turned bold (the sixth independent sweep); "<=" is
-    left alone, so a rule reads the same in a terminal."""
+    (``<`` before a letter, ``/``, ``!`` or ``?``), an entity (``&amp;``), emphasis or a link is backslash-escaped.
+    A commit subject "Optional<Tensor> in <b>heads</b>" lost its "Tensor" and turned bold (the sixth independent
+    sweep); "<=" is left alone, so a rule reads the same in a terminal."""
     import re
 
     text = re.sub(r"<(?=[A-Za-z/!?])", r"\\<", one_line(text))
