@@ -293,6 +293,10 @@ def test_experiment_log(tmp_path):
     assert "| a-base | 4 | (the step's recipe) | 8,952 | 0: 99.40 99.45 99.50<br>1: 99.41 99.45 99.50" in md
     assert "| b-lr05 | 4 | lr=0.05 | 8,952 |" in md and "| 99.40 | 99.50 (3) | 13, 13, 13 |" in md
     assert md.rstrip().endswith("| PASS, 3/3 seeds | no better than 0.1 |")
+    # the seventh independent sweep: a conclusion naming no experiment was dropped without a word
+    (exp / "notes.json").write_text(json.dumps({"b-lr05": "no better", "b-lr5": "a typo"}))
+    assert main(["log", str(exp), "--out", str(out)]) == 2
+    assert out.read_text() == md  # nothing written
 
 
 def test_compare_selected_steps(tmp_path):

@@ -90,6 +90,9 @@ def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike, comman
             count += 1
     if not count:
         raise FileNotFoundError(f"{root}: no experiment folders with step*/seed*.json")
+    stray = sorted(set(notes) - {p.name for p in root.iterdir() if p.is_dir()})
+    if stray:  # a conclusion for no experiment (a renamed folder, a typo) would be dropped without a word
+        raise ResultsError(f"{notes_file}: {stray[0]!r} names no experiment folder in {root}; fix or remove it")
     path = Path(out)
     atomic_write_bytes(path, text_bytes("\n".join(lines) + "\n"), named=True)
     return path
