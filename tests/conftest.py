@@ -46,28 +46,25 @@ def _threads():
     torch.set_num_threads(n)
 
 
+def overriding(argv: list[str], *extra: str) -> list[str]:
+    """``argv`` then ``extra``, each option in ``extra`` replacing the same option and its values in ``argv``:
+    an option given twice is a usage error (cli._StoreOnce). Repeatable options (--set, --variant) add up."""
+    given = {w for w in extra if w.startswith("--") and w not in ("--set", "--variant")}
+    kept: list[str] = []
+    dropping = False
+    for word in argv:
+        if word.startswith("--"):
+            dropping = word in given
+        if not dropping:
+            kept.append(word)
+    return [*kept, *extra]
+
+
 def train_cmd(out, *extra) -> list[str]:
-    """``tinymnist train`` of a short step-4 run (3 epochs of 3,000 images), for subprocess tests."""
-    return [
-        sys.executable,
-        "-m",
-        "tinymnist",
-        "train",
-        "--step",
-        "4",
-        "--seeds",
-        "3",
-        "--epochs",
-        "3",
-        "--train-subset",
-        "3000",
-        "--test-subset",
-        "500",
-        "--out",
-        str(out),
-        "--quiet",
-        *extra,
-    ]
+    """``tinymnist train`` of a short step-4 run (3 epochs of 3,000 images), for subprocess tests; an option in
+    ``extra`` replaces its default."""
+    base = ["--step", "4", "--seeds", "3", "--epochs", "3", "--train-subset", "3000", "--test-subset", "500"]
+    return overriding([sys.executable, "-m", "tinymnist", "train", *base, "--out", str(out), "--quiet"], *extra)
 
 
 def train_env(mnist_root) -> dict:

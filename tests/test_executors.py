@@ -280,7 +280,8 @@ def test_an_error_in_the_driver_leaves_no_job_running(tmp_path, mnist_root):
 
 def _cmdline(proc: Path) -> str:
     try:
-        return (proc / "cmdline").read_text().replace("\x00", " ")
+        # bytes: another process's command line may hold a name that is not UTF-8 (tests of such names)
+        return (proc / "cmdline").read_bytes().decode("utf-8", "replace").replace("\x00", " ")
     except OSError:
         return ""
 

@@ -3,7 +3,7 @@
 import subprocess
 import time
 
-from tests.conftest import REPO, train_cmd, train_env
+from tests.conftest import REPO, overriding, train_cmd, train_env
 
 
 def _loud(out, epochs: int = 3) -> list[str]:
@@ -41,7 +41,7 @@ def test_a_train_writing_to_a_file_shows_epoch_1_while_it_is_still_running(mnist
 
 def test_a_local_job_log_holds_each_epoch_line(mnist_root, tmp_path):
     out = tmp_path / "out"
-    cmd = [*_loud(out), "--seeds", "3", "4", "--executor", "local", "--population", "2", "--threads", "1"]
+    cmd = overriding(_loud(out), "--seeds", "3", "4", "--executor", "local", "--population", "2", "--threads", "1")
     proc = subprocess.run(cmd, env=train_env(mnist_root), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode in (0, 1), proc.stderr
     for seed in (3, 4):

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinymnist.data
-from tests.conftest import REPO, interrupt_on_call, signal_after_first_checkpoint, train_cmd, train_env
+from tests.conftest import REPO, interrupt_on_call, overriding, signal_after_first_checkpoint, train_cmd, train_env
 from tinymnist.cli import main
 
 TINY = [
@@ -46,7 +46,7 @@ def fast_data(small_mnist, monkeypatch):
 
 
 def _train(out, *extra):
-    return main(["train", *TINY, "--seeds", "0", "--out", str(out), *extra])
+    return main(overriding(["train", *TINY, "--seeds", "0", "--out", str(out)], *extra))
 
 
 def _files(out):
@@ -310,7 +310,7 @@ def test_bad_seeds_exit_2(seeds, message, tmp_path, capsys):
 
 
 def test_seed_ranges(fast_data, tmp_path):
-    assert main(["train", *TINY, "--epochs", "1", "--seeds", "0-2", "5", "--out", str(tmp_path)]) == 0
+    assert main(overriding(["train", *TINY], "--epochs", "1", "--seeds", "0-2", "5", "--out", str(tmp_path))) == 0
     assert sorted(p.name for p in (tmp_path / "step4").glob("*.json")) == [f"seed{s}.json" for s in (0, 1, 2, 5)]
 
 
