@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_pair(files)
     except UserError as e:
         return _fail(str(e))
+    except KeyboardInterrupt:  # nothing is written before every weights file is measured
+        print("python -m tools.tta: interrupted; nothing was written", file=sys.stderr)
+        return 130
     for path, _ in files:
         print(f"wrote {path}")
     return 0

@@ -756,6 +756,13 @@ def load_result(path: str | os.PathLike) -> RunResult:
     return result
 
 
+def recipe_changes(old: dict | Recipe, new: dict | Recipe) -> list[str]:
+    """``["lr 0.1 -> 0.05"]``: how two recipes differ as this version reads them, without the recipe's own seed
+    list, which changes no training (``Recipe.diff``)."""
+    a, b = (r if isinstance(r, Recipe) else Recipe.from_dict(r) for r in (old, new))
+    return [c for c in a.diff(b) if not c.startswith("seeds ")]
+
+
 def recipes_differ(runs: Sequence[RunResult]) -> str:
     """ "seeds 0 and 2 were trained with different recipes (lr 0.1 -> 0.05)" for the first run whose recipe is not
     the lowest seed's; "" when they are one recipe. Compared as this version reads them (files of schema 1 and 2
@@ -764,9 +771,8 @@ def recipes_differ(runs: Sequence[RunResult]) -> str:
     runs = sorted(runs, key=lambda r: r.seed)
     if not runs:
         return ""
-    first = Recipe.from_dict(runs[0].recipe)
     for r in runs[1:]:
-        changed = [c for c in first.diff(Recipe.from_dict(r.recipe)) if not c.startswith("seeds ")]
+        changed = recipe_changes(runs[0].recipe, r.recipe)
         if changed:
             return f"seeds {runs[0].seed} and {r.seed} were trained with different recipes ({'; '.join(changed)})"
     return ""

@@ -285,7 +285,7 @@ class _Member:
             if other == self.done or not results.RECORD_FILE.fullmatch(other.name):
                 continue
             run = load_result(other)
-            changed = [c for c in Recipe.from_dict(run.recipe).diff(self.plan.recipe) if not c.startswith("seeds ")]
+            changed = results.recipe_changes(run.recipe, self.plan.recipe)
             if changed or is_smoke(run) != smoke_now:
                 why = "; ".join(changed) or (
                     "a smoke run, this one full" if smoke_now is False else "a full run, this one smoke"
