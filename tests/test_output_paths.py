@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, overriding
 from tinymnist.cli import main
 from tinymnist.results import OutputError, atomic_write_bytes, atomic_write_pair
 
@@ -266,3 +266,8 @@ def test_one_file_is_not_two_outputs_and_a_folder_is_one_population(tmp_path, mn
     capsys.readouterr()
     assert main(["compare", base, base, "--steps", "1", "--steps", "2"]) == 2
     assert "argument --steps: given twice" in capsys.readouterr().err
+    # --markdown naming the folder the run will make trained, then was refused at writing: refused before training
+    fresh = tmp_path / "fresh"
+    assert main([*overriding(argv, "--out", str(fresh)), "--markdown", str(fresh / "step2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "step2's seeds in a folder of this name" in err and not (fresh / "step2").exists()

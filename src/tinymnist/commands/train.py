@@ -211,6 +211,7 @@ def run(args) -> int:
         if why:
             raise GateFailed(why)
     jobs = jobs_of(args, recipes)
+    _outputs_outside_recipe_folders(args, [r for r, _ in jobs])
     settings = _dispatch.settings(args, workers=args.population)
     if args.list_jobs:
         print(_jobs_json(args, sources, jobs, settings))
@@ -247,6 +248,23 @@ def run(args) -> int:
         if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
             return code
     return _finish(args, outcomes, code)
+
+
+def _outputs_outside_recipe_folders(args, recipes) -> None:
+    """``--markdown OUT/step2`` on a fresh OUT passed parsing (nothing stood there yet), trained, and was refused
+    at writing, when the run had made OUT/step2 its folder (the seventh independent sweep of issue 30): an output
+    named as a folder this run files its seeds in is refused before any training. A file inside one is the
+    user's choice (readers take only seedN.json there)."""
+    import os
+
+    folders = {os.path.realpath(Path(args.out) / r.key): r.key for r in recipes}
+    for flag in ("junit_xml", "markdown"):
+        path = getattr(args, flag, None)
+        if path and os.path.realpath(path) in folders:
+            raise UsageError(
+                f"--{flag.replace('_', '-')} {path}: this run files {folders[os.path.realpath(path)]}'s seeds in a "
+                "folder of this name; give a file path beside it"
+            )
 
 
 def _finish(args, outcomes, code: int) -> int:
