@@ -168,3 +168,26 @@ def test_a_module_is_filed_with_its_mutants_test_time_where_mutmut_recorded_it(t
     run = module_statuses("tinymnist.verdict.x_a__mutmut_1: killed\ntinymnist.stats.x_b__mutmut_1: killed\n")
     merged = merge({}, run, "c", [], test_seconds(tmp_path / "mutants"))
     assert merged["verdict"]["test_seconds"] == 3 and "test_seconds" not in merged["stats"]
+
+
+def test_a_round2_claim_says_whether_issue_33s_target_is_reached(tmp_path):
+    """Step 5's target: every one of the 16 fresh seeds holds >= 99.40 in each of its last 3 epochs; step 6's: a
+    mean final >= 99.60 over the 16. Judged only once all 16 have finished."""
+    from tests.synth import RAMP, make_result, write_results
+
+    seeds = readme.CLAIM2_SEEDS
+    write_results(tmp_path, [make_result(5, s, RAMP + [99.45, 99.5, 99.41], params=4972) for s in seeds[:15]])
+    assert (
+        "target for step 5 (every seed ≥ 99.40 in each of its last 3 epochs): not judged until all seeds have "
+        "finished; 15 of 15 seeds hold it." in readme._claim(5, tmp_path, seeds, target=True)
+    )
+    write_results(tmp_path, [make_result(5, seeds[-1], RAMP + [99.5, 99.39, 99.6], params=4972)])
+    text = readme._claim(5, tmp_path, seeds, target=True)
+    assert "fresh seeds 300-315" in text and ": **missed**; 15 of 16 seeds hold it." in text
+    write_results(tmp_path, [make_result(5, seeds[-1], RAMP + [99.5, 99.41, 99.6], params=4972)])
+    assert ": **reached**; 16 of 16 seeds hold it." in readme._claim(5, tmp_path, seeds, target=True)
+    write_results(tmp_path, [make_result(6, s, RAMP + [99.6, 99.6, 99.61 - (s % 2) / 50], params=9802) for s in seeds])
+    text = readme._claim(6, tmp_path, seeds, target=True)  # finals alternate 99.61 and 99.59: mean 99.600
+    assert "(a mean final ≥ 99.60 over the 16 seeds): **reached**; the mean final is 99.600 over 16 seeds." in text
+    write_results(tmp_path, [make_result(6, seeds[0], RAMP + [99.6, 99.6, 99.58], params=9802)])
+    assert ": **missed**; the mean final is 99.598 over 16 seeds." in readme._claim(6, tmp_path, seeds, target=True)

@@ -96,25 +96,34 @@ def _seed_stats_table(s) -> list[str]:
 
 
 CLAIM_SEEDS = range(200, 216)  # issue 21: fresh seeds that nothing was chosen on
+CLAIM2_SEEDS = range(300, 316)  # issue 33: round 2's fresh seeds, never used before
+CLAIM2 = REPO / "reports" / "frontier" / "round2" / "claim"
 
 
-def _claim(step: int, folder: Path = REPO / "reports" / "frontier" / "claim") -> str:
+def _claim(
+    step: int,
+    folder: Path = REPO / "reports" / "frontier" / "claim",
+    seeds: range = CLAIM_SEEDS,
+    target: bool = False,
+) -> str:
     """A registered frontier recipe claimed once on the fresh seeds, judged on test by its own gate. Until every
-    seed has finished (completed, or diverged: a failure), the block shows the figures so far and no verdict."""
+    seed has finished (completed, or diverged: a failure), the block shows the figures so far and no verdict.
+    ``target``: also say whether issue 33's target for the step is reached (``TARGETS``)."""
     found = load_results(folder).get(f"step{step}", []) if folder.is_dir() else []
     runs = [r for r in found if not r.in_progress]
-    cmd = f"tinymnist train --step {step} --seeds {CLAIM_SEEDS[0]}-{CLAIM_SEEDS[-1]} --out reports/frontier/claim"
+    where = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder
+    cmd = f"tinymnist train --step {step} --seeds {seeds[0]}-{seeds[-1]} --out {where}"
     if not runs:
         return f"Not claimed yet: `{cmd}`."
-    s = summarize(runs, required_seeds=list(CLAIM_SEEDS))
+    s = summarize(runs, required_seeds=list(seeds))
     assert s.last_k is not None
     low = min(min(r.test_acc[-s.k :]) for r in runs if r.epochs)
-    n, complete = len(runs), {r.seed for r in runs} == set(CLAIM_SEEDS)
+    n, complete = len(runs), {r.seed for r in runs} == set(seeds)
     lines = [
         f"Step {step} ({s.params:,} parameters), the registered recipe on fresh seeds "
-        f"{CLAIM_SEEDS[0]}-{CLAIM_SEEDS[-1]}, full training set, judged on test by its own gate (`{cmd}`; "
-        f"results in reports/frontier/claim/step{step}/"
-        + ("" if complete else f"; {n} of {len(CLAIM_SEEDS)} seeds finished so far, no verdict until all have")
+        f"{seeds[0]}-{seeds[-1]}, full training set, judged on test by its own gate (`{cmd}`; "
+        f"results in {where}/step{step}/"
+        + ("" if complete else f"; {n} of {len(seeds)} seeds finished so far, no verdict until all have")
         + "):",
         "",
         *_seed_stats_table(s),
@@ -128,7 +137,26 @@ def _claim(step: int, folder: Path = REPO / "reports" / "frontier" / "claim") ->
         if reasons:
             more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
             lines.append(f"- Why: {reasons[0]}{more}")
+    if target:
+        lines.append(_target(step, s, runs, complete))
     return "\n".join(lines)
+
+
+# Issue 33's targets, judged on the claim's plain figures (never TTA): step 5, every one of the 16 fresh seeds
+# holds >= 99.40 in each of its last 3 epochs; step 6, the mean final-epoch accuracy of the 16 is >= 99.60.
+TARGETS = {5: "every seed ≥ 99.40 in each of its last 3 epochs", 6: "a mean final ≥ 99.60 over the 16 seeds"}
+
+
+def _target(step: int, s, runs, complete: bool) -> str:
+    if step == 5:
+        held = s.last_k_at_target
+        reached, figure = held == len(runs) and complete, f"{held} of {len(runs)} seeds hold it"
+    else:  # a seed that diverged has no final: the target is missed, and the mean is of those that finished
+        mean = s.final_test.mean if s.final_test else float("nan")
+        reached = round(mean, 9) >= 99.60 and complete and len(runs) == s.final_test.n  # no float artefact
+        figure = f"the mean final is {mean:.3f} over {s.final_test.n if s.final_test else 0} seeds"
+    word = "not judged until all seeds have finished" if not complete else "**reached**" if reached else "**missed**"
+    return f"- Issue 33's target for step {step} ({TARGETS[step]}): {word}; {figure}."
 
 
 def _population_speed() -> str:
@@ -345,10 +373,19 @@ def _frontier(step: int, screen: bool = False, final: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _tta() -> str:
-    """Issue 33's lead 4: test-time augmentation measured on validation (``tools.tta``), and whether it was chosen."""
-    path = REPO / "reports" / "frontier" / "round2" / "TTA.md"
+TTA_CLAIM = (
+    "python -m tools.tta --claim reports/frontier/round2/claim --out reports/frontier/round2/tta-claim.json "
+    "--markdown reports/frontier/round2/TTA-claim.md"
+)
+
+
+def _tta(claim: bool = False) -> str:
+    """Issue 33's lead 4: test-time augmentation measured on validation (``tools.tta``), and whether it was chosen;
+    ``claim``: the TTA rows of the round-2 claims, measured on test on the claims' own weights."""
+    path = REPO / "reports" / "frontier" / "round2" / ("TTA-claim.md" if claim else "TTA.md")
     if not path.exists():
+        if claim:
+            return f"Not measured yet: once the claims have finished, `{TTA_CLAIM}`."
         return "Not measured yet: run `python -m tools.tta` (its command is in reports/frontier/round2/TTA.md)."
     return "\n".join(line for line in path.read_text().splitlines() if line.startswith(("|", "- Step")))
 
@@ -413,6 +450,10 @@ BLOCKS = {
     "frontier2-step6-final": lambda: _frontier(6, final=True),
     "frontier2-tta": _tta,
     "claim-step6": lambda: _claim(6),
+    "frontier2-step5-final": lambda: _frontier(5, final=True),
+    "claim2-step5": lambda: _claim(5, CLAIM2, CLAIM2_SEEDS, target=True),
+    "claim2-step6": lambda: _claim(6, CLAIM2, CLAIM2_SEEDS, target=True),
+    "frontier2-tta-claim": lambda: _tta(claim=True),
     "mutation": _mutation,
 }
 
