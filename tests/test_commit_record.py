@@ -163,3 +163,27 @@ def test_an_uncommitted_module_anywhere_in_the_checkout_counts_from_a_subfolder_
     code = "from tinymnist.results import git_sha; print(git_sha())"
     done = subprocess.run([sys.executable, "-c", code], cwd=repo / "sub", capture_output=True, text=True)
     assert done.stdout.strip() == f"{sha}-dirty", done.stderr
+
+
+def test_a_module_git_ignores_first_imported_while_training_makes_the_run_dirty(tmp_path, mnist_root):
+    """The eighth independent sweep: the commit was read when the run started, so a committed forward that
+    imports an ignored helper only at a later batch recorded the clean commit, and history add filed it."""
+    repo, _ = _repo(tmp_path / "repo")
+    net = (
+        "from tinymnist.models.nets import step2\n\nclass Late(type(step2())):\n    calls = 0\n\n"
+        "    def forward(self, x):\n        Late.calls += 1\n        if Late.calls > 4:  # past the probes: training\n"
+        "            import late_helper  # noqa: F401\n        return super().forward(x)\n\n"
+        "def build(**kw):\n    return Late()\n"
+    )
+    (repo / "kept").mkdir()
+    (repo / "kept" / "late_net.py").write_text(net)
+    (repo / ".gitignore").write_text("scratch/\no/\n__pycache__/\n")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a committed model")
+    sha = _git(repo, "rev-parse", "--short=12", "HEAD")
+    (repo / "scratch").mkdir()
+    (repo / "scratch" / "late_helper.py").write_text("SCALE = 1.0\n")
+    path = os.pathsep.join([str(repo / "kept"), str(repo / "scratch")])
+    done, recorded = _train(repo, mnist_root, PYTHONPATH=path, model="late_net:build")
+    assert done.returncode == 0 and recorded == f"{sha}-dirty", (recorded, done.stderr)
+    assert _history_add(repo, mnist_root).returncode == 2

@@ -370,6 +370,29 @@ def test_latin_1_commit_subjects_neither_crash_history_show_nor_bisect(tmp_path,
     assert "internal error" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("odd", ["\r", "\x1c", "\u2028"])
+def test_a_subject_with_a_character_splitlines_splits_on_is_one_commit(tmp_path, capsys, odd):
+    """The eighth independent sweep: a subject holding "\\r", "\\x1c" or U+2028 was split into two "lines" of
+    git's output, and history show and bisect ended with exit 3. One commit, and its subject shown on one line."""
+    from dataclasses import replace
+
+    from tests.synth import make_result, write_results
+
+    repo, first = _tiny_repo(tmp_path / "repo")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", f"docs: a{odd}b")
+    second = git(repo, "rev-parse", "HEAD")
+    folder = tmp_path / "r"
+    write_results(folder, [replace(make_result(2, s, [90.0 + s]), git_sha=second[:12]) for s in range(3)])
+    store = tmp_path / "store"
+    add(folder, store)
+    out = tmp_path / "h"
+    assert main(["history", "show", "--store", str(store), "--out", str(out), "--repo", str(repo)]) == 0
+    subjects = [c["subject"] for s in json.loads((out / "HISTORY.json").read_text())["series"] for c in s["commits"]]
+    assert subjects == [f"docs: a{odd}b"], subjects
+    assert main(["bisect", second, first, "--step", "2", "--store", str(store), "--repo", str(repo)]) == 2
+    assert "internal error" not in capsys.readouterr().err
+
+
 def test_one_nights_16_seeds_from_two_cpu_models_are_one_accuracy_row_and_throughput_stays_per_machine(tmp_path):
     """Issue 30, cause 11: the nightly's 16 step-4 seeds come from runners with two CPU models; history split
     them into two rows of 8 and marked each untested. Accuracy is one population; throughput is per machine."""

@@ -180,3 +180,17 @@ def test_a_control_character_in_a_name_keeps_the_junit_file_readable(tmp_path):
     assert main(["compare", str(REPO / "reports" / "baseline"), str(odd2), "--junit-xml", str(junit)]) == 1
     text = " ".join(e.get("message", "") for e in ET.parse(junit).iter())
     assert "m\\x01ew" in text, text
+
+
+def test_a_path_with_a_line_break_or_a_byte_not_utf8_stays_on_its_console_line(tmp_path, mnist_root):
+    """The eighth independent sweep: "wrote PATH" and an error's one line were split by a line break in a path,
+    and a byte that is not UTF-8 went to the terminal raw. Both are shown escaped, each on its one line."""
+    odd = os.fsdecode(bytes(tmp_path) + b"/o\xff\nl")
+    env = {**os.environ, "MNIST_ROOT": str(mnist_root), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "tinymnist", "train", "--step", "2", "--seeds", "0", "--dry-run", "--quiet"]
+    done = subprocess.run([*cmd, "--out", odd, "--markdown", odd + ".md"], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    wrote = [line for line in done.stdout.splitlines() if line.startswith(b"wrote ")]
+    assert wrote == [b"wrote " + bytes(tmp_path) + b"/o\\xff\\x0al.md"], done.stdout
+    done = subprocess.run([*cmd, "--recipe", odd + ".toml"], env=env, capture_output=True)
+    assert done.returncode == 2 and done.stderr.count(b"\n") == 1 and b"/o\\xff\\x0al.toml" in done.stderr, done.stderr

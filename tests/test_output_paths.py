@@ -185,6 +185,14 @@ def test_a_symlink_at_a_seeds_lock_or_job_log_is_refused_and_what_it_names_kept(
     assert main([*argv, "--seeds", "0", "1", "--executor", "local", "--threads", "1"]) == 2
     assert "seed1.log: cannot write the job's log (a symlink stands there" in capsys.readouterr().err
     assert victim.read_text() == "precious"
+    # the eighth sweep: a FIFO at the lock was exit 3 (ftruncate), one at the log hung the local driver for good
+    (out / "step2" / "seed1.log").unlink()
+    for name, executor in (("seed0.lock", ["--executor", "inline"]), ("seed1.log", ["--executor", "local"])):
+        os.mkfifo(out / "step2" / name)
+        assert main([*argv, "--seeds", "0", "1", *executor, "--threads", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{name}: cannot write here (something that is not a regular file" in err
+        (out / "step2" / name).unlink()
 
 
 def test_a_smoke_run_over_a_completed_full_run_is_refused_before_it_trains(tmp_path, mnist_root, capsys):
@@ -242,6 +250,13 @@ def test_an_output_the_user_names_is_refused_where_a_runs_record_stands(tmp_path
     beside = base / "step4" / "seed0.summary.md"
     assert main(["compare", str(base), str(base), "--markdown", str(beside)]) == 0
     assert beside.read_text().strip() and record.read_bytes() == kept
+    # the eighth sweep: a hard link to a record, appended to, made the record unreadable
+    hard = tmp_path / "hard.md"
+    os.link(record, hard)
+    assert main(["compare", str(base), str(base), "--markdown", str(hard)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "hard.md: a file with 1 other name(s) (a hard link)" in err, err
+    assert record.read_bytes() == kept
 
 
 def test_one_file_is_not_two_outputs_and_a_folder_is_one_population(tmp_path, mnist_root, capsys):
@@ -266,6 +281,11 @@ def test_one_file_is_not_two_outputs_and_a_folder_is_one_population(tmp_path, mn
     capsys.readouterr()
     assert main(["compare", base, base, "--steps", "1", "--steps", "2"]) == 2
     assert "argument --steps: given twice" in capsys.readouterr().err
+    # the eighth: an on/off flag too, and the refused command leaves no --out it made while parsing behind
+    first, second = tmp_path / "first" / "o", tmp_path / "second"
+    assert main([*overriding(argv, "--out", str(first)), "--dry-run", "--out", str(second)]) == 2
+    assert "argument --dry-run: given twice" in capsys.readouterr().err
+    assert not (tmp_path / "first").exists() and not second.exists()
     # --markdown naming the folder the run will make trained, then was refused at writing: refused before training
     fresh = tmp_path / "fresh"
     assert main([*overriding(argv, "--out", str(fresh)), "--markdown", str(fresh / "step2")]) == 2

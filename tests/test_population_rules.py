@@ -77,6 +77,33 @@ def test_junit_names_a_seed_below_its_own_gate_as_a_note_under_the_population_ru
     assert next(c for c in every if c.name == "seed 103").failure is not None
 
 
+def test_a_seed_below_its_own_gate_has_one_verdict_on_the_console_and_in_junit(capsys):
+    """The eighth independent sweep: under --rule population the console printed "seed 0: ... -> FAIL" for a
+    seed whose JUnit case passed with a note. The console says what the verdict says."""
+    from argparse import Namespace
+
+    from tinymnist.commands.train import _printer
+
+    runs = population()
+    low = next(r for r in runs if r.seed == 103)
+    for rule, mark in (("population", "-> below its own gate (the population rule decides)"), ("seeds", "-> FAIL")):
+        _printer(Namespace(rule=rule))(low)
+        assert capsys.readouterr().out.rstrip().endswith(mark)
+    _printer(Namespace(rule="population"))(runs[0])
+    assert capsys.readouterr().out.rstrip().endswith("-> PASS")
+
+
+def test_train_refuses_a_population_rule_it_cannot_meet_before_training(tmp_path, mnist_root, capsys):
+    """The eighth independent sweep: ``train --rule population --seeds 0-1`` trained both, then failed the gate
+    (exit 1) for want of 8 seeds, where compare refuses the same up front. A shard's share is judged later."""
+    out = tmp_path / "o"
+    argv = ["train", "--step", "2", "--dry-run", "--quiet", "--data-root", str(mnist_root), "--out", str(out)]
+    assert main([*argv, "--seeds", "0-1", "--rule", "population"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--rule population judges at least 8 seeds a recipe" in err and "step 2 (2)" in err
+    assert not out.exists()  # the refused command takes back the empty --out it made while parsing
+
+
 def test_compare_on_the_same_seeds_uses_the_paired_test_and_welch_otherwise(tmp_path):
     base = population(low=())
     new = [make_result(4, r.seed, [a - 0.02 for a in r.test_acc]) for r in base]  # every seed 0.02 lower

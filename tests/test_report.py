@@ -297,6 +297,11 @@ def test_experiment_log(tmp_path):
     (exp / "notes.json").write_text(json.dumps({"b-lr05": "no better", "b-lr5": "a typo"}))
     assert main(["log", str(exp), "--out", str(out)]) == 2
     assert out.read_text() == md  # nothing written
+    # the eighth: nor one naming a folder that holds no results
+    (exp / "empty").mkdir()
+    (exp / "notes.json").write_text(json.dumps({"b-lr05": "no better", "empty": "a lost note"}))
+    assert main(["log", str(exp), "--out", str(out)]) == 2
+    assert out.read_text() == md
 
 
 def test_compare_selected_steps(tmp_path):

@@ -394,6 +394,14 @@ def test_values_that_parse_but_do_not_fit_are_exit_2_naming_the_file_and_field(t
             {"params": 1, "best_train": "a", "best_test": 1},
             "recipe field seed_reference.best_train is 'a', not a float",
         ),
+        # the eighth: an epoch that took no time (a throughput "regression" in compare), a device no run has,
+        # an identity disagreeing with the run's image counts, a population or a stack no run records
+        ("images_per_second", 3, 0.0, "epochs[4].images_per_second is 0.0: an epoch that trained takes time"),
+        ("seconds", 3, 0.0, "epochs[4].seconds is 0.0: an epoch that trained takes time"),
+        ("device", None, "tpu", "field device is 'tpu'; a run records one of cpu, cuda"),
+        ("train_images", "identity", 60000, "field identity.train_images is 60000, but the run's train_images is"),
+        ("population", "identity", 0, "field identity.population is 0, not an integer >= 1 (or null)"),
+        ("stacked", "identity", 4, "field identity.stacked is 4, not an integer in [1, its population (1)]"),
     ):
         d = json.loads(good)
         if isinstance(where, str):  # fields of nested objects: "identity.recipe", "recipe+identity.recipe"
@@ -407,6 +415,12 @@ def test_values_that_parse_but_do_not_fit_are_exit_2_naming_the_file_and_field(t
         path.write_text(json.dumps(d))
         assert main(["report", str(folder), "--out", str(tmp_path / "o")]) == 2
         assert said in capsys.readouterr().err
+    d = json.loads(good)  # a split no command holds out (at most 50,000), beside a training subset that fits
+    d.update(train_images=3000, val_images=55000)
+    d["identity"].update(train_images=3000, val_images=55000)
+    path.write_text(json.dumps(d))
+    assert main(["report", str(folder), "--out", str(tmp_path / "o")]) == 2
+    assert "field val_images is 55000, not a number in [0, 50000]" in capsys.readouterr().err
     d = json.loads(good)
     for recipe in (d["recipe"], d["identity"]["recipe"]):  # the recorded gate checks nothing: a damaged file
         recipe["expect"]["last_k"] = 0

@@ -338,3 +338,7 @@ def test_a_smoke_candidate_ranks_after_the_full_ones_and_is_tested_against_none(
     ranked = rank(cands, runs, seeds)
     assert [r.candidate.key for r in ranked] == ["step5", cut] and ranked[1].smoke
     assert ranked[1].versus_top is None
+    # the eighth sweep: SWEEP.md said "untested (n < 5 a side)" of it, with 6 seeds; the reason is the smoke run
+    md = sweep_markdown(ranked, "tinymnist sweep", 10000, seeds)
+    assert next(row for row in md.splitlines() if f"| {cut} " in row).endswith("| untested (smoke run) |"), md
+    assert "Top two" not in md  # one full candidate: no pair to speak of

@@ -82,10 +82,14 @@ def write_junit(path: str | os.PathLike, suite: str, cases: list[Case]) -> None:
 def write_markdown(path: str | os.PathLike, text: str) -> None:
     """Appends: $GITHUB_STEP_SUMMARY collects every step's markdown in one file, and a job may write twice."""
     from tinymnist.errors import UsageError
-    from tinymnist.results import dangling_link, refuse_run_records, text_bytes
+    from tinymnist.results import OutputError, dangling_link, refuse_hard_link, refuse_run_records, text_bytes
 
     data = text_bytes(text)
     refuse_run_records(path)
+    try:
+        refuse_hard_link(path)  # made since the command line was read
+    except OutputError as e:
+        raise UsageError(f"--markdown {path}: {e.strerror}") from None
     if dangling_link(path):
         raise UsageError(f"--markdown {path}: {dangling_link(path)}; give a file path, or a link to a file")
     if len(data) > MAX_SUMMARY_BYTES:

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 
-from tinymnist.commands import NAMES
+from tinymnist.commands import NAMES, _args
 from tinymnist.errors import (
     EXIT_GATE,
     EXIT_INTERRUPTED,
@@ -27,14 +27,16 @@ from tinymnist.errors import (
     UserError,
     internal_error,
 )
+from tinymnist.shell import console
 
 PROG = "tinymnist"
 
 
-class _StoreOnce(argparse._StoreAction):
+class _Once(argparse.Action):
     """An option given twice is a usage error, not its last value: ``compare --steps 1 --steps 2`` compared step
     2 only and passed over step 1's regression with exit 0 (the seventh independent sweep of issue 30). Options
-    meant to repeat say so (``--set``, ``--variant``: ``action="append"``)."""
+    meant to repeat say so (``--set``, ``--variant``: ``action="append"``). An on/off flag too (``--dry-run
+    --dry-run``, the eighth sweep): one rule for every option."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         given = namespace.__dict__.setdefault("_options_given", set())
@@ -42,6 +44,14 @@ class _StoreOnce(argparse._StoreAction):
             raise argparse.ArgumentError(self, "given twice; give it once (a list goes after one flag)")
         given.add(self.dest)
         super().__call__(parser, namespace, values, option_string)
+
+
+class _StoreOnce(_Once, argparse._StoreAction):
+    pass
+
+
+class _StoreTrueOnce(_Once, argparse._StoreTrueAction):
+    pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,6 +63,7 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.register("action", "store", _StoreOnce)
         self.register("action", None, _StoreOnce)
+        self.register("action", "store_true", _StoreTrueOnce)
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -107,12 +118,16 @@ def main(argv: list[str] | None = None) -> int:
         previous = {}
     _running = True
     try:
-        return _main(argv)
+        code = _main(argv)
+        if code == EXIT_USAGE:
+            _args.remove_empty_made()
+        return code
     except KeyboardInterrupt as e:  # raised by code, or by a command's own handler after it restored ours
         print(f"\ninterrupted; no result was being written{_again}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     finally:
         _running, _again = False, ""
+        _args.MADE.clear()  # this command's own: a later command in this process takes back only its own
         for s, h in previous.items():
             signal.signal(s, h)
 
@@ -144,10 +159,10 @@ def _main(argv: list[str] | None) -> int:
         _again = command.again(argv) if hasattr(command, "again") else ""
         return command.run(args)
     except UserError as e:
-        print(f"{PROG} {name}: error: {e}", file=sys.stderr)
+        print(f"{PROG} {name}: error: {console(e)}", file=sys.stderr)  # one line, whatever a name in it holds
         return EXIT_USAGE
     except GateFailed as e:
-        print(f"GATE FAILED: {e}", file=sys.stderr)
+        print(f"GATE FAILED: {console(e)}", file=sys.stderr)
         return EXIT_GATE
     except KeyboardInterrupt:
         raise
@@ -167,8 +182,8 @@ def _failed(name: str, e: BaseException) -> int:
         where, e = found or ("", e)
         text = said(e)
         print(
-            f"{PROG} {name}: error: user code{' at ' + where if where else ''} raised {text}; fix it (a model's "
-            "or plugin's code, not tinymnist's)",
+            f"{PROG} {name}: error: user code{' at ' + console(where) if where else ''} raised {console(text)}; "
+            "fix it (a model's or plugin's code, not tinymnist's)",
             file=sys.stderr,
         )
         return EXIT_USAGE

@@ -52,9 +52,10 @@ def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike, comman
         "| mean final (n) | stays ≥ 99.4 from | device | s/epoch | gate | conclusion |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    count = 0
+    count, logged = 0, set()
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         for key, runs in load_results(folder).items():
+            logged.add(folder.name)
             step = runs[0].step
             base = RECIPES.get(step) if key == f"step{step}" else None
             diff = recipe_diff(runs[0].recipe, base) if base else f"(recipe {key})"
@@ -90,9 +91,12 @@ def build_log(experiments_dir: str | os.PathLike, out: str | os.PathLike, comman
             count += 1
     if not count:
         raise FileNotFoundError(f"{root}: no experiment folders with step*/seed*.json")
-    stray = sorted(set(notes) - {p.name for p in root.iterdir() if p.is_dir()})
-    if stray:  # a conclusion for no experiment (a renamed folder, a typo) would be dropped without a word
-        raise ResultsError(f"{notes_file}: {stray[0]!r} names no experiment folder in {root}; fix or remove it")
+    stray = sorted(set(notes) - logged)
+    if stray:  # a conclusion for no experiment (a renamed folder, a typo, a folder without results) would be
+        # dropped without a word (the seventh and eighth independent sweeps of issue 30)
+        raise ResultsError(
+            f"{notes_file}: {stray[0]!r} names no experiment folder with results in {root}; fix or remove it"
+        )
     path = Path(out)
     atomic_write_bytes(path, text_bytes("\n".join(lines) + "\n"), named=True)
     return path

@@ -34,7 +34,7 @@ from tinymnist.compare import MIN_SEEDS_FOR_TEST, AccuracyCheck, Thresholds, acc
 from tinymnist.errors import UserError
 from tinymnist.recipes import sort_key
 from tinymnist.results import RunResult, config_key, load_results
-from tinymnist.shell import shown
+from tinymnist.shell import console, shown
 from tinymnist.summary import StepSummary, summarize
 
 SHA = re.compile(r"[0-9a-f]{12}")  # results.git_sha's form: every lookup is by these 12 digits
@@ -233,15 +233,15 @@ def git(repo: str | os.PathLike, *args: str) -> str:
         # Old commits may hold Latin-1 subjects with no encoding header (issue 30, cause 5): each byte that is not
         # UTF-8 is kept as a surrogate escape, so tinymnist.shell.shown prints it as its bytes ("caf\xe9"), not as
         # U+FFFD, which says nothing of what it was (the fourth independent sweep)
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, errors="surrogateescape", timeout=60
-        )
+        # U+FFFD, which says nothing of what it was (the fourth independent sweep). Bytes, decoded here: text
+        # mode would turn a "\r" in a subject into a line break (the eighth sweep)
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as e:
         raise StoreError(f"git {' '.join(args)}: {e}; is git installed?") from None
     if done.returncode != 0:
-        first = (done.stderr.strip().splitlines() or ["failed"])[0]
-        raise StoreError(f"{repo}: git {' '.join(args)}: {first}")
-    return done.stdout
+        first = (done.stderr.decode(errors="replace").strip().splitlines() or ["failed"])[0]
+        raise StoreError(f"{repo}: git {' '.join(args)}: {console(first)}")
+    return done.stdout.decode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,9 @@ class Commit:
 def commits(repo: str | os.PathLike, rev_range: Sequence[str]) -> list[Commit]:
     """Commits of ``git rev-list --first-parent --reverse`` over ``rev_range``: oldest first."""
     out = git(repo, "log", "--first-parent", "--reverse", "--format=%H%x00%cI%x00%s", *rev_range, "--")
-    return [Commit(*line.split("\0", 2)) for line in out.splitlines() if line]
+    # split on git's "\n" only: a subject can hold "\r", "\x1c" or U+2028, which str.splitlines also splits on
+    # (the eighth independent sweep of issue 30: exit 3 in history show and bisect); %s never holds a "\n"
+    return [Commit(*line.split("\0", 2)) for line in out.split("\n") if line]
 
 
 # --- history ------------------------------------------------------------------------------------------------

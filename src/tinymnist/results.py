@@ -23,6 +23,8 @@ READABLE_SCHEMAS = (1, 2, 3)
 
 
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # MNIST's full sets: fewer means a smoke run
+MAX_VAL_SPLIT = 50_000  # of MNIST's 60,000 training images: leave 10,000 to train on
+DEVICES = ("cpu", "cuda")  # what tinymnist.engine.resolve_device gives
 
 
 class ResultsError(UserError, ValueError):
@@ -106,6 +108,21 @@ def refuse_run_records(path: str | os.PathLike) -> None:
         # output named so would replace it afterwards (the sixth independent sweep)
         raise OutputError(
             path, "a run's record goes by this name (seedN.json, .pt, .ckpt, .lock, .log); nothing was written"
+        )
+
+
+def refuse_hard_link(path: str | os.PathLike) -> None:
+    """A file appended to that has other names (a hard link) is refused: the append would change each of them,
+    a run's record among them perhaps. A replaced file (the atomic writes) leaves the other names as they were."""
+    try:
+        links = os.stat(path).st_nlink
+    except OSError:
+        return
+    if links > 1 and os.path.isfile(path):
+        raise OutputError(
+            path,
+            f"a file with {links - 1} other name(s) (a hard link), which an append would change "
+            "too; give a file of its own; nothing was written",
         )
 
 
@@ -314,6 +331,20 @@ def git_sha() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
+
+
+def still_committed(sha: str) -> str:
+    """``git_sha``'s answer once the run has trained: a module first imported during training (a forward that
+    imports a helper at its sixth batch) was not there when the commit was read at the start, and a gitignored
+    one passed as the clean commit (the eighth independent sweep of issue 30). Asked again when the result is
+    written; only ever adds ``-dirty``."""
+    if sha == "unknown" or sha.endswith("-dirty"):
+        return sha
+    try:
+        late = _imported_but_not_committed()
+    except (OSError, subprocess.SubprocessError):
+        return sha
+    return sha + "-dirty" if late else sha
 
 
 def _imported_but_not_committed() -> list[str]:
@@ -602,6 +633,9 @@ class RunResult:
             for name, (low, high) in _EPOCH_RANGES.items():
                 if not (math.isfinite(e[name]) and low <= e[name] <= high):
                     raise ValueError(f"epochs[{i}].{name} is {e[name]!r}, not a number in [{low:g}, {high:g}]")
+            for name in _EPOCH_POSITIVE:
+                if e[name] <= 0:
+                    raise ValueError(f"epochs[{i}].{name} is {e[name]!r}: an epoch that trained takes time")
             for name in ("train_loss", "test_loss", "val_loss"):  # cross-entropy is never negative
                 if e.get(name) is not None and e[name] < 0:
                     raise ValueError(f"epochs[{i}].{name} is {e[name]!r}: a loss is never negative")
@@ -637,16 +671,28 @@ class RunResult:
         ident = d.get("identity") or {}
         # the run's identity names its own seed, recipe, split and device: a resume is checked against it, so one
         # that disagrees would let another run's checkpoint continue as this one (the fifth independent sweep)
-        for name in ("seed", "recipe", "val_images", "device"):
+        if d["device"] not in DEVICES:  # the eighth sweep: "tpu" was reported and filed
+            raise ValueError(f"field device is {d['device']!r}; a run records one of {', '.join(DEVICES)}")
+        # images: the identity counts those there were, the run those it trained on (a dry run's batches) and
+        # evaluated; a full run trains on all of them (the eighth sweep: 60,000 beside 3,000 passed)
+        full = ident.get("max_batches") is None
+        for name in ("seed", "recipe", "val_images", "device", *(("train_images", "test_images") if full else ())):
             if name in ident and ident[name] != d.get(name, 0):
                 if name == "recipe":
                     raise ValueError("field identity.recipe differs from the run's recipe")
                 raise ValueError(
                     f"field identity.{name} is {ident[name]!r}, but the run's {name} is {d.get(name, 0)!r}"
                 )
-        batches = ident.get("max_batches")  # a dry run's batches an epoch: smoke, and its key
-        if batches is not None and (not isinstance(batches, int) or isinstance(batches, bool) or batches < 1):
-            raise ValueError(f"field identity.max_batches is {batches!r}, not an integer >= 1 (or null)")
+        for name in ("max_batches", "population"):  # a dry run's batches an epoch; the --population asked for
+            value = ident.get(name)
+            if value is not None and (type(value) is not int or value < 1):
+                raise ValueError(f"field identity.{name} is {value!r}, not an integer >= 1 (or null)")
+        stacked = ident.get("stacked", 1)  # seeds trained as one stacked model: never more than trained together
+        if type(stacked) is not int or not 1 <= stacked <= (d.get("population") or 1):
+            raise ValueError(
+                f"field identity.stacked is {stacked!r}, not an integer in [1, its population "
+                f"({d.get('population') or 1})]"
+            )
         # Validation figures come from a split of the training set, so they exist exactly when it does: a file
         # with one and not the other would be judged on a split no run had (the third sweep of issue 30, F11).
         split, has_val = d.get("val_images") or 0, bool(epochs) and epochs[0].val_acc is not None
@@ -697,7 +743,7 @@ _RANGES = {
     "test_images": (1, TEST_IMAGES),
     "wall_seconds": (0, _YEAR),
     "population": (1, 1e6),
-    "val_images": (0, TRAIN_IMAGES),
+    "val_images": (0, MAX_VAL_SPLIT),
 }
 _EPOCH_RANGES = {
     "epoch": (1, 1e6),
@@ -706,6 +752,9 @@ _EPOCH_RANGES = {
     "images_per_second": (0, 1e9),
     "lr": (0, 1e6),
 }
+# An epoch trained at least one batch: it took time and went at some speed. A 0 here made `compare` report a
+# throughput regression (the eighth independent sweep of issue 30).
+_EPOCH_POSITIVE = ("seconds", "images_per_second")
 STATUSES = ("completed", "diverged", "interrupted")
 _OPTIONAL = ("diverged_at", "schema_version", "extra", "identity", "population", "val_images")
 

@@ -174,6 +174,8 @@ def seed_lock(out: Path, key: str, seed: int) -> Iterator[None]:
     a stale one; the file only says who holds it."""
     path = result_path(out, key, seed, ".lock")
     results.refuse_links_below(out, path)  # before the lock is made: nothing goes through a linked OUT/<key>
+    if not path.is_symlink():  # a link is refused at the open (O_NOFOLLOW), below
+        results.refuse_non_files([path])  # a folder or a FIFO there: named, not exit 3 (the eighth sweep of issue 30)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # O_NOFOLLOW: a symlink at the lock would have the holder's line written into the file it names, outside
@@ -314,13 +316,13 @@ class _Member:
             self.report(self.plan.seed, snapshot["history"][-1])
 
     def interrupted(self, trained: engine.Trained) -> RunResult:
-        result = to_result(trained, self.plan, self.ident, self.commit)
+        result = to_result(trained, self.plan, self.ident, results.still_committed(self.commit))
         if not self.completed:  # an interrupted rerun never replaces a completed result-and-weights pair
             _write("partial result", self.done, f"the checkpoint {self.ckpt}", lambda: save_result(self.out, result))
         return result
 
     def finish(self, trained: engine.Trained) -> RunResult:
-        result = to_result(trained, self.plan, self.ident, self.commit)
+        result = to_result(trained, self.plan, self.ident, results.still_committed(self.commit))
         recipe, seed = self.plan.recipe, self.plan.seed
         if trained.status == "completed":
             kept = f"the checkpoint {self.ckpt}; fix that and rerun with --resume to write the results"

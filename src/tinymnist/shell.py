@@ -32,6 +32,20 @@ def shown(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def console(text: object) -> str:
+    """One line for a terminal or a log: ``shown``, and a line break, a carriage return or another control
+    character as ``\\x0a``, ``\\r``... A path holding a line break split "wrote PATH" and an error's one line in
+    two, and a byte that is not UTF-8 went out raw (the eighth independent sweep of issue 30)."""
+    import unicodedata
+
+    def one(ch: str) -> str:
+        if unicodedata.category(ch) not in ("Cc", "Zl", "Zp") or ch == "\t":
+            return ch
+        return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+    return "".join(map(one, shown(str(text))))
+
+
 def fitted(text: str, width: int) -> str:
     """``text`` as shown (``shown``) in exactly ``width`` terminal columns: cut with "..." when longer, padded
     when shorter. Counted in columns, not code points: an escaped Latin-1 byte takes four (``\\xe9``) and a

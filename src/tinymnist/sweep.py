@@ -209,7 +209,14 @@ def sweep_markdown(ranked: Sequence[Ranked], command: str, val_images: int, seed
         sd = "n/a" if math.isnan(r.last_k.sd) else f"{r.last_k.sd:.3f}"
         secs = f"{r.seconds.mean:.0f}" if r.seconds else ""
         if r.versus_top is None:
-            vs = "(top)" if i == 1 else f"untested (n < {MIN_SEEDS_FOR_TEST} a side)"
+            # the reason it was not tested, as rank() decided it (the eighth sweep: a smoke row said "n < 5")
+            top = ranked[0]
+            if i == 1:
+                vs = "(top)"
+            elif r.smoke != top.smoke:
+                vs = "untested (smoke run)" if r.smoke else "untested (the top is a smoke run)"
+            else:
+                vs = f"untested (n < {MIN_SEEDS_FOR_TEST} a side)"
         else:
             word = "worse" if r.versus_top.regression else "not resolved"
             p = "" if math.isnan(r.versus_top.p) else f", p {r.versus_top.p:.2g}"
@@ -232,7 +239,8 @@ def sweep_markdown(ranked: Sequence[Ranked], command: str, val_images: int, seed
             )
         )
     lines.append("")
-    done = [r for r in ranked if r.complete and r.last_k_by_seed]
+    # the top two of one kind: a smoke candidate is never tested against a full one (rank)
+    done = [r for r in ranked if r.complete and r.last_k_by_seed and r.smoke == ranked[0].smoke]
     if len(done) >= 2 and done[1].versus_top is None:
         lines += [
             f"Top two: {done[0].candidate.key} and {done[1].candidate.key} are not tested against each "

@@ -214,20 +214,11 @@ def judge(
     failed: list[int] = []
     population = rule in ("population", "share") and not smoke
     for r in sorted(runs, key=lambda r: r.seed):
-        rs = run_reasons(r, expect, smoke)
-        if rs:
+        fails, below = _seed_reasons(r, expect, smoke, population)
+        if fails or below:
             failed.append(r.seed)
-            # Under the population rule a seed's accuracy below its own bar is a note; what fails any run
-            # (not completed, a non-finite figure, the budget) still fails the step.
-            who, split = f"{r.label} seed {r.seed}", split_of(r)
-            accuracy = set(accuracy_reasons(expect, who, r.params, r.test_acc, split)) - set(
-                accuracy_reasons(_budget_only(expect), who, r.params, r.test_acc, split)
-            )
-            if population and r.status == "completed":
-                notes += [x for x in rs if x in accuracy]
-                reasons += [x for x in rs if x not in accuracy]
-            else:
-                reasons += rs
+            reasons += fails
+            notes += below
     if population and rule == "population":
         reasons += _population_reasons(runs, expect, failed, step)
     present = {r.seed for r in runs}
@@ -277,8 +268,24 @@ def _population_reasons(runs: Sequence[RunResult], expect: Expectation, failed: 
     ]
 
 
-def seed_verdict(run: RunResult, smoke: bool = False) -> Verdict:
-    """One run on its own, without the step-level checks: what its results file records for readers."""
+def _seed_reasons(r: RunResult, expect, smoke: bool, population: bool) -> tuple[list[str], list[str]]:
+    """What fails one run, and (under a population rule) what is only a note: a seed's accuracy below its own
+    bar. What fails any run (not completed, a non-finite figure, the budget) still fails it."""
+    rs = run_reasons(r, expect, smoke)
+    if not rs or not population or r.status != "completed":
+        return rs, []
+    who, split = f"{r.label} seed {r.seed}", split_of(r)
+    accuracy = set(accuracy_reasons(expect, who, r.params, r.test_acc, split)) - set(
+        accuracy_reasons(_budget_only(expect), who, r.params, r.test_acc, split)
+    )
+    return [x for x in rs if x not in accuracy], [x for x in rs if x in accuracy]
+
+
+def seed_verdict(run: RunResult, smoke: bool = False, population: bool = False) -> Verdict:
+    """One run on its own, without the step-level checks: what its results file records for readers. With
+    ``population`` (a population rule judges the step), its accuracy below its own gate is a note, as ``judge``
+    makes it: one verdict for a seed everywhere."""
     smoke = smoke or is_smoke(run)
-    reasons = run_reasons(run, Recipe.from_dict(run.recipe).expect, smoke)
-    return Verdict(not reasons, tuple(reasons), (run.seed,) if reasons else (), smoke, runs=1)
+    reasons, notes = _seed_reasons(run, Recipe.from_dict(run.recipe).expect, smoke, population and not smoke)
+    failed = (run.seed,) if reasons or notes else ()
+    return Verdict(not reasons, tuple(reasons), failed, smoke, runs=1, notes=tuple(notes))

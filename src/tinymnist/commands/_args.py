@@ -152,8 +152,10 @@ def writable_dir_for(what: str, text: str) -> Path:
     import tempfile
 
     path = Path(text)
+    new = [p for p in (path, *path.parents) if not p.exists() and not p.is_symlink()]  # deepest first
     try:
         path.mkdir(parents=True, exist_ok=True)
+        MADE.extend(new)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
@@ -161,10 +163,25 @@ def writable_dir_for(what: str, text: str) -> Path:
     return path
 
 
-MAX_VAL_SPLIT = 50_000  # of MNIST's 60,000 training images: leave 10,000 to train on
+# Folders this process made while reading its command line, deepest first. A command refused for its usage
+# (`train --out z --step 99`, an option given twice) left an empty --out behind (the eighth independent sweep of
+# issue 30): ``remove_empty_made`` takes back those still empty; one holding anything is kept.
+MADE: list[Path] = []
+
+
+def remove_empty_made() -> None:
+    import os
+
+    while MADE:
+        try:
+            os.rmdir(MADE.pop(0))
+        except OSError:  # not empty (a result, a log), or gone: kept as it is
+            pass
 
 
 def val_split(text: str) -> int:
+    from tinymnist.results import MAX_VAL_SPLIT  # one place: results files are checked against it too
+
     value = integer(text)
     if not 0 <= value <= MAX_VAL_SPLIT:
         raise argparse.ArgumentTypeError(
@@ -302,6 +319,20 @@ def list_plugins(command: str, broken_is: str, plugins: dict, line, blanks: str)
         file=sys.stderr,
     )
     return EXIT_USAGE
+
+
+def appendable_file(text: str) -> str:
+    """``writable_file``, for a file appended to (``--markdown``, a job summary): a hard link there is refused,
+    since appending through it changes the file of its other names (the eighth independent sweep of issue 30:
+    a hard link to a run's record got a markdown table appended, and the record no longer parsed)."""
+    from tinymnist.results import OutputError, refuse_hard_link
+
+    writable_file(text)
+    try:
+        refuse_hard_link(text)
+    except OutputError as e:
+        raise argparse.ArgumentTypeError(f"{text}: {e.strerror}") from None
+    return text
 
 
 def distinct_outputs(args) -> None:

@@ -25,7 +25,7 @@ from tinymnist.errors import (
     Terminated,
     UsageError,
 )
-from tinymnist.shell import shown
+from tinymnist.shell import console
 
 
 def add_parser(sub) -> None:
@@ -114,8 +114,8 @@ def run(args) -> int:
         )
         try:
             print(
-                f"bisect {args.good}..{args.bad}: {spec.key}, seeds {seeds[0]}-{seeds[-1]} (up to {args.max_seeds}), "
-                f"store {args.store}, machine {b.machine}",
+                f"bisect {console(args.good)}..{console(args.bad)}: {spec.key}, seeds {seeds[0]}-{seeds[-1]} "
+                f"(up to {args.max_seeds}), store {console(args.store)}, machine {b.machine}",
                 flush=True,
             )
             outcome = b.run(args.good, args.bad)
@@ -142,14 +142,17 @@ def run(args) -> int:
         finally:
             b.close()
     if outcome.no_regression:
-        print(f"no regression: {args.bad} is not shown to be a regression of {args.good}; nothing to bisect")
+        print(
+            f"no regression: {console(args.bad)} is not shown to be a regression of {console(args.good)}; "
+            "nothing to bisect"
+        )
         return EXIT_NO_REGRESSION
     if outcome.undecided:
-        cands = ", ".join(f"{c.short} {shown(c.subject)}" for c in outcome.undecided)
+        cands = ", ".join(f"{c.short} {console(c.subject)}" for c in outcome.undecided)
         print(f"undecided: skipped commits leave the first bad commit among: {cands}")
         return EXIT_UNDECIDED
     assert outcome.first_bad is not None
-    print(f"first bad commit: {outcome.first_bad.sha} {shown(outcome.first_bad.subject)}")
+    print(f"first bad commit: {outcome.first_bad.sha} {console(outcome.first_bad.subject)}")
     return EXIT_OK
 
 

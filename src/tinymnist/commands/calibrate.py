@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tinymnist.commands import _args
 from tinymnist.errors import EXIT_OK, UsageError
+from tinymnist.shell import console
 
 
 def add_parser(sub) -> None:
@@ -48,5 +49,5 @@ def run(args) -> int:
     )
     print(f"  false-alarm rate {100 * r[0.0]:.1f}%; power {100 * r[0.05]:.1f}% at -0.05, {100 * r[0.1]:.1f}% at -0.10")
     print(f"  gate pass rate {s.verdict.rate_text}; each seed's last-3 mean: {s.last_k.fmt() if s.last_k else 'n/a'}")
-    print(f"wrote {args.out}")
+    print(f"wrote {console(args.out)}")
     return EXIT_OK

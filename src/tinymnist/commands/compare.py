@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tinymnist.commands import _args
 from tinymnist.errors import EXIT_GATE, EXIT_OK, UsageError
-from tinymnist.shell import code_span, shell_join
+from tinymnist.shell import code_span, console, shell_join
 
 
 def add_parser(sub) -> None:
@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
     )
     c.add_argument(
         "--markdown",
-        type=_args.writable_file,
+        type=_args.appendable_file,
         metavar="FILE",
         help="also write the table as markdown (e.g. $GITHUB_STEP_SUMMARY)",
     )
@@ -78,10 +78,10 @@ def run(args) -> int:
     print(summary)
     if args.junit_xml:
         ci.write_junit(args.junit_xml, "tinymnist compare", ci.compare_cases(result))
-        print(f"wrote {args.junit_xml}")
+        print(f"wrote {console(args.junit_xml)}")
     if args.markdown:
         new, baseline = (code_span(shell_join([p])) for p in (args.new, args.baseline))
         title = f"## tinymnist compare: {new} against {baseline}"
         ci.write_markdown(args.markdown, "\n".join([title, "", *lines, "", f"**{summary}**", ""]))
-        print(f"wrote {args.markdown}")
+        print(f"wrote {console(args.markdown)}")
     return EXIT_GATE if regressions else EXIT_OK

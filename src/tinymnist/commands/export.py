@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tinymnist.commands import _args
 from tinymnist.errors import EXIT_OK, UsageError
+from tinymnist.shell import console
 
 
 def add_parser(sub) -> None:
@@ -38,5 +39,8 @@ def run(args) -> int:
             f"--out {args.out}: cannot write the ONNX file ({e.strerror}); nothing was written there; "
             "choose another --out"
         ) from None
-    print(f"wrote {path} ({recipe.label}, seed {seed}, opset {opset_of(path)}, dynamic batch); onnx.checker passed")
+    print(
+        f"wrote {console(path)} ({recipe.label}, seed {seed}, opset {opset_of(path)}, dynamic batch); "
+        "onnx.checker passed"
+    )
     return EXIT_OK

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tinymnist.commands import _args
 from tinymnist.errors import EXIT_OK, UsageError
-from tinymnist.shell import shown
+from tinymnist.shell import console
 
 
 def add_parser(sub) -> None:
@@ -54,6 +54,6 @@ def run(args) -> int:
     path = write_history(series, args.out, command, history.off_line(args.store, args.repo), also)
     for s in series:
         for p in s.regressions:
-            print(f"{s.key} ({s.config}): regression at {p.commit.short} {shown(p.commit.subject)}")
-    print(f"wrote {path}")
+            print(f"{s.key} ({s.config}): regression at {p.commit.short} {console(p.commit.subject)}")
+    print(f"wrote {console(path)}")
     return EXIT_OK

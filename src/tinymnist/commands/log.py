@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tinymnist.commands import _args
 from tinymnist.errors import EXIT_OK, UsageError
+from tinymnist.shell import console
 
 
 def add_parser(sub) -> None:
@@ -25,5 +26,5 @@ def run(args) -> int:
         raise UsageError(str(e)) from None
     except OSError as e:
         raise UsageError(f"--out {args.out}: cannot write ({e.strerror}); choose another --out") from None
-    print(f"wrote {path}")
+    print(f"wrote {console(path)}")
     return EXIT_OK

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tinymnist.commands import _args
 from tinymnist.errors import EXIT_OK, UsageError
+from tinymnist.shell import console
 
 
 def add_parser(sub) -> None:
@@ -31,5 +32,5 @@ def run(args) -> int:
         path = build_report(args.results, args.out, args.bench, args.on, args.rule, command)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
-    print(f"wrote {path}")
+    print(f"wrote {console(path)}")
     return EXIT_OK

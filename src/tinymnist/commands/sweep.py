@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tinymnist.commands import _args, _dispatch
 from tinymnist.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, UsageError, UserError
+from tinymnist.shell import console
 
 
 def add_parser(sub) -> None:
@@ -271,7 +272,7 @@ def _rank(args, cands, seeds, command: str) -> int:
         figure = r.last_k.fmt(3) if r.last_k else "not trained"
         rate = "smoke run: not judged" if r.smoke else f"{r.pass_rate.fmt()} pass on validation"  # as SWEEP.md says
         print(f"{i}. {r.candidate.key}: val last-{r.k} {figure}; {rate}")
-    print(f"wrote {path}")
+    print(f"wrote {console(path)}")
     return EXIT_OK
 
 

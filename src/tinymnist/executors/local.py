@@ -42,11 +42,15 @@ class LocalExecutor:
 
     def run(self, jobs: Sequence[Job], on_end: Callable[[Ended], None]) -> list[Ended]:
         """Run every job, ``slots`` at a time, calling ``on_end`` as each ends; raises JobsInterrupted."""
-        from tinymnist.results import refuse_links_below
+        from tinymnist.results import refuse_links_below, refuse_non_files
 
         for job in jobs:  # before any job starts: a log at OUT/<recipe>/seedS.log, through a link at OUT/<recipe>,
             # would replace a file outside OUT (the sixth independent sweep of issue 30); OUT itself is the user's
             refuse_links_below(Path(job.log).parent.parent, job.log)
+            # a FIFO at the log hung the driver on its open, with no job started (the eighth sweep); a link there
+            # is refused where the log is opened (O_NOFOLLOW)
+            if not os.path.islink(job.log):
+                refuse_non_files([Path(job.log)])
         waiting = list(jobs)
         running: dict[subprocess.Popen, tuple[Job, object, tuple | None]] = {}
         ended: list[Ended] = []
@@ -77,7 +81,8 @@ class LocalExecutor:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             # O_NOFOLLOW: a symlink at the log would have the job's output replace the file it names, outside
             # OUT (the fourth independent sweep of issue 30)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            # O_NONBLOCK: a FIFO made there since the check above fails at once instead of waiting for a reader
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
             log = os.fdopen(os.open(log_path, flags, 0o666), "wb")  # closed when the job ends
         except OSError as e:
             why = "a symlink stands there; remove it" if log_path.is_symlink() else e.strerror
