@@ -271,9 +271,13 @@ def test_a_job_that_crashes_beside_an_old_result_is_no_pass(tmp_path, mnist_root
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 def test_an_error_in_the_driver_leaves_no_job_running(tmp_path, mnist_root):
     out = tmp_path / "run"
-    (out / "step2" / "seed1.log").mkdir(parents=True)  # the second job's log cannot be written
+    (out / "step2").mkdir(parents=True)
+    # the second job's log cannot be opened, and that is found only as it starts, after the first (a folder or a
+    # FIFO there is refused before any job starts: the eighth independent sweep of issue 30)
+    (out / "step2" / "seed1.log").symlink_to(tmp_path / "elsewhere.log")
     done = tm(["train", *LONGER, "--seeds", "0", "1", "--out", str(out)], mnist_root, capture_output=True)
     assert done.returncode == 2 and "seed1.log: cannot write the job's log" in done.stderr
+    assert (out / "step2" / "seed0.log").exists()  # the first job had started
     mine = [p for p in Path("/proc").glob("[0-9]*") if str(out) in _cmdline(p)]
     assert mine == []
 

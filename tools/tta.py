@@ -155,7 +155,9 @@ def markdown(report: dict, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.tta", description=__doc__.splitlines()[0])
+    from tinymnist.cli import Parser  # a usage error in one line, an option given once, as tinymnist's own
+
+    p = Parser(prog="python -m tools.tta", description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+", type=Path, help="sweep results folders holding <recipe>/seedS.pt")
     on = p.add_mutually_exclusive_group(required=True)
     on.add_argument("--val-split", type=_split, help="the split the runs were trained with (a sweep)")
@@ -175,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         if not folder.is_dir():
             return _fail(f"{folder}: not a folder; give a sweep's --out folder")
     try:
+        for path in (args.out, args.markdown):  # named by the user: never a run's record, refused before minutes
+            if path is not None:  # of measuring (the eighth sweep), and again below, where it is written
+                refuse_run_records(path)
         rows = measure(args.folders, 0 if args.claim else args.val_split, args.data_root)
         if not rows:
             return _fail(f"no <recipe>/seedS.pt under {', '.join(map(str, args.folders))}; train with --val-split")

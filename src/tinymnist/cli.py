@@ -54,7 +54,7 @@ class _StoreTrueOnce(_Once, argparse._StoreTrueAction):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line, like every other error (argparse prints the usage block first);
     the usage is a --help away, and an option given twice is refused (``_StoreOnce``). Subcommands' parsers are
     of the same class."""
@@ -70,7 +70,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="tinymnist: tiny CNNs on MNIST, gated.")
+    p = Parser(prog=PROG, description="tinymnist: tiny CNNs on MNIST, gated.")
     p.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     for name in NAMES:
