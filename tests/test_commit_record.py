@@ -187,3 +187,18 @@ def test_a_module_git_ignores_first_imported_while_training_makes_the_run_dirty(
     done, recorded = _train(repo, mnist_root, PYTHONPATH=path, model="late_net:build")
     assert done.returncode == 0 and recorded == f"{sha}-dirty", (recorded, done.stderr)
     assert _history_add(repo, mnist_root).returncode == 2
+    # the ninth: an ignored file run without an import (exec_module of a spec from its path) is no commit's either
+    loader = (
+        "import importlib.util, os\nfrom tinymnist.models.nets import step2\n\ndef build(**kw):\n"
+        "    path = os.path.join(os.environ['SCRATCH'], 'late_helper.py')\n"
+        "    spec = importlib.util.spec_from_file_location('not_a_module_name', path)\n"
+        "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n    return step2()\n"
+    )
+    (repo / "kept" / "loader_net.py").write_text(loader)
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a loader")
+    sha = _git(repo, "rev-parse", "--short=12", "HEAD")
+    shutil.rmtree(repo / "o")
+    env = {"PYTHONPATH": path, "SCRATCH": str(repo / "scratch")}
+    done, recorded = _train(repo, mnist_root, model="loader_net:build", **env)
+    assert done.returncode == 0 and recorded == f"{sha}-dirty", (recorded, done.stderr)

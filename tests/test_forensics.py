@@ -584,7 +584,9 @@ def test_a_bisect_row_keeps_its_columns_whatever_the_subject(tmp_path):
     from tinymnist.history import Commit
 
     latin1 = b"caf\xe9 r\xe9sum\xe9 fix".decode("utf-8", "surrogateescape")
-    subjects = ["short", latin1, "x" * 80, "日本語の件名" * 6, "e\u0301clair (a combining accent)"]
+    # the ninth sweep: "\r", FS, U+2028 and an ESC colour code went to the terminal raw
+    odd = "cr\rx fs\x1cy ls\u2028z \x1b[31mred"
+    subjects = ["short", latin1, "x" * 80, "日本語の件名" * 6, "e\u0301clair (a combining accent)", odd]
     rows = [Tested(Commit("0" * 40, "2026-01-01", s), "good").row() for s in subjects]
     shown = [r.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for r in rows]
     import unicodedata
@@ -595,6 +597,7 @@ def test_a_bisect_row_keeps_its_columns_whatever_the_subject(tmp_path):
 
     assert len({column_of_n(r) for r in shown}) == 1, shown
     assert "caf\\xe9" in shown[1] and "..." in shown[2]
+    assert "cr\\x0dx fs\\x1cy ls\\u2028z \\x1b[31" in rows[5] and rows[5].isprintable(), rows[5]
 
 
 def test_a_dry_run_filed_before_the_key_had_its_batches_is_found_under_its_own_configuration(tmp_path):

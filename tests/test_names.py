@@ -157,7 +157,7 @@ def test_a_line_break_or_a_tag_in_free_text_stays_text_on_its_line(tmp_path):
     assert main(["report", str(odd), "--out", str(tmp_path / "o")]) == 2
     row = table_row("Optional<Tensor> in <b>heads</b> &amp; a <= b", code_span("a<b"), Markdown("1<br>2"))
     assert row == "| Optional\\<Tensor> in \\<b>heads\\</b> \\&amp; a <= b | `a<b` | 1<br>2 |"
-    assert code_span("a\nb") == "`a b`"
+    assert code_span("a\nb") == "`a\\x0ab`"
     # the seventh sweep: emphasis, links and images in a subject or a note show as typed; max_shear stays
     said = table_row("*star* [link](http://x) ![i](http://x/i.png) max_shear lr_points=[[0,1]]")
     assert said == "| \\*star\\* \\[link](http://x) !\\[i](http://x/i.png) max_shear lr_points=[[0,1]] |", said
@@ -194,3 +194,6 @@ def test_a_path_with_a_line_break_or_a_byte_not_utf8_stays_on_its_console_line(t
     assert wrote == [b"wrote " + bytes(tmp_path) + b"/o\\xff\\x0al.md"], done.stdout
     done = subprocess.run([*cmd, "--recipe", odd + ".toml"], env=env, capture_output=True)
     assert done.returncode == 2 and done.stderr.count(b"\n") == 1 and b"/o\\xff\\x0al.toml" in done.stderr, done.stderr
+    # the ninth: an error the argument parser prints (a file where --out wants a folder)
+    done = subprocess.run([*cmd, "--out", odd + ".md"], env=env, capture_output=True)
+    assert done.returncode == 2 and done.stderr.count(b"\n") == 1 and b"/o\\xff\\x0al.md" in done.stderr, done.stderr

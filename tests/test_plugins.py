@@ -561,3 +561,34 @@ def test_a_users_huge_error_message_is_cut_and_still_says_where(tmp_path, capsys
         err = capsys.readouterr().err
         assert f"{tmp_path / 'loud.py'}:8" in err and "(100,000 characters)" in err, err[:300]
         assert max(map(len, err.splitlines())) < 2000
+
+
+def test_a_model_raising_tinymnists_own_errors_is_the_users_on_every_executor(tmp_path, capsys, monkeypatch):
+    """The ninth independent sweep: a forward that raised tinymnist's GateFailed read as a gate failure (exit 1)
+    in one process and as a dead job (6) under local jobs; a UserError it raised did not say where."""
+    from tinymnist.cli import main
+
+    (tmp_path / "own.py").write_text(
+        "import os\n"
+        "from torch import nn\n"
+        "from tinymnist.errors import GateFailed, UserError\n"
+        "class Own(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.f = nn.Linear(784, 10)\n"
+        "    def forward(self, x):\n"
+        "        if x.shape[0] > 4:\n"
+        "            raise {'gate': GateFailed, 'usage': UserError}[os.environ['OWN']]('my own check')\n"
+        "        return self.f(x.flatten(1))\n"
+        "def own(**kw):\n"
+        "    return Own()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for the local jobs' own processes
+    argv = ["train", "--step", "2", "--dry-run", "--quiet", "--out", str(tmp_path / "o"), "--set", "model=own:own"]
+    for kind in ("gate", "usage"):
+        monkeypatch.setenv("OWN", kind)
+        for seeds in (["--seeds", "0"], ["--seeds", "0-1", "--executor", "local"]):
+            assert main([*argv, *seeds]) == 2, (kind, seeds)
+            err = capsys.readouterr().err
+            assert f"user code at {tmp_path / 'own.py'}:10" in err and "my own check" in err, err

@@ -102,6 +102,9 @@ def test_train_refuses_a_population_rule_it_cannot_meet_before_training(tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--rule population judges at least 8 seeds a recipe" in err and "step 2 (2)" in err
     assert not out.exists()  # the refused command takes back the empty --out it made while parsing
+    # the ninth: a shard 1/1 is the whole population, judged as one (it printed "SHARE OK" over a failing one)
+    assert main([*argv, "--seeds", "0-1", "--rule", "population", "--shard", "1/1"]) == 2
+    assert "--rule population judges at least 8 seeds a recipe" in capsys.readouterr().err
 
 
 def test_compare_on_the_same_seeds_uses_the_paired_test_and_welch_otherwise(tmp_path):

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 
+from tinymnist import sources
 from tinymnist.commands import NAMES, _args
 from tinymnist.errors import (
     EXIT_GATE,
@@ -26,6 +27,7 @@ from tinymnist.errors import (
     Terminated,
     UserError,
     internal_error,
+    raised_by_user,
 )
 from tinymnist.shell import console
 
@@ -66,7 +68,8 @@ class Parser(argparse.ArgumentParser):
         self.register("action", "store_true", _StoreTrueOnce)
 
     def error(self, message: str):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        # one line, whatever a path in it holds (the ninth independent sweep: a "\\n" and a raw byte from --out)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {console(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +140,7 @@ def _main(argv: list[str] | None) -> int:
     from tinymnist.threads import prepare_process
 
     prepare_process()  # before torch is imported: its OpenMP threads read the wait policy once, at start
+    sources.watch()  # before any user code: the files a run executes are what its commit must hold
     for stream in (sys.stdout, sys.stderr):
         # Paths that are not UTF-8 arrive as surrogate escapes: print them back as the bytes they were.
         reconfigure = getattr(stream, "reconfigure", None)
@@ -158,10 +162,12 @@ def _main(argv: list[str] | None) -> int:
         # what an interrupt before the command's own handlers prints: each command says how it goes on, if it does
         _again = command.again(argv) if hasattr(command, "again") else ""
         return command.run(args)
-    except UserError as e:
-        print(f"{PROG} {name}: error: {console(e)}", file=sys.stderr)  # one line, whatever a name in it holds
-        return EXIT_USAGE
-    except GateFailed as e:
+    except (UserError, GateFailed) as e:
+        if raised_by_user(e):  # the user's code raised one of ours: its error, not our verdict
+            return _failed(name, e)
+        if isinstance(e, UserError):
+            print(f"{PROG} {name}: error: {console(e)}", file=sys.stderr)  # one line, whatever a name holds
+            return EXIT_USAGE
         print(f"GATE FAILED: {console(e)}", file=sys.stderr)
         return EXIT_GATE
     except KeyboardInterrupt:

@@ -146,21 +146,37 @@ def user_code_at(error: BaseException) -> tuple[str, BaseException] | None:
     that of an error it was raised from (torch.export wraps a forward's error in its own); None if there is none.
     An error raised there (a model's forward or state_dict, a module the user wrote) is the user's to fix: exit 2
     naming it, not an internal error of tinymnist's (the third independent sweep of issue 30)."""
-    import os
     import traceback
 
-    # real paths on both sides: tinymnist imported through a symlinked folder is still tinymnist
-    ours = os.path.dirname(os.path.realpath(__file__)) + os.sep
     seen: set[int] = set()
     chained: BaseException | None = error
     while chained is not None and id(chained) not in seen:
         seen.add(id(chained))
         for frame in reversed(traceback.extract_tb(chained.__traceback__)):
-            path = os.path.realpath(frame.filename)
-            mine = path in _PLUGIN_FILES or not (
-                frame.filename.startswith("<") or path.startswith(ours) or is_installed(path)
-            )
-            if mine:
+            if _users(frame.filename):
                 return f"{frame.filename}:{frame.lineno} ({frame.name})", chained
         chained = chained.__cause__ or chained.__context__
+    return None
+
+
+def _users(filename: str) -> bool:
+    """A frame's file is the user's: a plugin's, or neither tinymnist (by real path: imported through a
+    symlinked folder it is still tinymnist), nor installed code, nor the standard library, nor generated."""
+    import os
+
+    path = os.path.realpath(filename)
+    ours = os.path.dirname(os.path.realpath(__file__)) + os.sep
+    return path in _PLUGIN_FILES or not (filename.startswith("<") or path.startswith(ours) or is_installed(path))
+
+
+def raised_by_user(error: BaseException) -> str | None:
+    """``"mynet.py:12 (forward)"`` when ``error`` (one of tinymnist's own, a UserError or a GateFailed) was raised
+    by the user's code itself, its innermost frame: a model that raised GateFailed read as a gate failure (exit
+    1) in one process and as a dead job (6) under local jobs (the ninth independent sweep of issue 30). One that
+    tinymnist raised, called from user code, stays tinymnist's verdict."""
+    import traceback
+
+    frames = traceback.extract_tb(error.__traceback__)
+    if frames and _users(frames[-1].filename):
+        return f"{frames[-1].filename}:{frames[-1].lineno} ({frames[-1].name})"
     return None

@@ -47,7 +47,7 @@ def console(text: object) -> str:
 
 
 def fitted(text: str, width: int) -> str:
-    """``text`` as shown (``shown``) in exactly ``width`` terminal columns: cut with "..." when longer, padded
+    """``text`` as shown (``console``) in exactly ``width`` terminal columns: cut with "..." when longer, padded
     when shorter. Counted in columns, not code points: an escaped Latin-1 byte takes four (``\\xe9``) and a
     wide character two, so a table's columns stay aligned (the third sweep of issue 30, F24)."""
     import unicodedata
@@ -57,7 +57,7 @@ def fitted(text: str, width: int) -> str:
             return 0
         return 2 if unicodedata.east_asian_width(ch) in "WF" else 1
 
-    text = shown(text)
+    text = console(text)  # a subject's "\r" or ESC went to the terminal raw (the ninth independent sweep)
     if sum(map(cols, text)) > width:
         kept, used = [], 0
         for ch in text:
@@ -82,11 +82,10 @@ def code_span(text: str) -> str:
 
 
 def one_line(text: str) -> str:
-    """``text`` as shown (``shown``) on one line: a line break or another control character becomes a space,
-    so free text from a file (a recipe's name, a commit's subject) cannot start a heading of its own."""
-    import unicodedata
-
-    return "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in shown(text))
+    """``text`` on one line, as the console shows it (``console``): a line break or another control character
+    escaped (``\\x0a``), so free text from a file (a recipe's name, a commit's subject) cannot start a heading of
+    its own, and says what it held (the ninth independent sweep: a space said nothing of a "\\x1b")."""
+    return console(text)
 
 
 class Markdown(str):

@@ -491,8 +491,9 @@ def _train_one(args, recipe, seeds, data, device, options, population):
 
 
 def judge_rule(args) -> str:
-    """--rule population on one shard judges that shard's share; the gathered population is judged later."""
-    return "share" if args.rule == "population" and args.shard else args.rule
+    """--rule population on one shard judges that shard's share; the gathered population is judged later. A
+    shard 1/1 is the whole population, judged here (it said "SHARE OK" over a failing one: the ninth sweep)."""
+    return "share" if args.rule == "population" and args.shard and args.shard[1] > 1 else args.rule
 
 
 def _report(args, recipe, runs, seeds):
