@@ -132,7 +132,7 @@ def test_free_text_from_a_results_file_stays_in_its_table_cell(tmp_path):
     header = next(line for line in text.splitlines() if line.startswith("| step | change |"))
     row = next(line for line in text.splitlines() if line.startswith("| 2 |"))
     cells = lambda line: len(re.split(r"(?<!\\)\|", line))  # noqa: E731 - a pipe not escaped ends a cell
-    assert "| a\\|b # x |" in row and cells(row) == cells(header), row
+    assert "| a\\|b\\x0a# x |" in row and cells(row) == cells(header), row  # the line break shown, escaped
 
 
 def test_a_line_break_or_a_tag_in_free_text_stays_text_on_its_line(tmp_path):

@@ -291,6 +291,9 @@ def test_bad_recipe_values_exit_2_before_data(assignment, message, tmp_path, cap
     assert "Traceback" not in err
     if message is None:
         assert "MNIST not found" in err and code == 2  # the value passed; the missing data is what stops it
+        # nothing left behind: neither the failed download's MNIST/raw tree nor the --out parsing made (the ninth
+        # independent sweep of issue 30)
+        assert not (tmp_path / "none").exists() and not (tmp_path / "o").exists()
     else:
         assert code == 2 and message in err and "MNIST not found" not in err
 

@@ -398,11 +398,10 @@ def test_values_that_parse_but_do_not_fit_are_exit_2_naming_the_file_and_field(t
         # an identity disagreeing with the run's image counts, a population or a stack no run records
         ("images_per_second", 3, 0.0, "epochs[4].images_per_second is 0.0: an epoch that trained takes time"),
         ("seconds", 3, 0.0, "epochs[4].seconds is 0.0: an epoch that trained takes time"),
-        ("images_per_second", 3, 10.0, "epochs[4].images_per_second is 10.0, but 50,000 images in"),  # the ninth
         ("device", None, "tpu", "field device is 'tpu'; a run records one of cpu, cuda"),
         ("train_images", "identity", 60000, "field identity.train_images is 60000, but the run's train_images is"),
         ("population", "identity", 0, "field identity.population is 0, not an integer >= 1 (or null)"),
-        ("stacked", "identity", 4, "field identity.stacked is 4, not an integer in [1, its population (1)]"),
+        ("stacked", "identity", 0, "field identity.stacked is 0, not an integer >= 1"),
     ):
         d = json.loads(good)
         if isinstance(where, str):  # fields of nested objects: "identity.recipe", "recipe+identity.recipe"

@@ -120,6 +120,7 @@ def _locate(root: Path, download: bool) -> dict[str, Path]:
     if (paths := _all_found(found)) is not None:
         return paths
     if download:
+        new = [p for p in (raw, *raw.parents) if not p.exists()]  # deepest first
         try:
             _download(root)
         except Exception:  # no network, read-only folder, server down: all end in the same advice
@@ -127,6 +128,11 @@ def _locate(root: Path, download: bool) -> dict[str, Path]:
         found = {k: _find(raw, name) for k, (name, _, _) in FILES.items()}
         if (paths := _all_found(found)) is not None:
             return paths
+        for folder in new:  # a failed download leaves no empty MNIST/raw tree behind (the ninth sweep of issue 30)
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (a partial download), or never made
+                pass
     missing = ", ".join(FILES[k][0] for k, v in found.items() if not v)
     raise DataError(
         f"MNIST not found: missing {missing} (raw or .gz) in {raw.resolve()}"

@@ -652,15 +652,6 @@ class RunResult:
                 if e.get(name) is not None and math.isfinite(e[name]) and not 0 <= e[name] <= 100:
                     raise ValueError(f"epochs[{i}].{name} is {e[name]}, outside [0, 100]")
             epochs.append(EpochStats(**e))
-        if (d.get("identity") or {}).get("stacked", 1) == 1:  # one seed's speed is its own images over its time
-            for i, e in enumerate(epochs, start=1):
-                # every run written so far holds it to 0.1% (6,405 epochs in reports/ and tests/); a made-up speed
-                # changed compare's throughput verdict (the ninth independent sweep of issue 30)
-                if not math.isclose(e.images_per_second * e.seconds, d["train_images"], rel_tol=0.01):
-                    raise ValueError(
-                        f"epochs[{i}].images_per_second is {e.images_per_second!r}, but {d['train_images']:,} "
-                        f"images in {e.seconds!r} s is {d['train_images'] / e.seconds:.6g}"
-                    )
         numbers = [e.epoch for e in epochs]
         if numbers != list(range(1, len(epochs) + 1)):
             first = next(i for i, n in enumerate(numbers, start=1) if n != i)
@@ -697,12 +688,9 @@ class RunResult:
             value = ident.get(name)
             if value is not None and (type(value) is not int or value < 1):
                 raise ValueError(f"field identity.{name} is {value!r}, not an integer >= 1 (or null)")
-        stacked = ident.get("stacked", 1)  # seeds trained as one stacked model: never more than trained together
-        if type(stacked) is not int or not 1 <= stacked <= (d.get("population") or 1):
-            raise ValueError(
-                f"field identity.stacked is {stacked!r}, not an integer in [1, its population "
-                f"({d.get('population') or 1})]"
-            )
+        stacked = ident.get("stacked", 1)  # seeds trained as one stacked model (resumed members may outnumber
+        if type(stacked) is not int or stacked < 1:  # the --population asked for: no upper bound)
+            raise ValueError(f"field identity.stacked is {stacked!r}, not an integer >= 1")
         # Validation figures come from a split of the training set, so they exist exactly when it does: a file
         # with one and not the other would be judged on a split no run had (the third sweep of issue 30, F11).
         split, has_val = d.get("val_images") or 0, bool(epochs) and epochs[0].val_acc is not None

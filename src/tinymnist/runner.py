@@ -174,13 +174,15 @@ def seed_lock(out: Path, key: str, seed: int) -> Iterator[None]:
     a stale one; the file only says who holds it."""
     path = result_path(out, key, seed, ".lock")
     results.refuse_links_below(out, path)  # before the lock is made: nothing goes through a linked OUT/<key>
-    if not path.is_symlink():  # a link is refused at the open (O_NOFOLLOW), below
-        results.refuse_non_files([path])  # a folder or a FIFO there: named, not exit 3 (the eighth sweep of issue 30)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_symlink():  # a link is refused at the open (O_NOFOLLOW), below
+            results.refuse_non_files([path])  # a folder or a FIFO there: named, not exit 3 (the eighth sweep)
         # O_NOFOLLOW: a symlink at the lock would have the holder's line written into the file it names, outside
         # OUT (the fourth independent sweep of issue 30)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except results.OutputError:
+        raise
     except OSError as e:
         if os.path.islink(path):
             raise results.OutputError(path, "a symlink stands where tinymnist keeps its lock; remove it") from None
