@@ -202,3 +202,24 @@ def test_a_module_git_ignores_first_imported_while_training_makes_the_run_dirty(
     env = {"PYTHONPATH": path, "SCRATCH": str(repo / "scratch")}
     done, recorded = _train(repo, mnist_root, model="loader_net:build", **env)
     assert done.returncode == 0 and recorded == f"{sha}-dirty", (recorded, done.stderr)
+    # the tenth: a file read by a bytes path and run as a string, and a module imported from an ignored zip
+    import zipfile
+
+    with zipfile.ZipFile(repo / "scratch" / "helpers.zip", "w") as z:
+        z.writestr("zhelper.py", "K = 1\n")
+    runner = (
+        "import os, sys\nfrom tinymnist.models.nets import step2\n\ndef build(**kw):\n"
+        "    scratch = os.environ['SCRATCH']\n"
+        "    if os.environ['HOW'] == 'bytes':\n"
+        "        exec(open(os.fsencode(os.path.join(scratch, 'late_helper.py'))).read())\n"
+        "    else:\n        sys.path.insert(0, os.path.join(scratch, 'helpers.zip'))\n        import zhelper  # noqa: F401\n"
+        "    return step2()\n"
+    )
+    (repo / "kept" / "runner_net.py").write_text(runner)
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a runner")
+    sha = _git(repo, "rev-parse", "--short=12", "HEAD")
+    for how in ("bytes", "zip"):
+        shutil.rmtree(repo / "o")
+        done, recorded = _train(repo, mnist_root, model="runner_net:build", **env, HOW=how)
+        assert done.returncode == 0 and recorded == f"{sha}-dirty", (how, recorded, done.stderr)

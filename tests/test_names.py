@@ -194,6 +194,18 @@ def test_a_path_with_a_line_break_or_a_byte_not_utf8_stays_on_its_console_line(t
     assert wrote == [b"wrote " + bytes(tmp_path) + b"/o\\xff\\x0al.md"], done.stdout
     done = subprocess.run([*cmd, "--recipe", odd + ".toml"], env=env, capture_output=True)
     assert done.returncode == 2 and done.stderr.count(b"\n") == 1 and b"/o\\xff\\x0al.toml" in done.stderr, done.stderr
+    # the tenth: a recipe folder's odd name quoted in a refusal, not as Python's repr ('s\udcff\n4')
+    res = tmp_path / "res"
+    folder = os.fsdecode(bytes(res) + b"/s\xff\n4")
+    os.makedirs(folder)
+    shutil.copy(REPO / "reports" / "baseline" / "step4" / "seed0.json", folder)
+    done = subprocess.run(
+        [sys.executable, "-m", "tinymnist", "report", str(res), "--out", str(tmp_path / "r")],
+        env=env,
+        capture_output=True,
+    )
+    assert done.returncode == 2 and done.stderr.count(b"\n") == 1, done.stderr
+    assert b"not of 's\\xff\\x0a4'" in done.stderr, done.stderr
     # the ninth: an error the argument parser prints (a file where --out wants a folder)
     done = subprocess.run([*cmd, "--out", odd + ".md"], env=env, capture_output=True)
     assert done.returncode == 2 and done.stderr.count(b"\n") == 1 and b"/o\\xff\\x0al.md" in done.stderr, done.stderr

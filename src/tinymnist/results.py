@@ -365,8 +365,8 @@ def _imported_but_not_committed() -> list[str]:
     for name in [*names, *list(sources.SEEN)]:  # imported, or run or read some other way (tinymnist.sources)
         if not isinstance(name, str) or not os.path.isabs(name):  # torch._classes says "_classes.py": no file
             continue
-        path = os.path.realpath(name)
-        if path.startswith(top) and not is_installed(path) and os.path.isfile(path):
+        path = sources.container(os.path.realpath(name))  # a module inside a zip is the zip's (the tenth sweep)
+        if path and path.startswith(top) and not is_installed(path):
             files.add(path)
     # A checkout of tinymnist itself whose run imported another copy (installed, or another worktree): the code
     # that ran is not this commit's (the third independent sweep of issue 30).
@@ -848,7 +848,8 @@ def load_results(
         # (recipe, seed) has one path, and no seed can be counted twice.
         r = load_result(p)
         if r.key != p.parent.name:
-            raise ResultsError(f"{p}: holds results of recipe {r.key!r}, not of {p.parent.name!r}; move it")
+            # the folder's name as the console shows it, not as Python's repr ('s\udcff4': the tenth sweep)
+            raise ResultsError(f"{p}: holds results of recipe '{r.key}', not of '{p.parent.name}'; move it")
         if on == "val":
             r = r.on_validation(p)
         by_key.setdefault(r.key, []).append(r)

@@ -19,14 +19,28 @@ _watching = False
 
 def _hook(event: str, args: tuple) -> None:
     # Called for every audited event in the process: the cheap tests come first.
-    if event == "exec":
+    if event == "exec":  # a module body, whatever its file is called (runpy or exec_module of "helper.txt")
         name = getattr(args[0], "co_filename", None) if args else None
-    elif event == "open":
-        name = args[0] if args else None
+        code = True
+    elif event == "open":  # a .py file read, by a str or a bytes path (the tenth sweep: b"scratch.py")
+        name, code = (args[0] if args else None), False
     else:
         return
-    if isinstance(name, str) and name.endswith(".py"):
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    if isinstance(name, str) and not name.startswith("<") and (code or name.endswith(".py")):
         SEEN.add(os.path.abspath(name))
+
+
+def container(path: str) -> str:
+    """The file that holds ``path``: itself, or for a module inside a zip (``lib.zip/helper.py``) the zip; "" if
+    none exists."""
+    while path and not os.path.isfile(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return ""
+        path = parent
+    return path
 
 
 def watch() -> None:
