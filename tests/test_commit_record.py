@@ -223,3 +223,35 @@ def test_a_module_git_ignores_first_imported_while_training_makes_the_run_dirty(
         shutil.rmtree(repo / "o")
         done, recorded = _train(repo, mnist_root, model="runner_net:build", **env, HOW=how)
         assert done.returncode == 0 and recorded == f"{sha}-dirty", (how, recorded, done.stderr)
+
+
+def test_only_an_environments_own_site_packages_in_the_checkout_count_as_installed(tmp_path):
+    """The eleventh independent sweep: an ignored ``vendor/site-packages`` of the user's own code passed as
+    installed, so a run importing it recorded the clean commit. Inside a checkout, installed means inside a
+    virtual environment (a .tox or .venv, known by its pyvenv.cfg)."""
+    from tinymnist.errors import is_installed
+
+    top = os.path.realpath(tmp_path) + os.sep
+    venv = tmp_path / ".venv"
+    (venv / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    vendored = os.path.join(top, "vendor", "site-packages", "helper.py")
+    assert not is_installed(vendored, within=top)
+    assert is_installed(os.path.join(top, ".venv", "lib", "python3.11", "site-packages", "x.py"), within=top)
+    assert is_installed(vendored)  # outside any checkout, the folder's name is all there is to go by
+
+
+def test_a_bisect_runs_each_commits_own_copy_of_a_model_folder_on_pythonpath(tmp_path):
+    """The eleventh independent sweep: a model folder inside the checkout on an absolute PYTHONPATH was
+    imported from the checkout by every commit's jobs, so an old commit was filed with today's model. The
+    folder is mapped into each commit's worktree; one outside the checkout is left as it is."""
+    from types import SimpleNamespace
+
+    from tinymnist.bisection import Bisector
+
+    repo, _ = _repo(tmp_path / "repo")
+    (repo / "models").mkdir()
+    wt = tmp_path / "wt"
+    outside = str(tmp_path / "elsewhere")
+    got = Bisector._in_worktree(SimpleNamespace(repo=repo), os.pathsep.join([str(repo / "models"), outside, "rel"]), wt)
+    assert got == [str(wt / "models"), outside, "rel"]

@@ -210,7 +210,8 @@ class Bisector:
         try:
             history.git(self.repo, "worktree", "add", "--detach", "--quiet", str(wt), commit.sha)
             code = wt / "src" if (wt / "src" / "tinymnist").is_dir() else wt
-            env = {**self.env, "PYTHONPATH": os.pathsep.join([str(code), self.env.get("PYTHONPATH", "")]).rstrip(":")}
+            paths = [str(code), *self._in_worktree(self.env.get("PYTHONPATH", ""), wt)]
+            env = {**self.env, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
             has = self._probe(wt, env)
             jobs = [self._job(commit, wt, env, out, seed, has) for seed in seeds]
             try:
@@ -239,6 +240,18 @@ class Bisector:
         finally:
             self._remove(wt)
             shutil.rmtree(out, ignore_errors=True)
+
+    def _in_worktree(self, pythonpath: str, wt: Path) -> list[str]:
+        """The user's PYTHONPATH for one commit's jobs: a folder inside the checkout (``/repo/models``) becomes the
+        same folder of that commit's worktree. Left as it was, every commit imported the model as the checkout
+        has it now, and an old commit was filed with today's code (the eleventh independent sweep of issue 30).
+        A folder outside the checkout stays: not the commit's code (the README says so)."""
+        top = Path(os.path.realpath(history.git(self.repo, "rev-parse", "--show-toplevel").strip()))
+        out = []
+        for entry in pythonpath.split(os.pathsep):
+            real = Path(os.path.realpath(entry)) if entry and os.path.isabs(entry) else None
+            out.append(str(wt / real.relative_to(top)) if real is not None and real.is_relative_to(top) else entry)
+        return out
 
     def _job(self, commit: Commit, wt: Path, env: dict, out: Path, seed: int, has: set[str]) -> Job:
         """One seed at ``commit``, by that commit's own ``train``: with this version's job options where its

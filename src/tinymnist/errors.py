@@ -114,12 +114,24 @@ def library_folders() -> tuple[str, ...]:
     return tuple(sorted(os.path.realpath(p) + os.sep for p in found if p))
 
 
-def is_installed(path: str) -> bool:
-    """``path`` (a real path) is installed code: under a library folder, or any site- or dist-packages."""
+def is_installed(path: str, within: str = "") -> bool:
+    """``path`` (a real path) is installed code: under a library folder, or any site- or dist-packages. Inside
+    ``within`` (a checkout: its real path ending in a separator) only a virtual environment's files count (a
+    .tox or .venv there, known by its pyvenv.cfg): an ignored ``vendor/site-packages`` of the user's own code
+    passed as installed (the eleventh independent sweep of issue 30)."""
     import os
 
+    if path.startswith(library_folders()):
+        return True
+    if within and path.startswith(within):
+        folder = os.path.dirname(path)
+        while folder.startswith(within):
+            if os.path.isfile(os.path.join(folder, "pyvenv.cfg")):
+                return True
+            folder = os.path.dirname(folder)
+        return False
     parts = path.split(os.sep)
-    return path.startswith(library_folders()) or "site-packages" in parts or "dist-packages" in parts
+    return "site-packages" in parts or "dist-packages" in parts
 
 
 # The files of installed plugin distributions: the user's code though they sit among the libraries (the third

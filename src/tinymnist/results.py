@@ -366,7 +366,7 @@ def _imported_but_not_committed() -> list[str]:
         if not isinstance(name, str) or not os.path.isabs(name):  # torch._classes says "_classes.py": no file
             continue
         path = sources.container(os.path.realpath(name))  # a module inside a zip is the zip's (the tenth sweep)
-        if path and path.startswith(top) and not is_installed(path):
+        if path and path.startswith(top) and not is_installed(path, within=top):
             files.add(path)
     # A checkout of tinymnist itself whose run imported another copy (installed, or another worktree): the code
     # that ran is not this commit's (the third independent sweep of issue 30).

