@@ -18,6 +18,13 @@ def _git(repo, *args):
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
+def _commit_all(repo, message):
+    """Commit everything in ``repo``; its short commit, as a run records it."""
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message)
+    return _git(repo, "rev-parse", "--short=12", "HEAD")
+
+
 def _repo(path):
     path.mkdir()
     _git(path, "init", "-q", "-b", "main")
@@ -64,9 +71,7 @@ def test_a_module_git_ignores_that_the_run_imports_makes_it_dirty(tmp_path, mnis
     (repo / "kept").mkdir()
     (repo / "kept" / "kept_net.py").write_text(net)
     (repo / ".gitignore").write_text("scratch/\no/\n__pycache__/\n")
-    _git(repo, "add", "-A")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a committed model")
-    sha = _git(repo, "rev-parse", "--short=12", "HEAD")
+    sha = _commit_all(repo, "a committed model")
     (repo / "scratch").mkdir()
     (repo / "scratch" / "scratch_net.py").write_text(net)
     path = os.pathsep.join([str(repo / "kept"), str(repo / "scratch")])
@@ -99,9 +104,7 @@ def test_a_checkout_of_tinymnist_that_ran_another_copy_of_it_is_dirty(tmp_path, 
     repo, _ = _repo(tmp_path / "repo")
     (repo / "src" / "tinymnist").mkdir(parents=True)
     (repo / "src" / "tinymnist" / "__init__.py").write_text("")  # this checkout's own (never imported) package
-    _git(repo, "add", "-A")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a tinymnist checkout")
-    sha = _git(repo, "rev-parse", "--short=12", "HEAD")
+    sha = _commit_all(repo, "a tinymnist checkout")
     done, recorded = _train(repo, mnist_root)
     assert done.returncode == 0 and recorded == f"{sha}-dirty", done.stderr
 
@@ -115,9 +118,7 @@ def test_a_checkout_whose_installed_tinymnist_is_its_own_code_is_clean(tmp_path,
     repo, _ = _repo(tmp_path / "repo")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(Path(tinymnist.__file__).parent, repo / "src" / "tinymnist", ignore=ignore)
-    _git(repo, "add", "-A")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a tinymnist checkout")
-    sha = _git(repo, "rev-parse", "--short=12", "HEAD")
+    sha = _commit_all(repo, "a tinymnist checkout")
     done, recorded = _train(repo, mnist_root)
     assert done.returncode == 0 and recorded == sha, done.stderr
     (repo / "src" / "tinymnist" / "shell.py").write_text("# another version\n")
@@ -178,9 +179,7 @@ def test_a_module_git_ignores_first_imported_while_training_makes_the_run_dirty(
     (repo / "kept").mkdir()
     (repo / "kept" / "late_net.py").write_text(net)
     (repo / ".gitignore").write_text("scratch/\no/\n__pycache__/\n")
-    _git(repo, "add", "-A")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a committed model")
-    sha = _git(repo, "rev-parse", "--short=12", "HEAD")
+    sha = _commit_all(repo, "a committed model")
     (repo / "scratch").mkdir()
     (repo / "scratch" / "late_helper.py").write_text("SCALE = 1.0\n")
     path = os.pathsep.join([str(repo / "kept"), str(repo / "scratch")])
@@ -195,9 +194,7 @@ def test_a_module_git_ignores_first_imported_while_training_makes_the_run_dirty(
         "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n    return step2()\n"
     )
     (repo / "kept" / "loader_net.py").write_text(loader)
-    _git(repo, "add", "-A")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a loader")
-    sha = _git(repo, "rev-parse", "--short=12", "HEAD")
+    sha = _commit_all(repo, "a loader")
     shutil.rmtree(repo / "o")
     env = {"PYTHONPATH": path, "SCRATCH": str(repo / "scratch")}
     done, recorded = _train(repo, mnist_root, model="loader_net:build", **env)
@@ -216,9 +213,7 @@ def test_a_module_git_ignores_first_imported_while_training_makes_the_run_dirty(
         "    return step2()\n"
     )
     (repo / "kept" / "runner_net.py").write_text(runner)
-    _git(repo, "add", "-A")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a runner")
-    sha = _git(repo, "rev-parse", "--short=12", "HEAD")
+    sha = _commit_all(repo, "a runner")
     for how in ("bytes", "zip"):
         shutil.rmtree(repo / "o")
         done, recorded = _train(repo, mnist_root, model="runner_net:build", **env, HOW=how)

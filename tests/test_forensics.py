@@ -338,13 +338,23 @@ def test_a_commit_without_its_own_tinymnist_is_skipped_not_run_with_the_installe
         b.close()
 
 
-def test_latin_1_commit_subjects_neither_crash_history_show_nor_bisect(tmp_path, capsys):
-    """Issue 30, cause 5: old commits may carry Latin-1 subjects with no encoding header; git prints their bytes
-    as they are, and a strict UTF-8 decode crashed history show and bisect with exit 3."""
+def _show_one_commit(tmp_path, repo, sha):
+    """Three step-2 runs of ``sha`` filed in a store, and ``history show`` of it: (store, HISTORY folder)."""
     from dataclasses import replace
 
     from tests.synth import make_result, write_results
 
+    folder = tmp_path / "r"
+    write_results(folder, [replace(make_result(2, s, [90.0 + s]), git_sha=sha[:12]) for s in range(3)])
+    store, out = tmp_path / "store", tmp_path / "h"
+    add(folder, store)
+    assert main(["history", "show", "--store", str(store), "--out", str(out), "--repo", str(repo)]) == 0
+    return store, out
+
+
+def test_latin_1_commit_subjects_neither_crash_history_show_nor_bisect(tmp_path, capsys):
+    """Issue 30, cause 5: old commits may carry Latin-1 subjects with no encoding header; git prints their bytes
+    as they are, and a strict UTF-8 decode crashed history show and bisect with exit 3."""
     repo, first = _tiny_repo(tmp_path / "repo")
     # `git commit` would re-encode the message; an old or imported commit holds the raw bytes, as this one
     tree = git(repo, "write-tree")
@@ -355,12 +365,7 @@ def test_latin_1_commit_subjects_neither_crash_history_show_nor_bisect(tmp_path,
     git(repo, "update-ref", "refs/heads/main", second)
     raw = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%s"], capture_output=True).stdout
     assert b"\xe9" in raw  # the bytes really are not UTF-8
-    folder = tmp_path / "r"
-    write_results(folder, [replace(make_result(2, s, [90.0 + s]), git_sha=second[:12]) for s in range(3)])
-    store = tmp_path / "store"
-    add(folder, store)
-    out = tmp_path / "h"
-    assert main(["history", "show", "--store", str(store), "--out", str(out), "--repo", str(repo)]) == 0
+    store, out = _show_one_commit(tmp_path, repo, second)
     # shown as its bytes (the fourth independent sweep: U+FFFD said nothing of what the byte was)
     assert "caf\\xe9: r\\xe9sum\\xe9 du jour" in (out / "HISTORY.md").read_text()
     subjects = [c["subject"] for s in json.loads((out / "HISTORY.json").read_text())["series"] for c in s["commits"]]
@@ -374,19 +379,11 @@ def test_latin_1_commit_subjects_neither_crash_history_show_nor_bisect(tmp_path,
 def test_a_subject_with_a_character_splitlines_splits_on_is_one_commit(tmp_path, capsys, odd):
     """The eighth independent sweep: a subject holding "\\r", "\\x1c" or U+2028 was split into two "lines" of
     git's output, and history show and bisect ended with exit 3. One commit, and its subject shown on one line."""
-    from dataclasses import replace
-
-    from tests.synth import make_result, write_results
 
     repo, first = _tiny_repo(tmp_path / "repo")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", f"docs: a{odd}b")
     second = git(repo, "rev-parse", "HEAD")
-    folder = tmp_path / "r"
-    write_results(folder, [replace(make_result(2, s, [90.0 + s]), git_sha=second[:12]) for s in range(3)])
-    store = tmp_path / "store"
-    add(folder, store)
-    out = tmp_path / "h"
-    assert main(["history", "show", "--store", str(store), "--out", str(out), "--repo", str(repo)]) == 0
+    store, out = _show_one_commit(tmp_path, repo, second)
     subjects = [c["subject"] for s in json.loads((out / "HISTORY.json").read_text())["series"] for c in s["commits"]]
     assert subjects == [f"docs: a{odd}b"], subjects
     assert main(["bisect", second, first, "--step", "2", "--store", str(store), "--repo", str(repo)]) == 2

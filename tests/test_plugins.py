@@ -535,27 +535,45 @@ def test_a_model_that_goes_wrong_only_at_the_training_batch_size_is_the_users(tm
         assert err.count("\n") == 1 and f"model 'bigbatch:{fn}'" in err and said in err, err
 
 
+def _raising_at_training_size(tmp_path, monkeypatch, name: str, imports: list[str], error: str) -> list[str]:
+    """A model module ``tmp_path/NAME.py`` whose forward raises ``error`` on a training batch (above 4 images, so
+    the probe passes), at line ``len(imports) + 7``; importable here and by local jobs. The train argv for it."""
+    lines = [
+        *imports,
+        "from torch import nn",
+        "class M(nn.Module):",
+        "    def __init__(self):",
+        "        super().__init__()",
+        "        self.f = nn.Linear(784, 10)",
+        "    def forward(self, x):",
+        "        if x.shape[0] > 4:",
+        f"            raise {error}",
+        "        return self.f(x.flatten(1))",
+        f"def {name}(**kw):",
+        "    return M()",
+    ]
+    (tmp_path / f"{name}.py").write_text("\n".join(lines) + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for the local jobs' own processes
+    return [
+        "train",
+        "--step",
+        "2",
+        "--dry-run",
+        "--quiet",
+        "--out",
+        str(tmp_path / "o"),
+        "--set",
+        f"model={name}:{name}",
+    ]
+
+
 def test_a_users_huge_error_message_is_cut_and_still_says_where(tmp_path, capsys, monkeypatch):
     """The sixth independent sweep: a model raising a 100,000-character message lost its "user code at
     FILE:LINE" under local jobs (a job's error is read from its log's tail) and was a 100 kB line in-process."""
     from tinymnist.cli import main
 
-    (tmp_path / "loud.py").write_text(
-        "from torch import nn\n"
-        "class Loud(nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.f = nn.Linear(784, 10)\n"
-        "    def forward(self, x):\n"
-        "        if x.shape[0] > 4:\n"
-        "            raise RuntimeError('x' * 100000)\n"
-        "        return self.f(x.flatten(1))\n"
-        "def loud(**kw):\n"
-        "    return Loud()\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for the local jobs' own processes
-    argv = ["train", "--step", "2", "--dry-run", "--quiet", "--out", str(tmp_path / "o"), "--set", "model=loud:loud"]
+    argv = _raising_at_training_size(tmp_path, monkeypatch, "loud", [], "RuntimeError('x' * 100000)")
     for seeds in (["--seeds", "0"], ["--seeds", "0-1", "--executor", "local"]):
         assert main([*argv, *seeds]) == 2
         err = capsys.readouterr().err
@@ -568,24 +586,9 @@ def test_a_model_raising_tinymnists_own_errors_is_the_users_on_every_executor(tm
     in one process and as a dead job (6) under local jobs; a UserError it raised did not say where."""
     from tinymnist.cli import main
 
-    (tmp_path / "own.py").write_text(
-        "import os\n"
-        "from torch import nn\n"
-        "from tinymnist.errors import GateFailed, UserError\n"
-        "class Own(nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.f = nn.Linear(784, 10)\n"
-        "    def forward(self, x):\n"
-        "        if x.shape[0] > 4:\n"
-        "            raise {'gate': GateFailed, 'usage': UserError}[os.environ['OWN']]('my own check')\n"
-        "        return self.f(x.flatten(1))\n"
-        "def own(**kw):\n"
-        "    return Own()\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for the local jobs' own processes
-    argv = ["train", "--step", "2", "--dry-run", "--quiet", "--out", str(tmp_path / "o"), "--set", "model=own:own"]
+    imports = ["import os", "from tinymnist.errors import GateFailed, UserError"]
+    error = "{'gate': GateFailed, 'usage': UserError}[os.environ['OWN']]('my own check')"
+    argv = _raising_at_training_size(tmp_path, monkeypatch, "own", imports, error)
     for kind in ("gate", "usage"):
         monkeypatch.setenv("OWN", kind)
         for seeds in (["--seeds", "0"], ["--seeds", "0-1", "--executor", "local"]):

@@ -9,6 +9,7 @@
 #   python -m tools.tta --claim reports/frontier/round2/claim --out reports/frontier/round2/tta-claim.json \
 #     --markdown reports/frontier/round2/TTA-claim.md
 set -euo pipefail
+source "$(dirname "$0")/_checkout.sh"
 STEP=${1:?usage: round2-claim.sh 5|6 [train options]}
 shift
 FINAL="reports/frontier/round2/step$STEP-final/SWEEP.md"
@@ -18,4 +19,4 @@ if [ ! -f "$FINAL" ] || grep -q -e "(unfinished)" -e "not trained" "$FINAL"; the
   echo "round2-claim.sh: $FINAL: the finals have not finished; run reports/frontier/round2-final.sh $STEP first" >&2
   exit 2
 fi
-exec "${TINYMNIST:-tinymnist}" train --step "$STEP" --seeds 300-315 --out reports/frontier/round2/claim "$@"
+exec "$TINYMNIST" train --step "$STEP" --seeds 300-315 --out reports/frontier/round2/claim "$@"

@@ -7,6 +7,7 @@
 # Step 6's finalists: the screen's top three (shear 99.454, brightness-contrast 99.452, per-epoch 99.442, all
 # within noise of one another at n = 4), and "combo", the three together (chosen before any of its own runs).
 set -euo pipefail
+source "$(dirname "$0")/_checkout.sh"
 STEP=${1:?usage: round2-final.sh 5|6 [sweep options]}
 shift
 SCREEN="reports/frontier/round2/step$STEP"
@@ -45,4 +46,4 @@ for key in "step$STEP" "${FINALISTS[@]/#/step$STEP.}"; do
     [ -e "$OUT/$key/seed$seed.json" ] || cp "$SCREEN/$key/seed$seed.json" "$OUT/$key/"
   done
 done
-exec "${TINYMNIST:-tinymnist}" sweep --step "$STEP" --seeds 0-7 --val-split 10000 --out "$OUT" "${VARIANTS[@]}" "$@"
+exec "$TINYMNIST" sweep --step "$STEP" --seeds 0-7 --val-split 10000 --out "$OUT" "${VARIANTS[@]}" "$@"

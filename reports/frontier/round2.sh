@@ -8,6 +8,7 @@
 # The base recipe and round 1's top candidate (bs32 for step 5, ema for step 6) on seeds 0-3 are round 1's own
 # result files, copied byte for byte from reports/frontier/stepN (same recipe, split and seeds: resumed).
 set -euo pipefail
+source "$(dirname "$0")/_checkout.sh"
 STEP=${1:?usage: round2.sh 5|6 [sweep options]}
 shift
 # Lead 1 as published (9,994 params): conv 1->10->30 to 24x24, 1x1 to 10, pool, 3x 14, padded 14, GAP, 1x1;
@@ -35,7 +36,7 @@ case "$STEP" in
     exit 2
     ;;
 esac
-exec "${TINYMNIST:-tinymnist}" sweep --step "$STEP" --seeds 0-3 --val-split 10000 \
+exec "$TINYMNIST" sweep --step "$STEP" --seeds 0-3 --val-split 10000 \
   --out "reports/frontier/round2/step$STEP" \
   "${TOP[@]}" \
   --variant "wide24: $WIDE $PUBLISHED" \

@@ -4,10 +4,11 @@
 # rank what is there without training. Hours of CPU: run it in the background, e.g.
 #   nohup bash reports/frontier/sweep_step5.sh > sweep5.log 2>&1 &
 set -euo pipefail
+source "$(dirname "$0")/_checkout.sh"
 # The public anchor's training (issue 21): batch 32, no momentum, the piecewise-linear schedule 0.05 -> 0.1 at
 # epoch 3 -> 0.01 at epoch 9 -> 0 at 15, shift-scale-rotate (0.09, 0.09, 7 degrees) on half the images.
 ANCHOR='batch_size=32 momentum=0 schedule=piecewise lr_points=[[0,0.5],[3,1],[9,0.1],[15,0]] max_shift=0.09 max_scale=0.09 aug_prob=0.5'
-exec "${TINYMNIST:-tinymnist}" sweep --step 5 --seeds 0-7 --val-split 10000 --out reports/frontier/step5 \
+exec "$TINYMNIST" sweep --step 5 --seeds 0-7 --val-split 10000 --out reports/frontier/step5 \
   --variant "anchor: model=blocks $ANCHOR" \
   --variant "blocks: model=blocks" \
   --variant "anchor-wide3: model=blocks model_kwargs={\"blocks\":[[4,4,4],[8,8,8],[10,10,10]]} $ANCHOR" \

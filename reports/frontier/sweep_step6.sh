@@ -8,7 +8,8 @@
 # standard regularisers the registered recipe does not use yet (EMA of the weights, label smoothing, weight
 # decay, Nesterov), and the anchor's block network widened to the budget (8,986 parameters).
 set -euo pipefail
-exec "${TINYMNIST:-tinymnist}" sweep --step 6 --seeds 0-7 --val-split 10000 --out reports/frontier/step6 \
+source "$(dirname "$0")/_checkout.sh"
+exec "$TINYMNIST" sweep --step 6 --seeds 0-7 --val-split 10000 --out reports/frontier/step6 \
   --variant "bs32: batch_size=32" \
   --variant "zoom: max_scale=0.09" \
   --variant "half-aug-zoom: aug_prob=0.5 max_scale=0.09" \

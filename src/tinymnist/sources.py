@@ -4,8 +4,9 @@
 (``importlib.util.spec_from_file_location`` then ``exec_module``, ``runpy.run_path``, ``exec(open(...))``): a
 gitignored ``scratch.py`` loaded so passed as committed code, and ``history add`` filed the run under the clean
 commit (the ninth independent sweep of issue 30). Python's audit hooks (PEP 578) see every module body executed
-(``exec``, with its code object's file) and every file opened (``open``), whatever the route. The hook keeps
-the names of ``.py`` files only; ``tinymnist.results`` decides which of them the checkout must hold.
+(``exec``, with its code object's file) and every file opened (``open``), whatever the route. The hook keeps the
+file of every module body run and the name of every ``.py`` opened; ``tinymnist.results`` decides which of them
+the checkout must hold.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-SEEN: set[str] = set()  # absolute paths of .py files executed or opened by this process
+SEEN: set[str] = set()  # absolute paths of the files whose code this process ran, and of the .py files it opened
 _watching = False
 
 

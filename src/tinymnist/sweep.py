@@ -210,10 +210,9 @@ def sweep_markdown(ranked: Sequence[Ranked], command: str, val_images: int, seed
         secs = f"{r.seconds.mean:.0f}" if r.seconds else ""
         if r.versus_top is None:
             # the reason it was not tested, as rank() decided it (the eighth sweep: a smoke row said "n < 5")
-            top = ranked[0]
             if i == 1:
                 vs = "(top)"
-            elif r.smoke != top.smoke:
+            elif r.smoke != ranked[0].smoke:
                 vs = "untested (smoke run)" if r.smoke else "untested (the top is a smoke run)"
             else:
                 vs = f"untested (n < {MIN_SEEDS_FOR_TEST} a side)"

@@ -278,10 +278,11 @@ def _outputs_outside_recipe_folders(args, recipes) -> None:
     folders = {os.path.realpath(Path(args.out) / r.key): r.key for r in recipes}
     for flag in ("junit_xml", "markdown"):
         path = getattr(args, flag, None)
-        if path and os.path.realpath(path) in folders:
+        key = folders.get(os.path.realpath(path)) if path else None
+        if key:
             raise UsageError(
-                f"--{flag.replace('_', '-')} {path}: this run files {folders[os.path.realpath(path)]}'s seeds in a "
-                "folder of this name; give a file path beside it"
+                f"--{flag.replace('_', '-')} {path}: this run files {key}'s seeds in a folder of this name; give a "
+                "file path beside it"
             )
 
 
