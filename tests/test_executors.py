@@ -290,11 +290,17 @@ def _cmdline(proc: Path) -> str:
         return ""
 
 
-def test_version_names_the_installed_package(capsys):
+def test_version_names_the_installed_package_and_the_torch_it_runs_on(capsys):
     from importlib import metadata
 
+    import torch
+
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"tinymnist {metadata.version('tinymnist')}"
+    torch_version = metadata.version("torch")
+    assert capsys.readouterr().out.strip() == f"tinymnist {metadata.version('tinymnist')} (torch {torch_version})"
+    # the line reads the metadata (no torch import); it names the torch that runs (whose __version__ may add a
+    # local tag such as +cu130 that the metadata lacks)
+    assert torch.__version__.split("+")[0] == torch_version.split("+")[0]
 
 
 def test_an_empty_shard_still_writes_the_ci_files_it_was_asked_for(tmp_path, capsys):

@@ -42,6 +42,12 @@ def _bench_median_ms(name: str) -> float:
     return next(b["stats"]["median"] for b in bench["benchmarks"] if b["name"] == name) * 1e3
 
 
+def _experiment_counts() -> tuple[int, int]:
+    """The runs and the experiments in reports/experiments, as `tinymnist log` reads them."""
+    folders = [d for d in (REPO / "reports" / "experiments").iterdir() if any(d.glob("*/seed*.json"))]
+    return sum(len(list(d.glob("*/seed*.json"))) for d in folders), len(folders)
+
+
 def _prose_figures() -> list[str]:
     """The README's prose figures, rebuilt from the files they cite."""
     base = [round(_wall(REPO / "reports" / "baseline" / "step4" / f"seed{s}.json")) for s in (0, 1, 2)]
@@ -49,7 +55,8 @@ def _prose_figures() -> list[str]:
     ort1, eager1 = _bench_median_ms("test_inference[onnxruntime-1]"), _bench_median_ms("test_inference[torch-1]")
     ort_k, eager_k = (1e6 / _bench_median_ms(f"test_inference[{e}-1000]") for e in ("onnxruntime", "torch"))
     return [
-        f"{min(base)}, {sorted(base)[1]} and {max(base)} s",
+        f"{base[0]}, {base[1]} and {base[2]} s for seeds 0, 1, 2 in the baseline",  # in the seeds' order
+        "({} runs in {} experiments,".format(*_experiment_counts()),
         f"step 1 {gpu[0]:.1f} s, step 2 {gpu[1]:.1f} s, step 3 {gpu[2]:.1f} s, step 4 {gpu[3]:.1f} s",
         f"{ort1:.3f} ms vs {eager1:.3f} ms in PyTorch eager ({eager1 / ort1:.1f}x",
         f"{ort_k:,.0f} vs {eager_k:,.0f} images/s ({ort_k / eager_k:.1f}x",

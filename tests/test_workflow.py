@@ -73,3 +73,16 @@ def test_every_called_command_exists(tmp_path, monkeypatch):
             parser.parse_args(argv)  # raises SystemExit if malformed
             seen.add(argv[0])
     assert {"train", "report", "compare", "history"} <= seen
+
+
+def test_every_pre_commit_hook_that_names_files_checks_some_of_ours():
+    """A hook whose `files` pattern matches nothing in the checkout never runs: the mypy hook once named
+    folders that had moved under src/, and pre-commit skipped it on every commit without a word."""
+    import subprocess
+
+    config = yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())
+    tracked = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    hooks = [h for repo in config["repos"] for h in repo["hooks"] if "files" in h]
+    assert {h["id"] for h in hooks} >= {"mypy", "actionlint"}
+    for hook in hooks:
+        assert any(re.search(hook["files"], f) for f in tracked.splitlines()), hook["id"]

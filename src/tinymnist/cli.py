@@ -82,12 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
+    """tinymnist's version and the torch it runs on, read from the installed metadata: importing torch for
+    --version would cost seconds."""
     from importlib import metadata
 
-    try:
-        return metadata.version("tinymnist")
-    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown (not installed)"
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+            return "unknown (not installed)"
+
+    return f"{installed('tinymnist')} (torch {installed('torch')})"
 
 
 def _exit_at_once(signum, frame) -> None:

@@ -2,11 +2,12 @@
 
 Measured on this project's 2-core machines (`python -m benchmarks.threads`, reports/threads/threads.json, which
 the README's threads block is generated from): torch's out-of-the-box setting, every core with OpenMP's
-spin-waiting threads, ran 6-27x slower than one thread as soon as two other processes used the cores (a spinning
-thread holds a core the busy processes want, and each barrier waits for the one that lost it). Passive waiting
-threads sleep at a barrier instead, which keeps most of the multi-thread speed on a quiet machine and none of
-the collapse on a busy one. So the default is every core this process may use, divided among the runs that
-share them, with passive waiting unless the user chose a wait policy.
+spin-waiting threads, ran 3.4x slower than one thread beside two busy processes (median of 3 rounds; 6-27x in
+earlier, unrecorded runs on a more loaded machine), where passive waiting ran at 0.85x: a spinning thread holds
+a core the busy processes want, and each barrier waits for the one that lost it. Passive waiting threads sleep
+at a barrier instead, which keeps most of the multi-thread speed on a quiet machine and none of the collapse on
+a busy one. So the default is every core this process may use, divided among the runs that share them, with
+passive waiting unless the user chose a wait policy.
 """
 
 from __future__ import annotations
