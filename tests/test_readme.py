@@ -198,3 +198,17 @@ def test_a_round2_claim_says_whether_issue_33s_target_is_reached(tmp_path):
     assert "(a mean final ≥ 99.60 over the 16 seeds): **reached**; the mean final is 99.600 over 16 seeds." in text
     write_results(tmp_path, [make_result(6, seeds[0], RAMP + [99.6, 99.6, 99.58], params=9802)])
     assert ": **missed**; the mean final is 99.598 over 16 seeds." in readme._claim(6, tmp_path, seeds, target=True)
+
+
+def test_a_claims_tta_row_gives_the_same_plain_mean_as_the_claims_own_block():
+    """Both name the mean final-epoch test accuracy of the same 16 weights files; step 5's is 99.3925 exactly,
+    which a hand-summed mean rounded to 99.393 and the claim block's (the statistics module's) to 99.392."""
+    path = REPO / "reports" / "frontier" / "round2" / "tta-claim.json"
+    if not path.exists():
+        pytest.skip("reports/frontier/round2/tta-claim.json not committed yet")
+    steps = json.loads(path.read_text())["steps"]
+    assert steps, "the TTA claim file names no step"
+    for step, entry in steps.items():
+        runs = load_results(REPO / "reports" / "frontier" / "round2" / "claim")[f"step{step}"]
+        block = summarize(runs).final_test.mean
+        assert [f"{r['plain_mean']:.3f}" for r in entry["recipes"].values()] == [f"{block:.3f}"], step
