@@ -208,7 +208,7 @@ def test_a_claims_tta_row_gives_the_same_plain_mean_as_the_claims_own_block():
         pytest.skip("reports/frontier/round2/tta-claim.json not committed yet")
     steps = json.loads(path.read_text())["steps"]
     assert steps, "the TTA claim file names no step"
+    claims = load_results(REPO / "reports" / "frontier" / "round2" / "claim")  # read once, every step's folder
     for step, entry in steps.items():
-        runs = load_results(REPO / "reports" / "frontier" / "round2" / "claim")[f"step{step}"]
-        block = summarize(runs).final_test.mean
+        block = summarize(claims[f"step{step}"]).final_test.mean
         assert [f"{r['plain_mean']:.3f}" for r in entry["recipes"].values()] == [f"{block:.3f}"], step
